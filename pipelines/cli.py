@@ -1,0 +1,60 @@
+"""The ``epiflow`` command line.
+
+Each subcommand lives in its own module that exposes ``add_arguments(parser)`` and ``run(args)``;
+modules are imported only when their subcommand runs, so ``epiflow --help`` stays fast.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from pipelines.errors import EpiflowError
+
+# name -> (module, one-line help). Keep alphabetical within groups.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "demo": ("pipelines.stages.demo", "generate the embedded cohort and run the whole DVC pipeline"),
+    "simulate": ("pipelines.stages.simulate", "write the embedded simulated cohort (VCF, samples, GMT, truth)"),
+    "encode": ("pipelines.stages.encode", "stream a VCF into gene x class counts and a variant matrix"),
+    "splits": ("pipelines.stages.splits", "write repeated stratified K-fold splits shared by all models"),
+    "train": ("pipelines.stages.train", "cross-validate one model of the zoo on the shared splits"),
+    "report": ("pipelines.stages.report", "print and save the model comparison table"),
+}
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="epiflow",
+        description="Do epistatic models beat additive ones on your cohort? Data with DVC, runs in MLflow.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (module, help_) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_, description=help_)
+        if only is None or only == name:
+            importlib.import_module(module).add_arguments(p)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # import only the module of the subcommand being run (or all of them for help on one)
+    name = next((a for a in argv if not a.startswith("-")), None)
+    parser = build_parser(only=name if name in COMMANDS else "__none__")
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    module = importlib.import_module(COMMANDS[args.command][0])
+    try:
+        rc = module.run(args)
+    except EpiflowError as exc:
+        print(f"epiflow {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"epiflow {args.command}: interrupted", file=sys.stderr)
+        return 130
+    return int(rc or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,46 @@
+"""Reading params.yaml and resolving paths against the repository root."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import yaml
+
+from pipelines.errors import EpiflowError
+
+
+def repo_root(start: Path | None = None) -> Path:
+    """The project root: the nearest parent holding params.yaml (or dvc.yaml), else the cwd.
+
+    ``EPIFLOW_ROOT`` overrides the search.
+    """
+    if os.environ.get("EPIFLOW_ROOT"):
+        return Path(os.environ["EPIFLOW_ROOT"]).resolve()
+    here = (start or Path.cwd()).resolve()
+    for p in (here, *here.parents):
+        if (p / "params.yaml").is_file() or (p / "dvc.yaml").is_file():
+            return p
+    return here
+
+
+def load_params(path: str | Path = "params.yaml") -> dict:
+    """Load params.yaml; a missing file gives an empty dict, a malformed one a one-line error."""
+    path = Path(path)
+    if not path.is_file():
+        return {}
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark is not None else ""
+        raise EpiflowError(f"{path}{line}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
+    if not isinstance(data, dict):
+        raise EpiflowError(f"{path}: expected a mapping at the top level")
+    return data
+
+
+def section(params: dict, name: str, path: str | Path = "params.yaml") -> dict:
+    value = params.get(name, {})
+    if not isinstance(value, dict):
+        raise EpiflowError(f"{path}: section '{name}' must be a mapping")
+    return value

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Create .venv and install epiflow into it. Idempotent: a second run only checks.
+# Without a CUDA GPU it installs the CPU build of torch first (torch==2.13.0), so nothing pulls
+# CUDA packages; with a GPU (nvidia-smi answers) it installs the default build and CuPy.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$PY" -m venv .venv
+fi
+VPY=.venv/bin/python
+stamp=.venv/.epiflow-installed
+want="$(sha256sum pyproject.toml | cut -c1-16)"
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+  exit 0
+fi
+"$VPY" -m pip install -q --upgrade pip >/dev/null 2>&1 || true
+if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
+  echo "setup: CUDA GPU found: installing torch with CUDA and CuPy" >&2
+  "$VPY" -m pip install -q "torch==2.13.0"
+  "$VPY" -m pip install -q -e ".[dev,gpu]"
+else
+  echo "setup: no CUDA GPU: installing the CPU build of torch" >&2
+  "$VPY" -m pip install -q "torch==2.13.0"
+  "$VPY" -m pip install -q -e ".[dev]"
+fi
+echo "$want" > "$stamp"
