@@ -1,0 +1,75 @@
+"""Repeated stratified K-fold splits, computed once and shared by every model.
+
+Stored as ``fold[r, s]`` = the test fold of sample ``s`` in repeat ``r`` plus the sample ids, so
+every model (networks, baselines, learning curves) sees exactly the same partitions.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from pipelines.atomic import atomic_path
+from pipelines.errors import EpiflowError, InputError
+
+
+@dataclass(frozen=True)
+class Splits:
+    fold: np.ndarray  # (repeats, n_samples) int8: test-fold index of each sample
+    sample_ids: np.ndarray  # (n_samples,) str
+    seed: int
+
+    @property
+    def repeats(self) -> int:
+        return self.fold.shape[0]
+
+    @property
+    def folds(self) -> int:
+        return int(self.fold.max()) + 1
+
+    def iter_folds(self, repeats: int | None = None):
+        """Yield (repeat, fold, train_index, test_index) in a fixed order."""
+        for r in range(self.repeats if repeats is None else min(repeats, self.repeats)):
+            for k in range(self.folds):
+                test = np.flatnonzero(self.fold[r] == k)
+                train = np.flatnonzero(self.fold[r] != k)
+                yield r, k, train, test
+
+
+def make_splits(y, sample_ids, *, repeats: int = 10, folds: int = 3, seed: int = 7) -> Splits:
+    """Repeated stratified K-fold (scikit-learn's RepeatedStratifiedKFold, seeded)."""
+    from sklearn.model_selection import RepeatedStratifiedKFold
+
+    y = np.asarray(y)
+    if repeats < 1 or folds < 2:
+        raise EpiflowError(f"splits: need repeats >= 1 and folds >= 2 (got {repeats} x {folds})")
+    classes, counts = np.unique(y, return_counts=True)
+    if len(classes) < 2:
+        raise EpiflowError("splits: the phenotype has a single class; nothing to classify")
+    if counts.min() < folds:
+        raise EpiflowError(f"splits: the smallest class has {counts.min()} samples, fewer than {folds} folds")
+    rskf = RepeatedStratifiedKFold(n_splits=folds, n_repeats=repeats, random_state=seed)
+    fold = np.full((repeats, len(y)), -1, dtype=np.int8)
+    for i, (_, test) in enumerate(rskf.split(np.zeros(len(y)), y)):
+        fold[i // folds, test] = i % folds
+    assert (fold >= 0).all()
+    return Splits(fold=fold, sample_ids=np.asarray(sample_ids, dtype=str), seed=seed)
+
+
+def save_splits(splits: Splits, path) -> None:
+    with atomic_path(path, suffix=".npz") as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez_compressed(fh, fold=splits.fold, sample_ids=splits.sample_ids, seed=splits.seed)
+
+
+def load_splits(path, sample_ids=None) -> Splits:
+    """Load splits; with ``sample_ids``, check they cover exactly those samples in that order."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(path, "splits file not found (run `epiflow splits` or `dvc repro splits`)")
+    with np.load(path, allow_pickle=False) as z:
+        s = Splits(fold=z["fold"], sample_ids=z["sample_ids"].astype(str), seed=int(z["seed"]))
+    if sample_ids is not None and not np.array_equal(s.sample_ids, np.asarray(sample_ids, dtype=str)):
+        raise InputError(path, "splits were made for other samples than the encoded cohort; rerun splits")
+    return s

@@ -1,0 +1,182 @@
+"""MLflow wiring: one store under <repo>/mlruns, experiment per study, parent run per model,
+child run per CV fold; every run tagged with the git commit and the DVC hash of each input.
+
+The tracking URI is absolute and resolved from the repository root, so runs launched by
+``dvc exp run`` from a temporary copy of the repo (``<root>/.dvc/tmp/exps/...``) land in the same
+store. ``MLFLOW_TRACKING_URI`` overrides it (e.g. a shared tracking server).
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import subprocess
+from pathlib import Path
+
+import yaml
+
+from pipelines.params import repo_root
+
+TAG_PREFIX = "epiflow."
+
+
+def store_root(start: Path | None = None) -> Path:
+    """The repository whose mlruns/ receives runs, seen through dvc experiment temp dirs."""
+    root = repo_root(start)
+    parts = root.parts
+    if ".dvc" in parts:  # <root>/.dvc/tmp/exps/<run>/...: the real repo is above .dvc
+        root = Path(*parts[: parts.index(".dvc")])
+    return root
+
+
+def tracking_uri(start: Path | None = None) -> str:
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return os.environ["MLFLOW_TRACKING_URI"]
+    store = store_root(start) / "mlruns"
+    store.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{store / 'mlflow.db'}"
+
+
+def artifact_root(start: Path | None = None) -> str:
+    return (store_root(start) / "mlruns" / "artifacts").as_uri()
+
+
+def setup(experiment: str, start: Path | None = None) -> str:
+    """Point MLflow at the project store and select (creating if needed) the study's experiment."""
+    import logging
+
+    import mlflow
+
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    mlflow.set_tracking_uri(tracking_uri(start))
+    exp = mlflow.get_experiment_by_name(experiment)
+    if exp is None:
+        location = None
+        if not os.environ.get("MLFLOW_TRACKING_URI"):
+            location = f"{artifact_root(start)}/{experiment}"
+        try:
+            exp_id = mlflow.create_experiment(experiment, artifact_location=location)
+        except Exception:  # created concurrently by another stage
+            exp_id = mlflow.get_experiment_by_name(experiment).experiment_id
+    else:
+        exp_id = exp.experiment_id
+    mlflow.set_experiment(experiment_id=exp_id)
+    return exp_id
+
+
+def git_commit(root: Path | None = None) -> str:
+    root = store_root(root)
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
+                             check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True).stdout.strip()
+        return sha + ("-dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def _dvc_recorded_hashes(root: Path) -> dict[str, str]:
+    """path -> md5 as recorded by DVC in dvc.lock (stage outs) and *.dvc files."""
+    found: dict[str, str] = {}
+    lock = root / "dvc.lock"
+    if lock.is_file():
+        data = yaml.safe_load(lock.read_text()) or {}
+        for stage in (data.get("stages") or {}).values():
+            for out in stage.get("outs", []) or []:
+                if "md5" in out:
+                    found[os.path.normpath(out["path"])] = out["md5"]
+    for dvcfile in root.glob("*.dvc"):
+        data = yaml.safe_load(dvcfile.read_text()) or {}
+        for out in data.get("outs", []) or []:
+            if "md5" in out:
+                found[os.path.normpath(str(Path(dvcfile.parent, out["path"]).relative_to(root)))] = out["md5"]
+    return found
+
+
+def file_md5(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.md5()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(chunk), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def data_hashes(paths, root: Path | None = None) -> dict[str, str]:
+    """DVC content hash of each input path (relative to the repo root).
+
+    A path DVC tracks (an out in dvc.lock or a *.dvc file) gets DVC's recorded md5 — the data
+    version. A file inside a tracked directory, or an untracked file, gets the md5 of its bytes
+    (what DVC 3 records for a file). A directory without a record gets a digest of its files.
+    """
+    root = store_root(root) if root is None else Path(root)
+    recorded = _dvc_recorded_hashes(root)
+    out = {}
+    for p in paths:
+        p = Path(p)
+        rel = os.path.normpath(str(p.resolve().relative_to(root.resolve()))) if p.is_absolute() else os.path.normpath(str(p))
+        full = root / rel
+        if rel in recorded and p.is_dir():
+            out[rel] = recorded[rel]
+        elif full.is_file():
+            out[rel] = file_md5(full)
+        elif full.is_dir():
+            h = hashlib.md5()
+            for f in sorted(x for x in full.rglob("*") if x.is_file()):
+                h.update(f"{f.relative_to(full)}:{file_md5(f)}\n".encode())
+            out[rel] = h.hexdigest() + ".dir"
+        elif rel in recorded:
+            out[rel] = recorded[rel]
+    return out
+
+
+def run_tags(inputs, params_text: str | None = None, extra: dict | None = None) -> dict[str, str]:
+    """Tags for a run: git commit, DVC hash per input, optional params fingerprint."""
+    tags = {f"{TAG_PREFIX}git_commit": git_commit(), "mlflow.source.git.commit": git_commit().removesuffix("-dirty")}
+    for path, md5 in data_hashes(inputs).items():
+        tags[f"{TAG_PREFIX}dvc.{path}"] = md5
+    if params_text is not None:
+        tags[f"{TAG_PREFIX}params_md5"] = hashlib.md5(params_text.encode()).hexdigest()
+    for k, v in (extra or {}).items():
+        tags[f"{TAG_PREFIX}{k}"] = str(v)
+    return tags
+
+
+def flatten_params(d: dict, prefix: str = "") -> dict[str, str]:
+    flat = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            flat.update(flatten_params(v, prefix=f"{key}."))
+        else:
+            flat[key] = str(v)[:500]
+    return flat
+
+
+@contextlib.contextmanager
+def parent_run(name: str, tags: dict, params: dict):
+    import mlflow
+
+    with mlflow.start_run(run_name=name, tags=tags) as run:
+        if params:
+            mlflow.log_params(params)
+        yield run
+
+
+def log_child(parent_run_id: str, experiment_id: str, name: str, *, tags: dict, params: dict, metrics: dict):
+    """A finished child run (one CV fold) under ``parent_run_id``, written in one batch."""
+    from mlflow import MlflowClient
+    from mlflow.entities import Metric, Param, RunTag
+    import time
+
+    client = MlflowClient()
+    all_tags = {**tags, "mlflow.parentRunId": parent_run_id}
+    run = client.create_run(experiment_id, run_name=name, tags=all_tags)
+    now = int(time.time() * 1000)
+    client.log_batch(
+        run.info.run_id,
+        metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()],
+        params=[Param(k, str(v)) for k, v in params.items()],
+    )
+    client.set_terminated(run.info.run_id)
+    return run.info.run_id
