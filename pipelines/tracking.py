@@ -116,7 +116,7 @@ def data_hashes(paths, root: Path | None = None) -> dict[str, str]:
         p = Path(p)
         rel = os.path.normpath(str(p.resolve().relative_to(root.resolve()))) if p.is_absolute() else os.path.normpath(str(p))
         full = root / rel
-        if rel in recorded and p.is_dir():
+        if rel in recorded and full.is_dir():
             out[rel] = recorded[rel]
         elif full.is_file():
             out[rel] = file_md5(full)
