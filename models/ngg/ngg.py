@@ -1,0 +1,585 @@
+"""NGG ("model compression") estimator for 1D SNP effects and 2D SNP-pair interaction effects.
+
+The design is D = [X | X*X]: one column per SNP and one per SNP pair (i < j), the pair column
+being the product of the two standardised genotype columns, itself standardised. Every column
+of D and the phenotype y are standardised (y to unit variance), so an effect is in units of
+SD(y) per SD(column). For each of R repetitions:
+
+1. the columns of D are shuffled and cut into pieces of B columns;
+2. for each piece k a Gaussian sketch A (d x B, i.i.d. N(0, 1/d), so columns have unit norm on
+   average) compresses it: S = D_k A^T (n x d);
+3. the compressed normal equations V w = h, V = S^T S, h = S^T y (with a relative ridge) are solved
+   and mapped back to the sketch space, nu = A A^T w (if y ~ D_k theta then nu ~ A theta);
+4. theta_k = argmin 1/2 ||A theta - nu||^2 + lam ||theta||_1 is recovered by FISTA, batched over
+   many pieces at once (3-D arrays: one kernel sequence per batch of pieces).
+
+Over the R repetitions (fresh shuffles, fresh A) each column gets its mean effect (zeros
+included) and its support (fraction of repetitions with theta != 0); the score is
+support x |mean effect|.
+
+Pair columns are never stored: a piece's columns are formed from the pair index (models/ngg/pairs)
+and discarded after its sketch. Memory is O(n p) for the genotypes plus O(block_cols) for
+accumulators, whatever the number of pairs:
+
+* Full-space scan. The column space (p SNP columns, then p(p-1)/2 pair columns) is processed in
+  super-blocks of ``block_cols`` consecutive columns. Inside a block, every repetition shuffles
+  the block's columns with a keyed Feistel bijection (no permutation array) and streams its
+  pieces; the block's per-column sums and nonzero counts over the R repetitions are then turned
+  into scores and merged into a running top-k, and the block's accumulators are reused. When the
+  whole space fits in one block (e.g. 60 million pairs of mouse_hs1940 with the default 2**26)
+  this is exactly the paper's global shuffle; beyond, a column's piece-mates are drawn from its
+  block of 67 million columns instead of from all columns, which changes nothing statistically (the
+  mates are random either way) and is what lets HLC's 6.4e10 pairs (~960 blocks, 6.4e7 pieces per
+  repetition) run in bounded memory with resumable units of work.
+* Candidate pairs. ``candidates`` restricts the pair columns to pairs among a SNP subset (e.g. the
+  top few thousand SNPs of a 1D scan or of an NGG '1d' run), which turns 6.4e10 columns into
+  m(m-1)/2: the usual two-stage strategy when a full scan is too costly. Planted pure interactions
+  without marginal effects are invisible to a 1D pre-screen, so the full-space scan remains the
+  reference.
+
+Determinism: the column shuffle and the Gaussian matrices come from counter-based hashes of
+(seed, block, repetition, piece), not from a library generator, so they are identical on numpy and
+cupy and do not depend on the batch size; CPU results are bit-reproducible for a fixed seed and
+batch, GPU results agree with them to float tolerance.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from models.ngg.pairs import FeistelPermutation, counter_normal, derive_key, n_pairs, pair_from_index
+
+__all__ = ["NGGResult", "ngg_fit", "standardize_genotypes", "default_lambda", "resolve_xp", "to_numpy"]
+
+_SALT_PERM = 0x5EED_0001
+_SALT_A = 0x5EED_0002
+
+
+# ---------------------------------------------------------------------------------------------
+# array-module helpers
+
+
+def resolve_xp(xp=None):
+    """The array module to use: a module (numpy, cupy), a name ('numpy', 'cupy', 'auto') or None.
+
+    None means the project's array-module switch when one is installed (models.ngg.backend),
+    otherwise numpy. 'auto' picks cupy when a CUDA device is usable, else numpy.
+    """
+    if xp is None:
+        try:
+            from models.ngg import backend  # the project-wide switch, when present
+        except ImportError:
+            return np
+        for name in ("get_xp", "get_array_module", "xp_module"):
+            fn = getattr(backend, name, None)
+            if callable(fn):
+                try:
+                    return fn()
+                except TypeError:
+                    continue
+        mod = getattr(backend, "xp", None)
+        return mod if mod is not None else np
+    if isinstance(xp, str):
+        name = xp.lower()
+        if name == "numpy":
+            return np
+        if name in ("cupy", "auto"):
+            try:
+                import cupy
+
+                if cupy.cuda.runtime.getDeviceCount() > 0:
+                    return cupy
+            except Exception:
+                if name == "cupy":
+                    raise
+            return np
+        raise ValueError(f"unknown array module {xp!r}: use 'numpy', 'cupy' or 'auto'")
+    return xp
+
+
+def to_numpy(a):
+    """A numpy copy of a numpy or cupy array (or scalar)."""
+    if hasattr(a, "get"):
+        return a.get()
+    return np.asarray(a)
+
+
+def _sync(xp):
+    if xp is not np and hasattr(xp, "cuda"):
+        xp.cuda.Stream.null.synchronize()
+
+
+# ---------------------------------------------------------------------------------------------
+# preprocessing
+
+
+def standardize_genotypes(X, xp=np, dtype=np.float32, covariates_q=None, chunk: int = 8192):
+    """Column-standardised genotypes as a (p, n) array of module xp (transposed: rows are SNPs).
+
+    Missing dosages (NaN) are set to the column mean (0 after standardisation). With
+    ``covariates_q`` (an n x c orthonormal basis that includes the intercept) each column is
+    residualised on it and re-standardised. Returns (ZT, sd) where sd is each column's standard
+    deviation after these steps (0 for monomorphic columns, whose rows are all zero).
+    """
+    X = np.asarray(X)
+    n, p = X.shape
+    ZT = xp.empty((p, n), dtype=dtype)
+    sd_all = np.empty(p, dtype=np.float64)
+    Q = None if covariates_q is None else xp.asarray(covariates_q, dtype=dtype)
+    for c0 in range(0, p, chunk):
+        c1 = min(p, c0 + chunk)
+        blk = xp.asarray(np.ascontiguousarray(X[:, c0:c1].T), dtype=xp.float64)
+        miss = xp.isnan(blk)
+        cnt = (~miss).sum(axis=1)
+        blk = xp.where(miss, 0.0, blk)
+        mean = blk.sum(axis=1) / xp.maximum(cnt, 1)
+        blk = xp.where(miss, 0.0, blk - mean[:, None])
+        if Q is not None:
+            blk = blk - (blk @ Q.astype(xp.float64)) @ Q.astype(xp.float64).T
+        sd = xp.sqrt((blk * blk).sum(axis=1) / n)
+        ok = sd > 1e-8
+        blk = xp.where(ok[:, None], blk / xp.where(ok, sd, 1.0)[:, None], 0.0)
+        ZT[c0:c1] = blk.astype(dtype)
+        sd_all[c0:c1] = to_numpy(xp.where(ok, sd, 0.0))
+    return ZT, sd_all
+
+
+def _covariate_basis(covariates, n):
+    """Orthonormal basis (n x c) of [1, covariates]."""
+    cols = [np.ones((n, 1))]
+    if covariates is not None:
+        C = np.asarray(covariates, dtype=np.float64)
+        if C.ndim == 1:
+            C = C[:, None]
+        if C.shape[0] != n:
+            raise ValueError(f"covariates have {C.shape[0]} rows, expected {n}")
+        cols.append(C)
+    M = np.hstack(cols)
+    q, r = np.linalg.qr(M)
+    keep = np.abs(np.diag(r)) > 1e-10 * max(1.0, np.abs(np.diag(r)).max())
+    return q[:, keep]
+
+
+def default_lambda(n: int, B: int, d: int, scale: float = 1.0) -> float:
+    """lam = scale * sqrt(B / (d n)): the noise level of one column's sketched estimate.
+
+    With standardised columns and y, nu ~ A c where c = D_k^T y / n carries N(0, 1/n) noise in
+    each of the B entries; the sketch folds that noise into each column's correlation with nu with
+    standard deviation ~ sqrt(B / (d n)). lam on that scale keeps pure-noise columns at zero.
+    """
+    return float(scale) * math.sqrt(B / (d * n))
+
+
+# ---------------------------------------------------------------------------------------------
+# result
+
+
+@dataclass
+class NGGResult:
+    """What :func:`ngg_fit` returns (numpy arrays, SNP indices into the columns of X).
+
+    snp_effect / snp_support / snp_score: one value per SNP column of X (0 for SNPs not in the
+    design: monomorphic ones). top_snps / top_pairs: the best ``top`` columns with a nonzero score,
+    best first: dicts of arrays 'snp' (or 'i', 'j' with i < j), 'effect', 'support', 'score'.
+    """
+
+    snp_effect: np.ndarray
+    snp_support: np.ndarray
+    snp_score: np.ndarray
+    top_snps: dict
+    top_pairs: dict
+    params: dict
+    timings: dict
+    n_columns: int
+    pieces_per_repetition: int
+    extra: dict = field(default_factory=dict)
+
+    def snps_frame(self, snp_ids=None):
+        import pandas as pd
+
+        df = pd.DataFrame(self.top_snps)
+        if snp_ids is not None:
+            df.insert(1, "snp_id", np.asarray(snp_ids)[df["snp"].to_numpy()])
+        return df
+
+    def pairs_frame(self, snp_ids=None):
+        import pandas as pd
+
+        df = pd.DataFrame(self.top_pairs)
+        if snp_ids is not None:
+            ids = np.asarray(snp_ids)
+            df.insert(2, "id_i", ids[df["i"].to_numpy()])
+            df.insert(3, "id_j", ids[df["j"].to_numpy()])
+        return df
+
+
+# ---------------------------------------------------------------------------------------------
+# the batched kernel sequence
+
+
+def _lipschitz(Am, xp, iters: int = 40):
+    """Largest eigenvalue of Am Am^T per piece (batched power iteration), with a 5 % margin."""
+    G = Am @ xp.swapaxes(Am, 1, 2)  # (nb, d, d)
+    v = xp.ones(G.shape[:2] + (1,), dtype=G.dtype)
+    for _ in range(iters):
+        v = G @ v
+        v /= xp.maximum(xp.sqrt((v * v).sum(axis=1, keepdims=True)), 1e-30)
+    lam = ((G @ v) * v).sum(axis=(1, 2))
+    return xp.maximum(lam * 1.05, 1e-12)
+
+
+def fista_lasso(A, nu, lam, iters: int, xp=np):
+    """Batched FISTA for argmin_theta 1/2 ||A theta - nu||^2 + lam ||theta||_1.
+
+    A: (nb, d, B), nu: (nb, d); returns theta (nb, B). Fixed iteration count (no data-dependent
+    stopping), so every piece runs the same kernel sequence.
+    """
+    nb, d, B = A.shape
+    L = _lipschitz(A, xp)[:, None]  # (nb, 1)
+    step = (1.0 / L).astype(A.dtype)
+    thr = (lam * step).astype(A.dtype)
+    AT = xp.swapaxes(A, 1, 2)  # (nb, B, d) view
+    Atnu = (AT @ nu[:, :, None])[:, :, 0]  # (nb, B)
+    theta = xp.zeros((nb, B), dtype=A.dtype)
+    z = theta.copy()
+    t = 1.0
+    for _ in range(iters):
+        Az = (A @ z[:, :, None])  # (nb, d, 1)
+        g = (AT @ Az)[:, :, 0] - Atnu
+        u = z - step * g
+        new = xp.sign(u) * xp.maximum(xp.abs(u) - thr, 0)
+        t_new = 0.5 * (1.0 + math.sqrt(1.0 + 4.0 * t * t))
+        z = new + ((t - 1.0) / t_new) * (new - theta)
+        theta = new
+        t = t_new
+    return theta
+
+
+class _Timer:
+    def __init__(self, xp, enabled=True):
+        self.xp = xp
+        self.t = {}
+        self.enabled = enabled
+
+    def __call__(self, name):
+        timer = self
+
+        class _Ctx:
+            def __enter__(self):
+                if timer.enabled:
+                    _sync(timer.xp)
+                self.t0 = time.perf_counter()
+
+            def __exit__(self, *exc):
+                if timer.enabled:
+                    _sync(timer.xp)
+                timer.t[name] = timer.t.get(name, 0.0) + time.perf_counter() - self.t0
+
+        return _Ctx()
+
+
+def _topk_merge(cur, ids, scores, eff, sup, k):
+    """Merge candidate (ids, scores, effects, supports) into the running top-k (numpy arrays)."""
+    if cur is not None:
+        ids = np.concatenate([cur[0], ids])
+        scores = np.concatenate([cur[1], scores])
+        eff = np.concatenate([cur[2], eff])
+        sup = np.concatenate([cur[3], sup])
+    order = np.lexsort((ids, -scores))[:k]  # best score first, ties by column id
+    return ids[order], scores[order], eff[order], sup[order]
+
+
+# ---------------------------------------------------------------------------------------------
+# the estimator
+
+
+def _bmm(a, b, xp):
+    """Batched matrix product; on numpy a loop of 2-D products (numpy's stacked matmul is slow)."""
+    if xp is np:
+        out = np.empty(a.shape[:-1] + b.shape[-1:], dtype=np.result_type(a, b))
+        for k in range(a.shape[0]):
+            np.matmul(a[k], b[k], out=out[k])
+        return out
+    return a @ b
+
+
+def _sketch_normal_equations(rows, ri, rj, valid, A, yz, chunk, xp):
+    """For each piece: the masked sketch Am and the compressed normal equations V, h.
+
+    The piece's columns are rows[ri] * rows[rj] (products of standardised SNP rows; a row of ones
+    stands for "no second SNP"), standardised on the fly: D = (P - mu) / s. Rather than forming D,
+    the sketch uses A / s and subtracts the mean term: S^T = (A/s) P - (A/s) mu 1^T. Columns that
+    are constant (padding, or a product without variance) are masked out of A, so they neither
+    enter the sketch nor receive an effect.
+    """
+    nb, d, B = A.shape
+    n = rows.shape[1]
+    dtype = A.dtype
+    Am = xp.empty_like(A)
+    V = xp.empty((nb, d, d), dtype=xp.float64)
+    h = xp.empty((nb, d), dtype=xp.float64)
+    for k0 in range(0, nb, chunk):
+        k1 = min(nb, k0 + chunk)
+        P = rows[ri[k0:k1]]  # (c, B, n)
+        P *= rows[rj[k0:k1]]
+        mu = P.sum(axis=2) / n
+        ss = xp.einsum("kbn,kbn->kb", P, P) / n
+        s = xp.sqrt(xp.maximum(ss - mu * mu, 0))
+        good = valid[k0:k1] & (s > 1e-6)
+        inv_s = xp.where(good, 1.0 / xp.where(good, s, 1), 0).astype(dtype)
+        Am[k0:k1] = A[k0:k1] * good[:, None, :].astype(dtype)
+        As = Am[k0:k1] * inv_s[:, None, :]
+        ST = _bmm(As, P, xp)  # (c, d, n)
+        del P
+        ST -= _bmm(As, mu[:, :, None].astype(dtype), xp)
+        V[k0:k1] = _bmm(ST, xp.swapaxes(ST, 1, 2), xp)
+        h[k0:k1] = (ST @ yz[:, None])[:, :, 0]
+    return Am, V, h
+
+
+def ngg_fit(
+    X,
+    y,
+    *,
+    mode: str = "2d",
+    B: int = 1000,
+    d: int = 30,
+    lam: float | None = None,
+    lam_scale: float = 1.0,
+    R: int = 10,
+    iters: int = 200,
+    seed: int = 0,
+    xp=None,
+    top: int = 1000,
+    covariates=None,
+    candidates=None,
+    progress: bool = True,
+    batch: int | None = None,
+    block_cols: int = 2**26,
+    ridge: float = 1e-6,
+    dtype=np.float32,
+    profile: bool = False,
+    max_pieces: int | None = None,
+) -> NGGResult:
+    """Fit NGG on genotypes X (n x p dosages, NaN = missing) and phenotype y (n,).
+
+    mode: '1d' (SNP columns only) or '2d' (SNP columns and pair columns).
+    candidates: in '2d', restrict pair columns to pairs among these SNP indices (1D columns still
+        cover every SNP).
+    B, d, lam, R, iters: piece size, sketch size, L1 penalty (None: ``default_lambda`` x
+        lam_scale), repetitions, FISTA iterations. Pieces never exceed the number of columns.
+    top: how many SNPs and pairs to report. covariates: (n, c) array regressed out of y and of
+        the genotype columns first (an intercept is always included).
+    xp: numpy, cupy, a name ('numpy', 'cupy', 'auto') or None (the project switch / numpy).
+    batch: pieces per FISTA batch (default 64 on CPU, 4096 on GPU); the sketch of a batch runs in
+        chunks whose gathered pair columns take ~16 MB (CPU) or ~1 GB (GPU).
+    block_cols: columns per super-block (see module docstring).
+    max_pieces: stop each repetition of each block after this many pieces (throughput
+        measurements on spaces too large to finish; the result then covers a subset of columns).
+    """
+    t_start = time.perf_counter()
+    xp = resolve_xp(xp)
+    if mode not in ("1d", "2d"):
+        raise ValueError(f"mode must be '1d' or '2d', got {mode!r}")
+    if B < 1 or d < 1 or R < 1 or iters < 1:
+        raise ValueError("B, d, R and iters must be >= 1")
+    X = np.asarray(X)
+    if X.ndim != 2:
+        raise ValueError(f"X must be 2-D (samples x SNPs), got shape {X.shape}")
+    y = np.asarray(y, dtype=np.float64).reshape(-1)
+    n_all, p = X.shape
+    if y.shape[0] != n_all:
+        raise ValueError(f"y has {y.shape[0]} values but X has {n_all} rows")
+    ok = np.isfinite(y)
+    if covariates is not None:
+        C = np.asarray(covariates, dtype=np.float64)
+        C = C[:, None] if C.ndim == 1 else C
+        ok &= np.isfinite(C).all(axis=1)
+    if ok.sum() < 3:
+        raise ValueError("fewer than 3 samples with a phenotype value")
+    X = X[ok]
+    y = y[ok]
+    n = X.shape[0]
+    Q = _covariate_basis(None if covariates is None else C[ok], n)
+    dtype = np.dtype(dtype)
+    timer = _Timer(xp, enabled=profile)
+
+    # --- standardise genotypes and phenotype ---------------------------------------------------
+    with timer("prepare"):
+        ZT, sd = standardize_genotypes(X, xp=xp, dtype=dtype, covariates_q=Q)
+        yr = y - Q @ (Q.T @ y)
+        ysd = np.sqrt((yr * yr).sum() / n)
+        if not ysd > 0:
+            raise ValueError("phenotype is constant after removing covariates")
+        yz = xp.asarray(yr / ysd, dtype=dtype)
+        kept = np.flatnonzero(sd > 0)  # polymorphic SNPs: the 1D columns, in this order
+        n1 = kept.size
+        if n1 == 0:
+            raise ValueError("no polymorphic SNP column")
+        rows = xp.concatenate([ZT[xp.asarray(kept)], xp.ones((1, n), dtype=dtype)], axis=0)
+        ones_row = n1
+        del ZT
+        if mode == "2d":
+            if candidates is None:
+                pair_local = np.arange(n1)
+            else:
+                cand = np.unique(np.asarray(candidates, dtype=np.int64))
+                if cand.size and (cand.min() < 0 or cand.max() >= p):
+                    raise ValueError("candidate SNP index out of range")
+                pos = np.searchsorted(kept, cand)
+                pos = np.clip(pos, 0, n1 - 1)
+                pair_local = pos[kept[pos] == cand]  # drop monomorphic candidates
+            m = pair_local.size
+            n2 = n_pairs(m) if m >= 2 else 0
+        else:
+            pair_local = np.arange(0)
+            m, n2 = 0, 0
+        pair_local_x = xp.asarray(pair_local)
+        N = n1 + n2
+        Beff = int(min(B, N))
+        lam_v = float(lam) if lam is not None else default_lambda(n, Beff, d, lam_scale)
+        # pieces per sketch chunk: the gathered pair columns (chunk x B x n) fit a memory budget;
+        # pieces per FISTA batch: many more (its arrays are only batch x d x B)
+        budget = (1 << 30) if xp is not np else (1 << 24)
+        chunk = max(1, budget // (Beff * n * dtype.itemsize))
+        if batch is None:
+            batch = 4096 if xp is not np else 64
+        batch = max(1, int(batch))
+        chunk = min(chunk, batch)
+        block_cols = int(max(Beff, block_cols))
+        block_cols -= block_cols % Beff  # blocks hold whole pieces
+        n_blocks = -(-N // block_cols)
+        inv_sqrt_d = 1.0 / math.sqrt(d)
+    total_pieces = 0
+    for b in range(n_blocks):
+        Mb = min(block_cols, N - b * block_cols)
+        pb = -(-Mb // Beff)
+        total_pieces += min(pb, max_pieces) if max_pieces else pb
+    pieces_per_rep = total_pieces
+
+    snp_sum = np.zeros(n1)
+    snp_cnt = np.zeros(n1, dtype=np.int64)
+    best = None
+    pieces_done = 0
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=total_pieces * R, unit="piece", desc=f"NGG {mode} (R={R})", leave=False)
+
+    t_loop = time.perf_counter()
+    for b in range(n_blocks):
+        c0 = b * block_cols
+        Mb = min(block_cols, N - c0)
+        pb = -(-Mb // Beff)
+        if max_pieces:
+            pb = min(pb, max_pieces)
+        acc_sum = xp.zeros(Mb, dtype=xp.float64)
+        acc_cnt = xp.zeros(Mb, dtype=xp.int32)
+        for rep in range(R):
+            perm = FeistelPermutation(Mb, derive_key(seed, _SALT_PERM, b, rep))
+            key_a = derive_key(seed, _SALT_A, b, rep)
+            for q0 in range(0, pb, batch):
+                q1 = min(pb, q0 + batch)
+                nb = q1 - q0
+                with timer("index"):
+                    slots = xp.arange(q0 * Beff, q1 * Beff, dtype=xp.int64).reshape(nb, Beff)
+                    valid = slots < Mb
+                    local = perm(xp.where(valid, slots, 0), xp)  # column within block
+                    col = local + c0
+                    is_snp = col < n1
+                    ri = xp.where(is_snp, col, ones_row)
+                    rj = xp.full(col.shape, ones_row, dtype=xp.int64)
+                    if n2:
+                        kp = xp.where(is_snp, 0, col - n1)
+                        ia, ib = pair_from_index(kp, m, xp)
+                        ri = xp.where(is_snp, ri, pair_local_x[ia])
+                        rj = xp.where(is_snp, rj, pair_local_x[ib])
+                    ri = xp.where(valid, ri, ones_row)
+                    rj = xp.where(valid, rj, ones_row)
+                with timer("rng"):
+                    A = counter_normal(key_a, q0 * d * Beff, nb * d * Beff, xp, dtype)
+                    A = A.reshape(nb, d, Beff)
+                    A *= dtype.type(inv_sqrt_d)
+                with timer("sketch"):
+                    Am, V, h = _sketch_normal_equations(rows, ri, rj, valid, A, yz, chunk, xp)
+                with timer("solve"):
+                    tr = xp.trace(V, axis1=1, axis2=2) / d
+                    V += (ridge * tr + 1e-12)[:, None, None] * xp.eye(d, dtype=xp.float64)[None]
+                    w = xp.linalg.solve(V, h[:, :, None])  # (nb, d, 1)
+                    Am64 = Am.astype(xp.float64)
+                    nu = (Am64 @ (xp.swapaxes(Am64, 1, 2) @ w))[:, :, 0].astype(dtype)
+                    del Am64
+                with timer("fista"):
+                    theta = fista_lasso(Am, nu, lam_v, iters, xp)
+                with timer("accumulate"):
+                    sel = local[valid]
+                    th = theta[valid].astype(xp.float64)
+                    acc_sum[sel] += th
+                    acc_cnt[sel] += (th != 0).astype(xp.int32)
+                pieces_done += nb
+                if bar is not None:
+                    bar.update(nb)
+        with timer("topk"):
+            mean = acc_sum / R
+            sup = acc_cnt.astype(xp.float64) / R
+            score = sup * xp.abs(mean)
+            n_snp_here = int(max(0, min(n1 - c0, Mb)))
+            if n_snp_here:
+                snp_sum[c0:c0 + n_snp_here] = to_numpy(mean[:n_snp_here])
+                snp_cnt[c0:c0 + n_snp_here] = to_numpy(acc_cnt[:n_snp_here])
+            if n2 and Mb > n_snp_here:
+                ps = score[n_snp_here:]
+                kk = min(top, int(ps.size))
+                idx = xp.argpartition(-ps, kk - 1)[:kk] if kk < ps.size else xp.arange(ps.size)
+                idx = idx[ps[idx] > 0]
+                ids = to_numpy(idx + (c0 + n_snp_here - n1)).astype(np.int64)  # pair index
+                best = _topk_merge(best, ids, to_numpy(ps[idx]), to_numpy(mean[n_snp_here:][idx]),
+                                   to_numpy(sup[n_snp_here:][idx]), top)
+        del acc_sum, acc_cnt
+    _sync(xp)
+    t_loop = time.perf_counter() - t_loop
+    if bar is not None:
+        bar.close()
+
+    # --- assemble ---------------------------------------------------------------------------
+    snp_effect = np.zeros(p)
+    snp_support = np.zeros(p)
+    snp_effect[kept] = snp_sum
+    snp_support[kept] = snp_cnt / R
+    snp_score = snp_support * np.abs(snp_effect)
+    order = np.lexsort((np.arange(p), -snp_score))
+    order = order[snp_score[order] > 0][:top]
+    top_snps = {
+        "snp": order.astype(np.int64),
+        "effect": snp_effect[order],
+        "support": snp_support[order],
+        "score": snp_score[order],
+    }
+    if best is not None and best[0].size:
+        ia, ib = pair_from_index(best[0], m)
+        gi, gj = kept[pair_local[ia]], kept[pair_local[ib]]
+        top_pairs = {"i": gi, "j": gj, "effect": best[2], "support": best[3], "score": best[1]}
+    else:
+        e = np.zeros(0)
+        top_pairs = {"i": np.zeros(0, np.int64), "j": np.zeros(0, np.int64), "effect": e,
+                     "support": e, "score": e}
+    total = time.perf_counter() - t_start
+    timings = {"total_s": total, "loop_s": t_loop, "per_repetition_s": t_loop / R,
+               "pieces_per_s": pieces_done / t_loop if t_loop > 0 else float("nan"),
+               "columns_per_s": pieces_done * Beff / t_loop if t_loop > 0 else float("nan")}
+    if profile:
+        timings.update({f"{k}_s": v for k, v in timer.t.items()})
+    params = {"mode": mode, "B": Beff, "B_requested": int(B), "d": int(d), "lam": lam_v,
+              "lam_scale": float(lam_scale) if lam is None else None, "R": int(R),
+              "iters": int(iters), "seed": int(seed), "top": int(top), "n": int(n), "p": int(p),
+              "n_snp_columns": int(n1), "n_pair_snps": int(m), "n_pair_columns": int(n2),
+              "block_cols": int(block_cols), "n_blocks": int(n_blocks), "batch": int(batch),
+              "ridge": float(ridge), "dtype": dtype.name, "backend": xp.__name__,
+              "covariates": 0 if covariates is None else int(Q.shape[1] - 1),
+              "candidates": None if candidates is None else int(m), "max_pieces": max_pieces}
+    return NGGResult(snp_effect, snp_support, snp_score, top_snps, top_pairs, params, timings,
+                     n_columns=int(N), pieces_per_repetition=int(pieces_per_rep))
