@@ -50,6 +50,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from models.ngg.backend import get_xp, is_gpu, synchronize, to_numpy
 from models.ngg.pairs import FeistelPermutation, counter_normal, derive_key, n_pairs, pair_from_index
 
 __all__ = ["NGGResult", "ngg_fit", "standardize_genotypes", "default_lambda", "resolve_xp", "to_numpy"]
@@ -63,53 +64,14 @@ _SALT_A = 0x5EED_0002
 
 
 def resolve_xp(xp=None):
-    """The array module to use: a module (numpy, cupy), a name ('numpy', 'cupy', 'auto') or None.
-
-    None means the project's array-module switch when one is installed (models.ngg.backend),
-    otherwise numpy. 'auto' picks cupy when a CUDA device is usable, else numpy.
-    """
-    if xp is None:
-        try:
-            from models.ngg import backend  # the project-wide switch, when present
-        except ImportError:
-            return np
-        for name in ("get_xp", "get_array_module", "xp_module"):
-            fn = getattr(backend, name, None)
-            if callable(fn):
-                try:
-                    return fn()
-                except TypeError:
-                    continue
-        mod = getattr(backend, "xp", None)
-        return mod if mod is not None else np
-    if isinstance(xp, str):
-        name = xp.lower()
-        if name == "numpy":
-            return np
-        if name in ("cupy", "auto"):
-            try:
-                import cupy
-
-                if cupy.cuda.runtime.getDeviceCount() > 0:
-                    return cupy
-            except Exception:
-                if name == "cupy":
-                    raise
-            return np
-        raise ValueError(f"unknown array module {xp!r}: use 'numpy', 'cupy' or 'auto'")
-    return xp
-
-
-def to_numpy(a):
-    """A numpy copy of a numpy or cupy array (or scalar)."""
-    if hasattr(a, "get"):
-        return a.get()
-    return np.asarray(a)
+    """The array module: a module (numpy, cupy) is used as is; None or a device name ('auto',
+    'cpu', 'cuda', also 'numpy'/'cupy') goes through the project switch models.ngg.backend
+    (None: $EPIFLOW_DEVICE, else 'auto': cupy when a CUDA device is usable, numpy otherwise)."""
+    return get_xp(xp)
 
 
 def _sync(xp):
-    if xp is not np and hasattr(xp, "cuda"):
-        xp.cuda.Stream.null.synchronize()
+    synchronize(xp)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -373,7 +335,8 @@ def ngg_fit(
         lam_scale), repetitions, FISTA iterations. Pieces never exceed the number of columns.
     top: how many SNPs and pairs to report. covariates: (n, c) array regressed out of y and of
         the genotype columns first (an intercept is always included).
-    xp: numpy, cupy, a name ('numpy', 'cupy', 'auto') or None (the project switch / numpy).
+    xp: numpy, cupy, or a device name for models.ngg.backend.get_xp ('auto', 'cpu', 'cuda';
+        None = $EPIFLOW_DEVICE or 'auto').
     batch: pieces per FISTA batch (default 64 on CPU, 4096 on GPU); the sketch of a batch runs in
         chunks whose gathered pair columns take ~16 MB (CPU) or ~1 GB (GPU).
     block_cols: columns per super-block (see module docstring).
@@ -443,10 +406,10 @@ def ngg_fit(
         lam_v = float(lam) if lam is not None else default_lambda(n, Beff, d, lam_scale)
         # pieces per sketch chunk: the gathered pair columns (chunk x B x n) fit a memory budget;
         # pieces per FISTA batch: many more (its arrays are only batch x d x B)
-        budget = (1 << 30) if xp is not np else (1 << 24)
+        budget = (1 << 30) if is_gpu(xp) else (1 << 24)
         chunk = max(1, budget // (Beff * n * dtype.itemsize))
         if batch is None:
-            batch = 4096 if xp is not np else 64
+            batch = 4096 if is_gpu(xp) else 64
         batch = max(1, int(batch))
         chunk = min(chunk, batch)
         block_cols = int(max(Beff, block_cols))
