@@ -1,0 +1,449 @@
+"""Streaming VCF/BCF reader (cyvcf2) that turns genotypes into per-ALT carrier/dosage vectors.
+
+One record at a time, never the whole cohort: :class:`VcfReader` yields :class:`Site` objects;
+``site.calls()`` gives, for each ALT allele, the indices of the samples that carry it and their
+values (1 for a carrier, or the ALT allele count 1/2 with ``dosage=True``).
+
+Genotype conventions (from the allele indices of GT, so multi-allelic records are counted per ALT):
+
+* ``./.`` (missing) carries nothing; a half-missing call ``./1`` carries the one observed ALT
+  (dosage 1), ``0/.`` carries nothing.
+* Haploid calls (chrX/chrY in males, mitochondria) count the allele copies they hold: ``1`` is a
+  carrier with dosage 1, never a hom-alt 2. They are counted per chromosome in
+  :attr:`VcfReader.haploid_calls` so the caller can report them; ``haploid="error"`` refuses them.
+* A GT allele index beyond the record's ALT count is a malformed record.
+
+Errors are :class:`~pipelines.errors.InputError` with the file and line (text VCF) or record
+number (BCF, region queries), with a diagnosis of the offending line where htslib gives none.
+"""
+from __future__ import annotations
+
+import gzip
+import io
+import re
+from pathlib import Path
+
+import numpy as np
+
+from pipelines.errors import InputError
+
+_REGION_RE = re.compile(r"^([^:]+)(?::([\d,]+)(?:-([\d,]+))?)?$")
+
+
+def _open_text(path: Path):
+    """Open a VCF as text, transparently decompressing gzip/bgzip."""
+    with open(path, "rb") as fh:
+        magic = fh.read(4)
+    if magic[:2] == b"\x1f\x8b":
+        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", errors="replace")
+    return open(path, encoding="utf-8", errors="replace")
+
+
+def file_kind(path: Path) -> str:
+    """``bcf``, ``vcf.gz`` or ``vcf`` from the file's content (not its name)."""
+    with open(path, "rb") as fh:
+        head = fh.read(18)
+    if head[:2] == b"\x1f\x8b":
+        try:
+            with gzip.open(path, "rb") as g:
+                inner = g.read(5)
+        except (OSError, EOFError):
+            return "vcf.gz"
+        return "bcf" if inner[:3] == b"BCF" else "vcf.gz"
+    if head[:3] == b"BCF":
+        return "bcf"
+    return "vcf"
+
+
+def _header_info(path: Path) -> tuple[int, list[str] | None, list[str]]:
+    """(number of header lines, #CHROM columns or None, problems found) of a text VCF."""
+    n = 0
+    problems = []
+    try:
+        with _open_text(path) as fh:
+            for line in fh:
+                n += 1
+                if line.startswith("#CHROM"):
+                    raw = line.rstrip("\n").rstrip("\r")
+                    cols = raw.split("\t")
+                    fixed = ["#CHROM", "POS", "ID", "REF", "ALT", "QUAL", "FILTER", "INFO", "FORMAT"]
+                    if cols[:8] != fixed[:8] or (len(cols) > 8 and cols[8] != "FORMAT"):
+                        if " " in raw and raw.split()[:8] == fixed[:8]:
+                            problems.append("the #CHROM header line is not tab-separated (spaces found)")
+                        else:
+                            problems.append("the #CHROM header line does not start with the 8 (or 9 with "
+                                            "FORMAT) fixed VCF column names")
+                    elif len(cols) == 9:
+                        problems.append("the #CHROM line has a FORMAT column but no sample columns")
+                    elif len(cols) > 9:
+                        seen, dup = set(), []
+                        for s in cols[9:]:
+                            if s in seen:
+                                dup.append(s)
+                            seen.add(s)
+                        if dup:
+                            problems.append(f"duplicate sample ids in the header: {_few(dup)}")
+                    return n, cols, problems
+                if not line.startswith("##"):
+                    problems.append(f"line {n} is not a header line but no #CHROM line came before it")
+                    return n, None, problems
+                if line.startswith("##INFO") or line.startswith("##FORMAT"):
+                    if "\t" in line.rstrip("\n"):
+                        problems.append(f"header line {n} contains a tab: {line.strip()[:60]!r}")
+    except (OSError, EOFError) as exc:
+        problems.append(f"cannot decompress the header ({exc})")
+        return n, None, problems
+    problems.append("no #CHROM header line")
+    return n, None, problems
+
+
+def _few(items, k: int = 5) -> str:
+    items = list(items)
+    s = ", ".join(map(str, items[:k]))
+    return s + (f" (and {len(items) - k} more; {len(items)} in all)" if len(items) > k else "")
+
+
+def parse_region(text: str) -> tuple[str, int | None, int | None]:
+    """``chr1``, ``chr1:1000``, ``chr1:1,000-2,000`` -> (chrom, start, end), 1-based inclusive."""
+    m = _REGION_RE.match(text.strip())
+    if not m:
+        raise ValueError(f"not a region (CHROM[:START[-END]]): {text!r}")
+    chrom, a, b = m.groups()
+    start = int(a.replace(",", "")) if a else None
+    end = int(b.replace(",", "")) if b else (start if a else None)
+    if start is not None and end is not None and end < start:
+        raise ValueError(f"region end before start: {text!r}")
+    return chrom, start, end
+
+
+class Site:
+    """One VCF record with lazy genotype decoding."""
+
+    __slots__ = ("chrom", "pos", "id", "ref", "alts", "filter", "where", "variant", "_x", "_ploidy",
+                 "_reader")
+
+    def __init__(self, reader, variant, where):
+        self._reader = reader
+        self.variant = variant
+        self.chrom = variant.CHROM
+        self.pos = variant.POS
+        self.id = variant.ID or "."
+        self.ref = variant.REF
+        self.alts = variant.ALT
+        self.filter = variant.FILTER          # None for PASS / '.'
+        self.where = where                    # "file:line" for messages
+        self._x = None
+
+    @property
+    def passed(self) -> bool:
+        return self.filter is None or self.filter in ("PASS", ".")
+
+    def info(self, key):
+        return self.variant.INFO.get(key)
+
+    def alleles(self) -> np.ndarray:
+        """GT allele indices, shape (n_samples, ploidy), int16: -1 missing, -2 absent (haploid)."""
+        if self._x is None:
+            self._x = self._reader._decode(self)
+        return self._x
+
+    def calls(self, dosage: bool = False) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Per ALT allele: (int32 sample indices of carriers, uint8 values).
+
+        Values are 1 (carrier) or, with ``dosage=True``, the number of copies of that ALT.
+        """
+        x = self.alleles()
+        p = x.shape[1]
+        out = []
+        for k in range(1, len(self.alts) + 1):
+            flat = np.flatnonzero(x.ravel() == k) if len(self.alts) > 1 else np.flatnonzero(x.ravel() > 0)
+            if p == 1:
+                idx = flat.astype(np.int32)
+                vals = np.ones(len(idx), np.uint8)
+            else:
+                s = flat // p
+                if len(s) > 1:
+                    first = np.empty(len(s), bool)
+                    first[0] = True
+                    np.not_equal(s[1:], s[:-1], out=first[1:])
+                    starts = np.flatnonzero(first)
+                    idx = s[starts].astype(np.int32)
+                    if dosage:
+                        vals = np.diff(np.append(starts, len(s))).astype(np.uint8)
+                    else:
+                        vals = np.ones(len(idx), np.uint8)
+                else:
+                    idx = s.astype(np.int32)
+                    vals = np.ones(len(idx), np.uint8)
+            out.append((idx, vals))
+        return out
+
+    def called(self) -> np.ndarray:
+        """Boolean per sample: every allele of the call is present (not ``.``)."""
+        x = self.alleles()
+        return ~((x == -1).any(axis=1))
+
+    def dosage(self, k: int = 1) -> np.ndarray:
+        """int8 copies of ALT ``k`` per sample, -1 where the call is missing or half-missing."""
+        x = self.alleles()
+        d = (x == k).sum(axis=1, dtype=np.int8)
+        d[(x == -1).any(axis=1)] = -1
+        return d
+
+
+class VcfReader:
+    """Stream a VCF / VCF.gz / BCF with cyvcf2.
+
+    Parameters
+    ----------
+    path: the file (plain, bgzipped, or BCF).
+    samples: keep only these samples, in the file's order (htslib subsets while parsing).
+    regions: ``["chr1:100-200", "chr2"]``; needs a .tbi/.csi index; overlapping regions are merged.
+    pass_only: skip records whose FILTER is neither PASS nor ``.`` (counted in :attr:`n_filtered`).
+    haploid: ``"count"`` (count allele copies and report, the default) or ``"error"``.
+    threads: htslib decompression threads.
+    """
+
+    def __init__(self, path, *, samples=None, regions=None, pass_only: bool = False,
+                 haploid: str = "count", threads: int | None = None):
+        import cyvcf2
+
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise InputError(self.path, "VCF not found")
+        if haploid not in ("count", "error"):
+            raise ValueError(f"haploid must be 'count' or 'error', not {haploid!r}")
+        self.kind = file_kind(self.path)
+        self.pass_only = pass_only
+        self.haploid = haploid
+        self.n_header_lines = None
+        if self.kind != "bcf":
+            n, cols, problems = _header_info(self.path)
+            self.n_header_lines = n
+            if problems:
+                raise InputError(self.path, problems[0])
+        try:
+            self._vcf = cyvcf2.VCF(str(self.path), gts012=False, lazy=True,
+                                   threads=threads if threads and threads > 1 else None)
+        except Exception as exc:  # cyvcf2 raises bare Exception for header trouble
+            why = _gzip_problem(self.path) if self.kind != "vcf" else None
+            raise InputError(self.path, why or f"cannot parse the VCF header ({_first_line(exc)})") from None
+        all_samples = list(self._vcf.samples)
+        if len(set(all_samples)) != len(all_samples):
+            dup = sorted({s for s in all_samples if all_samples.count(s) > 1})
+            raise InputError(self.path, f"duplicate sample ids in the header: {_few(dup)}")
+        if samples is not None:
+            samples = list(samples)
+            have = set(all_samples)
+            missing = [s for s in samples if s not in have]
+            if missing:
+                raise InputError(self.path, f"{len(missing)} requested sample(s) not in the VCF: {_few(missing)}")
+            keep = set(samples)
+            ordered = [s for s in all_samples if s in keep]
+            if ordered != all_samples:
+                self._vcf.set_samples(ordered)
+            self.samples = ordered
+        else:
+            self.samples = all_samples
+        self.n_samples = len(self.samples)
+        self.regions = self._merge_regions(regions) if regions else None
+        self._fmt = {h["ID"] for h in self._vcf.header_iter() if h["HeaderType"] == "FORMAT"}
+        self.n_records = 0        # records read (all, before filters)
+        self.n_filtered = 0       # records dropped by pass_only
+        self.haploid_calls: dict[str, int] = {}
+        self.polyploid_calls = 0
+
+    # -------------------------------------------------------------- header
+    def info_description(self, key: str) -> str | None:
+        """Description of an INFO field, or None when the header has no such field."""
+        for h in self._vcf.header_iter():
+            if h["HeaderType"] == "INFO" and h["ID"] == key:
+                return h.info().get("Description", "").strip('"')
+        return None
+
+    def has_info(self, key: str) -> bool:
+        return self.info_description(key) is not None
+
+    def require_gt(self) -> None:
+        if self.n_samples == 0:
+            raise InputError(self.path, "VCF has no sample columns (a sites-only file): genotypes are needed")
+        if "GT" not in self._fmt:
+            raise InputError(self.path, "VCF header declares no FORMAT/GT field: genotypes are needed")
+
+    # -------------------------------------------------------------- iteration
+    def _merge_regions(self, regions):
+        if isinstance(regions, str):
+            regions = [r for r in regions.split(",") if r.strip()]
+        parsed = []
+        for r in regions:
+            try:
+                parsed.append(parse_region(r))
+            except ValueError as exc:
+                raise InputError(self.path, str(exc)) from None
+        idx_ok = any(Path(str(self.path) + s).is_file() for s in (".tbi", ".csi"))
+        if not idx_ok:
+            raise InputError(self.path, "region queries need an index (.tbi or .csi): run `tabix -p vcf` "
+                             "or `bcftools index` on it")
+        big = 1 << 31
+        parsed.sort(key=lambda t: (t[0], t[1] or 0))
+        merged = []
+        for chrom, a, b in parsed:
+            a, b = a or 1, b or big
+            if merged and merged[-1][0] == chrom and a <= merged[-1][2] + 1:
+                merged[-1][2] = max(merged[-1][2], b)
+            else:
+                merged.append([chrom, a, b])
+        return [f"{c}:{a}-{b}" if b != big else (f"{c}:{a}-" if a > 1 else c) for c, a, b in merged]
+
+    def _where(self, index: int, last=None) -> tuple[int | None, str]:
+        if self.regions is None and self.n_header_lines is not None:
+            line = self.n_header_lines + index + 1
+            return line, f"{self.path}:{line}"
+        tail = f" (after {last[0]}:{last[1]})" if last else ""
+        return None, f"{self.path}: record {index + 1}{tail}"
+
+    def __iter__(self):
+        iters = [self._vcf(r) for r in self.regions] if self.regions else [self._vcf]
+        index = 0
+        last = None
+        for it in iters:
+            while True:
+                try:
+                    v = next(it)
+                except StopIteration:
+                    break
+                except Exception as exc:
+                    self._raise_bad_record(index, last, exc)
+                self.n_records += 1
+                if self.regions is None and self.n_header_lines is not None:
+                    where = f"{self.path}:{self.n_header_lines + index + 1}"
+                else:
+                    where = f"{self.path}: {v.CHROM}:{v.POS}"
+                index += 1
+                last = (v.CHROM, v.POS)
+                if self.pass_only:
+                    f = v.FILTER
+                    if f is not None and f not in ("PASS", "."):
+                        self.n_filtered += 1
+                        continue
+                yield Site(self, v, where)
+
+    def _raise_bad_record(self, index, last, exc):
+        line, where = self._where(index, last)
+        reason = None
+        if self.kind != "bcf" and line is not None:
+            reason = self._diagnose_line(line)
+        if reason is None:
+            reason = _first_line(exc) or "htslib could not parse the record"
+        raise InputError(self.path, f"malformed record: {reason}", line=line) if line is not None else \
+            InputError(where, f"malformed record: {reason}")
+
+    def _diagnose_line(self, line_no: int) -> str | None:
+        n_cols = 9 + self.n_samples if self.n_samples else None
+        try:
+            with _open_text(self.path) as fh:
+                text = None
+                for i, text in enumerate(fh, 1):
+                    if i == line_no:
+                        break
+                else:
+                    return "file ends in the middle of a record"
+        except EOFError:
+            return "the compressed file is truncated (gzip stream ends early)"
+        except OSError as exc:
+            return f"corrupt compressed data ({exc})"
+        if text is None:
+            return None
+        raw = text.rstrip("\n").rstrip("\r")
+        cols = raw.split("\t")
+        if not text.endswith("\n"):
+            # the last line; a truncated gzip stream often ends here
+            try:
+                with _open_text(self.path) as fh:
+                    for _ in fh:
+                        pass
+            except EOFError:
+                return "the compressed file is truncated (gzip stream ends early)"
+            except OSError as exc:
+                return f"corrupt compressed data ({exc})"
+        all_cols = 9 + len(self._vcf.samples) if self._vcf.samples else None
+        if len(cols) < 8:
+            return f"{len(cols)} tab-separated columns, a VCF record needs at least 8"
+        if not cols[1].isdigit():
+            return f"POS is not a number: {cols[1]!r}"
+        if all_cols is not None and len(cols) != all_cols:
+            return f"{len(cols)} columns, expected {all_cols} (9 + {all_cols - 9} samples)"
+        if n_cols is None and len(cols) > 8:
+            return None
+        if len(cols) > 9:
+            fmt = cols[8].split(":")
+            for j, val in enumerate(cols[9:]):
+                parts = val.split(":")
+                if "GT" in fmt and fmt.index("GT") < len(parts):
+                    gt = parts[fmt.index("GT")]
+                    if not re.fullmatch(r"(\.|\d+)([/|](\.|\d+))*", gt):
+                        return f"sample column {j + 1} has an invalid GT {gt!r}"
+            return f"htslib rejected the FORMAT/sample data ({cols[8]})"
+        return None
+
+    def _decode(self, site: Site) -> np.ndarray:
+        v = site.variant
+        try:
+            g = v.genotype
+        except Exception:
+            g = None
+        if g is None:
+            # (cyvcf2 may crash if the record is touched again after this failure)
+            raise InputError(site.where, "record has no GT field: genotypes are needed")
+        a = g.array()
+        x = a[:, :-1]
+        if x.shape[1] == 0:
+            raise InputError(site.where, "record has an empty GT field")
+        n_alt = len(site.alts)
+        mx = x.max(initial=-1)
+        if mx > n_alt:
+            raise InputError(site.where, f"GT refers to allele {int(mx)} but the record has {n_alt} ALT allele(s)")
+        p = x.shape[1]
+        if p == 1 or x.min(initial=0) < -1:
+            # haploid calls: ploidy 1 everywhere, or padded with -2 (vector end) in a mixed record
+            hap = int(np.count_nonzero(x[:, 0] >= 0)) if p == 1 else \
+                int(np.count_nonzero((x[:, 1] == -2) & (x[:, 0] >= 0)))
+            if hap:
+                if self.haploid == "error":
+                    raise InputError(site.where, f"{hap} haploid call(s) on {site.chrom}; "
+                                     "use haploid='count' to count allele copies")
+                self.haploid_calls[site.chrom] = self.haploid_calls.get(site.chrom, 0) + hap
+        if p > 2:
+            self.polyploid_calls += int(np.count_nonzero(x[:, 2] >= 0))
+        return x
+
+    def close(self):
+        self._vcf.close()
+
+
+def _gzip_problem(path: Path) -> str | None:
+    """Why a gzip/bgzip file cannot be decompressed to its end, or None if it can."""
+    try:
+        with gzip.open(path, "rb") as fh:
+            while fh.read(1 << 20):
+                pass
+    except EOFError:
+        return "the compressed file is truncated (gzip stream ends early)"
+    except (OSError, gzip.BadGzipFile) as exc:
+        return f"corrupt compressed data ({exc})"
+    return None
+
+
+def _first_line(exc) -> str:
+    s = str(exc).strip()
+    return s.splitlines()[0] if s else ""
+
+
+def sample_names(path) -> list[str]:
+    """The sample ids of a VCF/BCF header."""
+    r = VcfReader(path)
+    try:
+        return list(r.samples)
+    finally:
+        r.close()
+
