@@ -1,0 +1,127 @@
+"""Network building blocks: the shared gene module and edge-list sparse layers.
+
+Every parameter is initialised from an explicit ``torch.Generator`` in a fixed order, so a net
+built with init seed ``s`` is reproducible and the batched ensemble can rebuild exactly the
+same members.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from torch import nn
+
+from models.genes.data import GeneBatch
+from models.genes.topology import Topology
+
+ACTIVATIONS = {"tanh": torch.tanh, "identity": lambda t: t, "relu": torch.relu}
+
+
+def activation(name: str):
+    try:
+        return ACTIVATIONS[name]
+    except KeyError:
+        raise ValueError(f"unknown activation '{name}'; valid: {', '.join(ACTIVATIONS)}") from None
+
+
+def uniform_(t: torch.Tensor, bound: float, gen: torch.Generator) -> torch.Tensor:
+    """In-place U(-bound, bound) drawn on the CPU from ``gen`` (device independent)."""
+    with torch.no_grad():
+        vals = torch.rand(t.shape, generator=gen, dtype=torch.float64) * (2 * bound) - bound
+        t.copy_(vals.to(t.dtype))
+    return t
+
+
+class GeneModule(nn.Module):
+    """Shared per-gene network: C class counts -> H hidden (activation) -> 1 gene neuron.
+
+    The same weights serve every gene. Input (B, C, G) -> output (B, G). Computed as one
+    broadcast GEMM (H, C) @ (B, C, G) -> (B, H, G), so no per-gene loop and no transpose of the
+    input. Parameters: C*H + H weights and H + 1 biases.
+    """
+
+    def __init__(self, n_classes: int, hidden: int = 50, act: str = "tanh", *, gen: torch.Generator):
+        super().__init__()
+        self.n_classes, self.hidden = int(n_classes), int(hidden)
+        self.act_name = act
+        self.act = activation(act)
+        self.w1 = nn.Parameter(torch.empty(hidden, n_classes))
+        self.b1 = nn.Parameter(torch.empty(hidden))
+        self.w2 = nn.Parameter(torch.empty(hidden))
+        self.b2 = nn.Parameter(torch.empty(1))
+        b_in, b_hid = 1 / math.sqrt(n_classes), 1 / math.sqrt(hidden)
+        uniform_(self.w1, b_in, gen)
+        uniform_(self.b1, b_in, gen)
+        uniform_(self.w2, b_hid, gen)
+        uniform_(self.b2, b_hid, gen)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Dense input (B, C, G) -> (B, G)."""
+        h = self.act(torch.matmul(self.w1, x) + self.b1[:, None])   # (B, H, G)
+        return torch.matmul(self.w2, h) + self.b2                    # (B, G)
+
+    def forward_pairs(self, batch: GeneBatch) -> torch.Tensor:
+        """Pair input -> (B, G): baseline per gene from z0, overwritten at the variant pairs."""
+        base = torch.matmul(self.w2, self.act(torch.matmul(self.w1, batch.z0) + self.b1[:, None]))
+        base = base + self.b2                                                  # (G,)
+        vals = torch.mv(self.act(torch.addmm(self.b1, batch.z, self.w1.t())), self.w2) + self.b2
+        out = base.unsqueeze(0).repeat(batch.n_rows, 1)
+        return out.index_put_((batch.rows, batch.genes), vals)
+
+
+class SparseLinear(nn.Module):
+    """y[:, d] = b[d] + sum_{e: dst_e = d} w_e * x[:, src_e], from an edge list (no dense matrix).
+
+    Forward is a gather (index_select) then a scatter-add (index_add), both O(B * E).
+    Weights are U(-1/sqrt(fan_in), 1/sqrt(fan_in)) per destination neuron; biases likewise.
+    An optional ``mask`` (bool per edge) switches edges off without changing shapes (RigL, L1
+    pruning reuse the same layer).
+    """
+
+    def __init__(self, topo: Topology, *, gen: torch.Generator, bias: bool = True):
+        super().__init__()
+        self.n_in, self.n_out = int(topo.n_src), int(topo.n_dst)
+        self.register_buffer("src", torch.as_tensor(topo.src, dtype=torch.long))
+        self.register_buffer("dst", torch.as_tensor(topo.dst, dtype=torch.long))
+        self.weight = nn.Parameter(torch.empty(topo.n_edges))
+        self.bias = nn.Parameter(torch.empty(self.n_out)) if bias else None
+        fan_in = np.bincount(topo.dst, minlength=self.n_out).astype(np.float64)
+        bound = 1.0 / np.sqrt(np.maximum(fan_in, 1.0))
+        with torch.no_grad():
+            u = torch.rand(topo.n_edges, generator=gen, dtype=torch.float64) * 2 - 1
+            self.weight.copy_((u * torch.as_tensor(bound[topo.dst])).float())
+            if self.bias is not None:
+                u = torch.rand(self.n_out, generator=gen, dtype=torch.float64) * 2 - 1
+                self.bias.copy_((u * torch.as_tensor(bound)).float())
+
+    @property
+    def n_edges(self) -> int:
+        return int(self.src.numel())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        contrib = x.index_select(1, self.src) * self.weight            # (B, E)
+        out = x.new_zeros(x.shape[0], self.n_out).index_add_(1, self.dst, contrib)
+        return out + self.bias if self.bias is not None else out
+
+    def set_edges(self, src: torch.Tensor, dst: torch.Tensor) -> None:
+        """Replace the edge list in place (same edge count; used by RigL)."""
+        assert src.numel() == self.weight.numel() and dst.numel() == self.weight.numel()
+        self.src.copy_(src)
+        self.dst.copy_(dst)
+
+
+class DenseLinear(nn.Module):
+    """Fully connected layer with the same init rule as SparseLinear (U(+-1/sqrt(fan_in)))."""
+
+    def __init__(self, n_in: int, n_out: int, *, gen: torch.Generator):
+        super().__init__()
+        self.n_in, self.n_out = int(n_in), int(n_out)
+        self.weight = nn.Parameter(torch.empty(n_out, n_in))
+        self.bias = nn.Parameter(torch.empty(n_out))
+        bound = 1 / math.sqrt(max(n_in, 1))
+        uniform_(self.weight, bound, gen)
+        uniform_(self.bias, bound, gen)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.addmm(self.bias, x, self.weight.t())

@@ -1,0 +1,136 @@
+"""The gene-network zoo as plain ``torch.nn`` modules (training lives in ``training.py``).
+
+Every net reads a standardised batch of shape (B, C*G) whose column ``c*G + g`` is class ``c``
+of gene ``g``, runs the shared gene module to get one neuron per gene, then a head:
+
+- ``logreg``: gene neurons -> output (additive in genes).
+- ``biosparse``: each gene -> one pathway neuron (random among its pathways; dummy neuron for
+  genes without one), tanh, pathway neurons -> output.
+- ``linear``: the biosparse graph with identity activations everywhere (gene module included),
+  so the output is an affine function of the input.
+- ``multipathway``: every gene-pathway membership is an edge.
+- ``genegene_pathway``: gene -> gene layer (self + interaction partners), tanh, then
+  gene -> pathway (all memberships), tanh, output.
+- ``dense``: gene neurons -> fully connected hidden layer (``dense_units``), tanh, output.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from models.genes import topology as T
+from models.genes.data import GeneBatch
+from models.genes.layers import DenseLinear, GeneModule, SparseLinear, activation
+
+NET_TYPES = ("logreg", "biosparse", "linear", "multipathway", "genegene_pathway", "dense")
+SPARSE_HEADS = ("biosparse", "linear", "multipathway", "genegene_pathway")
+SPARSITY_SOURCES = ("pathways", "random")
+
+
+class GeneNet(nn.Module):
+    def __init__(self, model_type: str, n_classes: int, n_genes: int, *, hidden: int = 50,
+                 dropout: float = 0.0, topo: T.Topology | None = None,
+                 gg_topo: T.Topology | None = None, dense_units: int = 64,
+                 init_seed: int = 0):
+        super().__init__()
+        if model_type not in NET_TYPES:
+            raise ValueError(f"unknown net type '{model_type}'; valid: {', '.join(NET_TYPES)}")
+        self.model_type = model_type
+        self.n_classes, self.n_genes = int(n_classes), int(n_genes)
+        gen = torch.Generator().manual_seed(int(init_seed))
+        lin = model_type == "linear"
+        self.gene = GeneModule(n_classes, hidden, "identity" if lin else "tanh", gen=gen)
+        self.act = activation("identity" if lin else "tanh")
+        self.drop = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.gg = None
+        self.path = None
+        self.hidden = None
+        if model_type == "logreg":
+            self.out = DenseLinear(n_genes, 1, gen=gen)
+        elif model_type == "dense":
+            self.hidden = DenseLinear(n_genes, dense_units, gen=gen)
+            self.out = DenseLinear(dense_units, 1, gen=gen)
+        else:
+            if topo is None:
+                raise ValueError(f"model type '{model_type}' needs a gene -> pathway topology")
+            if model_type == "genegene_pathway":
+                if gg_topo is None:
+                    raise ValueError("genegene_pathway needs a gene -> gene topology")
+                self.gg = SparseLinear(gg_topo, gen=gen)
+            self.path = SparseLinear(topo, gen=gen)
+            self.out = DenseLinear(topo.n_dst, 1, gen=gen)
+
+    def gene_activations(self, x: torch.Tensor | GeneBatch) -> torch.Tensor:
+        """Gene neuron outputs (B, G) for a standardised batch (B, C*G) or a GeneBatch."""
+        if isinstance(x, GeneBatch):
+            return self.gene.forward_pairs(x)
+        return self.gene(x.view(x.shape[0], self.n_classes, self.n_genes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        g = self.drop(self.gene_activations(x))
+        if self.model_type == "logreg":
+            h = g
+        elif self.model_type == "dense":
+            h = self.drop(self.act(self.hidden(g)))
+        else:
+            if self.gg is not None:
+                g = self.drop(self.act(self.gg(g)))
+            h = self.drop(self.act(self.path(g)))
+        return self.out(h).squeeze(1)
+
+
+def n_trainable(module: nn.Module) -> int:
+    return int(sum(p.numel() for p in module.parameters() if p.requires_grad))
+
+
+def build_topology(model_type: str, n_genes: int, gene_pathways: Sequence[Sequence[int]] | None,
+                   params: dict) -> tuple[T.Topology | None, T.Topology | None]:
+    """(gene -> pathway topology, gene -> gene topology) for ``model_type`` and ``params``.
+
+    params used: pathway_seed, sparsity (fraction of genes connected), sparsity_source
+    (pathways | random | rigl | l1: the last two start from a random graph of the same edge
+    count and are rewired during training), gene_gene_edges (for genegene_pathway).
+    """
+    if model_type not in SPARSE_HEADS:
+        return None, None
+    seed = int(params.get("pathway_seed", 0))
+    sparsity = float(params.get("sparsity", 1.0))
+    source = params.get("sparsity_source", "pathways")
+    if source not in SPARSITY_SOURCES:
+        raise ValueError(f"unknown sparsity_source '{source}'; valid: {', '.join(SPARSITY_SOURCES)}")
+    if gene_pathways is None:
+        # no gene sets: every gene on the dummy neuron (a valid, if uninformative, graph)
+        gene_pathways = [[] for _ in range(n_genes)]
+    T._check_gene_pathways(gene_pathways, n_genes)
+    if model_type in ("multipathway", "genegene_pathway"):
+        topo = T.all_pathways(gene_pathways, seed=seed, sparsity=sparsity)
+    else:
+        topo = T.one_pathway(gene_pathways, seed=seed, sparsity=sparsity)
+    if source != "pathways":
+        topo = T.random_like(topo, seed=seed + 7919)
+    gg = None
+    if model_type == "genegene_pathway":
+        gg = T.gene_gene(n_genes, params.get("gene_gene_edges"))
+    return topo, gg
+
+
+def closed_form_n_parameters(model_type: str, n_classes: int, n_genes: int, hidden: int = 50, *,
+                             n_edges: int = 0, n_neurons: int = 0, n_gg_edges: int = 0,
+                             dense_units: int = 64) -> int:
+    """The parameter count of each net type as a formula (the tests check the modules against it)."""
+    gene = n_classes * hidden + hidden + hidden + 1
+    if model_type == "logreg":
+        return gene + n_genes + 1
+    if model_type == "dense":
+        return gene + n_genes * dense_units + dense_units + dense_units + 1
+    head = n_edges + n_neurons + n_neurons + 1
+    if model_type == "genegene_pathway":
+        head += n_gg_edges + n_genes
+    return gene + head
+
+
+def as_numpy(t: torch.Tensor) -> np.ndarray:
+    return t.detach().cpu().numpy()

@@ -1,0 +1,189 @@
+"""Gene networks: parameter counts, exactness of the fast paths, planted signals, determinism."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import torch
+from sklearn.metrics import roc_auc_score
+
+from models.genes import MODEL_TYPES, fit_predict, focal_bce
+from models.genes import topology as T
+from models.genes.data import PairSource, Standardiser, make_source
+from models.genes.layers import GeneModule, SparseLinear
+from models.genes.nets import GeneNet, build_topology, closed_form_n_parameters, n_trainable
+from models.genes.synthetic import planted_burden, random_counts
+
+
+def test_gene_module_has_901_parameters():
+    m = GeneModule(16, 50, gen=torch.Generator().manual_seed(0))
+    assert n_trainable(m) == 16 * 50 + 50 + 51 == 901
+
+
+@pytest.mark.parametrize("G", [7, 300])
+def test_logreg_parameter_count(G):
+    net = GeneNet("logreg", 16, G)
+    # gene module + one weight per gene + output bias
+    assert n_trainable(net) == 901 + G + 1 == closed_form_n_parameters("logreg", 16, G)
+
+
+def test_biosparse_parameter_count_closed_form():
+    G, P = 12, 4
+    # genes 0..7 in exactly one pathway each (two per pathway), genes 8..11 in none
+    gp = [[i // 2] for i in range(8)] + [[] for _ in range(4)]
+    topo, _ = build_topology("biosparse", G, gp, {"pathway_seed": 3})
+    net = GeneNet("biosparse", 16, G, topo=topo)
+    n_neurons = P + 1   # four pathways + the dummy neuron
+    assert topo.n_dst == n_neurons and topo.n_edges == G
+    # one weight per gene, a bias per pathway neuron, an output weight per pathway neuron, output bias
+    assert n_trainable(net) == 901 + G + n_neurons + n_neurons + 1
+    assert n_trainable(net) == closed_form_n_parameters("biosparse", 16, G, n_edges=G,
+                                                        n_neurons=n_neurons)
+
+
+def test_biosparse_assignment_uses_own_pathways_and_dummy():
+    rng = np.random.default_rng(1)
+    G = 5000
+    gp = [sorted(rng.choice(300, size=rng.integers(0, 4), replace=False).tolist()) for _ in range(G)]
+    topo = T.one_pathway(gp, seed=11)
+    assert topo.n_edges == G and np.array_equal(np.sort(topo.src), np.arange(G))
+    pathway_of = np.empty(G, np.int64)
+    pathway_of[topo.src] = topo.neuron_ids[topo.dst]
+    for g in range(G):
+        if gp[g]:
+            assert pathway_of[g] in gp[g]
+        else:
+            assert pathway_of[g] == T.DUMMY
+    # exactly one dummy neuron, and the pick is random among a gene's pathways (not always first)
+    assert (topo.neuron_ids == T.DUMMY).sum() == 1
+    multi = [g for g in range(G) if len(gp[g]) >= 2]
+    firsts = np.mean([pathway_of[g] == gp[g][0] for g in multi])
+    assert 0.3 < firsts < 0.7
+    # seeded: same seed same graph, other seed another graph
+    again = T.one_pathway(gp, seed=11)
+    assert np.array_equal(again.src, topo.src) and np.array_equal(again.dst, topo.dst)
+    other = T.one_pathway(gp, seed=12)
+    assert not np.array_equal(other.neuron_ids[other.dst], topo.neuron_ids[topo.dst])
+
+
+def test_sparse_layer_equals_dense_matrix_product():
+    rng = np.random.default_rng(0)
+    gp = [rng.choice(6, size=rng.integers(0, 3), replace=False).tolist() for _ in range(40)]
+    topo = T.all_pathways(gp)
+    layer = SparseLinear(topo, gen=torch.Generator().manual_seed(0))
+    W = torch.zeros(topo.n_dst, topo.n_src)
+    W[layer.dst, layer.src] = layer.weight.detach()
+    x = torch.randn(9, 40)
+    assert torch.allclose(layer(x), x @ W.T + layer.bias.detach(), atol=1e-6)
+
+
+def test_standardiser_matches_numpy_on_training_rows_only():
+    rng = np.random.default_rng(0)
+    X = random_counts(60, 30, 4, rate=0.1, rng=rng)
+    st = Standardiser(X[:40])
+    D = X[:40].toarray()
+    sd = D.std(axis=0)
+    sd[sd == 0] = 1
+    assert np.allclose(st.mean, D.mean(axis=0)) and np.allclose(st.sd, sd)
+
+
+def test_pair_batches_equal_dense_batches():
+    rng = np.random.default_rng(2)
+    C, G = 5, 40
+    X = random_counts(50, G, C, rate=0.05, rng=rng)
+    st = Standardiser(X)
+    pairs = PairSource(X, st, C, torch.device("cpu"))
+    dense = make_source(X, st, C, torch.device("cpu"), mode="dense")
+    idx = np.array([3, 17, 0, 49, 22])
+    expect = torch.as_tensor(st.transform_dense(X[idx].toarray()))
+    assert torch.allclose(pairs(idx).dense(), expect, atol=1e-5)
+    assert torch.allclose(dense(idx), expect, atol=1e-5)
+    gp = [[g % 3] if g % 2 else [] for g in range(G)]
+    for mtype in ("logreg", "biosparse"):
+        topo, _ = build_topology(mtype, G, gp, {})
+        net = GeneNet(mtype, C, G, topo=topo, init_seed=4)
+        assert torch.allclose(net(pairs(idx)), net(dense(idx)), atol=1e-5)
+
+
+def test_focal_bce_closed_forms():
+    z = torch.tensor([0.3, -1.2, 2.0])
+    y = torch.tensor([1.0, 0.0, 0.0])
+    bce = torch.nn.functional.binary_cross_entropy_with_logits(z, y, reduction="none")
+    assert torch.allclose(focal_bce(z, y, 0.5, 0.0), 0.5 * bce.mean())
+    p = torch.sigmoid(z)
+    p_t = torch.where(y == 1, p, 1 - p)
+    a = torch.where(y == 1, torch.tensor(0.2), torch.tensor(0.8))
+    expect = (-a * (1 - p_t) ** 2 * torch.log(p_t)).mean()
+    assert torch.allclose(focal_bce(z, y, 0.2, 2.0), expect, atol=1e-6)
+
+
+def _fit(mtype, coh, tr, te, **kw):
+    params = {"lr": 3e-3, **kw.pop("params", {})}
+    train = {"max_epochs": 15, "seed": 0, **kw.pop("train", {})}
+    return fit_predict(mtype, coh.X[tr], coh.y[tr], coh.X[te], n_classes=coh.n_classes,
+                       gene_pathways=coh.gene_pathways, params=params, train=train, **kw)
+
+
+def test_logreg_recovers_planted_additive_burden():
+    coh = planted_burden(n=1200, n_genes=150, n_causal=8, effect=1.5, seed=3, rate=0.03)
+    tr, te = np.arange(800), np.arange(800, 1200)
+    proba, info = _fit("logreg", coh, tr, te)
+    auc = roc_auc_score(coh.y[te], proba)
+    assert auc > 0.75, auc
+    assert info["n_parameters"] == 901 + 150 + 1 and info["epochs"] == 15
+    assert info["focal_alpha"] == pytest.approx(1 - coh.y[tr].mean())
+    assert proba.shape == (400,) and np.all((proba > 0) & (proba < 1))
+
+
+def test_biosparse_learns_planted_signal_and_reports_graph():
+    coh = planted_burden(n=1200, n_genes=150, n_causal=8, effect=1.5, seed=3, rate=0.03)
+    tr, te = np.arange(800), np.arange(800, 1200)
+    proba, info = _fit("biosparse", coh, tr, te, params={"lr": 1e-2}, train={"max_epochs": 20})
+    # causal genes share tanh pathway neurons (mostly the dummy), so less than logreg's 0.75
+    assert roc_auc_score(coh.y[te], proba) > 0.62
+    k = info["n_pathway_neurons"]
+    assert info["n_edges"] == 150 and info["n_parameters"] == 901 + 150 + 2 * k + 1
+
+
+def test_unknown_model_type_names_value_and_valid_ones():
+    coh = planted_burden(n=50, n_genes=5, n_causal=2, seed=0)
+    with pytest.raises(ValueError) as err:
+        fit_predict("bogus_net", coh.X, coh.y, coh.X, n_classes=16, params={}, train={})
+    msg = str(err.value)
+    assert "bogus_net" in msg and all(t in msg for t in MODEL_TYPES)
+    with pytest.raises(ValueError, match="lrr"):
+        fit_predict("logreg", coh.X, coh.y, coh.X, n_classes=16, params={"lrr": 1}, train={})
+
+
+def test_cpu_runs_are_exactly_reproducible():
+    coh = planted_burden(n=300, n_genes=40, n_causal=4, seed=5)
+    tr, te = np.arange(200), np.arange(200, 300)
+    for mtype in ("logreg", "biosparse"):
+        kw = dict(params={"dropout": 0.2}, train={"max_epochs": 3, "seed": 9})
+        p1, _ = _fit(mtype, coh, tr, te, **kw)
+        p2, _ = _fit(mtype, coh, tr, te, **kw)
+        assert np.array_equal(p1, p2)
+        p3, _ = _fit(mtype, coh, tr, te, params={"dropout": 0.2}, train={"max_epochs": 3, "seed": 10})
+        assert not np.array_equal(p1, p3)
+
+
+def test_fit_predict_leaves_no_files_in_cwd(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    coh = planted_burden(n=100, n_genes=10, n_causal=2, seed=1)
+    fit_predict("logreg", coh.X, coh.y, coh.X, n_classes=16, params={}, train={"max_epochs": 1})
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_dense_and_pair_inputs_train_identically():
+    coh = planted_burden(n=300, n_genes=30, n_causal=4, seed=6, rate=0.05)
+    tr, te = np.arange(200), np.arange(200, 300)
+    pa, ia = _fit("biosparse", coh, tr, te, train={"max_epochs": 3, "input_mode": "pairs"})
+    pb, ib = _fit("biosparse", coh, tr, te, train={"max_epochs": 3, "input_mode": "dense"})
+    assert ia["input_mode"] == "pairs" and ib["input_mode"] == "dense"
+    assert np.allclose(pa, pb, atol=1e-4)
+
+
+def test_sparse_input_shape_errors():
+    X = sp.csr_matrix(np.ones((4, 10)))
+    with pytest.raises(ValueError, match="multiple of n_classes"):
+        fit_predict("logreg", X, [0, 1, 0, 1], X, n_classes=3, params={}, train={})
