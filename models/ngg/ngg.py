@@ -44,9 +44,13 @@ batch, GPU results agree with them to float tolerance.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import math
+import os
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -81,7 +85,8 @@ def _sync(xp):
 def standardize_genotypes(X, xp=np, dtype=np.float32, covariates_q=None, chunk: int = 8192):
     """Column-standardised genotypes as a (p, n) array of module xp (transposed: rows are SNPs).
 
-    Missing dosages (NaN) are set to the column mean (0 after standardisation). With
+    X: (n, p) dosages, float (NaN = missing) or integer (negative = missing, as PLINK readers
+    return int8 with -1). Missing dosages are set to the column mean (0 after standardisation). With
     ``covariates_q`` (an n x c orthonormal basis that includes the intercept) each column is
     residualised on it and re-standardised. Returns (ZT, sd) where sd is each column's standard
     deviation after these steps (0 for monomorphic columns, whose rows are all zero).
@@ -93,16 +98,18 @@ def standardize_genotypes(X, xp=np, dtype=np.float32, covariates_q=None, chunk: 
     Q = None if covariates_q is None else xp.asarray(covariates_q, dtype=dtype)
     for c0 in range(0, p, chunk):
         c1 = min(p, c0 + chunk)
-        blk = xp.asarray(np.ascontiguousarray(X[:, c0:c1].T), dtype=xp.float64)
-        miss = xp.isnan(blk)
+        raw = np.ascontiguousarray(X[:, c0:c1].T)
+        miss = xp.asarray(raw < 0 if raw.dtype.kind in "iu" else np.isnan(raw))
+        blk = xp.asarray(raw, dtype=xp.float64)
         cnt = (~miss).sum(axis=1)
         blk = xp.where(miss, 0.0, blk)
         mean = blk.sum(axis=1) / xp.maximum(cnt, 1)
         blk = xp.where(miss, 0.0, blk - mean[:, None])
+        sd0 = xp.sqrt((blk * blk).sum(axis=1) / n)
         if Q is not None:
             blk = blk - (blk @ Q.astype(xp.float64)) @ Q.astype(xp.float64).T
         sd = xp.sqrt((blk * blk).sum(axis=1) / n)
-        ok = sd > 1e-8
+        ok = (sd > 1e-8) & (sd > 1e-6 * sd0)  # constant, or explained by the covariates
         blk = xp.where(ok[:, None], blk / xp.where(ok, sd, 1.0)[:, None], 0.0)
         ZT[c0:c1] = blk.astype(dtype)
         sd_all[c0:c1] = to_numpy(xp.where(ok, sd, 0.0))
@@ -302,6 +309,41 @@ def _sketch_normal_equations(rows, ri, rj, valid, A, yz, chunk, xp):
     return Am, V, h
 
 
+def _signature(X, y, params: dict) -> str:
+    """A digest of the data and of every parameter that changes the result (for checkpoints)."""
+    hsh = hashlib.blake2b(digest_size=16)
+    Xc = np.ascontiguousarray(X)
+    hsh.update(str((Xc.shape, Xc.dtype.str)).encode())
+    hsh.update(memoryview(Xc).cast("B"))
+    hsh.update(np.ascontiguousarray(y, dtype=np.float64).tobytes())
+    hsh.update(json.dumps(params, sort_keys=True, default=str).encode())
+    return hsh.hexdigest()
+
+
+def _save_checkpoint(path, signature, next_block, snp_mean, snp_cnt, best):
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    empty = (np.zeros(0, np.int64), np.zeros(0), np.zeros(0), np.zeros(0))
+    ids, scores, eff, sup = best if best is not None else empty
+    tmp = path.with_name(path.name + ".tmp.npz")
+    np.savez(tmp, signature=np.array(signature), next_block=np.array(next_block),
+             snp_mean=snp_mean, snp_cnt=snp_cnt, ids=ids, scores=scores, eff=eff, sup=sup,
+             has_best=np.array(best is not None))
+    os.replace(tmp, path)
+
+
+def _load_checkpoint(path, signature):
+    path = Path(path)
+    if not path.is_file():
+        return None
+    with np.load(path) as z:
+        if str(z["signature"]) != signature:
+            raise ValueError(f"checkpoint {path} belongs to other data or parameters; "
+                             "remove it or choose another path")
+        best = (z["ids"], z["scores"], z["eff"], z["sup"]) if bool(z["has_best"]) else None
+        return int(z["next_block"]), z["snp_mean"].copy(), z["snp_cnt"].copy(), best
+
+
 def ngg_fit(
     X,
     y,
@@ -325,8 +367,9 @@ def ngg_fit(
     dtype=np.float32,
     profile: bool = False,
     max_pieces: int | None = None,
+    checkpoint=None,
 ) -> NGGResult:
-    """Fit NGG on genotypes X (n x p dosages, NaN = missing) and phenotype y (n,).
+    """Fit NGG on genotypes X (n x p dosages; NaN, or a negative integer, = missing) and y (n,).
 
     mode: '1d' (SNP columns only) or '2d' (SNP columns and pair columns).
     candidates: in '2d', restrict pair columns to pairs among these SNP indices (1D columns still
@@ -337,18 +380,22 @@ def ngg_fit(
         the genotype columns first (an intercept is always included).
     xp: numpy, cupy, or a device name for models.ngg.backend.get_xp ('auto', 'cpu', 'cuda';
         None = $EPIFLOW_DEVICE or 'auto').
-    batch: pieces per FISTA batch (default 64 on CPU, 4096 on GPU); the sketch of a batch runs in
-        chunks whose gathered pair columns take ~16 MB (CPU) or ~1 GB (GPU).
+    batch: pieces per FISTA batch (default ~65k columns on CPU, ~33M sketch entries on GPU); the
+        sketch of a batch runs in chunks whose gathered pair columns take ~16 MB (CPU) or ~1 GB
+        (GPU).
     block_cols: columns per super-block (see module docstring).
     max_pieces: stop each repetition of each block after this many pieces (throughput
         measurements on spaces too large to finish; the result then covers a subset of columns).
+    checkpoint: a file path (.npz); the running state is saved after every super-block and a
+        rerun with the same data and parameters resumes after the last saved block, giving the
+        same result as an uninterrupted run.
     """
     t_start = time.perf_counter()
     xp = resolve_xp(xp)
     if mode not in ("1d", "2d"):
         raise ValueError(f"mode must be '1d' or '2d', got {mode!r}")
-    if B < 1 or d < 1 or R < 1 or iters < 1:
-        raise ValueError("B, d, R and iters must be >= 1")
+    if B < 1 or d < 1 or R < 1 or iters < 1 or top < 1:
+        raise ValueError("B, d, R, iters and top must be >= 1")
     X = np.asarray(X)
     if X.ndim != 2:
         raise ValueError(f"X must be 2-D (samples x SNPs), got shape {X.shape}")
@@ -408,8 +455,8 @@ def ngg_fit(
         # pieces per FISTA batch: many more (its arrays are only batch x d x B)
         budget = (1 << 30) if is_gpu(xp) else (1 << 24)
         chunk = max(1, budget // (Beff * n * dtype.itemsize))
-        if batch is None:
-            batch = 4096 if is_gpu(xp) else 64
+        if batch is None:  # FISTA batch: ~2**25 sketch entries on a GPU, ~2**16 columns on a CPU
+            batch = max(1, (2**25 // (d * Beff)) if is_gpu(xp) else (2**16 // Beff))
         batch = max(1, int(batch))
         chunk = min(chunk, batch)
         block_cols = int(max(Beff, block_cols))
@@ -423,10 +470,25 @@ def ngg_fit(
         total_pieces += min(pb, max_pieces) if max_pieces else pb
     pieces_per_rep = total_pieces
 
-    snp_sum = np.zeros(n1)
+    snp_mean = np.zeros(n1)
     snp_cnt = np.zeros(n1, dtype=np.int64)
     best = None
     pieces_done = 0
+    first_block = 0
+    signature = None
+    if checkpoint is not None:
+        signature = _signature(X, yr, dict(mode=mode, B=Beff, d=d, lam=lam_v, R=R, iters=iters,
+                                           seed=seed, top=top, block_cols=block_cols, m=m,
+                                           pair_local=pair_local.tolist() if candidates is not None
+                                           else None, ridge=ridge, dtype=dtype.name,
+                                           max_pieces=max_pieces))
+        state = _load_checkpoint(checkpoint, signature)
+        if state is not None:
+            first_block, snp_mean, snp_cnt, best = state
+    resumed_blocks = first_block
+    if first_block:
+        total_pieces -= sum(min(-(-min(block_cols, N - b * block_cols) // Beff), max_pieces or 2**62)
+                            for b in range(first_block))
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -434,7 +496,7 @@ def ngg_fit(
         bar = tqdm(total=total_pieces * R, unit="piece", desc=f"NGG {mode} (R={R})", leave=False)
 
     t_loop = time.perf_counter()
-    for b in range(n_blocks):
+    for b in range(first_block, n_blocks):
         c0 = b * block_cols
         Mb = min(block_cols, N - c0)
         pb = -(-Mb // Beff)
@@ -492,7 +554,7 @@ def ngg_fit(
             score = sup * xp.abs(mean)
             n_snp_here = int(max(0, min(n1 - c0, Mb)))
             if n_snp_here:
-                snp_sum[c0:c0 + n_snp_here] = to_numpy(mean[:n_snp_here])
+                snp_mean[c0:c0 + n_snp_here] = to_numpy(mean[:n_snp_here])
                 snp_cnt[c0:c0 + n_snp_here] = to_numpy(acc_cnt[:n_snp_here])
             if n2 and Mb > n_snp_here:
                 ps = score[n_snp_here:]
@@ -503,6 +565,8 @@ def ngg_fit(
                 best = _topk_merge(best, ids, to_numpy(ps[idx]), to_numpy(mean[n_snp_here:][idx]),
                                    to_numpy(sup[n_snp_here:][idx]), top)
         del acc_sum, acc_cnt
+        if checkpoint is not None:
+            _save_checkpoint(checkpoint, signature, b + 1, snp_mean, snp_cnt, best)
     _sync(xp)
     t_loop = time.perf_counter() - t_loop
     if bar is not None:
@@ -511,7 +575,7 @@ def ngg_fit(
     # --- assemble ---------------------------------------------------------------------------
     snp_effect = np.zeros(p)
     snp_support = np.zeros(p)
-    snp_effect[kept] = snp_sum
+    snp_effect[kept] = snp_mean
     snp_support[kept] = snp_cnt / R
     snp_score = snp_support * np.abs(snp_effect)
     order = np.lexsort((np.arange(p), -snp_score))
@@ -533,7 +597,8 @@ def ngg_fit(
     total = time.perf_counter() - t_start
     timings = {"total_s": total, "loop_s": t_loop, "per_repetition_s": t_loop / R,
                "pieces_per_s": pieces_done / t_loop if t_loop > 0 else float("nan"),
-               "columns_per_s": pieces_done * Beff / t_loop if t_loop > 0 else float("nan")}
+               "columns_per_s": pieces_done * Beff / t_loop if t_loop > 0 else float("nan"),
+               "pieces_done": int(pieces_done), "resumed_blocks": int(resumed_blocks)}
     if profile:
         timings.update({f"{k}_s": v for k, v in timer.t.items()})
     params = {"mode": mode, "B": Beff, "B_requested": int(B), "d": int(d), "lam": lam_v,

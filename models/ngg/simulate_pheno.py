@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["SimulatedPhenotype", "simulate_phenotype", "pair_recall", "snp_recall", "pair_hits"]
+__all__ = ["SimulatedPhenotype", "simulate_phenotype", "as_float_dosage", "pair_recall", "snp_recall", "pair_hits"]
 
 PAIR_MODELS = ("product", "multiplicative", "threshold", "xor")
 
@@ -41,8 +41,18 @@ class SimulatedPhenotype:
     seed: int
 
 
+def as_float_dosage(X):
+    """Float dosages with NaN for missing (integer inputs use negative values for missing)."""
+    X = np.asarray(X)
+    if X.dtype.kind in "iu":
+        out = X.astype(np.float64)
+        out[X < 0] = np.nan
+        return out
+    return X.astype(np.float64)
+
+
 def _standardize(X):
-    X = np.asarray(X, dtype=np.float64)
+    X = as_float_dosage(X)
     mu = np.nanmean(X, axis=0)
     Z = np.where(np.isnan(X), 0.0, X - mu)
     sd = Z.std(axis=0)
@@ -97,7 +107,7 @@ def simulate_phenotype(
     if h2_add < 0 or h2_int < 0 or h2_add + h2_int >= 1:
         raise ValueError("need h2_add >= 0, h2_int >= 0 and h2_add + h2_int < 1")
     rng = np.random.default_rng(seed)
-    X = np.asarray(X)
+    X = as_float_dosage(X)
     n, p = X.shape
     Z, sd, Xf = _standardize(X)
     maf = np.nanmean(X, axis=0) / 2.0
