@@ -1,0 +1,751 @@
+"""Exact exhaustive 2D interaction scan: y ~ 1 + x_i + x_j + x_i x_j for every SNP pair i < j.
+
+Sufficient statistics
+---------------------
+A pair's least-squares fit depends on the data only through sums over the samples called at both
+SNPs (pairwise-complete cases, as PLINK 1.9 ``--epistasis`` uses)::
+
+    N, Sa, Sb, Saa, Sbb, Sab, Saab, Sabb, Saabb         (genotype moments, a = x_i, b = x_j)
+    Sy, Say, Sby, Saby, Syy                             (phenotype moments)
+
+For a tile of SNPs I against a tile J all of them are GEMMs of small-integer matrices:
+
+* complete genotypes (no missing call among the used samples): per-SNP sums broadcast, and
+  two GEMMs per tile pair: cell counts ``(I1 + B I2)_I (I1 + B^2 I2)_J^T`` (B a power of two
+  > n, so the four cells n11, n21, n12, n22 are the base-B digits of one exact float64 number)
+  and ``(X o yq)_I X_J^T`` for Saby;
+* missing calls: the same with the called-mask M: ``(M + B I1 + B^2 I2)_I [M, I1, I2]_J^T``,
+  ``[M o yq, X o yq]_I [M, X]_J^T`` and ``(M o yq^2)_I M_J^T``.
+
+The phenotype enters as ``yq``, y centred and rounded to ``y_bits`` (default 22) signed integer
+levels, so every GEMM output is an exact integer (float64 GEMMs on the CPU; the GPU path splits
+operands into fp16-exact digits for the tensor cores). A regression with an intercept is invariant
+to the affine map y -> yq, so the statistic is that of y rounded to 2^-22 of its range (a change
+far below float32 resolution; the interaction effect is scaled back to y units).
+
+Per pair, the moments are centred and the 4 x 4 normal equations of [1, a, b, ab] are reduced to
+the 3 x 3 system of the centred [A, B, W] (W = AB) and solved by an unrolled Cholesky with forward
+substitution only: with L the factor and z = L^-1 c, ``beta_int = z3 / L33``, ``RSS = cyy - |z|^2``
+and the Wald statistic ``(beta_int / se)^2 = z3^2 / (RSS / (N - 4))``, PLINK 1.9's STAT (a
+1-df chi-square; P = chi2.sf(STAT, 1)). Pairs whose design is rank-deficient (a SNP monomorphic
+among the pair's samples, or the product collinear with the main effects) are not tested.
+
+Streaming
+---------
+The upper triangle is walked in tiles of ``tile`` SNPs, grouped into blocks of tile pairs. Per
+tile the scan keeps: a global top-k (ids, effect, statistic), each SNP's best partner, per
+chromosome-pair summaries (pairs tested, pairs over a significance threshold, the best pair), and
+the level-0 grid of the map pyramid. Every accumulator is order-independent (max with a total
+tie order, integer counts, exact top-k), so a scan stopped after any block and resumed from its
+checkpoint (``state()`` / ``load_state()``) ends with identical results.
+
+Case/control traits use the cell counts of cases and of all samples (3 x 3 tables) and fit the
+logistic model of PLINK 1.9 ``--epistasis`` by Newton's method per pair (see ``binary_stats``).
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from models.ngg.backend import get_xp, is_gpu, to_numpy
+from models.ngg.pyramid import PyramidGrid
+from models.ngg.topk import TopK
+
+__all__ = [
+    "Scan2DOptions",
+    "Scan2D",
+    "qt_stats",
+    "binary_stats",
+    "pair_regression",
+    "pair_logistic",
+    "chrom_order",
+    "quantize_phenotype",
+]
+
+TRAITS = ("qt", "binary")
+
+
+@dataclass
+class Scan2DOptions:
+    """Tunable numbers of the exact 2D scan (all have defaults)."""
+
+    tile: int | None = None  # SNPs per tile side (default 512 on the CPU, 8192 on the GPU)
+    top_k: int = 1000
+    trait: str = "qt"  # qt | binary
+    pyramid_side: int = 4096  # largest level-0 grid side
+    block_pairs: int = 1 << 25  # about this many SNP pairs per checkpoint block
+    sig_p: float | None = None  # significance threshold for the summaries (default 0.05 / pairs)
+    y_bits: int = 40  # phenotype quantisation (signed levels), see the module doc
+    threads: int = 0  # CPU worker threads (0 = os.cpu_count())
+    max_iter: int = 25  # Newton iterations for case/control fits
+    tol: float = 1e-10  # relative pivot tolerance for rank deficiency
+
+    def resolved_tile(self, gpu: bool) -> int:
+        return int(self.tile) if self.tile else (8192 if gpu else 512)
+
+
+# ---------------------------------------------------------------------------------------------
+# helpers
+
+
+def chrom_order(chrom) -> np.ndarray:
+    """A stable permutation putting SNPs in natural chromosome order (1, 2, ..., 22, X, Y, MT, others).
+
+    Within a chromosome the file order is kept. Already sorted input gives the identity.
+    """
+    chrom = np.asarray(chrom).astype(str)
+    labels, first = np.unique(chrom, return_index=True)
+    special = {"X": 1001, "23": 1001, "Y": 1002, "24": 1002, "XY": 1003, "25": 1003, "MT": 1004, "M": 1004, "26": 1004}
+
+    def rank(lab: str, pos: int):
+        s = lab[3:] if lab.lower().startswith("chr") else lab
+        if s.upper() in special:
+            return (special[s.upper()], pos)
+        if s.isdigit():
+            return (int(s), pos)
+        return (2000, pos)
+
+    ranks = {lab: rank(lab, pos) for lab, pos in zip(labels, first)}
+    keys = np.array([ranks[c] for c in labels], dtype=[("r", np.int64), ("f", np.int64)])
+    code_of = dict(zip(labels, np.argsort(np.argsort(keys, order=("r", "f")))))
+    code = np.array([code_of[c] for c in chrom], dtype=np.int64)
+    return np.argsort(code, kind="stable")
+
+
+def quantize_phenotype(y: np.ndarray, bits: int, n: int) -> tuple[np.ndarray, float, float]:
+    """(yq int64, scale, offset) with y ~ offset + scale * yq and |yq| < 2^(bits-1).
+
+    ``bits`` is lowered where needed so that every phenotype GEMM stays exact in float64: sums of
+    |x_a x_b yq| <= 4 n 2^(bits-1) must stay below 2^53. With 40 bits (the default) the rounding
+    is 2^-40 of the phenotype's range, far below float64 round-off of the regression itself.
+    """
+    y = np.asarray(y, dtype=np.float64)
+    offset = float(y.mean())
+    yc = y - offset
+    amp = float(np.abs(yc).max())
+    bits = int(min(bits, 53 - 2 - math.ceil(math.log2(max(n, 2))) + 1))
+    levels = 2 ** (bits - 1) - 1
+    scale = amp / levels if amp > 0 else 1.0
+    yq = np.rint(yc / scale).astype(np.int64)
+    return yq, scale, offset
+
+
+def square_digits(yq: np.ndarray, n: int) -> tuple[list, int]:
+    """Split integers yq into base-2^h digits (lowest first, the top one signed) so that sums of
+    digit products over n samples are exact in float64: (digits as float64 arrays, h)."""
+    h = max(1, int((52 - math.ceil(math.log2(max(n, 2)))) // 2))
+    digits = []
+    v = np.asarray(yq, dtype=np.int64)
+    base = 1 << h
+    while True:
+        if np.all(np.abs(v) < base):
+            digits.append(v.astype(np.float64))
+            break
+        lo = v & (base - 1)
+        digits.append(lo.astype(np.float64))
+        v = (v - lo) >> h
+    return digits, h
+
+
+def _cell_base(n: int) -> int:
+    """Power of two > n: cell counts are base-B digits of one exact float64 number.
+
+    Three digits (B^3 <= 2^53) are always used; four (complete-genotype fast path) need n < 8192.
+    """
+    b = 1 << max(1, int(n).bit_length())
+    if b ** 3 > 2 ** 53:
+        raise ValueError(f"{n} samples: too many for the packed cell-count GEMMs (limit 131071)")
+    return b
+
+
+# ---------------------------------------------------------------------------------------------
+# per-pair statistics from moments (numpy or cupy, broadcasting)
+
+
+def qt_stats(m: dict, xp=np, tol: float = 1e-10):
+    """Interaction effect, Wald chi-square and validity for every pair from its moments.
+
+    m: dict of float64 arrays (broadcastable) named N, Sa, Sb, Saa, Sbb, Sab, Saab, Sabb, Saabb,
+    Sy, Say, Sby, Saby, Syy (sums over the pair's complete samples). Returns (beta, stat, valid);
+    beta and stat are NaN where not valid.
+    """
+    N = m["N"]
+    ia = 1.0 / xp.maximum(N, 1.0)
+    ma, mb, my = m["Sa"] * ia, m["Sb"] * ia, m["Sy"] * ia
+    Sab = m["Sab"]
+    caa = m["Saa"] - m["Sa"] * ma
+    cbb = m["Sbb"] - m["Sb"] * mb
+    cab = Sab - m["Sa"] * mb
+    cay = m["Say"] - ma * m["Sy"]
+    cby = m["Sby"] - mb * m["Sy"]
+    cyy = m["Syy"] - m["Sy"] * my
+    t1 = m["Saab"] - 2.0 * ma * Sab + ma * ma * m["Sb"]
+    t2 = m["Sabb"] - 2.0 * mb * Sab + mb * mb * m["Sa"]
+    sAAB = t1 - mb * caa
+    sABB = t2 - ma * cbb
+    sWW = m["Saabb"] - 2.0 * ma * m["Sabb"] + ma * ma * m["Sbb"] - 2.0 * mb * t1 + mb * mb * caa
+    cWy = m["Saby"] - ma * m["Sby"] - mb * m["Say"] + ma * mb * m["Sy"] - my * cab
+    w33 = sWW - cab * cab * ia
+    return _chol3(caa, cbb, cab, sAAB, sABB, w33, cay, cby, cWy, cyy, N, xp, tol)
+
+
+def _chol3(caa, cbb, cab, sAAB, sABB, w33, cay, cby, cWy, cyy, N, xp, tol):
+    ok = caa > tol * xp.maximum(caa, 1.0)
+    l11 = xp.sqrt(xp.where(ok, caa, 1.0))
+    i11 = 1.0 / l11
+    l21 = cab * i11
+    l31 = sAAB * i11
+    l22sq = cbb - l21 * l21
+    ok = ok & (l22sq > tol * xp.maximum(cbb, 1.0))
+    i22 = 1.0 / xp.sqrt(xp.where(ok, l22sq, 1.0))
+    l32 = (sABB - l31 * l21) * i22
+    l33sq = w33 - l31 * l31 - l32 * l32
+    ok = ok & (l33sq > tol * xp.maximum(w33, 1.0))
+    l33sq = xp.where(ok, l33sq, 1.0)
+    z1 = cay * i11
+    z2 = (cby - l21 * z1) * i22
+    z3n = cWy - l31 * z1 - l32 * z2  # z3 * L33
+    z3sq = z3n * z3n / l33sq
+    rss = cyy - z1 * z1 - z2 * z2 - z3sq
+    df = N - 4.0
+    ok = ok & (df > 0) & (rss > tol * xp.maximum(cyy, 1e-300))
+    beta = xp.where(ok, z3n / l33sq, xp.nan)
+    stat = xp.where(ok, z3sq * df / xp.where(ok, rss, 1.0), xp.nan)
+    return beta, stat, ok
+
+
+def _chi2_sf1(stat):
+    from scipy import special
+
+    return special.chdtrc(1.0, np.asarray(stat, dtype=np.float64))
+
+
+# ---------------------------------------------------------------------------------------------
+# case/control: logistic regression on 3 x 3 cell tables
+
+
+def binary_stats(cases: np.ndarray, total: np.ndarray, xp=np, max_iter: int = 25, tol: float = 1e-10):
+    """Logistic y ~ 1 + a + b + ab per pair from 3 x 3 genotype cell counts.
+
+    cases, total: (..., 3, 3) float64 counts of cases and of all samples with genotypes (a, b)
+    (pairwise complete). Newton-Raphson from the intercept-only fit, step-halving when the
+    deviance rises; returns (beta_int, wald_chi2, valid). Pairs whose fit does not converge
+    (separation: an infinite MLE) or whose information matrix is singular are not valid.
+    """
+    shape = cases.shape[:-2]
+    c = cases.reshape(-1, 9)
+    t = total.reshape(-1, 9)
+    g = xp.asarray([0.0, 1.0, 2.0])
+    a = xp.repeat(g, 3)
+    b = xp.tile(g, 3)
+    X = xp.stack([xp.ones(9), a, b, a * b], axis=1)  # (9, 4)
+    n_all = t.sum(axis=1)
+    n_case = c.sum(axis=1)
+    P = c.shape[0]
+    beta = xp.zeros((P, 4))
+    p0 = xp.clip(n_case / xp.maximum(n_all, 1.0), 1e-12, 1 - 1e-12)
+    beta[:, 0] = xp.log(p0 / (1 - p0))
+    conv = xp.zeros(P, dtype=bool)
+    ok = (n_case > 0) & (n_case < n_all)
+    for _ in range(max_iter):
+        eta = beta @ X.T  # (P, 9)
+        pr = 1.0 / (1.0 + xp.exp(-eta))
+        w = t * pr * (1.0 - pr)
+        grad = (c - t * pr) @ X  # (P, 4)
+        H = xp.einsum("pk,ki,kj->pij", w, X, X)
+        H = H + xp.eye(4)[None] * 1e-300
+        try:
+            step = xp.linalg.solve(H, grad[..., None])[..., 0]
+        except Exception:  # singular stacks: fall back per pair below
+            step = xp.zeros_like(grad)
+            for q in range(P):
+                try:
+                    step[q] = xp.linalg.solve(H[q], grad[q])
+                except Exception:
+                    ok[q] = False
+        step = xp.where(xp.isfinite(step), step, 0.0)
+        active = ~conv & ok
+        beta = beta + xp.where(active[:, None], step, 0.0)
+        small = xp.abs(step).max(axis=1) < 1e-8 * (1.0 + xp.abs(beta).max(axis=1))
+        conv = conv | small
+        if bool(xp.all(conv | ~ok)):
+            break
+    eta = beta @ X.T
+    pr = 1.0 / (1.0 + xp.exp(-eta))
+    w = t * pr * (1.0 - pr)
+    H = xp.einsum("pk,ki,kj->pij", w, X, X)
+    det = xp.linalg.det(H)
+    good = ok & conv & (det > tol * xp.maximum(xp.abs(xp.einsum("pii->p", H)) ** 4, 1e-300)) & (xp.abs(beta).max(axis=1) < 30)
+    Hs = xp.where(good[:, None, None], H, xp.eye(4)[None])
+    var33 = xp.linalg.inv(Hs)[:, 3, 3]
+    b3 = beta[:, 3]
+    stat = xp.where(good, b3 * b3 / var33, xp.nan)
+    b3 = xp.where(good, b3, xp.nan)
+    return b3.reshape(shape), stat.reshape(shape), good.reshape(shape)
+
+
+# ---------------------------------------------------------------------------------------------
+# direct per-pair fits (float64, numpy): reference values for the final top-k and for tests
+
+
+def pair_regression(a: np.ndarray, b: np.ndarray, y: np.ndarray) -> dict:
+    """Least squares of y on [1, a, b, ab] over samples where a, b >= 0 (pairwise complete)."""
+    m = (a >= 0) & (b >= 0) & np.isfinite(y)
+    A = np.column_stack([np.ones(m.sum()), a[m], b[m], a[m] * b[m]]).astype(np.float64)
+    yy = y[m].astype(np.float64)
+    n = int(m.sum())
+    out = {"n": n, "beta_int": np.nan, "se": np.nan, "stat": np.nan, "p": np.nan}
+    if n <= 4:
+        return out
+    q, r = np.linalg.qr(A)
+    d = np.abs(np.diag(r))
+    if d.min() <= 1e-9 * d.max():
+        return out
+    coef = np.linalg.solve(r, q.T @ yy)
+    res = yy - A @ coef
+    s2 = float(res @ res) / (n - 4)
+    rinv = np.linalg.inv(r)
+    var = s2 * float((rinv[3] @ rinv[3]))
+    se = math.sqrt(var)
+    stat = coef[3] ** 2 / var
+    out.update(beta_int=float(coef[3]), se=se, stat=float(stat), p=float(_chi2_sf1(stat)))
+    return out
+
+
+def pair_logistic(a: np.ndarray, b: np.ndarray, case: np.ndarray, max_iter: int = 50) -> dict:
+    """Logistic fit of case (0/1) on [1, a, b, ab] over pairwise-complete samples (float64 IRLS)."""
+    m = (a >= 0) & (b >= 0) & np.isfinite(case)
+    cells_c = np.zeros((3, 3))
+    cells_t = np.zeros((3, 3))
+    np.add.at(cells_t, (a[m].astype(int), b[m].astype(int)), 1.0)
+    np.add.at(cells_c, (a[m].astype(int), b[m].astype(int)), case[m])
+    b3, stat, ok = binary_stats(cells_c[None], cells_t[None], max_iter=max_iter)
+    out = {"n": int(m.sum()), "beta_int": float(b3[0]), "stat": float(stat[0])}
+    out["se"] = abs(out["beta_int"]) / math.sqrt(out["stat"]) if ok[0] and out["stat"] > 0 else np.nan
+    out["p"] = float(_chi2_sf1(out["stat"])) if ok[0] else np.nan
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# the scan
+
+
+@dataclass
+class _Prepared:
+    """Per-SNP arrays of the (chromosome-sorted) SNPs used by the tile kernels."""
+
+    G: np.ndarray  # (p, n) int8, -1 missing
+    complete: bool
+    n: int
+    B: int
+    yq: np.ndarray  # (n,) float64 integer-valued
+    case: np.ndarray | None  # (n,) float64 0/1 for binary traits
+    per_snp: dict = field(default_factory=dict)
+    ysq_digits: tuple = ()  # digits of yq for the exact pairwise sums of yq^2 (missing calls)
+
+
+class Scan2D:
+    """Exhaustive pair scan with streaming top-k, best partners, chromosome-pair summaries and
+    the pyramid's level-0 grid.
+
+    geno: (p, n) int8 SNP-major dosages (-1 missing) of the samples with a phenotype.
+    y: (n,) phenotype (binary: 0/1 controls/cases). chrom: (p,) chromosome labels.
+    SNPs are processed in natural chromosome order (``order``); all reported indices refer to
+    the rows of ``geno``.
+    """
+
+    def __init__(self, geno, y, chrom, options: Scan2DOptions | None = None, xp=None, device=None):
+        self.opt = options or Scan2DOptions()
+        if self.opt.trait not in TRAITS:
+            raise ValueError(f"unknown trait {self.opt.trait!r}: use {' or '.join(TRAITS)}")
+        self.xp = get_xp(xp if xp is not None else device)
+        self.gpu = is_gpu(self.xp)
+        geno = np.asarray(geno)
+        if geno.ndim != 2 or geno.dtype != np.int8:
+            raise ValueError("geno must be a (p, n) int8 array of dosages (-1 missing)")
+        p, n = geno.shape
+        y = np.asarray(y, dtype=np.float64)
+        if y.shape != (n,) or not np.isfinite(y).all():
+            raise ValueError(f"y must be ({n},) without missing values")
+        if p < 2:
+            raise ValueError("need at least 2 SNPs")
+        self.p, self.n = p, n
+        self.chrom = np.asarray(chrom).astype(str)
+        self.order = chrom_order(self.chrom)
+        self.labels, self.chrom_code = _codes(self.chrom[self.order])
+        self.nc = len(self.labels)
+        self.tile = self.opt.resolved_tile(self.gpu)
+        self.nt = -(-p // self.tile)
+        self.tile_pairs = [(a, b) for a in range(self.nt) for b in range(a, self.nt)]
+        per_block = max(1, int(self.opt.block_pairs // (self.tile * self.tile)))
+        self.blocks = [self.tile_pairs[k:k + per_block] for k in range(0, len(self.tile_pairs), per_block)]
+        self.n_pairs = p * (p - 1) // 2
+        sig_p = self.opt.sig_p if self.opt.sig_p else 0.05 / self.n_pairs
+        from scipy import special
+
+        self.sig_p = float(sig_p)
+        self.sig_stat = float(special.chdtri(1.0, self.sig_p))
+        G = np.ascontiguousarray(geno[self.order])
+        if self.opt.trait == "binary":
+            vals = set(np.unique(y).tolist())
+            if not vals <= {0.0, 1.0}:
+                raise ValueError("binary trait must be coded 0 (control) / 1 (case)")
+            yq, scale, offset = y.copy(), 1.0, 0.0
+            case = y.copy()
+        else:
+            yq, scale, offset = quantize_phenotype(y, self.opt.y_bits, n)
+            case = None
+        self.y_scale, self.y_offset = scale, offset
+        B = _cell_base(n)
+        complete = not bool((G < 0).any()) and float(B) ** 4 <= 2.0 ** 53
+        self.prep = _Prepared(G, complete, n, B, yq.astype(np.float64), case)
+        if not complete and case is None:
+            self.prep.ysq_digits = square_digits(yq, n)
+        self._per_snp()
+        self.fingerprint = self._fingerprint(G, yq)
+        self.reset()
+
+    # -- state --------------------------------------------------------------------------------
+
+    def reset(self) -> None:
+        self.next_block = 0
+        self.topk = TopK(self.opt.top_k)
+        self.pyr = PyramidGrid(self.p, self.opt.pyramid_side)
+        self.best_stat = np.full(self.p, -1.0)  # per sorted SNP
+        self.best_partner = np.full(self.p, -1, dtype=np.int64)
+        nc = self.nc
+        self.cp_tested = np.zeros((nc, nc), dtype=np.int64)
+        self.cp_sig = np.zeros((nc, nc), dtype=np.int64)
+        self.cp_best = np.full((nc, nc), -1.0)
+        self.cp_best_i = np.full((nc, nc), -1, dtype=np.int64)
+        self.cp_best_j = np.full((nc, nc), -1, dtype=np.int64)
+        self.elapsed = 0.0
+
+    def state(self) -> dict:
+        """Everything needed to resume (numpy arrays and scalars)."""
+        st = {
+            "fingerprint": np.bytes_(self.fingerprint), "next_block": np.int64(self.next_block),
+            "pyramid": self.pyr.grid, "best_stat": self.best_stat, "best_partner": self.best_partner,
+            "cp_tested": self.cp_tested, "cp_sig": self.cp_sig, "cp_best": self.cp_best,
+            "cp_best_i": self.cp_best_i, "cp_best_j": self.cp_best_j, "elapsed": np.float64(self.elapsed),
+        }
+        st.update(self.topk.state())
+        return st
+
+    def load_state(self, st: dict) -> None:
+        fp = st["fingerprint"]
+        fp = fp.item() if hasattr(fp, "item") else fp
+        fp = fp.decode() if isinstance(fp, bytes) else str(fp)
+        if fp != self.fingerprint:
+            raise ValueError("checkpoint belongs to a different scan (inputs or options changed)")
+        self.next_block = int(st["next_block"])
+        self.topk = TopK.from_state(st)
+        self.pyr.grid = np.asarray(st["pyramid"], dtype=np.float32).copy()
+        for k in ("best_stat", "best_partner", "cp_tested", "cp_sig", "cp_best", "cp_best_i", "cp_best_j"):
+            setattr(self, k, np.asarray(st[k]).copy())
+        self.elapsed = float(st["elapsed"])
+
+    @property
+    def done(self) -> bool:
+        return self.next_block >= len(self.blocks)
+
+    def _fingerprint(self, G, yq) -> str:
+        h = hashlib.sha256()
+        h.update(np.ascontiguousarray(G).tobytes())
+        h.update(np.ascontiguousarray(yq).tobytes())
+        h.update("\t".join(self.chrom.tolist()).encode())
+        opts = asdict(self.opt)
+        opts.pop("threads", None)
+        opts["tile"] = self.tile
+        opts["backend"] = "cuda" if self.gpu else "cpu"
+        h.update(repr(sorted(opts.items())).encode())
+        return h.hexdigest()
+
+    # -- per-SNP preparation ------------------------------------------------------------------
+
+    def _per_snp(self) -> None:
+        P = self.prep
+        G = P.G
+        called = G >= 0
+        x = np.where(called, G, 0).astype(np.float64)
+        s = P.per_snp
+        s["N"] = called.sum(axis=1).astype(np.float64)
+        s["Sa"] = x.sum(axis=1)
+        s["Saa"] = (x * x).sum(axis=1)
+        if self.opt.trait == "qt":
+            s["Say"] = x @ P.yq
+            s["Sy_all"] = float(P.yq.sum())
+            s["Syy_all"] = float(np.dot(P.yq, P.yq))
+        else:
+            s["n_case"] = float(P.case.sum())
+
+    # -- running ------------------------------------------------------------------------------
+
+    def run(self, on_block=None, max_blocks: int | None = None) -> "Scan2D":
+        """Process blocks from ``next_block``; ``on_block(self)`` runs after each one (checkpoints)."""
+        done = 0
+        while not self.done:
+            if max_blocks is not None and done >= max_blocks:
+                break
+            t0 = time.perf_counter()
+            self._run_block(self.blocks[self.next_block])
+            self.next_block += 1
+            self.elapsed += time.perf_counter() - t0
+            done += 1
+            if on_block is not None:
+                on_block(self)
+        return self
+
+    def _run_block(self, tile_pairs) -> None:
+        if self.gpu:
+            from models.ngg import scan2d_gpu
+
+            scan2d_gpu.run_block(self, tile_pairs)
+            return
+        threads = self.opt.threads or _cpu_count()
+        if threads <= 1 or len(tile_pairs) == 1:
+            for tp in tile_pairs:
+                self._absorb(*self._cpu_tile(*tp))
+            return
+        with _blas_threads(1), ThreadPoolExecutor(threads) as ex:
+            for res in ex.map(lambda tp: self._cpu_tile(*tp), tile_pairs):
+                self._absorb(*res)
+
+    def _bounds(self, t: int) -> tuple[int, int]:
+        return t * self.tile, min(self.p, (t + 1) * self.tile)
+
+    # -- CPU tile -----------------------------------------------------------------------------
+
+    def _cpu_tile(self, ti: int, tj: int):
+        i0, i1 = self._bounds(ti)
+        j0, j1 = self._bounds(tj)
+        if self.opt.trait == "qt":
+            m = self._moments_cpu(i0, i1, j0, j1)
+            beta, stat, ok = qt_stats(m, np, self.opt.tol)
+        else:
+            cases, total = self._cells_cpu(i0, i1, j0, j1)
+            beta, stat, ok = binary_stats(cases, total, np, self.opt.max_iter, self.opt.tol)
+        if ti == tj:  # keep i < j only
+            lower = np.tril(np.ones((i1 - i0, j1 - j0), dtype=bool))
+            ok &= ~lower
+        stat = np.where(ok, stat, -1.0)
+        return i0, j0, stat, beta
+
+    def _moments_cpu(self, i0, i1, j0, j1) -> dict:
+        P, s = self.prep, self.prep.per_snp
+        Gi, Gj = P.G[i0:i1], P.G[j0:j1]
+        B = float(P.B)
+        if P.complete:
+            xi = Gi.astype(np.float64)
+            xj = Gj.astype(np.float64)
+            ei = (Gi == 1) + B * (Gi == 2)
+            ej = (Gj == 1) + (B * B) * (Gj == 2)
+            v = ei @ ej.T  # n11 + B n21 + B^2 n12 + B^3 n22, exact
+            n11, n21, n12, n22 = _digits(v, B, 4)
+            Saby = (xi * P.yq) @ xj.T
+            m = _cell_moments(n11, n12, n21, n22)
+            col = lambda a: a[i0:i1, None]  # noqa: E731
+            row = lambda a: a[None, j0:j1]  # noqa: E731
+            m.update(N=float(self.n), Sa=col(s["Sa"]), Sb=row(s["Sa"]), Saa=col(s["Saa"]), Sbb=row(s["Saa"]),
+                     Sy=s["Sy_all"], Say=col(s["Say"]), Sby=row(s["Say"]), Saby=Saby, Syy=s["Syy_all"])
+            return m
+        ci, cj = Gi >= 0, Gj >= 0
+        Mi, Mj = ci.astype(np.float64), cj.astype(np.float64)
+        xi = np.where(ci, Gi, 0).astype(np.float64)
+        xj = np.where(cj, Gj, 0).astype(np.float64)
+        ei = Mi + B * (Gi == 1) + (B * B) * (Gi == 2)
+        nM = _digits(ei @ Mj.T, B, 3)  # n_MM, n_1M, n_2M
+        n1 = _digits(ei @ (Gj == 1).T.astype(np.float64), B, 3)  # n_M1, n_11, n_21
+        n2 = _digits(ei @ (Gj == 2).T.astype(np.float64), B, 3)  # n_M2, n_12, n_22
+        N = nM[0]
+        Sa = nM[1] + 2 * nM[2]
+        Saa = nM[1] + 4 * nM[2]
+        Sb = n1[0] + 2 * n2[0]
+        Sbb = n1[0] + 4 * n2[0]
+        m = _cell_moments(n1[1], n2[1], n1[2], n2[2])
+        yq = P.yq
+        left = np.concatenate([Mi * yq, xi * yq])  # (2t, n)
+        right = np.concatenate([Mj, xj])
+        yy = left @ right.T
+        ti = i1 - i0
+        tj = j1 - j0
+        Sy, Sby = yy[:ti, :tj], yy[:ti, tj:]
+        Say, Saby = yy[ti:, :tj], yy[ti:, tj:]
+        digits, h = P.ysq_digits
+        Syy = np.zeros((ti, tj))
+        for a, da in enumerate(digits):
+            left = Mi * da
+            for b in range(a, len(digits)):
+                c = (2.0 if b > a else 1.0) * float(2 ** (h * (a + b)))
+                Syy += c * (left @ (Mj * digits[b]).T)
+        m.update(N=N, Sa=Sa, Sb=Sb, Saa=Saa, Sbb=Sbb, Sy=Sy, Say=Say, Sby=Sby, Saby=Saby, Syy=Syy)
+        return m
+
+    def _cells_cpu(self, i0, i1, j0, j1):
+        """(cases, total) 3 x 3 cell tables of each pair, shape (ti, tj, 3, 3)."""
+        P = self.prep
+        Gi, Gj = P.G[i0:i1], P.G[j0:j1]
+        B = float(P.B)
+        ind_i = [(Gi == g).astype(np.float64) for g in (0, 1, 2)]
+        ind_j = [(Gj == g).astype(np.float64) for g in (0, 1, 2)]
+        ei = ind_i[0] + B * ind_i[1] + (B * B) * ind_i[2]
+        out = []
+        for w in (P.case, None):
+            eiw = ei if w is None else ei * w
+            cells = np.empty((i1 - i0, j1 - j0, 3, 3))
+            for bj in range(3):
+                d = _digits(eiw @ ind_j[bj].T, B, 3)
+                for ai in range(3):
+                    cells[:, :, ai, bj] = d[ai]
+            out.append(cells)
+        return out[0], out[1]
+
+    # -- accumulation -------------------------------------------------------------------------
+
+    def _absorb(self, i0: int, j0: int, stat: np.ndarray, beta: np.ndarray) -> None:
+        """Fold one tile of statistics (sorted indices; invalid entries < 0) into the accumulators."""
+        ti, tj = stat.shape
+        # top-k
+        thr = self.topk.threshold
+        r, c = np.nonzero(stat >= max(thr, 0.0))
+        if len(r):
+            self.topk.offer(r + i0, c + j0, stat[r, c], beta[r, c])
+        # pyramid
+        self.pyr.add_tile(i0, j0, stat)
+        # best partners (ties: smaller partner index)
+        rows = np.arange(i0, i0 + ti)
+        cols = np.arange(j0, j0 + tj)
+        ra = stat.argmax(axis=1)
+        rv = stat[np.arange(ti), ra]
+        self._best(rows, rv, cols[ra])
+        ca = stat.argmax(axis=0)
+        cv = stat[ca, np.arange(tj)]
+        self._best(cols, cv, rows[ca])
+        # chromosome pairs
+        rc = self.chrom_code[i0:i0 + ti]
+        cc = self.chrom_code[j0:j0 + tj]
+        rb = np.flatnonzero(np.r_[True, rc[1:] != rc[:-1], True])
+        cb = np.flatnonzero(np.r_[True, cc[1:] != cc[:-1], True])
+        for a0, a1 in zip(rb[:-1], rb[1:]):
+            for b0, b1 in zip(cb[:-1], cb[1:]):
+                blk = stat[a0:a1, b0:b1]
+                u, v = rc[a0], cc[b0]
+                if u > v:
+                    u, v = v, u
+                self.cp_tested[u, v] += int(np.count_nonzero(blk >= 0))
+                self.cp_sig[u, v] += int(np.count_nonzero(blk >= self.sig_stat))
+                k = int(blk.argmax())
+                val = float(blk.flat[k])
+                if val < 0:
+                    continue
+                bi, bj = i0 + a0 + k // blk.shape[1], j0 + b0 + k % blk.shape[1]
+                if val > self.cp_best[u, v] or (val == self.cp_best[u, v] and (bi, bj) < (self.cp_best_i[u, v], self.cp_best_j[u, v])):
+                    self.cp_best[u, v], self.cp_best_i[u, v], self.cp_best_j[u, v] = val, bi, bj
+
+    def _best(self, idx, val, partner) -> None:
+        cur = self.best_stat[idx]
+        curp = self.best_partner[idx]
+        take = (val > cur) | ((val == cur) & (val >= 0) & ((partner < curp) | (curp < 0)))
+        self.best_stat[idx[take]] = val[take]
+        self.best_partner[idx[take]] = partner[take]
+
+    # -- results ------------------------------------------------------------------------------
+
+    def results(self) -> dict:
+        """Top pairs, best partners and chromosome-pair summaries in original SNP indices (numpy)."""
+        o = self.order
+        ti, tj = o[self.topk.i], o[self.topk.j]
+        lo, hi = np.minimum(ti, tj), np.maximum(ti, tj)
+        scale = self.y_scale if self.opt.trait == "qt" else 1.0
+        top = {"i": lo, "j": hi, "stat": self.topk.stat.copy(), "effect": self.topk.effect * scale,
+               "p": _chi2_sf1(self.topk.stat)}
+        best_stat = np.full(self.p, np.nan)
+        best_partner = np.full(self.p, -1, dtype=np.int64)
+        has = self.best_stat >= 0
+        best_stat[o[has]] = self.best_stat[has]
+        best_partner[o[has]] = o[self.best_partner[has]]
+        rows = []
+        for u in range(self.nc):
+            for v in range(u, self.nc):
+                if self.cp_tested[u, v] == 0 and self.cp_best[u, v] < 0:
+                    continue
+                bi, bj = self.cp_best_i[u, v], self.cp_best_j[u, v]
+                rows.append({
+                    "chrom1": self.labels[u], "chrom2": self.labels[v], "tested": int(self.cp_tested[u, v]),
+                    "significant": int(self.cp_sig[u, v]),
+                    "best_stat": float(self.cp_best[u, v]) if bi >= 0 else np.nan,
+                    "best_i": int(min(o[bi], o[bj])) if bi >= 0 else -1,
+                    "best_j": int(max(o[bi], o[bj])) if bi >= 0 else -1,
+                })
+        return {"top": top, "best_stat": best_stat, "best_partner": best_partner, "chrom_pairs": rows,
+                "pyramid_level0": self.pyr.level0(), "pyramid_cell": self.pyr.cell, "sig_p": self.sig_p,
+                "sig_stat": self.sig_stat, "n_pairs": self.n_pairs, "order": o, "elapsed": self.elapsed,
+                "tested": int(self.cp_tested.sum())}
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def _codes(labels_sorted: np.ndarray):
+    """Chromosome labels in order of appearance and the integer code of each SNP."""
+    uniq, first, inv = np.unique(labels_sorted, return_index=True, return_inverse=True)
+    rank = np.argsort(np.argsort(first))
+    return list(uniq[np.argsort(first)]), rank[inv].astype(np.int64)
+
+
+def _digits(v: np.ndarray, B: float, k: int) -> list:
+    """Base-B digits (least significant first) of exact non-negative integer floats."""
+    out = []
+    inv = 1.0 / B
+    for _ in range(k - 1):
+        q = np.floor(v * inv)
+        out.append(v - q * B)
+        v = q
+    out.append(v)
+    return out
+
+
+def _cell_moments(n11, n12, n21, n22) -> dict:
+    """Raw pair moments from the cells with both genotypes non-zero (a, b in {1, 2})."""
+    return {
+        "Sab": n11 + 2.0 * (n12 + n21) + 4.0 * n22,
+        "Saab": n11 + 2.0 * n12 + 4.0 * n21 + 8.0 * n22,
+        "Sabb": n11 + 4.0 * n12 + 2.0 * n21 + 8.0 * n22,
+        "Saabb": n11 + 4.0 * (n12 + n21) + 16.0 * n22,
+    }
+
+
+def _cpu_count() -> int:
+    import os
+
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:
+        return max(1, os.cpu_count() or 1)
+
+
+class _blas_threads:
+    """Limit BLAS to n threads inside the block (worker threads parallelise instead)."""
+
+    def __init__(self, n: int):
+        self.n = n
+        self.ctl = None
+
+    def __enter__(self):
+        try:
+            from threadpoolctl import threadpool_limits
+
+            self.ctl = threadpool_limits(self.n, user_api="blas")
+        except Exception:
+            self.ctl = None
+        return self
+
+    def __exit__(self, *exc):
+        if self.ctl is not None:
+            self.ctl.restore_original_limits()
+        return False
