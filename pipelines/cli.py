@@ -19,6 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "splits": ("pipelines.stages.splits", "write repeated stratified K-fold splits shared by all models"),
     "train": ("pipelines.stages.train", "cross-validate one model of the zoo on the shared splits"),
     "report": ("pipelines.stages.report", "print and save the model comparison table"),
+    "scan": ("pipelines.stages.scan", "exact or NGG 1D/2D scans of a phenotype over a PLINK fileset"),
 }
 
 

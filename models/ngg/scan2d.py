@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -65,16 +66,18 @@ __all__ = [
     "pair_logistic",
     "chrom_order",
     "quantize_phenotype",
+    "dense_pair_stats",
 ]
 
 TRAITS = ("qt", "binary")
+_SLAB = 16384  # elements per slab of the CPU pair kernel (keeps its ~20 buffers in L2)
 
 
 @dataclass
 class Scan2DOptions:
     """Tunable numbers of the exact 2D scan (all have defaults)."""
 
-    tile: int | None = None  # SNPs per tile side (default 512 on the CPU, 8192 on the GPU)
+    tile: int | None = None  # SNPs per tile side (default 1024 on the CPU, 8192 on the GPU)
     top_k: int = 1000
     trait: str = "qt"  # qt | binary
     pyramid_side: int = 4096  # largest level-0 grid side
@@ -225,6 +228,88 @@ def _chi2_sf1(stat):
     return special.chdtrc(1.0, np.asarray(stat, dtype=np.float64))
 
 
+class _Work:
+    """Reusable scratch arrays for one thread (slabs of at most ``size`` elements)."""
+
+    def __init__(self, size: int, k: int = 24):
+        self.size = size
+        self.buf = [np.empty(size) for _ in range(k)]
+
+    def get(self, shape, k):
+        n = shape[0] * shape[1]
+        return self.buf[k][:n].reshape(shape)
+
+
+def qt_complete_slab(v, saby, pi: dict, pj: dict, consts: dict, B: float, tol: float,
+                     stat_out, beta_out, work: _Work) -> None:
+    """Statistics for a slab of pairs when no genotype is missing (the CPU hot loop).
+
+    v: packed cell counts n11 + B n21 + B^2 n12 + B^3 n22 (R, T); saby: sum of a b yq (R, T).
+    pi / pj: per-SNP vectors for the slab's rows (shape (R, 1)) and columns (shape (1, T)): sa, ma,
+    caa, cay (cby), sbb (= saa), z1 = cay / sqrt(caa), i11 = 1 / sqrt(caa), rz = cyy - z1^2.
+    consts: n, Sy, my, cyy. Writes the Wald statistic (-1 where not valid) and the effect (in yq
+    units) into stat_out / beta_out (R, T). Same algebra as :func:`qt_stats`, written with
+    in-place operations on cache-sized buffers.
+    """
+    sh = v.shape
+    w = [work.get(sh, k) for k in range(18)]
+    n11, n21, n12, n22, q, Sab, Saab, Sabb, Saabb, t1, x, cab, sAAB, sABB, sWW, cWy, l21, l31 = w
+    iB = 1.0 / B
+    mul, sub, add = np.multiply, np.subtract, np.add
+    # base-B digits
+    mul(v, iB, out=q); np.floor(q, out=q)
+    mul(q, B, out=x); sub(v, x, out=n11)
+    mul(q, iB, out=n22); np.floor(n22, out=n22)  # n22 holds the next quotient
+    mul(n22, B, out=x); sub(q, x, out=n21)
+    mul(n22, iB, out=q); np.floor(q, out=q)
+    mul(q, B, out=x); sub(n22, x, out=n12)
+    n22, q = q, n22
+    # raw moments
+    add(n12, n21, out=x); mul(x, 2.0, out=Sab); add(Sab, n11, out=Sab); mul(n22, 4.0, out=x); add(Sab, x, out=Sab)
+    mul(n21, 2.0, out=Saab); add(Saab, Sab, out=Saab); add(Saab, x, out=Saab)      # Sab + 2 n21 + 4 n22
+    mul(n12, 2.0, out=Sabb); add(Sabb, Sab, out=Sabb); add(Sabb, x, out=Sabb)      # Sab + 2 n12 + 4 n22
+    add(Saab, Sabb, out=Saabb); sub(Saabb, Sab, out=Saabb); add(Saabb, x, out=Saabb)  # + 4 n22
+    ma, mb = pi["ma"], pj["ma"]
+    # centred moments
+    mul(pi["sa"], mb, out=x); sub(Sab, x, out=cab)
+    mul(Sab, 2.0 * ma, out=x); sub(Saab, x, out=t1); mul(ma * ma, pj["sa"], out=x); add(t1, x, out=t1)
+    mul(pi["caa"], mb, out=x); sub(t1, x, out=sAAB)
+    mul(Sab, 2.0 * mb, out=x); sub(Sabb, x, out=sABB); mul(pi["sa"], mb * mb, out=x); add(sABB, x, out=sABB)
+    mul(ma, pj["caa"], out=x); sub(sABB, x, out=sABB)
+    mul(Sabb, 2.0 * ma, out=x); sub(Saabb, x, out=sWW); mul(ma * ma, pj["saa"], out=x); add(sWW, x, out=sWW)
+    mul(t1, 2.0 * mb, out=x); sub(sWW, x, out=sWW); mul(pi["caa"], mb * mb, out=x); add(sWW, x, out=sWW)
+    mul(cab, cab, out=x); mul(x, 1.0 / consts["n"], out=x); sub(sWW, x, out=sWW)  # w33
+    mul(ma, pj["sby_c"], out=x); sub(saby, x, out=cWy); mul(pi["say"], mb, out=x); sub(cWy, x, out=cWy)
+    if consts["my"] != 0.0:
+        mul(cab, consts["my"], out=x); sub(cWy, x, out=cWy)
+    # Cholesky of the centred [A, B, W] system, forward substitution
+    mul(cab, pi["i11"], out=l21)
+    mul(sAAB, pi["i11"], out=l31)
+    l22sq, i22, l32, z2 = n11, n21, n12, n22
+    mul(l21, l21, out=x); sub(pj["caa"], x, out=l22sq)
+    ok = l22sq > tol * np.maximum(pj["caa"], 1.0)
+    np.maximum(l22sq, 1e-300, out=i22); np.sqrt(i22, out=i22); np.divide(1.0, i22, out=i22)
+    mul(l31, l21, out=x); sub(sABB, x, out=l32); mul(l32, i22, out=l32)
+    l33sq = t1
+    mul(l31, l31, out=x); sub(sWW, x, out=l33sq); mul(l32, l32, out=x); sub(l33sq, x, out=l33sq)
+    ok &= l33sq > tol * np.maximum(sWW, 1.0)
+    np.maximum(l33sq, 1e-300, out=l33sq)
+    mul(l21, pi["z1"], out=x); sub(pj["cay"], x, out=z2); mul(z2, i22, out=z2)
+    z3n = cWy
+    mul(l31, pi["z1"], out=x); sub(z3n, x, out=z3n); mul(l32, z2, out=x); sub(z3n, x, out=z3n)
+    np.divide(z3n, l33sq, out=beta_out)
+    z3sq = Saab
+    mul(z3n, beta_out, out=z3sq)
+    rss = Sabb
+    mul(z2, z2, out=x); sub(pi["rz"], x, out=rss); sub(rss, z3sq, out=rss)
+    ok &= rss > tol * consts["cyy"]
+    ok &= pi["ok"]
+    np.maximum(rss, 1e-300, out=rss)
+    np.divide(z3sq, rss, out=stat_out); mul(stat_out, consts["n"] - 4.0, out=stat_out)
+    stat_out[~ok] = -1.0
+    beta_out[~ok] = np.nan
+
+
 # ---------------------------------------------------------------------------------------------
 # case/control: logistic regression on 3 x 3 cell tables
 
@@ -331,6 +416,41 @@ def pair_logistic(a: np.ndarray, b: np.ndarray, case: np.ndarray, max_iter: int 
     return out
 
 
+def dense_pair_stats(ga: np.ndarray, gb: np.ndarray, y: np.ndarray, trait: str = "qt",
+                     tol: float = 1e-10) -> tuple[np.ndarray, np.ndarray]:
+    """(effect, statistic) of every pair between SNP sets a and b by plain float64 sums.
+
+    ga: (ra, n), gb: (rb, n) int8 dosages (-1 missing); y: (n,) (binary: 0/1). A reference
+    implementation independent of tiling and packing (used for map zooms and tests); statistics of
+    untestable pairs are NaN. Pairs of a SNP with itself are NaN too when the sets overlap by index
+    only (callers mask them).
+    """
+    ca, cb = ga >= 0, gb >= 0
+    Ma, Mb = ca.astype(np.float64), cb.astype(np.float64)
+    xa = np.where(ca, ga, 0).astype(np.float64)
+    xb = np.where(cb, gb, 0).astype(np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    if trait == "binary":
+        ia = [(ga == g).astype(np.float64) for g in (0, 1, 2)]
+        ib = [(gb == g).astype(np.float64) for g in (0, 1, 2)]
+        cases = np.empty((len(ga), len(gb), 3, 3))
+        total = np.empty_like(cases)
+        for u in range(3):
+            for v in range(3):
+                cases[:, :, u, v] = (ia[u] * y) @ ib[v].T
+                total[:, :, u, v] = ia[u] @ ib[v].T
+        beta, stat, _ = binary_stats(cases, total, np, tol=tol)
+        return beta, stat
+    yc = y - y.mean()
+    m = {"N": Ma @ Mb.T, "Sa": xa @ Mb.T, "Sb": Ma @ xb.T, "Saa": (xa * xa) @ Mb.T, "Sbb": Ma @ (xb * xb).T,
+         "Sab": xa @ xb.T, "Saab": (xa * xa) @ xb.T, "Sabb": xa @ (xb * xb).T, "Saabb": (xa * xa) @ (xb * xb).T,
+         "Sy": (Ma * yc) @ Mb.T, "Say": (xa * yc) @ Mb.T, "Sby": (Ma * yc) @ xb.T, "Saby": (xa * yc) @ xb.T,
+         "Syy": (Ma * yc * yc) @ Mb.T}
+    with np.errstate(all="ignore"):
+        beta, stat, _ = qt_stats(m, np, tol)
+    return beta, stat
+
+
 # ---------------------------------------------------------------------------------------------
 # the scan
 
@@ -347,6 +467,8 @@ class _Prepared:
     case: np.ndarray | None  # (n,) float64 0/1 for binary traits
     per_snp: dict = field(default_factory=dict)
     ysq_digits: tuple = ()  # digits of yq for the exact pairwise sums of yq^2 (missing calls)
+    fast: dict = field(default_factory=dict)  # per-SNP vectors of the complete-genotype kernel
+    consts: dict = field(default_factory=dict)
 
 
 class Scan2D:
@@ -481,6 +603,20 @@ class Scan2D:
             s["Say"] = x @ P.yq
             s["Sy_all"] = float(P.yq.sum())
             s["Syy_all"] = float(np.dot(P.yq, P.yq))
+            if P.complete:
+                n = float(self.n)
+                sy = s["Sy_all"]
+                my = sy / n
+                cyy = s["Syy_all"] - sy * my
+                ma = s["Sa"] / n
+                caa = s["Saa"] - s["Sa"] * ma
+                cay = s["Say"] - ma * sy
+                okc = caa > self.opt.tol * np.maximum(caa, 1.0)
+                i11 = np.where(okc, 1.0 / np.sqrt(np.where(okc, caa, 1.0)), 0.0)
+                z1 = cay * i11
+                P.fast = {"sa": s["Sa"], "ma": ma, "caa": caa, "saa": s["Saa"], "say": s["Say"],
+                          "sby_c": cay, "cay": cay, "i11": i11, "z1": z1, "rz": cyy - z1 * z1, "ok": okc}
+                P.consts = {"n": n, "Sy": sy, "my": my, "cyy": cyy}
         else:
             s["n_case"] = float(P.case.sum())
 
@@ -508,13 +644,14 @@ class Scan2D:
             scan2d_gpu.run_block(self, tile_pairs)
             return
         threads = self.opt.threads or _cpu_count()
-        if threads <= 1 or len(tile_pairs) == 1:
-            for tp in tile_pairs:
-                self._absorb(*self._cpu_tile(*tp))
-            return
-        with _blas_threads(1), ThreadPoolExecutor(threads) as ex:
-            for res in ex.map(lambda tp: self._cpu_tile(*tp), tile_pairs):
-                self._absorb(*res)
+        with _blas_threads(1):  # parallel over tiles, not inside each GEMM
+            if threads <= 1 or len(tile_pairs) == 1:
+                for tp in tile_pairs:
+                    self._absorb(*self._cpu_tile(*tp))
+                return
+            with ThreadPoolExecutor(threads) as ex:
+                for res in ex.map(lambda tp: self._cpu_tile(*tp), tile_pairs):
+                    self._absorb(*res)
 
     def _bounds(self, t: int) -> tuple[int, int]:
         return t * self.tile, min(self.p, (t + 1) * self.tile)
@@ -524,17 +661,48 @@ class Scan2D:
     def _cpu_tile(self, ti: int, tj: int):
         i0, i1 = self._bounds(ti)
         j0, j1 = self._bounds(tj)
-        if self.opt.trait == "qt":
-            m = self._moments_cpu(i0, i1, j0, j1)
-            beta, stat, ok = qt_stats(m, np, self.opt.tol)
+        if self.opt.trait == "qt" and self.prep.complete:
+            stat, beta = self._qt_complete_tile(i0, i1, j0, j1)
+            ok = stat >= 0
         else:
-            cases, total = self._cells_cpu(i0, i1, j0, j1)
-            beta, stat, ok = binary_stats(cases, total, np, self.opt.max_iter, self.opt.tol)
+            if self.opt.trait == "qt":
+                m = self._moments_cpu(i0, i1, j0, j1)
+                beta, stat, ok = qt_stats(m, np, self.opt.tol)
+            else:
+                cases, total = self._cells_cpu(i0, i1, j0, j1)
+                beta, stat, ok = binary_stats(cases, total, np, self.opt.max_iter, self.opt.tol)
+            stat = np.where(ok, stat, -1.0)
         if ti == tj:  # keep i < j only
             lower = np.tril(np.ones((i1 - i0, j1 - j0), dtype=bool))
-            ok &= ~lower
-        stat = np.where(ok, stat, -1.0)
+            stat[lower] = -1.0
+            beta[lower] = np.nan
         return i0, j0, stat, beta
+
+    _tls = threading.local()
+
+    def _qt_complete_tile(self, i0, i1, j0, j1):
+        P, f = self.prep, self.prep.fast
+        Gi, Gj = P.G[i0:i1], P.G[j0:j1]
+        B = float(P.B)
+        ei = (Gi == 1) + B * (Gi == 2)
+        ej = (Gj == 1) + (B * B) * (Gj == 2)
+        v = ei @ ej.T
+        saby = (Gi * P.yq) @ Gj.T.astype(np.float64)
+        ti, tj = i1 - i0, j1 - j0
+        stat = np.empty((ti, tj))
+        beta = np.empty((ti, tj))
+        rows = max(1, _SLAB // tj)
+        work = getattr(self._tls, "work", None)
+        if work is None or work.size < rows * tj:
+            work = self._tls.work = _Work(max(_SLAB, rows * tj))
+        pj = {k: a[None, j0:j1] for k, a in f.items()}
+        for r0 in range(0, ti, rows):
+            r1 = min(ti, r0 + rows)
+            pi = {k: a[i0 + r0:i0 + r1, None] for k, a in f.items()}
+            with np.errstate(all="ignore"):
+                qt_complete_slab(v[r0:r1], saby[r0:r1], pi, pj, self.prep.consts, B, self.opt.tol,
+                                 stat[r0:r1], beta[r0:r1], work)
+        return stat, beta
 
     def _moments_cpu(self, i0, i1, j0, j1) -> dict:
         P, s = self.prep, self.prep.per_snp
