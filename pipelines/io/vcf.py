@@ -119,10 +119,10 @@ def parse_region(text: str) -> tuple[str, int | None, int | None]:
 class Site:
     """One VCF record with lazy genotype decoding."""
 
-    __slots__ = ("chrom", "pos", "id", "ref", "alts", "filter", "where", "variant", "_x", "_ploidy",
+    __slots__ = ("chrom", "pos", "id", "ref", "alts", "filter", "where", "line", "variant", "_x",
                  "_reader")
 
-    def __init__(self, reader, variant, where):
+    def __init__(self, reader, variant, where, line=None):
         self._reader = reader
         self.variant = variant
         self.chrom = variant.CHROM
@@ -132,6 +132,7 @@ class Site:
         self.alts = variant.ALT
         self.filter = variant.FILTER          # None for PASS / '.'
         self.where = where                    # "file:line" for messages
+        self.line = line                      # line number in a text VCF read whole, else None
         self._x = None
 
     @property
@@ -152,6 +153,8 @@ class Site:
 
         Values are 1 (carrier) or, with ``dosage=True``, the number of copies of that ALT.
         """
+        if not self.alts:
+            return []                         # ALT '.': nothing to carry (GT may be absent)
         x = self.alleles()
         p = x.shape[1]
         out = []
@@ -229,6 +232,7 @@ class VcfReader:
             why = _gzip_problem(self.path) if self.kind != "vcf" else None
             raise InputError(self.path, why or f"cannot parse the VCF header ({_first_line(exc)})") from None
         all_samples = list(self._vcf.samples)
+        self._n_file_samples = len(all_samples)
         if len(set(all_samples)) != len(all_samples):
             dup = sorted({s for s in all_samples if all_samples.count(s) > 1})
             raise InputError(self.path, f"duplicate sample ids in the header: {_few(dup)}")
@@ -314,10 +318,16 @@ class VcfReader:
                     break
                 except Exception as exc:
                     self._raise_bad_record(index, last, exc)
+                if not v.CHROM:
+                    # htslib turns an empty line into a record without alleles (touching its
+                    # REF would crash): refuse it here
+                    self._raise_bad_record(index, last, Exception("empty line or record without CHROM"))
                 self.n_records += 1
                 if self.regions is None and self.n_header_lines is not None:
-                    where = f"{self.path}:{self.n_header_lines + index + 1}"
+                    line = self.n_header_lines + index + 1
+                    where = f"{self.path}:{line}"
                 else:
+                    line = None
                     where = f"{self.path}: {v.CHROM}:{v.POS}"
                 index += 1
                 last = (v.CHROM, v.POS)
@@ -326,20 +336,25 @@ class VcfReader:
                     if f is not None and f not in ("PASS", "."):
                         self.n_filtered += 1
                         continue
-                yield Site(self, v, where)
+                yield Site(self, v, where, line)
 
     def _raise_bad_record(self, index, last, exc):
         line, where = self._where(index, last)
         reason = None
         if self.kind != "bcf" and line is not None:
-            reason = self._diagnose_line(line)
+            reason = self._diagnose_line(line, rejected=True)
         if reason is None:
-            reason = _first_line(exc) or "htslib could not parse the record"
+            msg = _first_line(exc)
+            reason = "htslib could not parse the record" + (f" ({msg})" if msg else "")
         raise InputError(self.path, f"malformed record: {reason}", line=line) if line is not None else \
             InputError(where, f"malformed record: {reason}")
 
-    def _diagnose_line(self, line_no: int) -> str | None:
-        n_cols = 9 + self.n_samples if self.n_samples else None
+    def _diagnose_line(self, line_no: int, rejected: bool = False) -> str | None:
+        """What is wrong with line ``line_no`` of a text VCF, or None if nothing is found.
+
+        ``rejected``: htslib refused the line, so a well-formed-looking line gets a generic
+        reason naming its FORMAT.
+        """
         try:
             with _open_text(self.path) as fh:
                 text = None
@@ -366,24 +381,28 @@ class VcfReader:
                 return "the compressed file is truncated (gzip stream ends early)"
             except OSError as exc:
                 return f"corrupt compressed data ({exc})"
-        all_cols = 9 + len(self._vcf.samples) if self._vcf.samples else None
+        all_cols = 9 + self._n_file_samples if self._n_file_samples else None
         if len(cols) < 8:
             return f"{len(cols)} tab-separated columns, a VCF record needs at least 8"
         if not cols[1].isdigit():
             return f"POS is not a number: {cols[1]!r}"
         if all_cols is not None and len(cols) != all_cols:
             return f"{len(cols)} columns, expected {all_cols} (9 + {all_cols - 9} samples)"
-        if n_cols is None and len(cols) > 8:
+        if all_cols is None and len(cols) > 8:
             return None
         if len(cols) > 9:
             fmt = cols[8].split(":")
+            empty = [j + 1 for j, val in enumerate(cols[9:]) if not val.strip()]
+            if empty:
+                return f"sample column {empty[0]} is empty"
             for j, val in enumerate(cols[9:]):
                 parts = val.split(":")
                 if "GT" in fmt and fmt.index("GT") < len(parts):
                     gt = parts[fmt.index("GT")]
                     if not re.fullmatch(r"(\.|\d+)([/|](\.|\d+))*", gt):
                         return f"sample column {j + 1} has an invalid GT {gt!r}"
-            return f"htslib rejected the FORMAT/sample data ({cols[8]})"
+            if rejected:
+                return f"htslib rejected the sample data (FORMAT {cols[8]})"
         return None
 
     def _decode(self, site: Site) -> np.ndarray:
@@ -394,6 +413,9 @@ class VcfReader:
             g = None
         if g is None:
             # (cyvcf2 may crash if the record is touched again after this failure)
+            why = self._diagnose_line(site.line) if site.line is not None else None
+            if why:
+                raise InputError(site.where, f"malformed record: {why}")
             raise InputError(site.where, "record has no GT field: genotypes are needed")
         a = g.array()
         x = a[:, :-1]
