@@ -318,12 +318,13 @@ def parse_info_annotation(value: str, layout: InfoLayout, ref: str, alts: list[s
     if not value:
         return per_alt, unknown
     n_alt = len(alts)
-    vep_names = vep_allele_strings(ref, alts) if layout.key != "ANN" else alts
     lookup = {}
-    for i, a in enumerate(alts):
-        lookup.setdefault(a, i)
-    for i, a in enumerate(vep_names):
-        lookup.setdefault(a, i)
+    if n_alt > 1:
+        vep_names = vep_allele_strings(ref, alts) if layout.key != "ANN" else alts
+        for i, a in enumerate(alts):
+            lookup.setdefault(a, i)
+        for i, a in enumerate(vep_names):
+            lookup.setdefault(a, i)
     for entry in value.split(","):
         parts = entry.split("|")
         if len(parts) < layout.n_fields:

@@ -212,3 +212,28 @@ def test_cli_encode_writes_metrics(tmp_path):
     m = json.loads(metrics.read_text())
     assert m["count"] == "dosage" and m["n_counted"] == 8
     _check_counts(load_encoded(out), EXPECTED_DOSAGE)
+
+
+def test_filters_gene_list_maf_call_rate(tmp_path):
+    # gene list
+    s = encode_vcf(VCF, SHEET, tmp_path / "g", genes=["GB", "GC"], progress=False, log=lambda m: None)
+    enc = load_encoded(tmp_path / "g")
+    assert enc.genes == ["GB", "GC"] and s["skipped"]["gene_not_listed"] == 5
+    _check_counts(enc, {k: v for k, v in EXPECTED.items() if k[1] in ("GB", "GC")})
+    # allele frequencies among called alleles (hand-counted, 6 samples):
+    # chr1:100 G AC=4 AN=8 (S3 ./., S4 ./1, S5 0/.) -> 0.5; chr1:300 A AC=2 (0.2, kept), GTT AC=4, AN=10;
+    # chr2:400 AC=4 AN=12; chr2:500 AC=1/12; chr2:600 AC=3/12; chr3:800 AC=1/12; chr3:900 AC=1/12
+    s = encode_vcf(VCF, SHEET, tmp_path / "m", min_maf=0.2, progress=False, log=lambda m: None)
+    vt = load_encoded(tmp_path / "m").variant_table
+    assert list(zip(vt["pos"], vt["alt"])) == [(100, "G"), (300, "A"), (300, "GTT"), (400, "C"), (600, "T")]
+    assert s["skipped"]["maf"] == 3
+    s = encode_vcf(VCF, SHEET, tmp_path / "r", max_maf=0.1, progress=False, log=lambda m: None)
+    vt = load_encoded(tmp_path / "r").variant_table
+    assert list(vt["pos"]) == [500, 800, 900]
+    # call rate: chr1:100 has 3 of 6 samples fully called, chr1:300 has 5 of 6
+    s = encode_vcf(VCF, SHEET, tmp_path / "c", min_call_rate=0.9, progress=False, log=lambda m: None)
+    vt = load_encoded(tmp_path / "c").variant_table
+    assert 100 not in set(vt["pos"]) and 300 not in set(vt["pos"]) and len(vt) == 5
+    assert s["skipped"]["call_rate"] == 3
+    enc = load_encoded(tmp_path / "c")
+    np.testing.assert_array_equal(enc.class_gene("intronic", "GB"), EXPECTED[("intronic", "GB")])

@@ -119,10 +119,9 @@ def parse_region(text: str) -> tuple[str, int | None, int | None]:
 class Site:
     """One VCF record with lazy genotype decoding."""
 
-    __slots__ = ("chrom", "pos", "id", "ref", "alts", "filter", "where", "line", "variant", "_x",
-                 "_reader")
+    __slots__ = ("chrom", "pos", "id", "ref", "alts", "filter", "index", "variant", "_x", "_reader")
 
-    def __init__(self, reader, variant, where, line=None):
+    def __init__(self, reader, variant, index):
         self._reader = reader
         self.variant = variant
         self.chrom = variant.CHROM
@@ -131,9 +130,17 @@ class Site:
         self.ref = variant.REF
         self.alts = variant.ALT
         self.filter = variant.FILTER          # None for PASS / '.'
-        self.where = where                    # "file:line" for messages
-        self.line = line                      # line number in a text VCF read whole, else None
+        self.index = index                    # 0-based record index in the file (or region query)
         self._x = None
+
+    @property
+    def where(self) -> str:
+        """``file:line`` (text VCF read whole) or ``file: chrom:pos``, for messages."""
+        return self._reader.where(self.variant, self.index)
+
+    @property
+    def line(self) -> int | None:
+        return self._reader.line_of(self.index)
 
     @property
     def passed(self) -> bool:
@@ -306,10 +313,13 @@ class VcfReader:
         tail = f" (after {last[0]}:{last[1]})" if last else ""
         return None, f"{self.path}: record {index + 1}{tail}"
 
-    def __iter__(self):
+    def raw(self):
+        """Yield ``(variant, index)``: cyvcf2 records (FILTER applied) and their 0-based record
+        index, for hot loops that want no :class:`Site`; :meth:`where` names a record."""
         iters = [self._vcf(r) for r in self.regions] if self.regions else [self._vcf]
         index = 0
-        last = None
+        prev = None
+        pass_only = self.pass_only
         for it in iters:
             while True:
                 try:
@@ -317,29 +327,37 @@ class VcfReader:
                 except StopIteration:
                     break
                 except Exception as exc:
-                    self._raise_bad_record(index, last, exc)
+                    self._raise_bad_record(index, prev, exc)
                 if not v.CHROM:
                     # htslib turns an empty line into a record without alleles (touching its
                     # REF would crash): refuse it here
-                    self._raise_bad_record(index, last, Exception("empty line or record without CHROM"))
+                    self._raise_bad_record(index, prev, Exception("empty line or record without CHROM"))
                 self.n_records += 1
-                if self.regions is None and self.n_header_lines is not None:
-                    line = self.n_header_lines + index + 1
-                    where = f"{self.path}:{line}"
-                else:
-                    line = None
-                    where = f"{self.path}: {v.CHROM}:{v.POS}"
+                prev = v
                 index += 1
-                last = (v.CHROM, v.POS)
-                if self.pass_only:
+                if pass_only:
                     f = v.FILTER
-                    if f is not None and f not in ("PASS", "."):
+                    if f is not None and f != "PASS" and f != ".":
                         self.n_filtered += 1
                         continue
-                yield Site(self, v, where, line)
+                yield v, index - 1
 
-    def _raise_bad_record(self, index, last, exc):
-        line, where = self._where(index, last)
+    def line_of(self, index: int) -> int | None:
+        """Line number of record ``index`` in a text VCF read whole, else None."""
+        if self.regions is None and self.n_header_lines is not None:
+            return self.n_header_lines + index + 1
+        return None
+
+    def where(self, v, index: int) -> str:
+        line = self.line_of(index)
+        return f"{self.path}:{line}" if line is not None else f"{self.path}: {v.CHROM}:{v.POS}"
+
+    def __iter__(self):
+        for v, index in self.raw():
+            yield Site(self, v, index)
+
+    def _raise_bad_record(self, index, prev, exc):
+        line, where = self._where(index, (prev.CHROM, prev.POS) if prev is not None else None)
         reason = None
         if self.kind != "bcf" and line is not None:
             reason = self._diagnose_line(line, rejected=True)
@@ -405,19 +423,34 @@ class VcfReader:
                 return f"htslib rejected the sample data (FORMAT {cols[8]})"
         return None
 
-    def _decode(self, site: Site) -> np.ndarray:
-        v = site.variant
+    def genotype_array(self, v, index: int) -> np.ndarray:
+        """cyvcf2's GT array (n_samples, ploidy + 1) int16 for record ``v``, or a one-line error."""
         try:
-            g = v.genotype
+            return v.genotype.array()
         except Exception:
-            g = None
-        if g is None:
             # (cyvcf2 may crash if the record is touched again after this failure)
-            why = self._diagnose_line(site.line) if site.line is not None else None
+            line = self.line_of(index)
+            where = f"{self.path}:{line}" if line is not None else f"{self.path}: record {index + 1}"
+            why = self._diagnose_line(line) if line is not None and self.kind != "bcf" else None
             if why:
-                raise InputError(site.where, f"malformed record: {why}")
-            raise InputError(site.where, "record has no GT field: genotypes are needed")
-        a = g.array()
+                raise InputError(where, f"malformed record: {why}") from None
+            raise InputError(where, "record has no GT field: genotypes are needed") from None
+
+    def _note_ploidy(self, x: np.ndarray, chrom: str, where: str) -> None:
+        """Count haploid (and >2-ploid) calls of one record's allele array ``x`` (n, ploidy)."""
+        p = x.shape[1]
+        hap = int(np.count_nonzero(x[:, 0] >= 0)) if p == 1 else \
+            int(np.count_nonzero((x[:, 1] == -2) & (x[:, 0] >= 0)))
+        if hap:
+            if self.haploid == "error":
+                raise InputError(where, f"{hap} haploid call(s) on {chrom}; "
+                                 "use haploid='count' to count allele copies")
+            self.haploid_calls[chrom] = self.haploid_calls.get(chrom, 0) + hap
+        if p > 2:
+            self.polyploid_calls += int(np.count_nonzero(x[:, 2] >= 0))
+
+    def _decode(self, site: Site) -> np.ndarray:
+        a = self.genotype_array(site.variant, site.index)
         x = a[:, :-1]
         if x.shape[1] == 0:
             raise InputError(site.where, "record has an empty GT field")
@@ -425,18 +458,8 @@ class VcfReader:
         mx = x.max(initial=-1)
         if mx > n_alt:
             raise InputError(site.where, f"GT refers to allele {int(mx)} but the record has {n_alt} ALT allele(s)")
-        p = x.shape[1]
-        if p == 1 or x.min(initial=0) < -1:
-            # haploid calls: ploidy 1 everywhere, or padded with -2 (vector end) in a mixed record
-            hap = int(np.count_nonzero(x[:, 0] >= 0)) if p == 1 else \
-                int(np.count_nonzero((x[:, 1] == -2) & (x[:, 0] >= 0)))
-            if hap:
-                if self.haploid == "error":
-                    raise InputError(site.where, f"{hap} haploid call(s) on {site.chrom}; "
-                                     "use haploid='count' to count allele copies")
-                self.haploid_calls[site.chrom] = self.haploid_calls.get(site.chrom, 0) + hap
-        if p > 2:
-            self.polyploid_calls += int(np.count_nonzero(x[:, 2] >= 0))
+        if x.shape[1] != 2 or x.min(initial=0) < -1:
+            self._note_ploidy(x, site.chrom, site.where)
         return x
 
     def close(self):
@@ -469,3 +492,127 @@ def sample_names(path) -> list[str]:
     finally:
         r.close()
 
+
+
+class CarrierBatch:
+    """Decode the genotypes of many records at once into sparse (sample, column, value) triples.
+
+    The hot path of the encoders: per record only cyvcf2's GT array is fetched and queued with a
+    map ``ALT index -> output column`` (-1: not kept); every ``size`` records one set of numpy
+    operations finds all carriers. Semantics equal :meth:`Site.calls` (half-missing ``./1``
+    carries, haploid calls count one copy and are reported on the reader, GT allele indices
+    beyond the ALT count are refused).
+    """
+
+    def __init__(self, reader: VcfReader, dosage: bool = False, size: int = 256, stats: bool = False):
+        self.reader = reader
+        self.stats = stats                    # also count called alleles/samples and ALT copies
+        self.called_alleles: list[np.ndarray] = []   # per queued record (stats=True)
+        self.called_samples: list[np.ndarray] = []
+        self.copies: list[np.ndarray] = []           # per output triple: ALT copies (stats=True)
+        self.n = reader.n_samples
+        self.dosage = dosage
+        self.size = size
+        self._arrays: list[np.ndarray] = []
+        self._colmaps: list[list[int]] = []
+        self._recs: list[tuple] = []          # (variant, index) for messages
+        self.samples: list[np.ndarray] = []   # output chunks
+        self.columns: list[np.ndarray] = []
+        self.values: list[np.ndarray] = []
+
+    def add(self, v, index: int, colmap: list[int]) -> None:
+        """Queue record ``v``; ``colmap[k]`` is the output column of allele k (k=0 is REF: -1)."""
+        a = self.reader.genotype_array(v, index)
+        if self._arrays and a.shape != self._arrays[0].shape:
+            self.flush()
+        self._arrays.append(a)
+        self._colmaps.append(colmap)
+        self._recs.append((v, index))
+        if len(self._arrays) >= self.size:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self._arrays:
+            return
+        arrays, colmaps, recs = self._arrays, self._colmaps, self._recs
+        self._arrays, self._colmaps, self._recs = [], [], []
+        A = np.stack(arrays)                        # (b, n, P+1) int16
+        b, n, w = A.shape
+        P = w - 1
+        if P == 0:
+            v, index = recs[0]
+            raise InputError(self.reader.where(v, index), "record has an empty GT field")
+        A[:, :, P] = 0                              # drop the phase column
+        flat = A.reshape(b, n * w)
+        if self.stats:
+            x = A[:, :, :P]
+            self.called_alleles.append(np.count_nonzero(x >= 0, axis=(1, 2)).astype(np.int64))
+            self.called_samples.append(n - np.count_nonzero((x == -1).any(axis=2), axis=1).astype(np.int64))
+        if P != 2 or flat.min() < -1:
+            x = A[:, :, :P]
+            for j in np.flatnonzero((x.reshape(b, -1).min(axis=1) < -1) | (P != 2)):
+                v, index = recs[j]
+                self.reader._note_ploidy(x[j], v.CHROM, self.reader.where(v, index))
+        width = max(len(c) for c in colmaps)
+        cmap = np.full((b, width + 1), -1, np.int64)  # last column: allele beyond the ALTs
+        for j, c in enumerate(colmaps):
+            cmap[j, :len(c)] = c
+        nz = np.flatnonzero(flat > 0)
+        if not len(nz):
+            if self.stats:
+                self.copies.append(np.zeros(0, np.uint8))
+            self.samples.append(np.zeros(0, np.int32))
+            self.columns.append(np.zeros(0, np.int32))
+            self.values.append(np.zeros(0, np.uint8))
+            return
+        allele = flat.ravel()[nz].astype(np.int64)
+        rec = nz // (n * w)
+        nalt = np.fromiter((len(c) - 1 for c in colmaps), np.int64, count=b)
+        bad = allele > nalt[rec]
+        if bad.any():
+            k = int(np.flatnonzero(bad)[0])
+            v, index = recs[int(rec[k])]
+            raise InputError(self.reader.where(v, index), f"GT refers to allele {int(allele[k])} but the "
+                             f"record has {int(nalt[rec[k]])} ALT allele(s)")
+        col = cmap[rec, allele]
+        keep = col >= 0
+        if not keep.all():
+            col, nz = col[keep], nz[keep]
+        samp = (nz % (n * w)) // w
+        key = col * n + samp
+        if len(key) > 1:
+            first = np.empty(len(key), bool)
+            first[0] = True
+            np.not_equal(key[1:], key[:-1], out=first[1:])
+            starts = np.flatnonzero(first)
+        else:
+            starts = np.arange(len(key))
+        self.samples.append(samp[starts].astype(np.int32))
+        self.columns.append(col[starts].astype(np.int32))
+        if self.dosage or self.stats:
+            copies = np.diff(np.append(starts, len(key))).astype(np.uint8)
+            if self.stats:
+                self.copies.append(copies)
+        self.values.append(copies if self.dosage else np.ones(len(starts), np.uint8))
+
+    def record_stats(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per queued record (stats=True): called alleles (AN) and fully called samples."""
+        self.flush()
+        cat = lambda xs: np.concatenate(xs) if xs else np.zeros(0, np.int64)  # noqa: E731
+        return cat(self.called_alleles), cat(self.called_samples)
+
+    def column_copies(self, n_columns: int) -> np.ndarray:
+        """ALT copies (AC) per output column (stats=True)."""
+        self.flush()
+        col = np.concatenate(self.columns) if self.columns else np.zeros(0, np.int32)
+        cp = np.concatenate(self.copies) if self.copies else np.zeros(0, np.uint8)
+        return np.bincount(col, weights=cp, minlength=n_columns).astype(np.int64)
+
+    def triples(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(sample, column, value) of every carrier call queued so far."""
+        self.flush()
+        if not self.samples:
+            return np.zeros(0, np.int32), np.zeros(0, np.int32), np.zeros(0, np.uint8)
+        out = (np.concatenate(self.samples), np.concatenate(self.columns), np.concatenate(self.values))
+        self.samples, self.columns, self.values = [out[0]], [out[1]], [out[2]]
+        return out

