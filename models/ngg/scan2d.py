@@ -81,7 +81,7 @@ class Scan2DOptions:
     top_k: int = 1000
     trait: str = "qt"  # qt | binary
     pyramid_side: int = 4096  # largest level-0 grid side
-    block_pairs: int = 1 << 25  # about this many SNP pairs per checkpoint block
+    block_pairs: int | None = None  # pairs per checkpoint block (default 2^25 CPU, 2^32 GPU)
     sig_p: float | None = None  # significance threshold for the summaries (default 0.05 / pairs)
     y_bits: int = 40  # phenotype quantisation (signed levels), see the module doc
     threads: int = 0  # CPU worker threads (0 = os.cpu_count())
@@ -89,7 +89,7 @@ class Scan2DOptions:
     tol: float = 1e-10  # relative pivot tolerance for rank deficiency
 
     def resolved_tile(self, gpu: bool) -> int:
-        return int(self.tile) if self.tile else (8192 if gpu else 512)
+        return int(self.tile) if self.tile else (8192 if gpu else 1024)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -314,62 +314,89 @@ def qt_complete_slab(v, saby, pi: dict, pj: dict, consts: dict, B: float, tol: f
 # case/control: logistic regression on 3 x 3 cell tables
 
 
-def binary_stats(cases: np.ndarray, total: np.ndarray, xp=np, max_iter: int = 25, tol: float = 1e-10):
-    """Logistic y ~ 1 + a + b + ab per pair from 3 x 3 genotype cell counts.
+_CELL_A = np.repeat([0.0, 1.0, 2.0], 3)
+_CELL_B = np.tile([0.0, 1.0, 2.0], 3)
+_CELL_X = np.stack([np.ones(9), _CELL_A, _CELL_B, _CELL_A * _CELL_B], axis=1)  # (9, 4): 1, a, b, ab
+_HESS_PAIRS = [(r, c) for r in range(4) for c in range(r, 4)]
+_CELL_C = np.stack([_CELL_X[:, r] * _CELL_X[:, c] for r, c in _HESS_PAIRS], axis=1)  # (9, 10)
+
+
+def _chol4_solve(H, g, xp):
+    """Unrolled Cholesky of stacked SPD 4 x 4 matrices (10 unique entries, (P, 10) in _HESS_PAIRS
+    order) solving H x = g (P, 4). Returns (x, L44^2, ok)."""
+    h = {pc: H[:, k] for k, pc in enumerate(_HESS_PAIRS)}
+    ok = h[(0, 0)] > 0
+    l00 = xp.sqrt(xp.where(ok, h[(0, 0)], 1.0))
+    l10, l20, l30 = h[(0, 1)] / l00, h[(0, 2)] / l00, h[(0, 3)] / l00
+    d1 = h[(1, 1)] - l10 * l10
+    ok = ok & (d1 > 1e-12 * xp.abs(h[(1, 1)]))
+    l11 = xp.sqrt(xp.where(ok, d1, 1.0))
+    l21 = (h[(1, 2)] - l20 * l10) / l11
+    l31 = (h[(1, 3)] - l30 * l10) / l11
+    d2 = h[(2, 2)] - l20 * l20 - l21 * l21
+    ok = ok & (d2 > 1e-12 * xp.abs(h[(2, 2)]))
+    l22 = xp.sqrt(xp.where(ok, d2, 1.0))
+    l32 = (h[(2, 3)] - l30 * l20 - l31 * l21) / l22
+    d3 = h[(3, 3)] - l30 * l30 - l31 * l31 - l32 * l32
+    ok = ok & (d3 > 1e-12 * xp.abs(h[(3, 3)]))
+    d3 = xp.where(ok, d3, 1.0)
+    l33 = xp.sqrt(d3)
+    z0 = g[:, 0] / l00
+    z1 = (g[:, 1] - l10 * z0) / l11
+    z2 = (g[:, 2] - l20 * z0 - l21 * z1) / l22
+    z3 = (g[:, 3] - l30 * z0 - l31 * z1 - l32 * z2) / l33
+    x3 = z3 / l33
+    x2 = (z2 - l32 * x3) / l22
+    x1 = (z1 - l21 * x2 - l31 * x3) / l11
+    x0 = (z0 - l10 * x1 - l20 * x2 - l30 * x3) / l00
+    return xp.stack([x0, x1, x2, x3], axis=1), d3, ok
+
+
+def binary_stats(cases, total, xp=np, max_iter: int = 25, tol: float = 1e-10):
+    """Logistic y ~ 1 + a + b + ab per pair from 3 x 3 genotype cell counts (PLINK 1.9 ``--epistasis``
+    on a case/control trait: OR_INT = exp(beta_int), STAT = Wald chi-square).
 
     cases, total: (..., 3, 3) float64 counts of cases and of all samples with genotypes (a, b)
-    (pairwise complete). Newton-Raphson from the intercept-only fit, step-halving when the
-    deviance rises; returns (beta_int, wald_chi2, valid). Pairs whose fit does not converge
-    (separation: an infinite MLE) or whose information matrix is singular are not valid.
+    (pairwise complete). Newton-Raphson from the intercept-only fit, all pairs at once, with an
+    unrolled 4 x 4 Cholesky; var(beta_int) = 1 / L44^2 of the final information matrix. Returns
+    (beta_int, wald_chi2, valid). Pairs without a finite maximum-likelihood estimate (complete or
+    quasi-complete separation: the fit does not converge or |beta| runs past 30) or with a
+    singular information matrix are not valid; PLINK prints arbitrary numbers for those.
     """
     shape = cases.shape[:-2]
     c = cases.reshape(-1, 9)
     t = total.reshape(-1, 9)
-    g = xp.asarray([0.0, 1.0, 2.0])
-    a = xp.repeat(g, 3)
-    b = xp.tile(g, 3)
-    X = xp.stack([xp.ones(9), a, b, a * b], axis=1)  # (9, 4)
+    X = xp.asarray(_CELL_X)
+    C = xp.asarray(_CELL_C)
     n_all = t.sum(axis=1)
     n_case = c.sum(axis=1)
     P = c.shape[0]
     beta = xp.zeros((P, 4))
     p0 = xp.clip(n_case / xp.maximum(n_all, 1.0), 1e-12, 1 - 1e-12)
     beta[:, 0] = xp.log(p0 / (1 - p0))
-    conv = xp.zeros(P, dtype=bool)
     ok = (n_case > 0) & (n_case < n_all)
+    conv = ~ok
+    act = xp.nonzero(ok)[0]  # pairs still iterating
     for _ in range(max_iter):
-        eta = beta @ X.T  # (P, 9)
-        pr = 1.0 / (1.0 + xp.exp(-eta))
-        w = t * pr * (1.0 - pr)
-        grad = (c - t * pr) @ X  # (P, 4)
-        H = xp.einsum("pk,ki,kj->pij", w, X, X)
-        H = H + xp.eye(4)[None] * 1e-300
-        try:
-            step = xp.linalg.solve(H, grad[..., None])[..., 0]
-        except Exception:  # singular stacks: fall back per pair below
-            step = xp.zeros_like(grad)
-            for q in range(P):
-                try:
-                    step[q] = xp.linalg.solve(H[q], grad[q])
-                except Exception:
-                    ok[q] = False
-        step = xp.where(xp.isfinite(step), step, 0.0)
-        active = ~conv & ok
-        beta = beta + xp.where(active[:, None], step, 0.0)
-        small = xp.abs(step).max(axis=1) < 1e-8 * (1.0 + xp.abs(beta).max(axis=1))
-        conv = conv | small
-        if bool(xp.all(conv | ~ok)):
+        if act.size == 0:
             break
-    eta = beta @ X.T
-    pr = 1.0 / (1.0 + xp.exp(-eta))
-    w = t * pr * (1.0 - pr)
-    H = xp.einsum("pk,ki,kj->pij", w, X, X)
-    det = xp.linalg.det(H)
-    good = ok & conv & (det > tol * xp.maximum(xp.abs(xp.einsum("pii->p", H)) ** 4, 1e-300)) & (xp.abs(beta).max(axis=1) < 30)
-    Hs = xp.where(good[:, None, None], H, xp.eye(4)[None])
-    var33 = xp.linalg.inv(Hs)[:, 3, 3]
+        ca, ta, ba = c[act], t[act], beta[act]
+        pr = 1.0 / (1.0 + xp.exp(-(ba @ X.T)))
+        grad = (ca - ta * pr) @ X
+        H = (ta * pr * (1.0 - pr)) @ C
+        step, _, good = _chol4_solve(H, grad, xp)
+        ba = ba + xp.where(good[:, None], step, 0.0)
+        beta[act] = ba
+        done = good & (xp.abs(step).max(axis=1) < 1e-10 * (1.0 + xp.abs(ba).max(axis=1)))
+        ok[act[~good]] = False
+        conv[act[done]] = True
+        act = act[good & ~done]
+    pr = 1.0 / (1.0 + xp.exp(-(beta @ X.T)))
+    H = (t * pr * (1.0 - pr)) @ C
+    _, d3, good = _chol4_solve(H, xp.zeros((P, 4)), xp)
+    good = ok & conv & good & (xp.abs(beta).max(axis=1) < 30.0)
     b3 = beta[:, 3]
-    stat = xp.where(good, b3 * b3 / var33, xp.nan)
+    stat = xp.where(good, b3 * b3 * d3, xp.nan)
     b3 = xp.where(good, b3, xp.nan)
     return b3.reshape(shape), stat.reshape(shape), good.reshape(shape)
 
@@ -504,7 +531,8 @@ class Scan2D:
         self.tile = self.opt.resolved_tile(self.gpu)
         self.nt = -(-p // self.tile)
         self.tile_pairs = [(a, b) for a in range(self.nt) for b in range(a, self.nt)]
-        per_block = max(1, int(self.opt.block_pairs // (self.tile * self.tile)))
+        block_pairs = self.opt.block_pairs or (1 << 32 if self.gpu else 1 << 25)
+        per_block = max(1, int(block_pairs // (self.tile * self.tile)))
         self.blocks = [self.tile_pairs[k:k + per_block] for k in range(0, len(self.tile_pairs), per_block)]
         self.n_pairs = p * (p - 1) // 2
         sig_p = self.opt.sig_p if self.opt.sig_p else 0.05 / self.n_pairs
@@ -530,6 +558,11 @@ class Scan2D:
             self.prep.ysq_digits = square_digits(yq, n)
         self._per_snp()
         self.fingerprint = self._fingerprint(G, yq)
+        self.engine = None
+        if self.gpu and self.opt.trait == "qt":
+            from models.ngg.scan2d_gpu import GpuEngine
+
+            self.engine = GpuEngine(self)
         self.reset()
 
     # -- state --------------------------------------------------------------------------------
@@ -547,9 +580,16 @@ class Scan2D:
         self.cp_best_i = np.full((nc, nc), -1, dtype=np.int64)
         self.cp_best_j = np.full((nc, nc), -1, dtype=np.int64)
         self.elapsed = 0.0
+        if getattr(self, "engine", None) is not None:
+            self.engine.reset()
 
     def state(self) -> dict:
         """Everything needed to resume (numpy arrays and scalars)."""
+        if self.engine is not None:
+            st = self.engine.state()
+            st.update({"fingerprint": np.bytes_(self.fingerprint), "next_block": np.int64(self.next_block),
+                       "elapsed": np.float64(self.elapsed)})
+            return st
         st = {
             "fingerprint": np.bytes_(self.fingerprint), "next_block": np.int64(self.next_block),
             "pyramid": self.pyr.grid, "best_stat": self.best_stat, "best_partner": self.best_partner,
@@ -566,6 +606,10 @@ class Scan2D:
         if fp != self.fingerprint:
             raise ValueError("checkpoint belongs to a different scan (inputs or options changed)")
         self.next_block = int(st["next_block"])
+        self.elapsed = float(st["elapsed"])
+        if self.engine is not None:
+            self.engine.load_state(st)
+            return
         self.topk = TopK.from_state(st)
         self.pyr.grid = np.asarray(st["pyramid"], dtype=np.float32).copy()
         for k in ("best_stat", "best_partner", "cp_tested", "cp_sig", "cp_best", "cp_best_i", "cp_best_j"):
@@ -638,10 +682,12 @@ class Scan2D:
         return self
 
     def _run_block(self, tile_pairs) -> None:
-        if self.gpu:
-            from models.ngg import scan2d_gpu
-
-            scan2d_gpu.run_block(self, tile_pairs)
+        if self.engine is not None:
+            self.engine.run_block(tile_pairs)
+            return
+        if self.gpu:  # case/control on the GPU: device arithmetic, host accumulation
+            for tp in tile_pairs:
+                self._absorb(*self._cpu_tile(*tp, xp=self.xp))
             return
         threads = self.opt.threads or _cpu_count()
         with _blas_threads(1):  # parallel over tiles, not inside each GEMM
@@ -658,10 +704,15 @@ class Scan2D:
 
     # -- CPU tile -----------------------------------------------------------------------------
 
-    def _cpu_tile(self, ti: int, tj: int):
+    def _cpu_tile(self, ti: int, tj: int, xp=np):
         i0, i1 = self._bounds(ti)
         j0, j1 = self._bounds(tj)
-        if self.opt.trait == "qt" and self.prep.complete:
+        if xp is not np:
+            cases, total = self._cells_cpu(i0, i1, j0, j1, xp)
+            beta, stat, ok = binary_stats(cases, total, xp, self.opt.max_iter, self.opt.tol)
+            beta, stat, ok = to_numpy(beta), to_numpy(stat), to_numpy(ok)
+            stat = np.where(ok, stat, -1.0)
+        elif self.opt.trait == "qt" and self.prep.complete:
             stat, beta = self._qt_complete_tile(i0, i1, j0, j1)
             ok = stat >= 0
         else:
@@ -754,20 +805,20 @@ class Scan2D:
         m.update(N=N, Sa=Sa, Sb=Sb, Saa=Saa, Sbb=Sbb, Sy=Sy, Say=Say, Sby=Sby, Saby=Saby, Syy=Syy)
         return m
 
-    def _cells_cpu(self, i0, i1, j0, j1):
+    def _cells_cpu(self, i0, i1, j0, j1, xp=np):
         """(cases, total) 3 x 3 cell tables of each pair, shape (ti, tj, 3, 3)."""
         P = self.prep
-        Gi, Gj = P.G[i0:i1], P.G[j0:j1]
+        Gi, Gj = xp.asarray(P.G[i0:i1]), xp.asarray(P.G[j0:j1])
         B = float(P.B)
-        ind_i = [(Gi == g).astype(np.float64) for g in (0, 1, 2)]
-        ind_j = [(Gj == g).astype(np.float64) for g in (0, 1, 2)]
+        ind_i = [(Gi == g).astype(xp.float64) for g in (0, 1, 2)]
+        ind_j = [(Gj == g).astype(xp.float64) for g in (0, 1, 2)]
         ei = ind_i[0] + B * ind_i[1] + (B * B) * ind_i[2]
         out = []
-        for w in (P.case, None):
+        for w in (xp.asarray(P.case), None):
             eiw = ei if w is None else ei * w
-            cells = np.empty((i1 - i0, j1 - j0, 3, 3))
+            cells = xp.empty((i1 - i0, j1 - j0, 3, 3))
             for bj in range(3):
-                d = _digits(eiw @ ind_j[bj].T, B, 3)
+                d = _digits(eiw @ ind_j[bj].T, B, 3, xp)
                 for ai in range(3):
                     cells[:, :, ai, bj] = d[ai]
             out.append(cells)
@@ -826,6 +877,8 @@ class Scan2D:
 
     def results(self) -> dict:
         """Top pairs, best partners and chromosome-pair summaries in original SNP indices (numpy)."""
+        if self.engine is not None:
+            self.engine.to_host()
         o = self.order
         ti, tj = o[self.topk.i], o[self.topk.j]
         lo, hi = np.minimum(ti, tj), np.maximum(ti, tj)
@@ -866,12 +919,12 @@ def _codes(labels_sorted: np.ndarray):
     return list(uniq[np.argsort(first)]), rank[inv].astype(np.int64)
 
 
-def _digits(v: np.ndarray, B: float, k: int) -> list:
+def _digits(v, B: float, k: int, xp=np) -> list:
     """Base-B digits (least significant first) of exact non-negative integer floats."""
     out = []
     inv = 1.0 / B
     for _ in range(k - 1):
-        q = np.floor(v * inv)
+        q = xp.floor(v * inv)
         out.append(v - q * B)
         v = q
     out.append(v)
