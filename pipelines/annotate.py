@@ -366,3 +366,141 @@ def parse_info_annotation(value: str, layout: InfoLayout, ref: str, alts: list[s
         prev = genes.get(gene)
         genes[gene] = cls if prev is None else pick(prev, cls)
     return per_alt, unknown
+
+
+# ---------------------------------------------------------------- ANNOVAR *_multianno.txt
+ANNOVAR_FUNC = {
+    "exonic": "@exonic", "splicing": "splicing", "ncRNA_exonic": "ncRNA_exonic",
+    "ncRNA_intronic": "ncRNA_intronic", "ncRNA_splicing": "ncRNA_splicing", "ncRNA_UTR5": "ncRNA_exonic",
+    "ncRNA_UTR3": "ncRNA_exonic", "UTR5": "UTR5", "UTR3": "UTR3", "intronic": "intronic",
+    "upstream": "upstream", "downstream": "downstream", "intergenic": INTERGENIC, "unknown": UNKNOWN,
+}
+ANNOVAR_EXONIC = {
+    "nonsynonymous SNV": "nonsynonymous_SNV", "synonymous SNV": SYNONYMOUS,
+    "frameshift insertion": "frameshift_insertion", "frameshift deletion": "frameshift_deletion",
+    "frameshift substitution": FRAMESHIFT, "frameshift block substitution": FRAMESHIFT,
+    "nonframeshift insertion": "nonframeshift_insertion", "nonframeshift deletion": "nonframeshift_deletion",
+    "nonframeshift substitution": CODING, "nonframeshift block substitution": CODING,
+    "stopgain": "stopgain", "stopgain SNV": "stopgain", "stoploss": "stoploss", "stoploss SNV": "stoploss",
+    "startloss": STARTLOSS, "unknown": UNKNOWN, ".": UNKNOWN, "": UNKNOWN,
+}
+
+
+def annovar_key(chrom: str, pos: int, ref: str, alt: str) -> tuple:
+    """ANNOVAR's (chrom, start, ref, alt) for a VCF allele: the shared leading bases are dropped,
+    an emptied allele becomes ``-`` (convert2annovar's convention); ``chr`` prefixes are ignored."""
+    i = 0
+    while i < len(ref) and i < len(alt) and ref[i] == alt[i]:
+        i += 1
+    r, a, start = ref[i:], alt[i:], pos + i
+    if not r:
+        return (_chrom_key(chrom), start - 1, "-", a)
+    return (_chrom_key(chrom), start, r, a or "-")
+
+
+def _chrom_key(chrom: str) -> str:
+    c = str(chrom)
+    return c[3:] if c.lower().startswith("chr") else c
+
+
+class MultiannoAnnotator:
+    """Annotation from an ANNOVAR ``*_multianno.txt`` table (``table_annovar.pl`` output).
+
+    Rows are matched to VCF ALT alleles by ANNOVAR's coordinates (:func:`annovar_key`). The
+    first ``Func.<db>`` column (refGene, ensGene, ...) is used with its ``Gene.<db>`` and
+    ``ExonicFunc.<db>``. ``Func`` and ``Gene`` lists separated by ``;`` pair up when they have the
+    same length (``upstream;downstream`` with ``A;B``); otherwise every gene takes the
+    higher-precedence region. ``ExonicFunc`` gives the exonic class.
+    """
+
+    def __init__(self, path, classes=DEFAULT_CLASSES, db: str | None = None, log=None):
+        from pathlib import Path
+
+        from pipelines.errors import InputError
+
+        self.path = Path(path)
+        self.classes = classes
+        self.name = f"ANNOVAR {self.path.name}"
+        if not self.path.is_file():
+            raise InputError(self.path, "ANNOVAR multianno table not found")
+        self.table: dict[tuple, list[tuple[str, str]]] = {}
+        self.unknown: set[str] = set()
+        opener = open
+        with open(self.path, "rb") as fh:
+            if fh.read(2) == b"\x1f\x8b":
+                import gzip
+                opener = gzip.open
+        with opener(self.path, "rt", encoding="utf-8", errors="replace") as fh:
+            header = fh.readline().rstrip("\n").rstrip("\r").split("\t")
+            idx = {h: i for i, h in enumerate(header)}
+            if db is None:
+                db = next((h[5:] for h in header if h.startswith("Func.")), None)
+            need = ["Chr", "Start", "End", "Ref", "Alt", f"Func.{db}", f"Gene.{db}", f"ExonicFunc.{db}"]
+            missing = [c for c in need if c not in idx]
+            if db is None or missing:
+                raise InputError(self.path, f"annotation column(s) {', '.join(missing or ['Func.<db>'])} missing "
+                                 f"from the header (has: {', '.join(header[:12])})", line=1)
+            ci = [idx[c] for c in need]
+            width = max(ci) + 1
+            for no, line in enumerate(fh, 2):
+                if not line.strip():
+                    continue
+                cols = line.rstrip("\n").rstrip("\r").split("\t")
+                if len(cols) < width:
+                    raise InputError(self.path, f"{len(cols)} columns, the header needs at least {width}", line=no)
+                chrom, start, _end, ref, alt, func, gene, exf = (cols[i] for i in ci)
+                try:
+                    start_i = int(start)
+                except ValueError:
+                    raise InputError(self.path, f"Start is not a number: {start!r}", line=no) from None
+                key = (_chrom_key(chrom), start_i, ref, alt)
+                self.table[key] = self._classify(func, gene, exf, ref, alt)
+
+    def _classify(self, func: str, gene: str, exf: str, ref: str, alt: str) -> list[tuple[str, str]]:
+        funcs = [f for f in func.split(";") if f]
+        genes = [g for g in gene.replace(",", ";").split(";") if g and g not in (".", "NONE")]
+        if not funcs or not genes:
+            return []
+        r = "" if ref == "-" else ref
+        a = "" if alt == "-" else alt
+
+        def region_class(f):
+            c = ANNOVAR_FUNC.get(f)
+            if c is None:
+                self.unknown.add(f)
+                return None
+            if c == "@exonic":
+                e = ANNOVAR_EXONIC.get(exf.strip())
+                if e is None:
+                    self.unknown.add(exf)
+                    return UNKNOWN
+                c = coding_class(e, r, a, self.classes) if e[0] == "@" else e
+            return c
+
+        classes = [region_class(f) for f in funcs]
+        known = [c for c in classes if c is not None]
+        if not known:
+            return []
+        if len(funcs) == len(genes) and len(funcs) > 1:
+            out: dict[str, str] = {}
+            for g, c in zip(genes, classes):
+                if c is not None:
+                    out[g] = c if g not in out else pick(out[g], c)
+            return list(out.items())
+        best = min(known, key=RANK.__getitem__)
+        return [(g, best) for g in dict.fromkeys(genes)]
+
+    def __call__(self, v, alts):
+        chrom, pos, ref = v.CHROM, v.POS, v.REF
+        per_alt: dict[int, dict[str, str]] = {}
+        found = False
+        for ai, alt in enumerate(alts):
+            hits = self.table.get(annovar_key(chrom, pos, ref, alt))
+            if hits is None:
+                continue
+            found = True
+            if hits:
+                per_alt[ai] = dict(hits)
+        if not found:
+            return None
+        return per_alt, ()

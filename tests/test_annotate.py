@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import pytest
 
+from pathlib import Path
+
 from pipelines import annotate as A
 from pipelines.annotate import (DEFAULT_CLASSES, SO_TERMS, ann_layout, classify_terms, csq_layout,
                                 fields_from_description, parse_info_annotation, vep_allele_strings)
@@ -81,6 +83,7 @@ TERMS = {
     "structural_interaction_variant": ("unknown",) * 3,
 }
 ALLELES = (("A", "G"), ("AT", "A"), ("A", "ATTT"))
+DATA = Path(__file__).parent / "data" / "vcf"
 
 
 def test_default_classes_match_params(repo_root):
@@ -215,3 +218,44 @@ def test_parse_rejects_short_entries():
     lay = csq_layout(["Allele", "Consequence", "IMPACT", "SYMBOL"])
     with pytest.raises(ValueError, match="fields"):
         parse_info_annotation("G|missense_variant", lay, "A", ["G"])
+
+
+# ---------------------------------------------------------------- ANNOVAR multianno
+def test_annovar_key():
+    from pipelines.annotate import annovar_key
+
+    assert annovar_key("chr1", 100, "A", "G") == ("1", 100, "A", "G")
+    assert annovar_key("1", 500, "TCA", "T") == ("1", 501, "CA", "-")
+    assert annovar_key("1", 300, "G", "GTT") == ("1", 300, "-", "TT")
+    assert annovar_key("X", 10, "AC", "GT") == ("X", 10, "AC", "GT")
+
+
+def test_multianno_classes(tmp_path):
+    from pipelines.annotate import MultiannoAnnotator
+
+    m = MultiannoAnnotator(DATA / "small.hg38_multianno.txt")
+    assert m.table[("1", 100, "A", "G")] == [("GA", "nonsynonymous_SNV")]
+    assert m.table[("1", 200, "C", "T")] == [("GA", "synonymous")]
+    assert m.table[("1", 300, "-", "TT")] == [("GA", "frameshift_insertion")]
+    assert m.table[("2", 400, "T", "C")] == [("GB", "intronic"), ("GC", "upstream")]
+    assert m.table[("3", 700, "C", "A")] == [("GX", "intergenic"), ("GY", "intergenic")]
+    assert m.table[("3", 900, "T", "G")] == [("ENSG0004", "ncRNA_intronic")]
+    p = tmp_path / "x_multianno.txt"
+    p.write_text("Chr\tStart\tEnd\tRef\tAlt\tFunc.refGene\tGene.refGene\tExonicFunc.refGene\n"
+                 "1\t5\t5\tA\tG\texonic;splicing\tG1\tnonsynonymous SNV\n"
+                 "1\t6\t6\tA\tG\tsplicing\tG1\t.\n"
+                 "1\t7\t9\tACG\tTTT\texonic\tG1\tnonframeshift substitution\n")
+    m = MultiannoAnnotator(p)
+    assert m.table[("1", 5, "A", "G")] == [("G1", "nonsynonymous_SNV")]
+    assert m.table[("1", 6, "A", "G")] == [("G1", "splicing")]
+    assert m.table[("1", 7, "ACG", "TTT")] == [("G1", "nonsynonymous_SNV")]
+
+
+def test_multianno_missing_column(tmp_path):
+    from pipelines.annotate import MultiannoAnnotator
+    from pipelines.errors import InputError
+
+    p = tmp_path / "bad_multianno.txt"
+    p.write_text("Chr\tStart\tEnd\tRef\tAlt\tFunc.refGene\tGene.refGene\n1\t5\t5\tA\tG\texonic\tG1\n")
+    with pytest.raises(InputError, match=r"bad_multianno.txt:1: annotation column\(s\) ExonicFunc.refGene missing"):
+        MultiannoAnnotator(p)

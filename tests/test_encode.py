@@ -237,3 +237,12 @@ def test_filters_gene_list_maf_call_rate(tmp_path):
     assert s["skipped"]["call_rate"] == 3
     enc = load_encoded(tmp_path / "c")
     np.testing.assert_array_equal(enc.class_gene("intronic", "GB"), EXPECTED[("intronic", "GB")])
+
+
+def test_encode_from_annovar_multianno(tmp_path):
+    s = encode_vcf(VCF, SHEET, tmp_path / "a", annotation=f"annovar:{DATA / 'small.hg38_multianno.txt'}",
+                   progress=False, log=lambda m: None)
+    enc = load_encoded(tmp_path / "a")
+    _check_counts(enc, EXPECTED)
+    assert s["annotation"] == "ANNOVAR small.hg38_multianno.txt"
+    assert s["skipped"] == {"intergenic": 1, "synonymous": 1}
