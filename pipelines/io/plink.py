@@ -363,7 +363,8 @@ def align_bimbam_to_bim(bimbam_snps: pd.DataFrame, dosage: np.ndarray, bim: pd.D
 
     Returns (dosage (p_bim, n) float64 with NaN where the SNP is absent from the BIMBAM file,
     flipped: bool per BIM SNP where allele1 == A2 and allele2 == A1). SNPs whose alleles match in
-    neither orientation raise InputError.
+    neither orientation raise InputError; SNPs whose two alleles are written alike (monomorphic
+    markers such as ``A A``) are taken as not flipped.
     """
     pos = pd.Series(np.arange(len(bimbam_snps)), index=bimbam_snps["snp"].to_numpy())
     pos = pos[~pos.index.duplicated()]
