@@ -54,6 +54,7 @@ def add_arguments(p) -> None:
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--tile", type=int, default=None, help="SNPs per tile side of the 2D scan")
     p.add_argument("--maf", type=float, default=0.0, help="drop SNPs with minor allele frequency below this")
+    p.add_argument("--extract", help="file of SNP ids to keep (first whitespace-separated field per line)")
     p.add_argument("--threads", type=int, default=0, help="CPU threads (0: all available)")
     p.add_argument("--block-pairs", type=int, default=1 << 25, help="pairs per checkpoint block (2D)")
     p.add_argument("--pyramid-side", type=int, default=4096, help="largest side of the map pyramid's level 0")
@@ -129,7 +130,18 @@ def load_inputs(args, log=print) -> dict:
     pos_ok = g.snps["bp"].to_numpy() >= 0
     keep = poly & pos_ok
     filters = {"n_snps_file": int(g.p), "negative_bp": int((~pos_ok).sum()),
-               "monomorphic_or_low_maf": int((pos_ok & ~poly).sum()), "n_snps_used": int(keep.sum())}
+               "monomorphic_or_low_maf": int((pos_ok & ~poly).sum())}
+    if getattr(args, "extract", None):
+        path = Path(args.extract)
+        if not path.is_file():
+            raise InputError(path, "SNP list not found")
+        wanted = {ln.split()[0] for ln in path.read_text().splitlines() if ln.strip()}
+        listed = g.snps["snp"].isin(wanted).to_numpy()
+        if not listed.any():
+            raise InputError(path, f"none of its {len(wanted)} SNP ids is in the .bim file")
+        filters["not_in_extract"] = int((~listed).sum())
+        keep &= listed
+    filters["n_snps_used"] = int(keep.sum())
     log(f"SNPs: {g.p} in {Path(g.source).name}, {filters['negative_bp']} with negative position skipped, "
         f"{filters['monomorphic_or_low_maf']} monomorphic/below MAF {args.maf} skipped, {filters['n_snps_used']} used")
     if keep.sum() < (2 if args.mode == "2d" else 1):
