@@ -134,6 +134,27 @@ def run_ngg(X, y, cfg, top=1000, **kw):
     return res, wall
 
 
+def extrapolate(res, cfg):
+    """Time of one full repetition from a run capped with max_pieces (R=1, profile=True).
+
+    Per-piece work (index, sketch matrices, sketch, solve, FISTA, accumulation) scales with the
+    number of pieces; the per-block score/top-k pass runs once per super-block after R
+    repetitions, so a repetition carries 1/R of it for every block.
+    """
+    t = res.timings
+    stages = ("index_s", "rng_s", "sketch_s", "solve_s", "fista_s", "accumulate_s")
+    per_piece = sum(t.get(k, 0.0) for k in stages) / t["pieces_done"]
+    full_pieces = -(-res.n_columns // res.params["B"])
+    n_blocks = res.params["n_blocks"]
+    blocks_touched = max(1, -(-t["pieces_done"] * res.params["B"] // res.params["block_cols"]))
+    topk_per_block = t.get("topk_s", 0.0) / blocks_touched
+    per_rep = per_piece * full_pieces + topk_per_block * n_blocks / cfg["R"]
+    return {"n_columns": res.n_columns, "pieces_measured": t["pieces_done"],
+            "pieces_per_repetition": full_pieces, "seconds_per_piece": per_piece,
+            "topk_seconds_per_block": topk_per_block, "n_blocks": n_blocks,
+            "per_repetition_s_extrapolated": per_rep, "timings": t}
+
+
 def parse_config(text):
     cfg = dict(DEFAULTS)
     for part in text.split(","):
@@ -283,12 +304,7 @@ def study_genome(args, X, ids, chrom, log):
         else:
             res, wall = run_ngg(X, sim.y, {**cfg, "R": 1}, max_pieces=args.genome_pieces,
                                 profile=True)
-            full_pieces = -(-res.n_columns // res.params["B"])
-            per_piece = res.timings["loop_s"] / res.timings["pieces_done"]
-            rec = {"config": cfg, "full": False, "pieces_measured": res.timings["pieces_done"],
-                   "pieces_per_repetition": full_pieces, "seconds_per_piece": per_piece,
-                   "per_repetition_s_extrapolated": per_piece * full_pieces, "timings": res.timings,
-                   "n_columns": res.n_columns}
+            rec = {"config": cfg, "full": False, **extrapolate(res, cfg)}
         out["runs"].append(rec)
         log(f"genome {cfg}: " + (f"recall@10 {rec.get('recall@10')} @100 {rec.get('recall@100')} "
                                  f"{rec['timings']['per_repetition_s']:.1f} s/rep" if rec["full"] else
@@ -306,14 +322,19 @@ def study_hlc(args, log):
     y = np.random.default_rng(0).standard_normal(X.shape[0])
     out = {"n": int(X.shape[0]), "p": int(X.shape[1]), "reader": reader, "runs": []}
     for cfg in [dict(DEFAULTS)] + ([parse_config(args.config)] if args.config else []):
-        res, _ = run_ngg(X, y, {**cfg, "R": 1}, max_pieces=args.hlc_pieces, profile=True,
-                         block_cols=2**24)
-        per_piece = res.timings["loop_s"] / res.timings["pieces_done"]
-        full_pieces = -(-res.n_columns // res.params["B"])
-        out["runs"].append({"config": cfg, "n_columns": res.n_columns, "pieces_measured": res.timings["pieces_done"],
-                            "seconds_per_piece": per_piece, "pieces_per_repetition": full_pieces,
-                            "per_repetition_s_extrapolated": per_piece * full_pieces, "timings": res.timings})
-        log(f"HLC {cfg}: {per_piece * 1e3:.2f} ms/piece -> {per_piece * full_pieces / 86400:.1f} CPU days per repetition")
+        if args.hlc_pieces:
+            res, _ = run_ngg(X, y, {**cfg, "R": 1}, max_pieces=args.hlc_pieces, profile=True)
+            rec = {"config": cfg, "full": False, **extrapolate(res, cfg)}
+            per_rep = rec["per_repetition_s_extrapolated"]
+        else:  # one complete repetition (a GPU job)
+            res, wall = run_ngg(X, y, {**cfg, "R": 1}, profile=True)
+            rec = {"config": cfg, "full": True, "wall_s": wall, "timings": res.timings,
+                   "pieces_per_repetition": res.pieces_per_repetition, "n_columns": res.n_columns}
+            per_rep = res.timings["per_repetition_s"]
+        rec["device"] = res.params["backend"]
+        out["runs"].append(rec)
+        log(f"HLC {cfg} on {rec['device']}: {per_rep:.0f} s per repetition"
+            + (" (extrapolated)" if not rec["full"] else ""))
     return out
 
 
@@ -343,7 +364,7 @@ def main(argv=None):
                     "(0: those of each config; 1 measures one complete repetition)")
     ap.add_argument("--genome-pieces", type=int, default=1500)
     ap.add_argument("--genome-exact", action="store_true")
-    ap.add_argument("--hlc-pieces", type=int, default=600)
+    ap.add_argument("--hlc-pieces", type=int, default=600, help="pieces to time (0: one full repetition)")
     args = ap.parse_args(argv)
     if args.quick:
         args.pheno_seeds = args.pheno_seeds[:1]

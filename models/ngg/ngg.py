@@ -384,8 +384,8 @@ def ngg_fit(
         sketch of a batch runs in chunks whose gathered pair columns take ~16 MB (CPU) or ~1 GB
         (GPU).
     block_cols: columns per super-block (see module docstring).
-    max_pieces: stop each repetition of each block after this many pieces (throughput
-        measurements on spaces too large to finish; the result then covers a subset of columns).
+    max_pieces: stop each repetition after this many pieces (for throughput measurements on
+        spaces too large to finish; the result then covers only the columns of those pieces).
     checkpoint: a file path (.npz); the running state is saved after every super-block and a
         rerun with the same data and parameters resumes after the last saved block, giving the
         same result as an uninterrupted run.
@@ -463,12 +463,17 @@ def ngg_fit(
         block_cols -= block_cols % Beff  # blocks hold whole pieces
         n_blocks = -(-N // block_cols)
         inv_sqrt_d = 1.0 / math.sqrt(d)
-    total_pieces = 0
+    # pieces per repetition in each block (max_pieces caps the total, taken from the first blocks)
+    block_pieces = []
+    left = int(max_pieces) if max_pieces else None
     for b in range(n_blocks):
-        Mb = min(block_cols, N - b * block_cols)
-        pb = -(-Mb // Beff)
-        total_pieces += min(pb, max_pieces) if max_pieces else pb
-    pieces_per_rep = total_pieces
+        pb = -(-min(block_cols, N - b * block_cols) // Beff)
+        if left is not None:
+            pb = min(pb, left)
+            left -= pb
+        block_pieces.append(pb)
+    pieces_per_rep = sum(block_pieces)
+    total_pieces = pieces_per_rep
 
     snp_mean = np.zeros(n1)
     snp_cnt = np.zeros(n1, dtype=np.int64)
@@ -486,9 +491,7 @@ def ngg_fit(
         if state is not None:
             first_block, snp_mean, snp_cnt, best = state
     resumed_blocks = first_block
-    if first_block:
-        total_pieces -= sum(min(-(-min(block_cols, N - b * block_cols) // Beff), max_pieces or 2**62)
-                            for b in range(first_block))
+    total_pieces -= sum(block_pieces[:first_block])
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -499,9 +502,9 @@ def ngg_fit(
     for b in range(first_block, n_blocks):
         c0 = b * block_cols
         Mb = min(block_cols, N - c0)
-        pb = -(-Mb // Beff)
-        if max_pieces:
-            pb = min(pb, max_pieces)
+        pb = block_pieces[b]
+        if pb == 0:
+            continue
         acc_sum = xp.zeros(Mb, dtype=xp.float64)
         acc_cnt = xp.zeros(Mb, dtype=xp.int32)
         for rep in range(R):
@@ -558,9 +561,13 @@ def ngg_fit(
                 snp_cnt[c0:c0 + n_snp_here] = to_numpy(acc_cnt[:n_snp_here])
             if n2 and Mb > n_snp_here:
                 ps = score[n_snp_here:]
-                kk = min(top, int(ps.size))
-                idx = xp.argpartition(-ps, kk - 1)[:kk] if kk < ps.size else xp.arange(ps.size)
-                idx = idx[ps[idx] > 0]
+                # only scores that can enter the running top-k (> 0, >= its current k-th score)
+                thr = float(best[1][-1]) if best is not None and best[1].size >= top else 0.0
+                idx = xp.nonzero((ps >= thr) & (ps > 0))[0]
+                if int(idx.size) > top:  # keep the best `top` and every tie with the k-th
+                    cs = ps[idx]
+                    kth = -xp.partition(-cs, top - 1)[top - 1]
+                    idx = idx[cs >= kth]
                 ids = to_numpy(idx + (c0 + n_snp_here - n1)).astype(np.int64)  # pair index
                 best = _topk_merge(best, ids, to_numpy(ps[idx]), to_numpy(mean[n_snp_here:][idx]),
                                    to_numpy(sup[n_snp_here:][idx]), top)
