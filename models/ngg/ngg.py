@@ -37,6 +37,14 @@ accumulators, whatever the number of pairs:
   without marginal effects are invisible to a 1D pre-screen, so the full-space scan remains the
   reference.
 
+Cost of one repetition over N columns (n samples): N*d*n multiply-adds for the sketches (GEMMs),
+about 4*N*n memory reads to form and standardise the pair columns, N*d Gaussian numbers, and
+iters FISTA steps that each read every sketch matrix twice (2*N*d*iters multiply-adds, bound by
+memory bandwidth). For HLC (N = 6.4e10, n = 427, d = 30) that is 8e14 multiply-adds of sketch and
+~1.5e13 bytes of sketch matrices read per FISTA step pair: minutes per repetition on a modern
+GPU, days on a CPU. The cost does not depend on B (smaller pieces = more of them), so B, d,
+lam and R are chosen for recovery; ``iters`` and d set the price.
+
 Determinism: the column shuffle and the Gaussian matrices come from counter-based hashes of
 (seed, block, repetition, piece), not from a library generator, so they are identical on numpy and
 cupy and do not depend on the batch size; CPU results are bit-reproducible for a fixed seed and
