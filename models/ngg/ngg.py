@@ -40,10 +40,11 @@ accumulators, whatever the number of pairs:
 Cost of one repetition over N columns (n samples): N*d*n multiply-adds for the sketches (GEMMs),
 about 4*N*n memory reads to form and standardise the pair columns, N*d Gaussian numbers, and
 iters FISTA steps that each read every sketch matrix twice (2*N*d*iters multiply-adds, bound by
-memory bandwidth). For HLC (N = 6.4e10, n = 427, d = 30) that is 8e14 multiply-adds of sketch and
-~1.5e13 bytes of sketch matrices read per FISTA step pair: minutes per repetition on a modern
-GPU, days on a CPU. The cost does not depend on B (smaller pieces = more of them), so B, d,
-lam and R are chosen for recovery; ``iters`` and d set the price.
+memory bandwidth). For HLC (N = 6.4e10, n = 427, d = 30, float32) that is 8e14 multiply-adds of
+sketch and 1.5e13 bytes of sketch matrices read per FISTA iteration, 3e15 bytes for 200
+iterations: about 15 minutes per repetition at an H100's memory bandwidth unless a batch's
+sketches stay in cache, and days on a CPU. The cost hardly depends on B (smaller pieces = more
+of them), so B, lam and R are chosen for recovery, while ``iters`` and d set the price.
 
 Determinism: the column shuffle and the Gaussian matrices come from counter-based hashes of
 (seed, block, repetition, piece), not from a library generator, so they are identical on numpy and
