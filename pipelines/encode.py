@@ -399,3 +399,90 @@ def load_encoded(path) -> Encoded:
         raise InputError(d, f"inconsistent encoded cohort: counts {counts.shape}, variants {variants.shape}, "
                          f"{n} samples, {len(classes)} classes, {len(genes)} genes, {len(vt)} variants")
     return Encoded(counts, variants, samples, genes, classes, vt)
+
+
+# ---------------------------------------------------------------- SNP dosage matrix (NGG, scans)
+@dataclass
+class DosageMatrix:
+    """SNP dosages, samples x SNPs.
+
+    ``X`` is int8 ALT-allele copies 0/1/2 with ``-1`` where the call is missing (``missing="mask"``;
+    ``mask`` is True there), or float32 with missing calls replaced by the SNP's mean dosage
+    (``missing="mean"``: means are fractional, so this one form is not int8).
+    """
+
+    X: np.ndarray
+    mask: np.ndarray | None
+    samples: list[str]
+    snps: pd.DataFrame          # chrom, pos, id, ref, alt, af, call_rate
+
+
+def dosage_matrix_vcf(vcf, *, samples=None, regions=None, pass_only: bool = False, missing: str = "mask",
+                      snps_only: bool = True, min_maf: float = 0.0, min_call_rate: float = 0.0,
+                      progress: bool = False, block: int = 4096) -> DosageMatrix:
+    """Stream a VCF into an int8 SNP dosage matrix (one column per ALT allele kept).
+
+    ``snps_only`` keeps single-base REF/ALT alleles; ``min_maf`` / ``min_call_rate`` filter
+    columns. Haploid calls count one copy (and are counted on the reader as in :func:`encode_vcf`).
+    """
+    if missing not in ("mask", "mean"):
+        raise EpiflowError(f"missing must be 'mask' or 'mean', not {missing!r}")
+    reader = VcfReader(vcf, samples=samples, regions=regions, pass_only=pass_only)
+    reader.require_gt()
+    n = reader.n_samples
+    blocks: list[np.ndarray] = []
+    buf = np.empty((n, block), np.int8)
+    k = 0
+    rows = []
+    bar = None
+    if progress:
+        from tqdm import tqdm
+        bar = tqdm(desc="dosage", unit=" rec", file=sys.stderr, mininterval=0.5)
+    try:
+        for site in reader:
+            if bar is not None:
+                bar.update(1)
+            alts = site.alts
+            for ai, alt in enumerate(alts, 1):
+                if alt == "*" or alt[:1] == "<" or (snps_only and (len(alt) != 1 or len(site.ref) != 1)):
+                    continue
+                x = site.alleles()
+                d = (x == ai).sum(axis=1, dtype=np.int8)
+                miss = (x == -1).any(axis=1)
+                d[miss] = -1
+                called = n - int(miss.sum())
+                an = int(np.count_nonzero(x[~miss] >= 0))
+                af = float(d[~miss].sum()) / an if an else 0.0
+                cr = called / n if n else 0.0
+                if cr < min_call_rate or min(af, 1 - af) < min_maf:
+                    continue
+                buf[:, k] = d
+                k += 1
+                rows.append((site.chrom, site.pos, site.id, site.ref, alt, af, cr))
+                if k == block:
+                    blocks.append(buf)
+                    buf = np.empty((n, block), np.int8)
+                    k = 0
+    finally:
+        if bar is not None:
+            bar.close()
+        reader.close()
+    blocks.append(buf[:, :k])
+    X = np.concatenate(blocks, axis=1) if len(blocks) > 1 else np.ascontiguousarray(blocks[0])
+    snps = pd.DataFrame(rows, columns=["chrom", "pos", "id", "ref", "alt", "af", "call_rate"])
+    mask = X < 0
+    if missing == "mean":
+        Xf = X.astype(np.float32)
+        cnt = (~mask).sum(axis=0)
+        mean = np.where(cnt > 0, np.where(mask, 0, Xf).sum(axis=0) / np.maximum(cnt, 1), 0).astype(np.float32)
+        Xf[mask] = np.broadcast_to(mean, X.shape)[mask]
+        return DosageMatrix(Xf, None, list(reader.samples), snps)
+    return DosageMatrix(X, mask, list(reader.samples), snps)
+
+
+def save_dosage(dm: DosageMatrix, out_dir) -> None:
+    """Write ``X.npy``, ``samples.txt`` and ``snps.tsv`` atomically into ``out_dir``."""
+    with atomic_dir(out_dir) as tmp:
+        np.save(tmp / "X.npy", dm.X)
+        (tmp / "samples.txt").write_text("".join(s + "\n" for s in dm.samples))
+        dm.snps.to_csv(tmp / "snps.tsv", sep="\t", index=False)

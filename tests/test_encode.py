@@ -246,3 +246,24 @@ def test_encode_from_annovar_multianno(tmp_path):
     _check_counts(enc, EXPECTED)
     assert s["annotation"] == "ANNOVAR small.hg38_multianno.txt"
     assert s["skipped"] == {"intergenic": 1, "synonymous": 1}
+
+
+def test_dosage_matrix_mask_and_mean(tmp_path):
+    from pipelines.encode import dosage_matrix_vcf, save_dosage
+
+    dm = dosage_matrix_vcf(VCF)
+    # SNP alleles only (indels GTT, TCA>T, TCAG>T dropped): 100 G, 200 T, 300 A, 400 C, 700 A, 800 C, 900 G
+    assert list(dm.snps["pos"]) == [100, 200, 300, 400, 700, 800, 900]
+    assert dm.X.dtype == np.int8 and dm.X.shape == (6, 7)
+    np.testing.assert_array_equal(dm.X[:, 0], [1, 2, -1, -1, -1, 0])     # ./1 and 0/. are missing here
+    np.testing.assert_array_equal(dm.X[:, 2], [1, 0, 0, 1, -1, 0])       # 300 A of G>A,GTT
+    np.testing.assert_array_equal(dm.mask[:, 0], [False, False, True, True, True, False])
+    assert dm.snps.loc[0, "call_rate"] == pytest.approx(0.5) and dm.snps.loc[0, "af"] == pytest.approx(0.5)
+    mean = dosage_matrix_vcf(VCF, missing="mean")
+    assert mean.X.dtype == np.float32
+    np.testing.assert_allclose(mean.X[:, 0], [1, 2, 1, 1, 1, 0])          # mean of 1, 2, 0 = 1
+    np.testing.assert_allclose(mean.X[:, 2], [1, 0, 0, 1, 0.4, 0])
+    flt = dosage_matrix_vcf(VCF, min_call_rate=0.9, min_maf=0.1)
+    assert list(flt.snps["pos"]) == [200, 400, 700]          # 800, 900: AF 1/12 < 0.1
+    save_dosage(dm, tmp_path / "d")
+    np.testing.assert_array_equal(np.load(tmp_path / "d" / "X.npy"), dm.X)
