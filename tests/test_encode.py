@@ -267,3 +267,61 @@ def test_dosage_matrix_mask_and_mean(tmp_path):
     assert list(flt.snps["pos"]) == [200, 400, 700]          # 800, 900: AF 1/12 < 0.1
     save_dosage(dm, tmp_path / "d")
     np.testing.assert_array_equal(np.load(tmp_path / "d" / "X.npy"), dm.X)
+
+
+def _cli(tmp_path, *extra):
+    out, metrics = tmp_path / "enc", tmp_path / "m.json"
+    r = subprocess.run([sys.executable, "-m", "pipelines.cli", "encode", "--out", str(out), "--metrics",
+                        str(metrics), "--quiet", "--params", str(tmp_path / "none.yaml"), *map(str, extra)],
+                       capture_output=True, text=True, cwd=Path(__file__).parents[1])
+    return r, out, metrics
+
+
+def test_cli_snp_dosage(tmp_path):
+    r, out, metrics = _cli(tmp_path, "--vcf", VCF, "--samples", SHEET, "--snp-dosage", tmp_path / "snp")
+    assert r.returncode == 0, r.stderr
+    X = np.load(tmp_path / "snp" / "X.npy")
+    assert X.dtype == np.int8 and X.shape == (6, 7)
+    assert json.loads(metrics.read_text())["snp_dosage"]["n_snps"] == 7
+
+
+@pytest.mark.parametrize("case", ["truncated_gzip", "no_gt", "dup_sheet", "dup_vcf", "no_annotation",
+                                  "sheet_missing"])
+def test_cli_bad_inputs(tmp_path, case):
+    import gzip as gz
+
+    vcf, sheet = VCF, SHEET
+    text = VCF.read_text()
+    if case == "truncated_gzip":
+        vcf = tmp_path / "t.vcf.gz"
+        data = gz.compress((text + "".join(text.splitlines(keepends=True)[9:]) * 50).encode())
+        vcf.write_bytes(data[: len(data) // 2])
+        want = r"t.vcf.gz(:\d+: malformed record)?: the compressed file is truncated"
+    elif case == "no_gt":
+        vcf = tmp_path / "nogt.vcf"
+        vcf.write_text(text.replace('##FORMAT=<ID=GT,Number=1,Type=String,Description="Genotype">\n', ""))
+        want = r"nogt.vcf: VCF header declares no FORMAT/GT field"
+    elif case == "dup_sheet":
+        sheet = tmp_path / "s.tsv"
+        sheet.write_text(SHEET.read_text() + "S2\tcase\tM\n")
+        want = r"s.tsv:9: duplicate sample id 'S2' \(first on line 3\)"
+    elif case == "dup_vcf":
+        vcf = tmp_path / "dup.vcf"
+        vcf.write_text(text.replace("\tS5\tS6\n", "\tS5\tS1\n"))
+        want = r"dup.vcf: duplicate sample ids in the header: S1"
+    elif case == "no_annotation":
+        vcf = tmp_path / "noann.vcf"
+        vcf.write_text("\n".join(ln for ln in text.splitlines() if "ID=CSQ" not in ln) + "\n")
+        want = r"noann.vcf: annotation field INFO/CSQ or INFO/ANN missing from the VCF header"
+    else:
+        sheet = tmp_path / "s.tsv"
+        sheet.write_text("sample_id\tstatus\nS1\tcase\nS2\tcontrol\n")
+        want = r"s.tsv: 4 VCF sample\(s\) of .* missing from the sample sheet: S3, S4, S5, S6"
+    r, out, metrics = _cli(tmp_path, "--vcf", vcf, "--samples", sheet)
+    assert r.returncode == 2, r.stderr
+    last = r.stderr.strip().splitlines()[-1]
+    assert last.startswith("epiflow encode: error: ")
+    import re
+    assert re.search(want, last), last
+    assert not out.exists() and not metrics.exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".enc")]

@@ -42,6 +42,10 @@ def add_arguments(p) -> None:
     p.add_argument("--haploid", default=None, choices=["count", "error"],
                    help="haploid calls (chrX/Y): count allele copies and report, or refuse")
     p.add_argument("--threads", type=int, default=None, help="htslib decompression threads")
+    p.add_argument("--snp-dosage", dest="snp_dosage", default=None, metavar="DIR",
+                   help="also write the int8 SNP dosage matrix (X.npy, samples.txt, snps.tsv) for NGG")
+    p.add_argument("--dosage-missing", dest="dosage_missing", default=None, choices=["mask", "mean"],
+                   help="missing calls in the dosage matrix: -1 (mask) or the SNP mean (float32)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -86,7 +90,24 @@ def run(args) -> int:
         min_call_rate=float(pick("min_call_rate", 0.0)),
         fasta=pick("fasta"),
     )
+    snp_dir = pick("snp_dosage")
+    if snp_dir:
+        from pipelines.encode import dosage_matrix_vcf, save_dosage
+
+        dm = dosage_matrix_vcf(vcf, samples=summary_samples(args.out), regions=regions or None,
+                               pass_only=bool(pick("pass_only", False)), missing=pick("dosage_missing", "mask"),
+                               min_maf=float(pick("min_maf", 0.0)), min_call_rate=float(pick("min_call_rate", 0.0)),
+                               progress=not args.quiet)
+        save_dosage(dm, snp_dir)
+        summary["snp_dosage"] = {"dir": str(snp_dir), "n_snps": int(dm.X.shape[1]), "dtype": str(dm.X.dtype)}
     write_json(args.metrics, summary)
     print(f"encode: {summary['n_samples']} samples x {summary['n_genes']} genes x {summary['n_classes']} "
           f"classes; {summary['n_counted']} of {summary['n_alleles']} ALT alleles counted -> {args.out}")
     return 0
+
+
+def summary_samples(encoded_dir) -> list[str]:
+    """The samples an encoded cohort kept (so the dosage matrix has the same rows)."""
+    import pandas as pd
+
+    return pd.read_csv(Path(encoded_dir) / "samples.tsv", sep="\t", dtype={"sample_id": str})["sample_id"].tolist()
