@@ -158,7 +158,7 @@ def load_inputs(args, log=print) -> dict:
 
 def _write_tsv(path, df: pd.DataFrame) -> None:
     with atomic_path(path, suffix=".tsv") as tmp:
-        df.to_csv(tmp, sep="\t", index=False, float_format="%.6g", na_rep="NA")
+        df.to_csv(tmp, sep="\t", index=False, float_format="%.10g", na_rep="NA")
 
 
 def _write_parquet(path, df: pd.DataFrame) -> None:
