@@ -529,6 +529,8 @@ class Scan2D:
         self.labels, self.chrom_code = _codes(self.chrom[self.order])
         self.nc = len(self.labels)
         self.tile = self.opt.resolved_tile(self.gpu)
+        if self.gpu:  # the kernel's warp-level pyramid pooling needs warp-aligned tile edges
+            self.tile = -(-self.tile // 32) * 32
         self.nt = -(-p // self.tile)
         self.tile_pairs = [(a, b) for a in range(self.nt) for b in range(a, self.nt)]
         block_pairs = self.opt.block_pairs or (1 << 32 if self.gpu else 1 << 25)

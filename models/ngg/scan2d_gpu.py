@@ -405,13 +405,15 @@ class GpuEngine:
                      L.data.ptr, n, self._beta64.ctypes.data, out.data.ptr, rR)
 
     def _buffers(self, ti: int, tj: int):
+        """GEMM outputs for a ti x tj tile pair: views of flat buffers sized for full tiles."""
         cp = self.cp
-        key = (ti, tj)
-        if getattr(self, "_buf_key", None) != key:
-            self._buf = {"cnt": cp.empty((2 * ti, 2 * tj), cp.float32), "cel": cp.empty((ti, 2 * tj), cp.float32),
-                         "ys": cp.empty((2 * ti, 2 * tj), cp.float64), "yy": cp.empty((ti, tj), cp.float64)}
-            self._buf_key = key
-        return self._buf
+        if not hasattr(self, "_flat"):
+            T = self.scan.tile
+            self._flat = {"cnt": cp.empty(4 * T * T, cp.float32), "cel": cp.empty(2 * T * T, cp.float32),
+                          "ys": cp.empty(4 * T * T, cp.float64), "yy": cp.empty(T * T, cp.float64)}
+        f = self._flat
+        return {"cnt": f["cnt"][: 4 * ti * tj].reshape(2 * ti, 2 * tj), "cel": f["cel"][: 2 * ti * tj].reshape(ti, 2 * tj),
+                "ys": f["ys"][: 4 * ti * tj].reshape(2 * ti, 2 * tj), "yy": f["yy"][: ti * tj].reshape(ti, tj)}
 
     def run_block(self, tile_pairs) -> None:
         import time
@@ -454,7 +456,7 @@ class GpuEngine:
         cp = self.cp
         t0 = time.perf_counter()
         while True:
-            n = int(self.cand_count.get()[0])
+            n = int(cp.asnumpy(self.cand_count)[0])
             if n <= self.CAP:
                 if n:
                     i = cp.concatenate([self.top_i, self.cand_i[:n].astype(cp.int64)])
