@@ -23,14 +23,13 @@ after the shared leading bases are dropped (an insertion sits on its anchor base
 """
 from __future__ import annotations
 
-import bisect
 import gzip
 import importlib.util
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipelines.annotate import CODING, DEFAULT_CLASSES, RANK, SYNONYMOUS, coding_class, pick
+from pipelines.annotate import CODING, DEFAULT_CLASSES, SYNONYMOUS, coding_class, pick
 from pipelines.errors import EpiflowError, InputError
 
 SPLICE = 2
