@@ -17,6 +17,7 @@ to NumPy. The environment variable ``EPIFLOW_DEVICE`` (auto|cpu|cuda) sets the d
 from __future__ import annotations
 
 import os
+import types
 from functools import lru_cache
 
 import numpy as np
@@ -98,10 +99,9 @@ def get_xp(device: str | None = None):
 
 
 def is_gpu(xp) -> bool:
-    """True when ``xp`` is CuPy (or an array belongs to CuPy)."""
-    mod = xp if hasattr(xp, "__name__") and not hasattr(xp, "shape") else type(xp).__module__
-    name = mod if isinstance(mod, str) else getattr(mod, "__name__", "")
-    return name.split(".")[0] == "cupy"
+    """True when ``xp`` is the CuPy module (or a CuPy array)."""
+    name = xp.__name__ if isinstance(xp, types.ModuleType) else type(xp).__module__
+    return str(name).split(".")[0] == "cupy"
 
 
 def to_numpy(a):
