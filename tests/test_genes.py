@@ -9,7 +9,7 @@ from sklearn.metrics import roc_auc_score
 
 from models.genes import MODEL_TYPES, fit_predict, focal_bce
 from models.genes import topology as T
-from models.genes.data import PairSource, Standardiser, make_source
+from models.genes.data import ComboSource, PairSource, Standardiser, _combinations, make_source
 from models.genes.layers import GeneModule, SparseLinear
 from models.genes.nets import GeneNet, build_topology, closed_form_n_parameters, n_trainable
 from models.genes.synthetic import planted_burden, random_counts
@@ -93,16 +93,39 @@ def test_pair_batches_equal_dense_batches():
     X = random_counts(50, G, C, rate=0.05, rng=rng)
     st = Standardiser(X)
     pairs = PairSource(X, st, C, torch.device("cpu"))
+    combos = ComboSource(X, st, C, torch.device("cpu"))
     dense = make_source(X, st, C, torch.device("cpu"), mode="dense")
     idx = np.array([3, 17, 0, 49, 22])
     expect = torch.as_tensor(st.transform_dense(X[idx].toarray()))
     assert torch.allclose(pairs(idx).dense(), expect, atol=1e-5)
+    assert torch.allclose(combos(idx).dense(), expect, atol=1e-5)
     assert torch.allclose(dense(idx), expect, atol=1e-5)
     gp = [[g % 3] if g % 2 else [] for g in range(G)]
-    for mtype in ("logreg", "biosparse"):
+    for mtype in ("logreg", "biosparse", "dense"):
         topo, _ = build_topology(mtype, G, gp, {})
         net = GeneNet(mtype, C, G, topo=topo, init_seed=4)
-        assert torch.allclose(net(pairs(idx)), net(dense(idx)), atol=1e-5)
+        ref = net(dense(idx))
+        assert torch.allclose(net(pairs(idx)), ref, atol=1e-5)
+        assert torch.allclose(net(combos(idx)), ref, atol=1e-5)
+
+
+def test_combinations_match_unique_rows():
+    rng = np.random.default_rng(5)
+    C, G = 4, 30
+    X = random_counts(200, G, C, rate=0.08, rng=rng)
+    X.data = rng.integers(1, 4, size=X.data.size).astype(np.float32)
+    c_gene, c_counts, p_row, p_gene, combo_of_pair = _combinations(X, C)
+    D = X.toarray().reshape(200, C, G)
+    has = D.sum(axis=1) > 0
+    rows, genes = np.nonzero(has)
+    assert np.array_equal(rows, p_row) and np.array_equal(genes, p_gene)
+    table = np.concatenate([genes[:, None], D[rows, :, genes]], axis=1)
+    expect = np.unique(table, axis=0)
+    got = np.concatenate([c_gene[:, None], c_counts], axis=1)
+    assert got.shape == expect.shape and np.array_equal(np.unique(got, axis=0), expect)  # distinct
+    assert np.array_equal(got[combo_of_pair], table)
+    # far fewer combinations than pairs for small integer counts
+    assert c_gene.size < 0.8 * p_row.size
 
 
 def test_focal_bce_closed_forms():
@@ -174,13 +197,15 @@ def test_fit_predict_leaves_no_files_in_cwd(tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_dense_and_pair_inputs_train_identically():
+def test_dense_pair_and_combination_inputs_train_identically():
     coh = planted_burden(n=300, n_genes=30, n_causal=4, seed=6, rate=0.05)
     tr, te = np.arange(200), np.arange(200, 300)
-    pa, ia = _fit("biosparse", coh, tr, te, train={"max_epochs": 3, "input_mode": "pairs"})
-    pb, ib = _fit("biosparse", coh, tr, te, train={"max_epochs": 3, "input_mode": "dense"})
-    assert ia["input_mode"] == "pairs" and ib["input_mode"] == "dense"
-    assert np.allclose(pa, pb, atol=1e-4)
+    out = {}
+    for mode in ("pairs", "dense", "combos"):
+        out[mode], info = _fit("biosparse", coh, tr, te, train={"max_epochs": 3, "input_mode": mode})
+        assert info["input_mode"] == mode
+    assert np.allclose(out["pairs"], out["dense"], atol=1e-4)
+    assert np.allclose(out["combos"], out["dense"], atol=1e-4)
 
 
 def test_sparse_input_shape_errors():

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from models.genes import topology as T
-from models.genes.data import GeneBatch
+from models.genes.data import ComboBatch, GeneBatch
 from models.genes.layers import DenseLinear, GeneModule, SparseLinear, activation
 
 NET_TYPES = ("logreg", "biosparse", "linear", "multipathway", "genegene_pathway", "dense")
@@ -63,8 +63,10 @@ class GeneNet(nn.Module):
             self.path = SparseLinear(topo, gen=gen)
             self.out = DenseLinear(topo.n_dst, 1, gen=gen)
 
-    def gene_activations(self, x: torch.Tensor | GeneBatch) -> torch.Tensor:
+    def gene_activations(self, x: torch.Tensor | GeneBatch | ComboBatch) -> torch.Tensor:
         """Gene neuron outputs (B, G) for a standardised batch (B, C*G) or a GeneBatch."""
+        if isinstance(x, ComboBatch):
+            return self.gene.forward_combos(x)
         if isinstance(x, GeneBatch):
             return self.gene.forward_pairs(x)
         return self.gene(x.view(x.shape[0], self.n_classes, self.n_genes))

@@ -209,7 +209,7 @@ def _fit_predict(model_type, X_train, y_train, X_test, *, n_classes, gene_pathwa
 
     stats = Standardiser(X_train)
     src_train = make_source(X_train, stats, n_classes, device, mode=t["input_mode"],
-                            cache_bytes=int(t["cache_bytes"]))
+                            cache_bytes=int(t["cache_bytes"]), batch_size=int(t["batch_size"]))
     fit = train_net(net, src_train, y_train, lr=float(p["lr"]),
                     weight_decay=float(p["weight_decay"]), alpha=alpha,
                     gamma=float(p["focal_gamma"]), max_epochs=int(t["max_epochs"]),
