@@ -561,11 +561,11 @@ class Scan2D:
         self._per_snp()
         self.fingerprint = self._fingerprint(G, yq)
         self.engine = None
+        self.reset()
         if self.gpu and self.opt.trait == "qt":
             from models.ngg.scan2d_gpu import GpuEngine
 
             self.engine = GpuEngine(self)
-        self.reset()
 
     # -- state --------------------------------------------------------------------------------
 
