@@ -86,7 +86,7 @@ def _dvc_recorded_hashes(root: Path) -> dict[str, str]:
             for out in stage.get("outs", []) or []:
                 if "md5" in out:
                     found[os.path.normpath(out["path"])] = out["md5"]
-    for dvcfile in root.glob("*.dvc"):
+    for dvcfile in (p for p in root.glob("*.dvc") if p.is_file()):
         data = yaml.safe_load(dvcfile.read_text()) or {}
         for out in data.get("outs", []) or []:
             if "md5" in out:
