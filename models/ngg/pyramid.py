@@ -46,6 +46,12 @@ class PyramidGrid:
         """Pool a (Ti, Tj) tile of statistics whose first pair is (i0, j0); invalid entries < 0."""
         ti, tj = stat.shape
         c = self.cell
+        if i0 % c == 0 and j0 % c == 0 and ti % c == 0 and tj % c == 0:  # aligned: one reshape-max pass
+            pooled = stat.reshape(ti // c, c, tj // c, c).max(axis=(1, 3)) if c > 1 else stat
+            r0, c0 = i0 // c, j0 // c
+            view = self.grid[r0:r0 + ti // c, c0:c0 + tj // c]
+            np.maximum(view, pooled.astype(np.float32), out=view)
+            return
         rows = np.arange(i0, i0 + ti) // c
         cols = np.arange(j0, j0 + tj) // c
         rb = np.flatnonzero(np.r_[True, rows[1:] != rows[:-1]])

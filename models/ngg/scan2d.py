@@ -71,6 +71,7 @@ __all__ = [
 
 TRAITS = ("qt", "binary")
 _SLAB = 16384  # elements per slab of the CPU pair kernel (keeps its ~20 buffers in L2)
+_ENC_CACHE_BYTES = 1 << 30  # CPU tile operands kept across tile pairs
 
 
 @dataclass
@@ -560,6 +561,7 @@ class Scan2D:
             self.prep.ysq_digits = square_digits(yq, n)
         self._per_snp()
         self.fingerprint = self._fingerprint(G, yq)
+        self._enc_cache, self._enc_bytes, self._enc_lock = {}, 0, threading.Lock()
         self.engine = None
         self.reset()
         if self.gpu and self.opt.trait == "qt":
@@ -733,14 +735,37 @@ class Scan2D:
 
     _tls = threading.local()
 
+    def _enc(self, role: str, a: int, b: int):
+        """float64 GEMM operands of SNPs a:b (complete genotypes), cached across tile pairs.
+
+        role 'row': (I1 + B I2, x yq); role 'col': (I1 + B^2 I2, x). The cache keeps every column
+        tile and the current row tiles up to ``_ENC_CACHE_BYTES``.
+        """
+        key = (role, a)
+        cache = self._enc_cache
+        hit = cache.get(key)
+        if hit is not None:
+            return hit
+        P = self.prep
+        g = P.G[a:b]
+        B = float(P.B)
+        x = g.astype(np.float64)
+        e = (g == 1) + (B if role == "row" else B * B) * (g == 2)
+        enc = (np.ascontiguousarray(e, dtype=np.float64), x * P.yq if role == "row" else x)
+        size = enc[0].nbytes + enc[1].nbytes
+        with self._enc_lock:
+            if self._enc_bytes + size <= _ENC_CACHE_BYTES:
+                cache[key] = enc
+                self._enc_bytes += size
+        return enc
+
     def _qt_complete_tile(self, i0, i1, j0, j1):
         P, f = self.prep, self.prep.fast
-        Gi, Gj = P.G[i0:i1], P.G[j0:j1]
         B = float(P.B)
-        ei = (Gi == 1) + B * (Gi == 2)
-        ej = (Gj == 1) + (B * B) * (Gj == 2)
+        ei, xyi = self._enc("row", i0, i1)
+        ej, xj = self._enc("col", j0, j1)
         v = ei @ ej.T
-        saby = (Gi * P.yq) @ Gj.T.astype(np.float64)
+        saby = xyi @ xj.T
         ti, tj = i1 - i0, j1 - j0
         stat = np.empty((ti, tj))
         beta = np.empty((ti, tj))
@@ -841,32 +866,38 @@ class Scan2D:
         # best partners (ties: smaller partner index)
         rows = np.arange(i0, i0 + ti)
         cols = np.arange(j0, j0 + tj)
-        ra = stat.argmax(axis=1)
-        rv = stat[np.arange(ti), ra]
-        self._best(rows, rv, cols[ra])
         ca = stat.argmax(axis=0)
-        cv = stat[ca, np.arange(tj)]
-        self._best(cols, cv, rows[ca])
-        # chromosome pairs
+        self._best(cols, stat[ca, np.arange(tj)], rows[ca])
+        # chromosome pairs: row maxima per run of column chromosomes give the block maxima
         rc = self.chrom_code[i0:i0 + ti]
         cc = self.chrom_code[j0:j0 + tj]
         rb = np.flatnonzero(np.r_[True, rc[1:] != rc[:-1], True])
         cb = np.flatnonzero(np.r_[True, cc[1:] != cc[:-1], True])
-        for a0, a1 in zip(rb[:-1], rb[1:]):
-            for b0, b1 in zip(cb[:-1], cb[1:]):
-                blk = stat[a0:a1, b0:b1]
+        row_best_v = np.full(ti, -1.0)
+        row_best_p = np.full(ti, -1, dtype=np.int64)
+        for b0, b1 in zip(cb[:-1], cb[1:]):
+            sub = stat[:, b0:b1]
+            ra = sub.argmax(axis=1)
+            rv = sub[np.arange(ti), ra]
+            rp = cols[b0 + ra]
+            better = rv > row_best_v  # runs are in increasing j: ties keep the smaller partner
+            row_best_v[better], row_best_p[better] = rv[better], rp[better]
+            valid = np.count_nonzero(sub >= 0, axis=1)
+            sig = np.count_nonzero(sub >= self.sig_stat, axis=1)
+            for a0, a1 in zip(rb[:-1], rb[1:]):
                 u, v = rc[a0], cc[b0]
                 if u > v:
                     u, v = v, u
-                self.cp_tested[u, v] += int(np.count_nonzero(blk >= 0))
-                self.cp_sig[u, v] += int(np.count_nonzero(blk >= self.sig_stat))
-                k = int(blk.argmax())
-                val = float(blk.flat[k])
+                self.cp_tested[u, v] += int(valid[a0:a1].sum())
+                self.cp_sig[u, v] += int(sig[a0:a1].sum())
+                k = int(np.argmax(rv[a0:a1]))
+                val = float(rv[a0 + k])
                 if val < 0:
                     continue
-                bi, bj = i0 + a0 + k // blk.shape[1], j0 + b0 + k % blk.shape[1]
+                bi, bj = i0 + a0 + k, int(rp[a0 + k])
                 if val > self.cp_best[u, v] or (val == self.cp_best[u, v] and (bi, bj) < (self.cp_best_i[u, v], self.cp_best_j[u, v])):
                     self.cp_best[u, v], self.cp_best_i[u, v], self.cp_best_j[u, v] = val, bi, bj
+        self._best(rows, row_best_v, row_best_p)
 
     def _best(self, idx, val, partner) -> None:
         cur = self.best_stat[idx]
