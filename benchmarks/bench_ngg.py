@@ -284,7 +284,9 @@ def study_panel(args, X_all, ids, chrom_all, log):
 
 
 def study_genome(args, X, ids, chrom, log):
-    cfgs = [dict(DEFAULTS)] + ([parse_config(args.config)] if args.config else [])
+    cfgs = [dict(DEFAULTS)] if args.genome_configs in ("defaults", "both") else []
+    if args.config and args.genome_configs in ("config", "both"):
+        cfgs.append(parse_config(args.config))
     sim = simulate_phenotype(X, n_snps=args.n_snps, n_pairs=args.n_pairs, h2_add=args.h2_add,
                              h2_int=args.h2_int, seed=args.pheno_seeds[0], min_gap=50)
     W = args.window_genome
@@ -363,6 +365,8 @@ def main(argv=None):
     ap.add_argument("--genome-R", type=int, default=0, help="repetitions of the full genome-wide runs "
                     "(0: those of each config; 1 measures one complete repetition)")
     ap.add_argument("--genome-pieces", type=int, default=1500)
+    ap.add_argument("--genome-configs", choices=["defaults", "config", "both"], default="both",
+                    help="which NGG settings the genome study runs (defaults, --config, or both)")
     ap.add_argument("--genome-exact", action="store_true")
     ap.add_argument("--hlc-pieces", type=int, default=600, help="pieces to time (0: one full repetition)")
     args = ap.parse_args(argv)
