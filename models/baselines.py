@@ -4,6 +4,8 @@
 - :func:`fit_predict_rf`: random forest on any feature matrix (variants, per-gene class sums,
   learned gene activations).
 - :func:`gene_sums`: per-gene totals over the C functional classes of a (n, C*G) count matrix.
+- :func:`fit_predict_rf_activations`: random forest on the gene activations of a gene network
+  trained on the same training fold.
 
 Every function returns ``(test probabilities of class 1, info)`` with info holding
 ``n_parameters`` and ``train_time_s``, the same contract as ``models.genes.fit_predict``.
@@ -96,3 +98,24 @@ def fit_predict_rf(X_train, y_train, X_test, *, n_estimators: int = 300, max_fea
     n_nodes = int(sum(est.tree_.node_count for est in clf.estimators_))
     info = {"n_parameters": n_nodes, "train_time_s": time.perf_counter() - t0}
     return proba, info
+
+
+def fit_predict_rf_activations(X_train, y_train, X_test, *, n_classes: int,
+                               model_type: str = "logreg", gene_pathways=None,
+                               params: dict | None = None, train: dict | None = None,
+                               rf: dict | None = None, seed: int = 0):
+    """Random forest on learned gene activations: train a gene network on the training fold,
+    read its (n, G) gene neurons for train and test rows, fit a forest on those.
+    n_parameters = the net's trainable parameters + the forest's nodes."""
+    from models.genes import activations_for, fit_predict
+
+    t0 = time.perf_counter()
+    train = {**(train or {}), "seed": (train or {}).get("seed", seed)}
+    _, info = fit_predict(model_type, X_train, y_train, X_test, n_classes=n_classes,
+                          gene_pathways=gene_pathways, params=params, train=train,
+                          return_model=True)
+    A_train = activations_for(info, X_train, n_classes)
+    A_test = activations_for(info, X_test, n_classes)
+    proba, rf_info = fit_predict_rf(A_train, y_train, A_test, seed=seed, **(rf or {}))
+    return proba, {"n_parameters": info["n_parameters"] + rf_info["n_parameters"],
+                   "train_time_s": time.perf_counter() - t0, "net": model_type}

@@ -66,3 +66,15 @@ def test_random_forest_on_gene_sums_finds_burden_signal():
     auc = roc_auc_score(coh.y[te], proba)
     assert auc > 0.7 and auc > oracle - 0.12, (auc, oracle)
     assert info["n_parameters"] > 200
+
+
+def test_random_forest_on_learned_gene_activations():
+    from models.baselines import fit_predict_rf_activations
+
+    coh = planted_burden(n=900, n_genes=60, n_causal=4, effect=2.0, seed=2, rate=0.03)
+    tr, te = np.arange(600), np.arange(600, 900)
+    proba, info = fit_predict_rf_activations(coh.X[tr], coh.y[tr], coh.X[te], n_classes=16,
+                                             params={"lr": 1e-2}, train={"max_epochs": 10},
+                                             rf={"n_estimators": 150, "min_samples_leaf": 5})
+    assert roc_auc_score(coh.y[te], proba) > 0.7
+    assert info["n_parameters"] > 901 + 60 + 1

@@ -1,8 +1,10 @@
 """Gene-centric sparse networks (torch + Lightning).
 
 Entry point for the pipeline: :func:`fit_predict` (one training fold -> test probabilities).
+``MODEL_TYPES`` lists the zoo; ``DEFAULT_PARAMS`` / ``DEFAULT_TRAIN`` the accepted settings.
 """
-from models.genes.training import (DEFAULT_PARAMS, DEFAULT_TRAIN, MODEL_TYPES, fit_predict,
-                                   focal_bce)
+from models.genes.training import (DEFAULT_PARAMS, DEFAULT_TRAIN, MODEL_TYPES, activations_for,
+                                   fit_predict, focal_bce, gene_activations)
 
-__all__ = ["MODEL_TYPES", "DEFAULT_PARAMS", "DEFAULT_TRAIN", "fit_predict", "focal_bce"]
+__all__ = ["MODEL_TYPES", "DEFAULT_PARAMS", "DEFAULT_TRAIN", "fit_predict", "focal_bce",
+           "gene_activations", "activations_for"]

@@ -27,14 +27,16 @@ from models.genes.layers import DenseLinear, GeneModule, SparseLinear, activatio
 
 NET_TYPES = ("logreg", "biosparse", "linear", "multipathway", "genegene_pathway", "dense")
 SPARSE_HEADS = ("biosparse", "linear", "multipathway", "genegene_pathway")
-SPARSITY_SOURCES = ("pathways", "random")
+SPARSITY_SOURCES = ("pathways", "random", "rigl", "l1")
+# heads whose gene -> neuron layer is one sparse layer that RigL / L1 pruning can rewire
+REWIRABLE = ("biosparse", "linear", "multipathway")
 
 
 class GeneNet(nn.Module):
     def __init__(self, model_type: str, n_classes: int, n_genes: int, *, hidden: int = 50,
                  dropout: float = 0.0, topo: T.Topology | None = None,
                  gg_topo: T.Topology | None = None, dense_units: int = 64,
-                 init_seed: int = 0):
+                 init_seed: int = 0, hidden_act: str | None = None):
         super().__init__()
         if model_type not in NET_TYPES:
             raise ValueError(f"unknown net type '{model_type}'; valid: {', '.join(NET_TYPES)}")
@@ -43,7 +45,7 @@ class GeneNet(nn.Module):
         gen = torch.Generator().manual_seed(int(init_seed))
         lin = model_type == "linear"
         self.gene = GeneModule(n_classes, hidden, "identity" if lin else "tanh", gen=gen)
-        self.act = activation("identity" if lin else "tanh")
+        self.act = activation(hidden_act or ("identity" if lin else "tanh"))
         self.drop = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.gg = None
         self.path = None
@@ -71,17 +73,29 @@ class GeneNet(nn.Module):
             return self.gene.forward_pairs(x)
         return self.gene(x.view(x.shape[0], self.n_classes, self.n_genes))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def layer_input(self, x) -> torch.Tensor:
+        """Input of the gene -> neuron layer (path or hidden): gene neurons after dropout, and
+        after the gene -> gene layer where there is one."""
         g = self.drop(self.gene_activations(x))
+        if self.gg is not None:
+            g = self.drop(self.act(self.gg(g)))
+        return g
+
+    def head(self, pre: torch.Tensor) -> torch.Tensor:
+        """Logits from the pre-activations of the gene -> neuron layer."""
+        return self.out(self.drop(self.act(pre))).squeeze(1)
+
+    def forward(self, x) -> torch.Tensor:
+        g = self.layer_input(x)
         if self.model_type == "logreg":
-            h = g
-        elif self.model_type == "dense":
-            h = self.drop(self.act(self.hidden(g)))
-        else:
-            if self.gg is not None:
-                g = self.drop(self.act(self.gg(g)))
-            h = self.drop(self.act(self.path(g)))
-        return self.out(h).squeeze(1)
+            return self.out(g).squeeze(1)
+        layer = self.hidden if self.model_type == "dense" else self.path
+        return self.head(layer(g))
+
+    def l1_penalty(self) -> torch.Tensor:
+        """Sum of |w| over the gene -> neuron layer (the L1 sparsity source's penalty)."""
+        layer = self.hidden if self.model_type == "dense" else (self.path or self.out)
+        return layer.weight.abs().sum()
 
 
 def n_trainable(module: nn.Module) -> int:
@@ -93,16 +107,23 @@ def build_topology(model_type: str, n_genes: int, gene_pathways: Sequence[Sequen
     """(gene -> pathway topology, gene -> gene topology) for ``model_type`` and ``params``.
 
     params used: pathway_seed, sparsity (fraction of genes connected), sparsity_source
-    (pathways | random | rigl | l1: the last two start from a random graph of the same edge
-    count and are rewired during training), gene_gene_edges (for genegene_pathway).
+    (pathways | random | rigl | l1: random, rigl and l1 keep the pathway graph's edge and neuron
+    counts; rigl starts from the random graph and rewires it during training, l1 finds its
+    edges by pruning a dense L1-penalised layer), gene_gene_edges (for genegene_pathway).
     """
-    if model_type not in SPARSE_HEADS:
-        return None, None
     seed = int(params.get("pathway_seed", 0))
     sparsity = float(params.get("sparsity", 1.0))
     source = params.get("sparsity_source", "pathways")
     if source not in SPARSITY_SOURCES:
         raise ValueError(f"unknown sparsity_source '{source}'; valid: {', '.join(SPARSITY_SOURCES)}")
+    if source in ("rigl", "l1") and model_type not in REWIRABLE:
+        raise ValueError(f"sparsity_source '{source}' applies to {', '.join(REWIRABLE)}, "
+                         f"not '{model_type}'")
+    if model_type not in SPARSE_HEADS:
+        if source != "pathways" or sparsity != 1.0:
+            raise ValueError(f"'{model_type}' has no sparse gene layer: sparsity_source and "
+                             f"sparsity apply to {', '.join(SPARSE_HEADS)}")
+        return None, None
     if gene_pathways is None:
         # no gene sets: every gene on the dummy neuron (a valid, if uninformative, graph)
         gene_pathways = [[] for _ in range(n_genes)]

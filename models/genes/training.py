@@ -11,10 +11,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from models.genes import topology as T
 from models.genes.data import ShuffledBatches, Standardiser, as_csr, make_source
+from models.genes.ensemble import BatchedEnsemble
 from models.genes.nets import NET_TYPES, GeneNet, build_topology, n_trainable
+from models.genes.sparsity import RigL, prune_dense_to_sparse
 
-MODEL_TYPES: tuple[str, ...] = NET_TYPES
+MODEL_TYPES: tuple[str, ...] = NET_TYPES + ("ensemble",)
+MEMBER_SOURCES = ("pathways", "random")
 
 DEFAULT_PARAMS = {
     "lr": 1e-3,
@@ -22,12 +26,21 @@ DEFAULT_PARAMS = {
     "dropout": 0.0,
     "hidden": 50,
     "focal_gamma": 2.0,
-    "focal_alpha": None,      # None: fraction of controls in the training fold
+    "focal_alpha": None,        # None: fraction of controls in the training fold
     "pathway_seed": 0,
-    "sparsity": 1.0,
-    "sparsity_source": "pathways",
+    "sparsity": 1.0,            # fraction of genes connected to the pathway layer
+    "sparsity_source": "pathways",   # pathways | random | rigl | l1
     "dense_units": 64,
-    "init_seed": None,        # None: train seed
+    "init_seed": None,          # None: the train seed
+    "gene_gene_edges": None,    # (E, 2) gene index pairs for genegene_pathway
+    "rigl_fraction": 0.3,       # RigL: initial drop fraction (cosine-annealed)
+    "rigl_interval": None,      # RigL: steps between rewirings (None: once per epoch)
+    "rigl_stop": 0.75,          # RigL: fraction of training after which the graph is frozen
+    "l1": 1e-4,                 # L1 source: penalty on the dense gene -> neuron layer
+    "l1_epochs_fraction": 0.5,  # L1 source: share of epochs spent dense before pruning
+    "n_members": 10,            # ensemble: members
+    "member_source": "pathways",  # ensemble: members' graphs (random pathway pick | random graph)
+    "member_chunk": None,       # ensemble: members per forward/backward chunk (memory bound)
 }
 DEFAULT_TRAIN = {"max_epochs": 30, "batch_size": 128, "seed": 0, "device": "auto",
                  "input_mode": "auto", "cache_bytes": 1 << 30, "num_threads": 1}
@@ -45,6 +58,14 @@ def focal_bce(logits: torch.Tensor, y: torch.Tensor, alpha: float, gamma: float)
         return (a * bce).mean()
     p_t = torch.exp(-bce)
     return (a * (1 - p_t).pow(gamma) * bce).mean()
+
+
+def member_loss(logits: torch.Tensor, y: torch.Tensor, alpha: float, gamma: float) -> torch.Tensor:
+    """Focal loss of a single net (B,) or the SUM of member losses of an ensemble (B, N): each
+    member then gets exactly the gradient of its own training run."""
+    if logits.dim() == 2:
+        return focal_bce(logits, y[:, None].expand_as(logits), alpha, gamma) * logits.shape[1]
+    return focal_bce(logits, y, alpha, gamma)
 
 
 def check_model_type(model_type: str, valid: Sequence[str] = MODEL_TYPES) -> None:
@@ -80,34 +101,46 @@ def quiet_lightning():
             lg.setLevel(lv)
 
 
-def _lightning_module(net, *, lr, weight_decay, alpha, gamma, l1=0.0, on_step=None):
+def _lightning_module(net, *, lr, weight_decay, alpha, gamma, l1=0.0, hooks=()):
     import lightning.pytorch as pl
 
+    chunked = isinstance(net, BatchedEnsemble) and net.member_chunk < net.n_members
+
     class LitGeneNet(pl.LightningModule):
-        """Focal-BCE training of any net whose forward returns logits (B,) or (B, N members)."""
+        """Focal-BCE training of a net returning logits (B,) or ensemble logits (B, N)."""
 
         def __init__(self):
             super().__init__()
             self.net = net
+            self.automatic_optimization = not chunked
 
         def forward(self, x):
             return self.net(x)
 
+        def loss_fn(self, logits, y):
+            return member_loss(logits, y, alpha, gamma)
+
         def training_step(self, batch, batch_idx):
             x, y = batch
-            logits = self.net(x)
-            if logits.dim() == 2:   # batched ensemble: members are independent; sum their losses
-                yy = y[:, None].expand_as(logits)
-                loss = focal_bce(logits, yy, alpha, gamma) * logits.shape[1]
-            else:
-                loss = focal_bce(logits, y, alpha, gamma)
+            if chunked:
+                # members in chunks, one optimiser step for all (same result, bounded memory)
+                opt = self.optimizers()
+                opt.zero_grad()
+                total = 0.0
+                for m0, m1 in self.net.chunks():
+                    loss = self.loss_fn(self.net.logits(x, m0, m1), y)
+                    self.manual_backward(loss)
+                    total += float(loss.detach())
+                opt.step()
+                return torch.tensor(total)
+            loss = self.loss_fn(self.net(x), y)
             if l1 > 0:
                 loss = loss + l1 * self.net.l1_penalty()
             return loss
 
         def on_train_batch_end(self, outputs, batch, batch_idx):
-            if on_step is not None:
-                on_step(self, batch)
+            for hook in hooks:
+                hook(self, batch, self.loss_fn)
 
         def configure_optimizers(self):
             return torch.optim.Adam(self.net.parameters(), lr=lr, weight_decay=weight_decay)
@@ -115,17 +148,18 @@ def _lightning_module(net, *, lr, weight_decay, alpha, gamma, l1=0.0, on_step=No
     return LitGeneNet()
 
 
-def train_net(net: torch.nn.Module, source, y: np.ndarray, *, lr: float,
-              weight_decay: float, alpha: float, gamma: float, max_epochs: int, batch_size: int,
-              seed: int, device: torch.device, progress: bool = False, l1: float = 0.0,
-              on_step=None) -> dict:
+def train_net(net: torch.nn.Module, source, y: np.ndarray, *, lr: float, weight_decay: float,
+              alpha: float, gamma: float, max_epochs: int, batch_size: int, seed: int,
+              device: torch.device, progress: bool = False, l1: float = 0.0, hooks=()) -> dict:
     """Train ``net`` in place with Lightning; returns {'epochs', 'train_time_s'}."""
     import lightning.pytorch as pl
 
+    t0 = time.perf_counter()
+    if max_epochs <= 0:
+        return {"epochs": 0, "train_time_s": 0.0}
     batches = ShuffledBatches(source, y, batch_size, seed)
     lit = _lightning_module(net, lr=lr, weight_decay=weight_decay, alpha=alpha, gamma=gamma,
-                            l1=l1, on_step=on_step)
-    t0 = time.perf_counter()
+                            l1=l1, hooks=hooks)
     with quiet_lightning():
         trainer = pl.Trainer(
             accelerator="gpu" if device.type == "cuda" else "cpu", devices=1,
@@ -138,13 +172,46 @@ def train_net(net: torch.nn.Module, source, y: np.ndarray, *, lr: float,
 
 
 @torch.no_grad()
-def predict_proba(net: torch.nn.Module, source, batch_size: int = 512) -> np.ndarray:
+def predict_logits(net: torch.nn.Module, source, batch_size: int = 512) -> torch.Tensor:
     net.eval()
     out = []
     for i in range(0, source.n, batch_size):
         idx = torch.arange(i, min(i + batch_size, source.n))
-        out.append(torch.sigmoid(net(source(idx))).cpu())
-    return torch.cat(out).numpy().astype(np.float64) if out else np.empty(0)
+        out.append(net(source(idx)).cpu())
+    net.train()
+    return torch.cat(out) if out else torch.empty(0)
+
+
+def predict_proba(net: torch.nn.Module, source, batch_size: int = 512) -> np.ndarray:
+    """Probabilities of class 1; an ensemble averages its members' probabilities."""
+    p = torch.sigmoid(predict_logits(net, source, batch_size).double())
+    if p.dim() == 2:
+        p = p.mean(dim=1)
+    return p.numpy()
+
+
+@torch.no_grad()
+def gene_activations(net: GeneNet, source, batch_size: int = 512) -> np.ndarray:
+    """(n, G) gene neuron outputs of a trained net (eval mode) for every row of ``source``."""
+    net.eval()
+    out = []
+    for i in range(0, source.n, batch_size):
+        idx = torch.arange(i, min(i + batch_size, source.n))
+        out.append(net.gene_activations(source(idx)).cpu())
+    net.train()
+    return torch.cat(out).numpy()
+
+
+def activations_for(info: dict, X, n_classes: int, batch_size: int = 512) -> np.ndarray:
+    """(n, G) gene activations of the net that ``fit_predict(..., return_model=True)`` trained,
+    for count matrix X, standardised with that fit's training-fold statistics."""
+    net, stats = info["model"], info["standardiser"]
+    if not isinstance(net, GeneNet):
+        raise ValueError("gene activations need a single net, not an ensemble")
+    device = next(net.parameters()).device
+    src = make_source(as_csr(X), stats, n_classes, device, mode=info.get("input_mode", "auto"),
+                      cache_bytes=0)
+    return gene_activations(net, src, batch_size)
 
 
 def _merged(defaults: dict, given: dict | None, what: str) -> dict:
@@ -161,9 +228,11 @@ def fit_predict(model_type: str, X_train, y_train, X_test, *, n_classes: int,
     """Fit one gene network on a training fold and return (test probabilities, info).
 
     X_train / X_test: sparse (n, C*G) counts, column c*G + g. y_train: 0/1 (1 = case).
-    info: n_parameters (trainable), train_time_s, epochs, device, plus n_pathway_neurons and
-    n_edges for sparse heads; with ``return_model`` also 'model' (the trained net) and
-    'standardiser'.
+    ``model_type``: one of MODEL_TYPES. ``params``: see DEFAULT_PARAMS; ``train``: see
+    DEFAULT_TRAIN. info: n_parameters (trainable), train_time_s, epochs, device, focal_alpha,
+    input_mode, and n_pathway_neurons / n_edges for sparse heads (rigl_rewired for RigL,
+    n_members for ensembles); with ``return_model`` also 'model', 'standardiser' and (for
+    ensembles) 'member_proba' (n_test, N).
     """
     check_model_type(model_type)
     p = _merged(DEFAULT_PARAMS, params, "model param")
@@ -178,9 +247,10 @@ def fit_predict(model_type: str, X_train, y_train, X_test, *, n_classes: int,
         raise ValueError(f"X_test has {X_test.shape[1]} columns, X_train {X_train.shape[1]}")
     if not np.isin(y_train, (0, 1)).all():
         raise ValueError("y_train must be 0/1")
-    n_genes = X_train.shape[1] // n_classes
+    if p["member_source"] not in MEMBER_SOURCES:
+        raise ValueError(f"unknown member_source '{p['member_source']}'; valid: "
+                         f"{', '.join(MEMBER_SOURCES)}")
     device = resolve_device(t["device"])
-    seed = int(t["seed"])
     threads_before = torch.get_num_threads()
     if t["num_threads"]:
         # batch-128 ops are small: one intra-op thread avoids OpenMP spin-wait stalls when other
@@ -188,41 +258,111 @@ def fit_predict(model_type: str, X_train, y_train, X_test, *, n_classes: int,
         torch.set_num_threads(int(t["num_threads"]))
     try:
         return _fit_predict(model_type, X_train, y_train, X_test, n_classes=n_classes,
-                            gene_pathways=gene_pathways, p=p, t=t, seed=seed, device=device,
-                            n_genes=n_genes, progress=progress, return_model=return_model)
+                            gene_pathways=gene_pathways, p=p, t=t, device=device,
+                            progress=progress, return_model=return_model)
     finally:
         torch.set_num_threads(threads_before)
 
 
-def _fit_predict(model_type, X_train, y_train, X_test, *, n_classes, gene_pathways, p, t, seed,
-                 device, n_genes, progress, return_model):
+def _member_nets(n_genes, n_classes, gene_pathways, p, init_seed) -> list[GeneNet]:
+    """The ensemble's members: member i uses pathway_seed + i and init_seed + i."""
+    members = []
+    mtype = "biosparse"
+    for i in range(int(p["n_members"])):
+        q = dict(p, pathway_seed=int(p["pathway_seed"]) + i, sparsity_source=p["member_source"])
+        topo, _ = build_topology(mtype, n_genes, gene_pathways, q)
+        members.append(GeneNet(mtype, n_classes, n_genes, hidden=int(p["hidden"]), topo=topo,
+                               init_seed=init_seed + i))
+    return members
+
+
+def _fit_predict(model_type, X_train, y_train, X_test, *, n_classes, gene_pathways, p, t, device,
+                 progress, return_model):
+    n_genes = X_train.shape[1] // n_classes
+    seed = int(t["seed"])
     torch.manual_seed(seed)
     init_seed = seed if p["init_seed"] is None else int(p["init_seed"])
-
     alpha = p["focal_alpha"]
     if alpha is None:
         alpha = float(1.0 - y_train.mean())       # fraction of controls
-    topo, gg = build_topology(model_type, n_genes, gene_pathways, p)
-    net = GeneNet(model_type, n_classes, n_genes, hidden=int(p["hidden"]),
-                  dropout=float(p["dropout"]), topo=topo, gg_topo=gg,
-                  dense_units=int(p["dense_units"]), init_seed=init_seed).to(device)
+    gamma = float(p["focal_gamma"])
+    max_epochs, batch_size = int(t["max_epochs"]), int(t["batch_size"])
+    common = dict(lr=float(p["lr"]), weight_decay=float(p["weight_decay"]), alpha=alpha,
+                  gamma=gamma, batch_size=batch_size, device=device, progress=progress)
 
     stats = Standardiser(X_train)
     src_train = make_source(X_train, stats, n_classes, device, mode=t["input_mode"],
-                            cache_bytes=int(t["cache_bytes"]), batch_size=int(t["batch_size"]))
-    fit = train_net(net, src_train, y_train, lr=float(p["lr"]),
-                    weight_decay=float(p["weight_decay"]), alpha=alpha,
-                    gamma=float(p["focal_gamma"]), max_epochs=int(t["max_epochs"]),
-                    batch_size=int(t["batch_size"]), seed=seed, device=device, progress=progress)
-    proba = predict_proba(net, make_source(X_test, stats, n_classes, device,
-                                           mode=src_train.mode, cache_bytes=0))
+                            cache_bytes=int(t["cache_bytes"]), batch_size=batch_size)
+    info = {}
+    topo = None
+    if model_type == "ensemble":
+        members = _member_nets(n_genes, n_classes, gene_pathways, p, init_seed)
+        net = BatchedEnsemble(members, dropout=float(p["dropout"]),
+                              member_chunk=p["member_chunk"]).to(device)
+        del members
+        fit = train_net(net, src_train, y_train, max_epochs=max_epochs, seed=seed, **common)
+        info.update(n_members=net.n_members, n_edges=int(net.src.numel()),
+                    n_pathway_neurons=int(net.neuron_b.numel()))
+    else:
+        topo, gg = build_topology(model_type, n_genes, gene_pathways, p)
+        source = p["sparsity_source"] if topo is not None else "pathways"
+        build = dict(hidden=int(p["hidden"]), dropout=float(p["dropout"]), gg_topo=gg,
+                     dense_units=int(p["dense_units"]), init_seed=init_seed)
+        if source == "l1":
+            net, fit = _fit_l1(model_type, n_classes, n_genes, topo, build, src_train, y_train,
+                               p, max_epochs, seed, common)
+            topo = T.Topology(src=net.path.src.cpu().numpy(), dst=net.path.dst.cpu().numpy(),
+                              n_src=n_genes, n_dst=net.path.n_out)
+        else:
+            net = GeneNet(model_type, n_classes, n_genes, topo=topo, **build).to(device)
+            hooks = []
+            if source == "rigl":
+                steps = -(-src_train.n // batch_size)
+                rigl = RigL(net.path, total_steps=steps * max_epochs,
+                            interval=int(p["rigl_interval"] or steps),
+                            fraction=float(p["rigl_fraction"]), stop=float(p["rigl_stop"]))
+                hooks.append(rigl)
+            fit = train_net(net, src_train, y_train, max_epochs=max_epochs, seed=seed,
+                            hooks=hooks, **common)
+            if source == "rigl":
+                info.update(rigl_rewired=rigl.n_rewired, rigl_updates=rigl.n_updates)
+        if topo is not None:
+            info.update(n_pathway_neurons=int(topo.n_dst), n_edges=int(net.path.n_edges))
+    src_test = make_source(X_test, stats, n_classes, device, mode=src_train.mode, cache_bytes=0)
+    logits = predict_logits(net, src_test)
+    probs = torch.sigmoid(logits.double())
+    proba = (probs.mean(dim=1) if probs.dim() == 2 else probs).numpy()
     info = {"n_parameters": n_trainable(net), "train_time_s": fit["train_time_s"],
             "epochs": fit["epochs"], "device": str(device), "focal_alpha": alpha,
-            "input_mode": src_train.mode}
-    if topo is not None:
-        info["n_pathway_neurons"] = int(topo.n_dst)
-        info["n_edges"] = int(topo.n_edges)
+            "input_mode": src_train.mode, **info}
     if return_model:
-        info["model"] = net
-        info["standardiser"] = stats
+        info.update(model=net, standardiser=stats)
+        if probs.dim() == 2:
+            info["member_proba"] = probs.numpy()
     return proba, info
+
+
+def _fit_l1(model_type, n_classes, n_genes, topo, build, src_train, y_train, p, max_epochs, seed,
+            common):
+    """L1 source: dense gene -> neuron layer under an L1 penalty, prune to the pathway graph's
+    edge count, then train the sparse net (weights carried over) for the remaining epochs."""
+    device = common["device"]
+    ep_a = max(1, int(round(float(p["l1_epochs_fraction"]) * max_epochs)))
+    ep_b = max(0, max_epochs - ep_a)
+    act = "identity" if model_type == "linear" else "tanh"
+    dense = GeneNet("dense", n_classes, n_genes, **dict(build, dense_units=topo.n_dst),
+                    hidden_act=act).to(device)
+    fit_a = train_net(dense, src_train, y_train, max_epochs=ep_a, seed=seed,
+                      l1=float(p["l1"]), **common)
+    pruned = prune_dense_to_sparse(dense.hidden.weight, topo.n_edges)
+    net = GeneNet(model_type, n_classes, n_genes, topo=pruned, **build).to(device)
+    with torch.no_grad():
+        net.gene.load_state_dict(dense.gene.state_dict())
+        W = dense.hidden.weight
+        net.path.weight.copy_(W[net.path.dst, net.path.src])
+        net.path.bias.copy_(dense.hidden.bias)
+        net.out.weight.copy_(dense.out.weight)
+        net.out.bias.copy_(dense.out.bias)
+    fit_b = train_net(net, src_train, y_train, max_epochs=ep_b, seed=seed + 1, **common)
+    return net, {"epochs": fit_a["epochs"] + fit_b["epochs"],
+                 "train_time_s": fit_a["train_time_s"] + fit_b["train_time_s"]}

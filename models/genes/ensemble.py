@@ -1,0 +1,120 @@
+"""An ensemble of N randomly sparsified gene networks trained as ONE batched model.
+
+Member i is a ``biosparse``-style net (own gene module, own gene -> neuron graph, own output)
+built exactly like ``GeneNet('biosparse', init_seed=s_i, topo=t_i)``; the ensemble stacks their
+parameters into single tensors:
+
+- gene module: the N first layers side by side, one GEMM (U, C) @ (C, N*H) per step;
+- sparse layer: the N edge lists concatenated with member offsets, one gather + one
+  scatter-add over (B, N*G) -> (B, sum of neuron counts);
+- output: per-neuron weights scatter-added into (B, N) logits.
+
+Members are independent, so the sum of their losses gives each member exactly the gradient it
+would get alone, and Adam/weight decay act elementwise: one optimiser step updates all members
+as N separate runs would (same batches, same seeds), up to float summation order.
+``member_chunk`` bounds memory by running the forward/backward in member chunks before the one
+optimiser step (identical result).
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from models.genes.data import ComboBatch, GeneBatch
+from models.genes.layers import activation
+from models.genes.nets import GeneNet
+
+
+class BatchedEnsemble(nn.Module):
+    def __init__(self, members: Sequence[GeneNet], *, dropout: float = 0.0,
+                 member_chunk: int | None = None):
+        super().__init__()
+        if not members:
+            raise ValueError("an ensemble needs at least one member")
+        m0 = members[0]
+        for m in members:
+            if m.model_type not in ("biosparse", "linear") or m.gg is not None:
+                raise ValueError("ensemble members must be one-sparse-layer nets (biosparse/linear)")
+            if (m.n_classes, m.n_genes, m.gene.hidden) != (m0.n_classes, m0.n_genes, m0.gene.hidden):
+                raise ValueError("ensemble members must share classes, genes and hidden size")
+        self.n_members = N = len(members)
+        self.n_classes, self.n_genes, self.hidden = m0.n_classes, m0.n_genes, m0.gene.hidden
+        self.gene_act = activation(m0.gene.act_name)
+        self.act = m0.act
+        self.drop = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.member_chunk = int(member_chunk or N)
+        G = self.n_genes
+        cat = lambda f: torch.stack([f(m).detach().clone() for m in members])  # noqa: E731
+        self.w1 = nn.Parameter(cat(lambda m: m.gene.w1))               # (N, H, C)
+        self.b1 = nn.Parameter(cat(lambda m: m.gene.b1))               # (N, H)
+        self.w2 = nn.Parameter(cat(lambda m: m.gene.w2))               # (N, H)
+        self.b2 = nn.Parameter(cat(lambda m: m.gene.b2).view(N))       # (N,)
+        edges = [m.path.n_edges for m in members]
+        neurons = [m.path.n_out for m in members]
+        self.register_buffer("edge_ptr", torch.as_tensor(np.concatenate([[0], np.cumsum(edges)])))
+        self.register_buffer("neuron_ptr", torch.as_tensor(np.concatenate([[0], np.cumsum(neurons)])))
+        src = [m.path.src + i * G for i, m in enumerate(members)]
+        dst = [m.path.dst + int(self.neuron_ptr[i]) for i, m in enumerate(members)]
+        self.register_buffer("src", torch.cat(src))
+        self.register_buffer("dst", torch.cat(dst))
+        self.register_buffer("neuron_member", torch.repeat_interleave(
+            torch.arange(N), torch.as_tensor(neurons)))
+        self.edge_w = nn.Parameter(torch.cat([m.path.weight.detach().clone() for m in members]))
+        self.neuron_b = nn.Parameter(torch.cat([m.path.bias.detach().clone() for m in members]))
+        self.out_w = nn.Parameter(torch.cat([m.out.weight.detach().view(-1).clone() for m in members]))
+        self.out_b = nn.Parameter(torch.cat([m.out.bias.detach().clone() for m in members]))
+
+    # ------------------------------------------------------------------ pieces per member range
+    def gene_activations(self, x, m0: int = 0, m1: int | None = None) -> torch.Tensor:
+        """(B, n, G) gene neurons of members m0..m1-1."""
+        m1 = self.n_members if m1 is None else m1
+        n, H, C, G = m1 - m0, self.hidden, self.n_classes, self.n_genes
+        w1 = self.w1[m0:m1].reshape(n * H, C)
+        b1 = self.b1[m0:m1].reshape(n * H)
+        w2, b2 = self.w2[m0:m1], self.b2[m0:m1]
+        if isinstance(x, ComboBatch):
+            h = self.gene_act(torch.addmm(b1, x.z, w1.t())).view(-1, n, H)   # (U, n, H)
+            vals = torch.einsum("unh,nh->un", h, w2) + b2                     # (U, n)
+            return vals[x.ids].permute(0, 2, 1)                               # (B, n, G)
+        if isinstance(x, GeneBatch):
+            base = self.gene_act(torch.addmm(b1[:, None], w1, x.z0)).view(n, H, G)
+            base = torch.einsum("nhg,nh->ng", base, w2) + b2[:, None]          # (n, G)
+            h = self.gene_act(torch.addmm(b1, x.z, w1.t())).view(-1, n, H)
+            vals = torch.einsum("pnh,nh->pn", h, w2) + b2                     # (P, n)
+            out = base.unsqueeze(0).repeat(x.n_rows, 1, 1)
+            return self._put_pairs(out, x.rows, x.genes, vals)
+        xb = x.view(x.shape[0], C, G)
+        h = self.gene_act(torch.matmul(w1, xb) + b1[:, None]).view(x.shape[0], n, H, G)
+        return torch.matmul(w2.unsqueeze(1), h).squeeze(2) + b2[:, None]
+
+    @staticmethod
+    def _put_pairs(out, rows, genes, vals):
+        B, n, G = out.shape
+        flat = out.permute(0, 2, 1).reshape(B * G, n)                         # (B*G, n)
+        flat = flat.index_put((rows * G + genes,), vals)
+        return flat.view(B, G, n).permute(0, 2, 1)
+
+    def logits(self, x, m0: int = 0, m1: int | None = None) -> torch.Tensor:
+        """(B, n) logits of members m0..m1-1."""
+        m1 = self.n_members if m1 is None else m1
+        n, G = m1 - m0, self.n_genes
+        a = self.drop(self.gene_activations(x, m0, m1)).reshape(-1, n * G)   # (B, n*G)
+        e0, e1 = int(self.edge_ptr[m0]), int(self.edge_ptr[m1])
+        p0, p1 = int(self.neuron_ptr[m0]), int(self.neuron_ptr[m1])
+        src = self.src[e0:e1] - m0 * G
+        dst = self.dst[e0:e1] - p0
+        contrib = a.index_select(1, src) * self.edge_w[e0:e1]
+        pre = a.new_zeros(a.shape[0], p1 - p0).index_add_(1, dst, contrib) + self.neuron_b[p0:p1]
+        h = self.drop(self.act(pre)) * self.out_w[p0:p1]
+        member = self.neuron_member[p0:p1] - m0
+        return a.new_zeros(a.shape[0], n).index_add_(1, member, h) + self.out_b[m0:m1]
+
+    def forward(self, x) -> torch.Tensor:
+        return self.logits(x)
+
+    def chunks(self):
+        for m0 in range(0, self.n_members, self.member_chunk):
+            yield m0, min(self.n_members, m0 + self.member_chunk)
