@@ -35,7 +35,7 @@ def _all_stats(scan):
     """Run a scan and also capture every tile's statistics (as p x p matrices, original indices)."""
     S = np.full((scan.p, scan.p), np.nan)
     Bt = np.full((scan.p, scan.p), np.nan)
-    orig = scan._absorb
+    orig = scan._reduce
 
     def grab(i0, j0, stat, beta):
         o = scan.order
@@ -43,9 +43,9 @@ def _all_stats(scan):
         rows, cols = o[i0:i0 + ti], o[j0:j0 + tj]
         S[np.ix_(rows, cols)] = np.where(stat >= 0, stat, np.nan)
         Bt[np.ix_(rows, cols)] = np.where(stat >= 0, beta, np.nan)
-        orig(i0, j0, stat, beta)
+        return orig(i0, j0, stat, beta)
 
-    scan._absorb = grab
+    scan._reduce = grab
     scan.run()
     S = np.fmax(S, S.T)
     Bt = np.where(np.isnan(Bt), Bt.T, Bt) * scan.y_scale

@@ -44,21 +44,25 @@ class PyramidGrid:
 
     def add_tile(self, i0: int, j0: int, stat: np.ndarray) -> None:
         """Pool a (Ti, Tj) tile of statistics whose first pair is (i0, j0); invalid entries < 0."""
+        self.merge_pooled(*self.pool_tile(i0, j0, stat))
+
+    def pool_tile(self, i0: int, j0: int, stat: np.ndarray):
+        """(row cells, column cells, pooled maxima) of one tile, without touching the grid
+        (thread-safe; :meth:`merge_pooled` folds the result in)."""
         ti, tj = stat.shape
         c = self.cell
         if i0 % c == 0 and j0 % c == 0 and ti % c == 0 and tj % c == 0:  # aligned: one reshape-max pass
             pooled = stat.reshape(ti // c, c, tj // c, c).max(axis=(1, 3)) if c > 1 else stat
-            r0, c0 = i0 // c, j0 // c
-            view = self.grid[r0:r0 + ti // c, c0:c0 + tj // c]
-            np.maximum(view, pooled.astype(np.float32), out=view)
-            return
+            return slice(i0 // c, (i0 + ti) // c), slice(j0 // c, (j0 + tj) // c), pooled.astype(np.float32)
         rows = np.arange(i0, i0 + ti) // c
         cols = np.arange(j0, j0 + tj) // c
         rb = np.flatnonzero(np.r_[True, rows[1:] != rows[:-1]])
         cb = np.flatnonzero(np.r_[True, cols[1:] != cols[:-1]])
         pooled = np.maximum.reduceat(np.maximum.reduceat(stat, rb, axis=0), cb, axis=1)
-        sub = self.grid[rows[rb][:, None], cols[cb][None, :]]
-        self.grid[rows[rb][:, None], cols[cb][None, :]] = np.maximum(sub, pooled.astype(np.float32))
+        return rows[rb][:, None], cols[cb][None, :], pooled.astype(np.float32)
+
+    def merge_pooled(self, r, c, pooled) -> None:
+        self.grid[r, c] = np.maximum(self.grid[r, c], pooled)
 
     def merge_grid(self, other: np.ndarray) -> None:
         """Max-merge a grid of the same shape (e.g. accumulated on the GPU)."""

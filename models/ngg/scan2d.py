@@ -82,7 +82,7 @@ class Scan2DOptions:
     top_k: int = 1000
     trait: str = "qt"  # qt | binary
     pyramid_side: int = 4096  # largest level-0 grid side
-    block_pairs: int | None = None  # pairs per checkpoint block (default 2^25 CPU, 2^32 GPU)
+    block_pairs: int | None = None  # pairs per checkpoint block (default 2^27 CPU, 2^32 GPU)
     sig_p: float | None = None  # significance threshold for the summaries (default 0.05 / pairs)
     y_bits: int = 40  # phenotype quantisation (signed levels), see the module doc
     threads: int = 0  # CPU worker threads (0 = os.cpu_count())
@@ -530,11 +530,15 @@ class Scan2D:
         self.labels, self.chrom_code = _codes(self.chrom[self.order])
         self.nc = len(self.labels)
         self.tile = self.opt.resolved_tile(self.gpu)
+        if not self.gpu and not self.opt.tile:  # enough tile pairs to keep every CPU thread busy
+            threads = self.opt.threads or _cpu_count()
+            while self.tile > 256 and (-(-p // self.tile)) * (-(-p // self.tile) + 1) // 2 < 3 * threads:
+                self.tile //= 2
         if self.gpu:  # the kernel's warp-level pyramid pooling needs warp-aligned tile edges
             self.tile = -(-self.tile // 32) * 32
         self.nt = -(-p // self.tile)
         self.tile_pairs = [(a, b) for a in range(self.nt) for b in range(a, self.nt)]
-        block_pairs = self.opt.block_pairs or (1 << 32 if self.gpu else 1 << 25)
+        block_pairs = self.opt.block_pairs or (1 << 32 if self.gpu else 1 << 27)
         per_block = max(1, int(block_pairs // (self.tile * self.tile)))
         self.blocks = [self.tile_pairs[k:k + per_block] for k in range(0, len(self.tile_pairs), per_block)]
         self.n_pairs = p * (p - 1) // 2
@@ -691,17 +695,18 @@ class Scan2D:
             return
         if self.gpu:  # case/control on the GPU: device arithmetic, host accumulation
             for tp in tile_pairs:
-                self._absorb(*self._cpu_tile(*tp, xp=self.xp))
+                self._merge(self._reduce(*self._cpu_tile(*tp, xp=self.xp)))
             return
         threads = self.opt.threads or _cpu_count()
+        work = lambda tp: self._reduce(*self._cpu_tile(*tp))  # noqa: E731
         with _blas_threads(1):  # parallel over tiles, not inside each GEMM
             if threads <= 1 or len(tile_pairs) == 1:
                 for tp in tile_pairs:
-                    self._absorb(*self._cpu_tile(*tp))
+                    self._merge(work(tp))
                 return
             with ThreadPoolExecutor(threads) as ex:
-                for res in ex.map(lambda tp: self._cpu_tile(*tp), tile_pairs):
-                    self._absorb(*res)
+                for red in ex.map(work, tile_pairs):
+                    self._merge(red)
 
     def _bounds(self, t: int) -> tuple[int, int]:
         return t * self.tile, min(self.p, (t + 1) * self.tile)
@@ -855,26 +860,28 @@ class Scan2D:
 
     def _absorb(self, i0: int, j0: int, stat: np.ndarray, beta: np.ndarray) -> None:
         """Fold one tile of statistics (sorted indices; invalid entries < 0) into the accumulators."""
+        self._merge(self._reduce(i0, j0, stat, beta))
+
+    def _reduce(self, i0: int, j0: int, stat: np.ndarray, beta: np.ndarray) -> dict:
+        """Tile-local reductions (run in the worker threads): candidates, pooled pyramid cells,
+        best partners and chromosome-pair counts of one tile. Candidates are cut at the top-k
+        threshold as it stood when the tile started, which can only be lower than the final one."""
         ti, tj = stat.shape
-        # top-k
-        thr = self.topk.threshold
-        r, c = np.nonzero(stat >= max(thr, 0.0))
-        if len(r):
-            self.topk.offer(r + i0, c + j0, stat[r, c], beta[r, c])
-        # pyramid
-        self.pyr.add_tile(i0, j0, stat)
-        # best partners (ties: smaller partner index)
+        thr = max(self.topk.threshold, 0.0)
+        r, c = np.nonzero(stat >= thr)
+        red = {"i0": i0, "j0": j0, "cand": (r + i0, c + j0, stat[r, c], beta[r, c])}
+        red["pyr"] = self.pyr.pool_tile(i0, j0, stat)
         rows = np.arange(i0, i0 + ti)
         cols = np.arange(j0, j0 + tj)
         ca = stat.argmax(axis=0)
-        self._best(cols, stat[ca, np.arange(tj)], rows[ca])
-        # chromosome pairs: row maxima per run of column chromosomes give the block maxima
+        red["col_best"] = (cols, stat[ca, np.arange(tj)], rows[ca])
         rc = self.chrom_code[i0:i0 + ti]
         cc = self.chrom_code[j0:j0 + tj]
         rb = np.flatnonzero(np.r_[True, rc[1:] != rc[:-1], True])
         cb = np.flatnonzero(np.r_[True, cc[1:] != cc[:-1], True])
         row_best_v = np.full(ti, -1.0)
         row_best_p = np.full(ti, -1, dtype=np.int64)
+        blocks = []
         for b0, b1 in zip(cb[:-1], cb[1:]):
             sub = stat[:, b0:b1]
             ra = sub.argmax(axis=1)
@@ -888,16 +895,28 @@ class Scan2D:
                 u, v = rc[a0], cc[b0]
                 if u > v:
                     u, v = v, u
-                self.cp_tested[u, v] += int(valid[a0:a1].sum())
-                self.cp_sig[u, v] += int(sig[a0:a1].sum())
                 k = int(np.argmax(rv[a0:a1]))
-                val = float(rv[a0 + k])
-                if val < 0:
-                    continue
-                bi, bj = i0 + a0 + k, int(rp[a0 + k])
-                if val > self.cp_best[u, v] or (val == self.cp_best[u, v] and (bi, bj) < (self.cp_best_i[u, v], self.cp_best_j[u, v])):
-                    self.cp_best[u, v], self.cp_best_i[u, v], self.cp_best_j[u, v] = val, bi, bj
-        self._best(rows, row_best_v, row_best_p)
+                blocks.append((u, v, int(valid[a0:a1].sum()), int(sig[a0:a1].sum()), float(rv[a0 + k]),
+                               i0 + a0 + k, int(rp[a0 + k])))
+        red["row_best"] = (rows, row_best_v, row_best_p)
+        red["blocks"] = blocks
+        return red
+
+    def _merge(self, red: dict) -> None:
+        """Fold a tile's reductions into the scan's accumulators (main thread; cheap)."""
+        i, j, st, be = red["cand"]
+        if len(st):
+            self.topk.offer(i, j, st, be)
+        self.pyr.merge_pooled(*red["pyr"])
+        self._best(*red["col_best"])
+        self._best(*red["row_best"])
+        for u, v, valid, sig, val, bi, bj in red["blocks"]:
+            self.cp_tested[u, v] += valid
+            self.cp_sig[u, v] += sig
+            if val < 0:
+                continue
+            if val > self.cp_best[u, v] or (val == self.cp_best[u, v] and (bi, bj) < (self.cp_best_i[u, v], self.cp_best_j[u, v])):
+                self.cp_best[u, v], self.cp_best_i[u, v], self.cp_best_j[u, v] = val, bi, bj
 
     def _best(self, idx, val, partner) -> None:
         cur = self.best_stat[idx]
