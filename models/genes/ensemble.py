@@ -77,13 +77,13 @@ class BatchedEnsemble(nn.Module):
         w2, b2 = self.w2[m0:m1], self.b2[m0:m1]
         if isinstance(x, ComboBatch):
             h = self.gene_act(torch.addmm(b1, x.z, w1.t())).view(-1, n, H)   # (U, n, H)
-            vals = torch.einsum("unh,nh->un", h, w2) + b2                     # (U, n)
+            vals = (h * w2).sum(-1) + b2                                      # (U, n)
             return vals[x.ids].permute(0, 2, 1)                               # (B, n, G)
         if isinstance(x, GeneBatch):
             base = self.gene_act(torch.addmm(b1[:, None], w1, x.z0)).view(n, H, G)
             base = torch.einsum("nhg,nh->ng", base, w2) + b2[:, None]          # (n, G)
             h = self.gene_act(torch.addmm(b1, x.z, w1.t())).view(-1, n, H)
-            vals = torch.einsum("pnh,nh->pn", h, w2) + b2                     # (P, n)
+            vals = (h * w2).sum(-1) + b2                                      # (P, n)
             out = base.unsqueeze(0).repeat(x.n_rows, 1, 1)
             return self._put_pairs(out, x.rows, x.genes, vals)
         xb = x.view(x.shape[0], C, G)

@@ -23,9 +23,11 @@ class SyntheticCohort:
 
 
 def random_counts(n: int, n_genes: int, n_classes: int, *, rate: float = 0.02,
-                  rng: np.random.Generator) -> sp.csr_matrix:
-    """Poisson-thinned sparse counts: each (sample, class, gene) cell is nonzero with prob.
-    ~``rate`` (gene-specific rates drawn around it, heavier in a few classes)."""
+                  rng: np.random.Generator, geometric_p: float | None = None) -> sp.csr_matrix:
+    """Sparse counts: each (sample, class, gene) cell is nonzero with prob. ~``rate`` (gene-
+    specific rates drawn around it, heavier in a few classes). Nonzero values are 1 or 2
+    (2 with prob. 0.1), or geometric(``geometric_p``) when given (long tail, like intronic
+    counts of long genes). Never densifies: O(nnz) memory."""
     f = n_classes * n_genes
     gene_rate = rng.gamma(2.0, rate / 2.0, size=n_genes)
     class_w = rng.dirichlet(np.full(n_classes, 0.7)) * n_classes
@@ -33,7 +35,10 @@ def random_counts(n: int, n_genes: int, n_classes: int, *, rate: float = 0.02,
     nnz = rng.binomial(f, min(1.0, cell_rate.mean()), size=n)
     rows = np.repeat(np.arange(n), nnz)
     cols = rng.choice(f, size=int(nnz.sum()), p=cell_rate / cell_rate.sum())
-    vals = 1 + rng.binomial(1, 0.1, size=cols.size)
+    if geometric_p is None:
+        vals = 1 + rng.binomial(1, 0.1, size=cols.size)
+    else:
+        vals = rng.geometric(geometric_p, size=cols.size)
     X = sp.csr_matrix((vals.astype(np.float32), (rows, cols)), shape=(n, f))
     X.sum_duplicates()
     return X
@@ -47,11 +52,13 @@ def planted_burden(n: int = 1000, n_genes: int = 200, n_classes: int = 16, *, n_
     gene's damaging classes), plus logistic noise; top ``case_fraction`` of liability are cases."""
     rng = np.random.default_rng(seed)
     X = random_counts(n, n_genes, n_classes, rate=rate, rng=rng)
-    counts = X.toarray().reshape(n, n_classes, n_genes)
     causal = rng.choice(n_genes, size=n_causal, replace=False)
     k = max(1, n_classes // 4) if n_damaging is None else int(n_damaging)
     damaging = rng.choice(n_classes, size=k, replace=False)
-    burden = counts[:, damaging][:, :, causal].sum(axis=1)             # (n, n_causal)
+    # burden of each causal gene over its damaging classes, read from the sparse columns
+    cols = (damaging[:, None] * n_genes + causal[None, :]).ravel()     # (k * n_causal,)
+    block = X[:, cols].toarray().reshape(n, k, n_causal)
+    burden = block.sum(axis=1)                                         # (n, n_causal)
     signs = rng.choice([-1.0, 1.0], size=n_causal)
     liab = burden @ (effect * signs)
     score = liab + rng.logistic(size=n) * 0.5

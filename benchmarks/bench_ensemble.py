@@ -1,0 +1,249 @@
+"""Batched ensemble vs a loop of single nets, and (optionally) the R x K protocol for the zoo.
+
+    python benchmarks/bench_ensemble.py                       # small CPU run (about a minute)
+    python benchmarks/bench_ensemble.py --preset paper --device cuda
+    python benchmarks/bench_ensemble.py --zoo --repeats 10 --folds 3 --device cuda
+
+Ensemble mode: one stratified K-fold CV (default 3 folds). Per fold, data preparation
+(standardisation, input encoding) is done once and timed separately; then (a) ONE batched model
+of N random-sparse members is trained and predicts, and (b) N single ``biosparse`` nets with the
+same seeds are trained one after another on the same prepared data. Same device, same epochs,
+same batches. Prints the loop/batched time ratio and the AUCs of both (which should agree), and
+writes JSON to benchmarks/results/. ``--loop-members k`` times only k loop members and
+extrapolates linearly to N (flagged as such in the JSON).
+
+Zoo mode (``--zoo``): every model of the zoo on R x K repeated stratified CV; total time per
+model and AUC mean +- sd.
+
+The cohort is synthetic (models.genes.synthetic): sparse counts at a realistic cell density
+with a planted additive burden signal; nothing is densified.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+PRESETS = {
+    # ~1 minute on 2 CPU cores
+    "small": dict(n_samples=600, n_genes=400, members=8, epochs=3, rate=0.05),
+    # the issue's benchmark: 4,000 samples x 23,000 genes, 100 members
+    "paper": dict(n_samples=4000, n_genes=23000, members=100, epochs=10, rate=0.076),
+}
+
+
+def _cohort(args):
+    from models.genes.synthetic import planted_burden, random_pathways
+
+    t0 = time.perf_counter()
+    coh = planted_burden(n=args.n_samples, n_genes=args.n_genes, n_classes=args.classes,
+                         n_causal=min(50, max(2, args.n_genes // 50)), effect=1.0,
+                         rate=args.rate, seed=args.seed, n_pathways=args.pathways)
+    rng = np.random.default_rng(args.seed + 1)
+    coh.gene_pathways = random_pathways(args.n_genes, args.pathways, rng=rng)
+    return coh, time.perf_counter() - t0
+
+
+def _folds(y, k, repeats, seed):
+    from sklearn.model_selection import RepeatedStratifiedKFold
+
+    rskf = RepeatedStratifiedKFold(n_splits=k, n_repeats=repeats, random_state=seed)
+    return list(rskf.split(np.zeros(len(y)), y))
+
+
+def _sync(device):
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def run_ensemble(args) -> dict:
+    import torch
+    from sklearn.metrics import roc_auc_score
+
+    from models.genes.data import Standardiser, make_source
+    from models.genes.ensemble import BatchedEnsemble
+    from models.genes.nets import GeneNet, build_topology
+    from models.genes.training import predict_logits, resolve_device, train_net
+
+    device = resolve_device(args.device)
+    if device.type == "cpu" and args.threads:
+        torch.set_num_threads(args.threads)
+    coh, t_cohort = _cohort(args)
+    C, G, N = args.classes, args.n_genes, args.members
+    n_loop = min(N, args.loop_members or N)
+    folds = _folds(coh.y, args.folds, 1, args.seed)
+    res = {"prep_s": 0.0, "batched_s": 0.0, "loop_s": 0.0, "auc_batched": [], "auc_loop": [],
+           "max_abs_member_diff": 0.0, "n_combos": [], "input_mode": None}
+    for f, (tr, te) in enumerate(folds):
+        y_tr = coh.y[tr].astype(np.float32)
+        alpha = float(1 - y_tr.mean())
+        t0 = time.perf_counter()
+        stats = Standardiser(coh.X[tr])
+        src = make_source(coh.X[tr], stats, C, device, mode=args.input_mode,
+                          batch_size=args.batch_size)
+        src_te = make_source(coh.X[te], stats, C, device, mode=src.mode, cache_bytes=0)
+        _sync(device)
+        res["prep_s"] += time.perf_counter() - t0
+        res["input_mode"] = src.mode
+        res["n_combos"].append(int(getattr(src, "n_combos", 0)))
+
+        def member(i):
+            topo, _ = build_topology("biosparse", G, coh.gene_pathways, {"pathway_seed": i})
+            return GeneNet("biosparse", C, G, hidden=args.hidden, topo=topo, init_seed=1000 + i)
+
+        common = dict(lr=args.lr, weight_decay=0.0, alpha=alpha, gamma=2.0,
+                      max_epochs=args.epochs, batch_size=args.batch_size, seed=args.seed + f,
+                      device=device)
+        # (a) one batched model
+        t0 = time.perf_counter()
+        ens = BatchedEnsemble([member(i) for i in range(N)],
+                              member_chunk=args.member_chunk).to(device)
+        train_net(ens, src, y_tr, **common)
+        lg = predict_logits(ens, src_te)
+        _sync(device)
+        res["batched_s"] += time.perf_counter() - t0
+        p_members = torch.sigmoid(lg.double())
+        res["auc_batched"].append(float(roc_auc_score(coh.y[te], p_members.mean(1).numpy())))
+        del ens
+        # (b) a loop of single nets, same seeds, same batches
+        t0 = time.perf_counter()
+        singles = []
+        for i in range(n_loop):
+            net = member(i).to(device)
+            train_net(net, src, y_tr, **common)
+            singles.append(torch.sigmoid(predict_logits(net, src_te).double()))
+            del net
+        _sync(device)
+        res["loop_s"] += (time.perf_counter() - t0) * (N / n_loop)
+        S = torch.stack(singles, 1)
+        res["max_abs_member_diff"] = max(res["max_abs_member_diff"],
+                                         float((S - p_members[:, :n_loop]).abs().max()))
+        if n_loop == N:
+            res["auc_loop"].append(float(roc_auc_score(coh.y[te], S.mean(1).numpy())))
+        print(f"fold {f}: batched {res['batched_s']:.1f}s cumulative, loop "
+              f"{res['loop_s']:.1f}s cumulative{' (extrapolated)' if n_loop < N else ''}",
+              flush=True)
+    res["ratio_loop_over_batched"] = res["loop_s"] / res["batched_s"]
+    res["loop_extrapolated_from"] = n_loop if n_loop < N else None
+    res["cohort_s"] = t_cohort
+    return res
+
+
+def run_zoo(args) -> dict:
+    from sklearn.metrics import roc_auc_score
+
+    from models.baselines import fit_predict_sgd
+    from models.genes import MODEL_TYPES, fit_predict
+
+    coh, t_cohort = _cohort(args)
+    folds = _folds(coh.y, args.folds, args.repeats, args.seed)
+    rng = np.random.default_rng(args.seed)
+    edges = rng.integers(0, args.n_genes, size=(args.n_genes, 2))
+    out = {"cohort_s": t_cohort, "models": {}}
+    models = args.models.split(",") if args.models else list(MODEL_TYPES) + ["sgd_l2"]
+    for m in models:
+        aucs, t0 = [], time.perf_counter()
+        for f, (tr, te) in enumerate(folds):
+            if m == "sgd_l2":
+                p, _ = fit_predict_sgd(coh.X[tr], coh.y[tr], coh.X[te], seed=f)
+            else:
+                params = {"lr": args.lr, "hidden": args.hidden}
+                if m == "genegene_pathway":
+                    params["gene_gene_edges"] = edges
+                if m == "ensemble":
+                    params.update(n_members=args.members, member_chunk=args.member_chunk)
+                p, _ = fit_predict(m, coh.X[tr], coh.y[tr], coh.X[te], n_classes=args.classes,
+                                   gene_pathways=coh.gene_pathways, params=params,
+                                   train={"max_epochs": args.epochs, "seed": f,
+                                          "batch_size": args.batch_size,
+                                          "device": args.device, "input_mode": args.input_mode,
+                                          "num_threads": args.threads or None})
+            aucs.append(float(roc_auc_score(coh.y[te], p)))
+        dt = time.perf_counter() - t0
+        out["models"][m] = {"total_s": dt, "per_fold_s": dt / len(folds),
+                            "auc_mean": float(np.mean(aucs)), "auc_sd": float(np.std(aucs, ddof=1))}
+        print(f"{m:18s} {dt:8.1f}s  {dt / len(folds):6.2f}s/fold  AUC {np.mean(aucs):.3f} +- "
+              f"{np.std(aucs, ddof=1):.3f}", flush=True)
+    out["total_s"] = sum(v["total_s"] for v in out["models"].values())
+    return out
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--preset", choices=sorted(PRESETS), default="small")
+    ap.add_argument("--n-samples", type=int)
+    ap.add_argument("--n-genes", type=int)
+    ap.add_argument("--members", type=int)
+    ap.add_argument("--epochs", type=int)
+    ap.add_argument("--rate", type=float, help="fraction of nonzero (sample, class, gene) cells")
+    ap.add_argument("--classes", type=int, default=16)
+    ap.add_argument("--pathways", type=int, default=300)
+    ap.add_argument("--hidden", type=int, default=50)
+    ap.add_argument("--batch-size", type=int, default=128)
+    ap.add_argument("--lr", type=float, default=1e-2)
+    ap.add_argument("--folds", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=1, help="zoo mode: CV repeats")
+    ap.add_argument("--member-chunk", type=int, default=None)
+    ap.add_argument("--loop-members", type=int, default=None,
+                    help="time only this many loop members and extrapolate to --members")
+    ap.add_argument("--input-mode", default="auto", choices=["auto", "combos", "pairs", "dense"])
+    ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    ap.add_argument("--threads", type=int, default=1, help="CPU intra-op threads (0: torch default)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--zoo", action="store_true", help="time the R x K protocol for every model")
+    ap.add_argument("--models", default="", help="zoo mode: comma-separated subset")
+    ap.add_argument("--out", default=str(REPO / "benchmarks" / "results"))
+    args = ap.parse_args(argv)
+    for k, v in PRESETS[args.preset].items():
+        if getattr(args, k) is None:
+            setattr(args, k, v)
+
+    import torch
+
+    from models.genes.training import resolve_device
+
+    device = resolve_device(args.device)
+    meta = {"benchmark": "zoo_protocol" if args.zoo else "ensemble_batched_vs_loop",
+            "preset": args.preset, "args": vars(args), "device": str(device),
+            "device_name": (torch.cuda.get_device_name(0) if device.type == "cuda"
+                            else platform.processor() or platform.machine()),
+            "torch": torch.__version__, "cpu_count": os.cpu_count(),
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    t0 = time.perf_counter()
+    result = run_zoo(args) if args.zoo else run_ensemble(args)
+    meta["wall_s"] = time.perf_counter() - t0
+    meta["result"] = result
+    if not args.zoo:
+        extra = " (loop extrapolated)" if result["loop_extrapolated_from"] else ""
+        print(f"\nensemble of {args.members} on {args.n_samples} x {args.n_genes} genes, "
+              f"{args.folds}-fold CV, {args.epochs} epochs, {device}: batched "
+              f"{result['batched_s']:.1f}s, loop {result['loop_s']:.1f}s{extra}, "
+              f"ratio {result['ratio_loop_over_batched']:.1f}x; data prep "
+              f"{result['prep_s']:.1f}s; max |member p batched - loop| "
+              f"{result['max_abs_member_diff']:.2e}")
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    name = (f"{meta['benchmark']}-{device.type}-{args.n_samples}x{args.n_genes}"
+            f"-N{args.members}.json")
+    path = out_dir / name
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(meta, indent=2, default=str))
+    os.replace(tmp, path)
+    print(json.dumps({k: v for k, v in result.items() if not isinstance(v, (list, dict))}))
+    print(f"wrote {path}")
+    return meta
+
+
+if __name__ == "__main__":
+    main()
