@@ -109,3 +109,20 @@ def test_ngg_method_runs(mouse, tmp_path):
     assert rc == 0
     top = pd.read_csv(out / "top_snps.tsv", sep="\t")
     assert {"snp", "score", "support", "effect"} <= set(top.columns)
+
+
+def test_metrics_and_mlflow(mouse, tmp_path, monkeypatch):
+    pytest.importorskip("mlflow")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    out = tmp_path / "m1"
+    rc = cli.main(_argv(mouse, out, "--mode", "1d", "--top", "5", "--metrics", str(tmp_path / "metrics.json"),
+                        "--mlflow", "scan-test"))
+    assert rc == 0
+    m = json.loads((tmp_path / "metrics.json").read_text())
+    assert m["join.n_used"] == 1410 and m["n_tests"] == m["filters.n_snps_used"] > 300
+    import mlflow
+
+    runs = mlflow.search_runs(experiment_names=["scan-test"])
+    assert len(runs) == 1 and runs["metrics.n_tests"][0] == m["n_tests"]
+    arts = {a.path for a in mlflow.MlflowClient().list_artifacts(runs["run_id"][0])}
+    assert {"top_snps.tsv", "summary.json", "manhattan.png"} <= arts

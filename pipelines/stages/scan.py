@@ -61,6 +61,9 @@ def add_arguments(p) -> None:
     p.add_argument("--pyramid-tile", type=int, default=256, help="side of the stored pyramid tiles")
     p.add_argument("--restart", action="store_true", help="ignore an existing 2D checkpoint")
     p.add_argument("--no-plots", action="store_true", help="skip the figures")
+    p.add_argument("--metrics", help="also write a flat JSON of the run's numbers here (DVC metrics)")
+    p.add_argument("--mlflow", metavar="EXPERIMENT", help="log parameters, metrics, tables and figures to this "
+                                                          "MLflow experiment of the project store")
     p.add_argument("--seed", type=int, default=0, help="NGG seed")
     p.add_argument("--ngg-B", type=int, default=1000, help="NGG piece size")
     p.add_argument("--ngg-d", type=int, default=30, help="NGG sketch size")
@@ -221,8 +224,49 @@ def run(args) -> int:
     summary.update(res)
     summary["seconds_total"] = time.perf_counter() - t0
     write_json(out / "summary.json", summary)
+    metrics = flat_metrics(summary)
+    if args.metrics:
+        write_json(args.metrics, metrics)
+    if args.mlflow:
+        _log_mlflow(args, out, summary, metrics)
     print(f"wrote {out}/ ({summary['seconds_total']:.1f} s)")
     return 0
+
+
+def flat_metrics(summary: dict, prefix: str = "") -> dict:
+    """The numbers of a summary, flattened to dotted keys (strings and lists dropped)."""
+    out = {}
+    for k, v in summary.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(flat_metrics(v, key + "."))
+        elif isinstance(v, (bool, np.bool_)):
+            continue
+        elif isinstance(v, (int, float, np.integer, np.floating)) and np.isfinite(v):
+            out[key] = float(v) if isinstance(v, (float, np.floating)) else int(v)
+    return out
+
+
+def _log_mlflow(args, out: Path, summary: dict, metrics: dict) -> None:
+    from pipelines import tracking
+
+    tracking.setup(args.mlflow)
+    from pipelines.io.plink import plink_paths
+
+    files = [Path(p).resolve() for p in (*plink_paths(args.bfile), args.pheno, args.covar) if p]
+    root = tracking.store_root().resolve()
+    inside = [f for f in files if root in f.parents]
+    extra = {"stage": f"scan-{args.mode}-{args.method}"}
+    extra.update({f"md5.{f.name}": tracking.file_md5(f) for f in files if f not in inside})
+    params = {k: v for k, v in vars(args).items() if not k.startswith("_") and k not in ("command",)}
+    name = f"scan-{args.mode}-{args.method}"
+    import mlflow
+
+    with tracking.parent_run(name, tracking.run_tags(inside, extra=extra), tracking.flatten_params(params)):
+        mlflow.log_metrics({k.replace("/", "_"): float(v) for k, v in metrics.items()})
+        for f in sorted(out.iterdir()):
+            if f.is_file() and f.suffix in (".tsv", ".json", ".png"):
+                mlflow.log_artifact(str(f))
 
 
 def _run_exact_1d(args, data, out: Path, device: str) -> dict:
