@@ -24,7 +24,7 @@ def table_from_stage_outputs(models: dict, train_dir="work/train", metrics_dir="
         rows.append({"model": name, "type": (cfg or {}).get("type", name), "params": _fmt_params(cfg or {}),
                      "auc_mean": met["auc_mean"], "auc_sd": met["auc_sd"], "n_folds": met["n_folds"],
                      "n_parameters": met["n_parameters"], "train_time_s": met["train_time_s"],
-                     "_fold_auc": fold_auc})
+                     "fold_aucs": fold_auc})
     return pd.DataFrame(rows)
 
 
@@ -51,7 +51,7 @@ def table_from_mlflow(experiment: str) -> pd.DataFrame:
                      "auc_mean": r["metrics.auc_mean"], "auc_sd": r["metrics.auc_sd"],
                      "n_folds": int(r["metrics.n_folds"]), "n_parameters": int(r["metrics.n_parameters"]),
                      "train_time_s": r["metrics.train_time_s"], "run_id": r["run_id"],
-                     "_fold_auc": np.array([])})
+                     "fold_aucs": np.array([])})
     return pd.DataFrame(rows)
 
 
@@ -105,7 +105,7 @@ def plot_fold_aucs(df: pd.DataFrame, path) -> None:
 
     df = df.sort_values("auc_mean", ascending=True)
     fig, ax = plt.subplots(figsize=(6, 0.5 + 0.45 * len(df)))
-    ax.boxplot([r._fold_auc for r in df.itertuples()], vert=False, labels=list(df["model"]))
+    ax.boxplot([r.fold_aucs for r in df.itertuples()], orientation="horizontal", tick_labels=list(df["model"]))
     ax.axvline(0.5, ls=":", c="grey")
     ax.set_xlabel("ROC AUC per CV fold")
     fig.tight_layout()

@@ -38,7 +38,7 @@ def run(args) -> int:
         return 1
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    table = df.drop(columns=["_fold_auc"]).sort_values("auc_mean", ascending=False)
+    table = df.drop(columns=["fold_aucs"]).sort_values("auc_mean", ascending=False)
     with atomic_path(out / "comparison.tsv") as tmp:
         table.to_csv(tmp, sep="\t", index=False, float_format="%.6f")
     write_text(out / "comparison.md", report.markdown_table(df))
