@@ -410,6 +410,9 @@ def _pick_kegg(rng, kegg_sets: dict, n_k: int) -> list:
         for i in np.sort(rng.choice(len(members), k, replace=False)) if k > 0 else ():
             chosen.append(members[i])
             seen.add(members[i])
+    if len(chosen) < n_k:          # large cohorts: the rest uniformly among the remaining members
+        rest = sorted({g for genes in kegg_sets.values() for g in genes} - seen)
+        chosen += [rest[i] for i in np.sort(rng.choice(len(rest), n_k - len(chosen), replace=False))]
     return sorted(chosen)
 
 
@@ -712,12 +715,12 @@ def simulate_cohort(out_dir, *, n_samples: int = 2000, n_genes: int = 2000,
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise EpiflowError(f"{out_dir}: exists and is not a directory")
+    created = not out_dir.exists()
     out_dir.mkdir(parents=True, exist_ok=True)
 
     from tqdm import tqdm
 
     lay = _layout(p, kegg_syms, other_syms, kegg_sets)
-    n, G = p["n_samples"], p["n_genes"]
     steps = 2 * len(lay.chrom_ranges) + 2
     bar = tqdm(total=steps, desc="simulate", unit="step", disable=not progress, file=sys.stderr,
                leave=False, dynamic_ncols=True)
@@ -729,6 +732,10 @@ def simulate_cohort(out_dir, *, n_samples: int = 2000, n_genes: int = 2000,
             for name in names:
                 os.chmod(tmp / name, 0o644)
                 os.replace(tmp / name, out_dir / name)
+    except BaseException:
+        if created and not any(out_dir.iterdir()):
+            out_dir.rmdir()
+        raise
     finally:
         bar.close()
     summary["out_dir"] = str(out_dir)
@@ -982,13 +989,15 @@ def _write_chrom(p, lay, ci, g0, g1, ts, gene, cls, weights, miss_weight, writer
 
     # -- burdens: class-weighted carrier counts per (gene, sample)
     if len(e_site):
-        W = sp.csr_matrix((weights[e_cls], (e_gene - g0, e_site)), shape=(g1 - g0, S))
-        burden[g0:g1] += np.asarray(W @ carrier, dtype=np.float32)
         np.add.at(n_entries, e_gene, 1)
+        W = sp.csr_matrix((weights[e_cls], (e_gene - g0, e_site)), shape=(g1 - g0, S))
         dmg = weights[e_cls] >= DAMAGING_WEIGHT
-        if dmg.any():
-            Wd = sp.csr_matrix((np.ones(int(dmg.sum())), (e_gene[dmg] - g0, e_site[dmg])), shape=(g1 - g0, S))
-            damaging[g0:g1] |= np.asarray(Wd @ carrier) > 0
+        Wd = sp.csr_matrix((np.ones(int(dmg.sum())), (e_gene[dmg] - g0, e_site[dmg])), shape=(g1 - g0, S))
+        step = 1024                      # sample blocks bound the float copy of the carrier matrix
+        for s0 in range(0, n, step):
+            block = carrier[:, s0:s0 + step]
+            burden[g0:g1, s0:s0 + step] += np.asarray(W @ block, dtype=np.float32)
+            damaging[g0:g1, s0:s0 + step] |= np.asarray(Wd @ block) > 0
     class_counts = np.bincount(e_cls, minlength=len(CLASSES))
     class_counts[_INTERGENIC] += int(np.sum(cls[~is_b] == _INTERGENIC) + np.sum(cls[b_sites] == _INTERGENIC))
     return {"class_counts": class_counts, "records": R, "multiallelic": len(a_sites),
@@ -1037,11 +1046,10 @@ def _pick_pair(rng, kegg_sets, sym_index, pool: np.ndarray):
 
 def _informative_fraction(burden: np.ndarray) -> np.ndarray:
     """Per gene, the fraction of samples whose burden differs from the gene's most common value."""
-    q = np.round(burden.astype(np.float64) * 1000).astype(np.int64)
-    out = np.zeros(len(q))
-    for g in range(len(q)):
-        _, counts = np.unique(q[g], return_counts=True)
-        out[g] = 1.0 - counts.max() / q.shape[1]
+    out = np.zeros(len(burden))
+    for g in range(len(burden)):
+        _, counts = np.unique(np.round(burden[g].astype(np.float64) * 1000), return_counts=True)
+        out[g] = 1.0 - counts.max() / burden.shape[1]
     return out
 
 
@@ -1052,8 +1060,12 @@ def _phenotype(p, lay: _Layout, kegg_sets, burden: np.ndarray, damaging: np.ndar
     carriers = (burden > 0).mean(axis=1)
     informative = _informative_fraction(burden)
     dmg_frac = damaging.mean(axis=1)
-    mean = burden.astype(np.float64).mean(axis=1)
-    sd = burden.astype(np.float64).std(axis=1)
+    mean = np.zeros(G)
+    sd = np.zeros(G)
+    for g0 in range(0, G, 256):     # gene blocks: no float64 copy of the whole burden matrix
+        block = burden[g0:g0 + 256].astype(np.float64)
+        mean[g0:g0 + 256] = block.mean(axis=1)
+        sd[g0:g0 + 256] = block.std(axis=1)
     f = p["min_carrier_fraction"]
     eligible = in_vcf & (sd > 0) & (informative >= f)
     sym_index = {s: i for i, s in enumerate(lay.symbols)}
@@ -1078,7 +1090,6 @@ def _phenotype(p, lay: _Layout, kegg_sets, burden: np.ndarray, damaging: np.ndar
     base = eligible & lay.kegg
     pairs = []
     E_raw = np.zeros(n)
-    terms = []
     for t in range(p["n_epistatic_pairs"]):
         avail = base & ~used
         kind = "xor" if t == 0 else "product"
@@ -1105,7 +1116,6 @@ def _phenotype(p, lay: _Layout, kegg_sets, burden: np.ndarray, damaging: np.ndar
         term, tm, tsd = _standardise(raw)
         mag = float(rng.uniform(0.75, 1.25))
         E_raw += sign * mag * term
-        terms.append(term)
         pairs.append({"genes": [lay.symbols[ga], lay.symbols[gb]], "pathway": pathway,
                       "shared_pathways": sorted(set(gene_pathways.get(ga, [])) & set(gene_pathways.get(gb, []))),
                       "type": kind, "sign": int(sign), "_mag": mag, "term_mean": _r(tm), "term_sd": _r(tsd),

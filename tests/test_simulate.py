@@ -289,7 +289,7 @@ def test_too_many_causal_genes_is_a_clear_error(tmp_path):
     with pytest.raises(EpiflowError, match="n_additive_genes=90"):
         simulate_cohort(tmp_path / "x", n_samples=40, n_genes=20, n_additive_genes=90,
                         n_epistatic_pairs=0, progress=False)
-    assert not any((tmp_path / "x").glob("*"))
+    assert not (tmp_path / "x").exists()
 
 
 def test_cli(tmp_path, capsys):
@@ -307,3 +307,41 @@ def test_cli(tmp_path, capsys):
     assert len(truth["epistatic_pairs"]) == 3
     assert main(["simulate", "--out", str(tmp_path / "o2"), "--params", str(params),
                  "--case-fraction", "1.5", "--no-progress"]) == 2
+
+
+@pytest.mark.slow
+def test_default_cohort_is_learnable(tmp_path):
+    """At the default 2,000 x 2,000 an additive per-gene model clears 0.68 ROC AUC (3-fold CV),
+    and the planted pair terms add to what the additive genes alone give."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold, cross_val_score
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    d = tmp_path / "default"
+    simulate_cohort(d, progress=False)
+    c = _read_cohort(d)
+    truth = c["truth"]
+    y = np.array([r["status"] == "case" for r in c["sheet"]])
+    genes = sorted({g for g, _ in c["carriers"]})
+    ones = {k: 1.0 for k in truth["class_weights"]}
+    X = np.stack([_burden(c["carriers"], g, ones) for g in genes], axis=1).astype(float)
+    cv = StratifiedKFold(3, shuffle=True, random_state=0)
+    l1 = make_pipeline(StandardScaler(), LogisticRegression(C=0.05, l1_ratio=1.0, solver="liblinear"))
+    auc_additive = cross_val_score(l1, X, y, cv=cv, scoring="roc_auc").mean()
+    assert auc_additive > 0.68
+    # oracle features: the planted genes' weighted burdens, then also the planted pair terms
+    w = truth["class_weights"]
+    B = {g: _burden(c["carriers"], g, w) for g in
+         [a["gene"] for a in truth["additive_genes"]] + [g for p in truth["epistatic_pairs"] for g in p["genes"]]}
+    add = np.stack([B[a["gene"]] for a in truth["additive_genes"]], axis=1)
+    extra = []
+    dmg = {k: 1.0 for k in truth["damaging_classes"]}
+    for p in truth["epistatic_pairs"]:
+        za, zb = ((B[g] - B[g].mean()) / B[g].std() for g in p["genes"])
+        da, db = (_burden(c["carriers"], g, dmg) > 0 for g in p["genes"])
+        extra += [za, zb, za * zb, (da ^ db).astype(float)]
+    lr = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
+    auc_a = cross_val_score(lr, add, y, cv=cv, scoring="roc_auc").mean()
+    auc_ae = cross_val_score(lr, np.column_stack([add] + extra), y, cv=cv, scoring="roc_auc").mean()
+    assert auc_ae > auc_a + 0.03
