@@ -100,7 +100,12 @@ def test_duplicate_sample_ids(tmp_path):
         read_bed(tmp_path / "x")
 
 
-def test_mouse_bed_agrees_with_bimbam_on_every_called_cell(shared_data):
+@pytest.fixture(scope="module")
+def mouse_bimbam(shared_data):
+    return read_bimbam(shared_data / "gemma" / "mouse_hs1940.geno.txt.gz")
+
+
+def test_mouse_bed_agrees_with_bimbam_on_every_called_cell(shared_data, mouse_bimbam):
     """BED A1 counts vs GEMMA's BIMBAM mean genotypes for mouse_hs1940.
 
     Orientation: BIMBAM counts allele1 (column 2); for every SNP of these files allele1 equals the
@@ -111,7 +116,7 @@ def test_mouse_bed_agrees_with_bimbam_on_every_called_cell(shared_data):
     g = read_bed(gem / "mouse_hs1940")
     assert g.dosage.shape == (1940, 12226)
     assert g.missing_rate() == 0.0
-    snps, dos = read_bimbam(gem / "mouse_hs1940.geno.txt.gz")
+    snps, dos = mouse_bimbam
     assert (snps["snp"].to_numpy() == g.snps["snp"].to_numpy()).all()
     assert (snps["a1"].to_numpy() == g.snps["a1"].to_numpy()).all()
     aligned, flipped = align_bimbam_to_bim(snps, dos, g.snps)
@@ -123,10 +128,10 @@ def test_mouse_bed_agrees_with_bimbam_on_every_called_cell(shared_data):
     assert np.array_equal(aligned[called], bed[called])
 
 
-def test_align_bimbam_flips_swapped_alleles(shared_data):
+def test_align_bimbam_flips_swapped_alleles(shared_data, mouse_bimbam):
     gem = shared_data / "gemma"
     g = read_bed(gem / "mouse_hs1940", snps=np.arange(50))
-    snps, dos = read_bimbam(gem / "mouse_hs1940.geno.txt.gz")
+    snps, dos = mouse_bimbam
     snps, dos = snps.iloc[:50].copy(), dos[:50]
     snps[["a1", "a2"]] = snps[["a2", "a1"]].to_numpy()
     aligned, flipped = align_bimbam_to_bim(snps, 2.0 - dos, g.snps)
