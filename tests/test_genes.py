@@ -109,6 +109,16 @@ def test_pair_batches_equal_dense_batches():
         assert torch.allclose(net(combos(idx)), ref, atol=1e-5)
 
 
+def test_sources_leave_the_input_matrix_untouched():
+    rng = np.random.default_rng(3)
+    X = random_counts(80, 25, 4, rate=0.1, rng=rng)
+    before = (X.data.copy(), X.indices.copy(), X.indptr.copy())
+    st = Standardiser(X)
+    for mode in ("combos", "pairs", "dense"):
+        make_source(X, st, 4, torch.device("cpu"), mode=mode)
+        assert all(np.array_equal(a, b) for a, b in zip(before, (X.data, X.indices, X.indptr)))
+
+
 def test_combinations_match_unique_rows():
     rng = np.random.default_rng(5)
     C, G = 4, 30
