@@ -54,10 +54,11 @@ class BatchedEnsemble(nn.Module):
         self.b2 = nn.Parameter(cat(lambda m: m.gene.b2).view(N))       # (N,)
         edges = [m.path.n_edges for m in members]
         neurons = [m.path.n_out for m in members]
-        self.register_buffer("edge_ptr", torch.as_tensor(np.concatenate([[0], np.cumsum(edges)])))
-        self.register_buffer("neuron_ptr", torch.as_tensor(np.concatenate([[0], np.cumsum(neurons)])))
+        # offsets as Python ints: slicing per member chunk never waits on the device
+        self.edge_ptr = [0] + np.cumsum(edges).tolist()
+        self.neuron_ptr = [0] + np.cumsum(neurons).tolist()
         src = [m.path.src + i * G for i, m in enumerate(members)]
-        dst = [m.path.dst + int(self.neuron_ptr[i]) for i, m in enumerate(members)]
+        dst = [m.path.dst + self.neuron_ptr[i] for i, m in enumerate(members)]
         self.register_buffer("src", torch.cat(src))
         self.register_buffer("dst", torch.cat(dst))
         self.register_buffer("neuron_member", torch.repeat_interleave(
@@ -102,8 +103,8 @@ class BatchedEnsemble(nn.Module):
         m1 = self.n_members if m1 is None else m1
         n, G = m1 - m0, self.n_genes
         a = self.drop(self.gene_activations(x, m0, m1)).reshape(-1, n * G)   # (B, n*G)
-        e0, e1 = int(self.edge_ptr[m0]), int(self.edge_ptr[m1])
-        p0, p1 = int(self.neuron_ptr[m0]), int(self.neuron_ptr[m1])
+        e0, e1 = self.edge_ptr[m0], self.edge_ptr[m1]
+        p0, p1 = self.neuron_ptr[m0], self.neuron_ptr[m1]
         src = self.src[e0:e1] - m0 * G
         dst = self.dst[e0:e1] - p0
         contrib = a.index_select(1, src) * self.edge_w[e0:e1]
