@@ -46,6 +46,7 @@ def _all_stats(scan):
         return orig(i0, j0, stat, beta)
 
     scan._reduce = grab
+    scan.opt.workers = "thread"  # the capture writes into this process's arrays
     scan.run()
     S = np.fmax(S, S.T)
     Bt = np.where(np.isnan(Bt), Bt.T, Bt) * scan.y_scale

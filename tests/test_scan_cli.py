@@ -65,7 +65,8 @@ def test_2d_outputs(mouse, tmp_path):
 
 def test_killed_scan_resumes_to_identical_outputs(mouse, tmp_path, monkeypatch):
     ref = tmp_path / "ref"
-    args = ("--mode", "2d", "--top", "30", "--tile", "64", "--block-pairs", str(64 * 64 * 6), "--no-plots")
+    args = ("--mode", "2d", "--top", "30", "--tile", "64", "--block-pairs", str(64 * 64 * 6), "--no-plots",
+            "--checkpoint-every", "0")
     assert cli.main(_argv(mouse, ref, *args)) == 0
     out = tmp_path / "resumed"
     parser = cli.build_parser(only="scan")

@@ -48,7 +48,7 @@ import hashlib
 import math
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -85,7 +85,8 @@ class Scan2DOptions:
     block_pairs: int | None = None  # pairs per checkpoint block (default 2^27 CPU, 2^32 GPU)
     sig_p: float | None = None  # significance threshold for the summaries (default 0.05 / pairs)
     y_bits: int = 40  # phenotype quantisation (signed levels), see the module doc
-    threads: int = 0  # CPU worker threads (0 = os.cpu_count())
+    threads: int = 0  # CPU workers (0 = all available cores)
+    workers: str = "auto"  # CPU parallelism: "process" (forked, Linux), "thread", or auto (processes from 4 cores)
     max_iter: int = 25  # Newton iterations for case/control fits
     tol: float = 1e-10  # relative pivot tolerance for rank deficiency
 
@@ -635,6 +636,7 @@ class Scan2D:
         h.update("\t".join(self.chrom.tolist()).encode())
         opts = asdict(self.opt)
         opts.pop("threads", None)
+        opts.pop("workers", None)
         opts["tile"] = self.tile
         opts["backend"] = "cuda" if self.gpu else "cpu"
         h.update(repr(sorted(opts.items())).encode())
@@ -697,16 +699,31 @@ class Scan2D:
             for tp in tile_pairs:
                 self._merge(self._reduce(*self._cpu_tile(*tp, xp=self.xp)))
             return
-        threads = self.opt.threads or _cpu_count()
+        threads = min(self.opt.threads or _cpu_count(), len(tile_pairs))
         work = lambda tp: self._reduce(*self._cpu_tile(*tp))  # noqa: E731
         with _blas_threads(1):  # parallel over tiles, not inside each GEMM
-            if threads <= 1 or len(tile_pairs) == 1:
+            if threads <= 1:
                 for tp in tile_pairs:
                     self._merge(work(tp))
                 return
-            with ThreadPoolExecutor(threads) as ex:
-                for red in ex.map(work, tile_pairs):
-                    self._merge(red)
+            mode = self.opt.workers if self.opt.workers != "auto" else ("process" if threads >= 4 else "thread")
+            ctx = _fork_context() if mode == "process" else None
+            if ctx is None:
+                with ThreadPoolExecutor(threads) as ex:
+                    for red in ex.map(work, tile_pairs):
+                        self._merge(red)
+                return
+            # worker processes (forked: they share the genotypes copy-on-write and return only the
+            # tile reductions), so the many small NumPy calls of the pair kernel do not queue on
+            # one interpreter lock
+            global _FORKED_SCAN
+            _FORKED_SCAN = self
+            try:
+                with ProcessPoolExecutor(threads, mp_context=ctx) as ex:
+                    for red in ex.map(_forked_tile, tile_pairs, chunksize=1):
+                        self._merge(red)
+            finally:
+                _FORKED_SCAN = None
 
     def _bounds(self, t: int) -> tuple[int, int]:
         return t * self.tile, min(self.p, (t + 1) * self.tile)
@@ -869,7 +886,13 @@ class Scan2D:
         ti, tj = stat.shape
         thr = max(self.topk.threshold, 0.0)
         r, c = np.nonzero(stat >= thr)
-        red = {"i0": i0, "j0": j0, "cand": (r + i0, c + j0, stat[r, c], beta[r, c])}
+        vals = stat[r, c]
+        k = self.topk.k
+        if len(vals) > k:  # only this tile's k best (and ties) can enter the global top-k
+            kth = np.partition(vals, len(vals) - k)[len(vals) - k]
+            keep = vals >= kth
+            r, c, vals = r[keep], c[keep], vals[keep]
+        red = {"i0": i0, "j0": j0, "cand": (r + i0, c + j0, vals, beta[r, c])}
         red["pyr"] = self.pyr.pool_tile(i0, j0, stat)
         rows = np.arange(i0, i0 + ti)
         cols = np.arange(j0, j0 + tj)
@@ -991,6 +1014,25 @@ def _cell_moments(n11, n12, n21, n22) -> dict:
         "Sabb": n11 + 4.0 * n12 + 2.0 * n21 + 8.0 * n22,
         "Saabb": n11 + 4.0 * (n12 + n21) + 16.0 * n22,
     }
+
+
+_FORKED_SCAN = None
+
+
+def _forked_tile(tp):
+    """Worker-process body: one tile pair of the scan inherited through fork."""
+    s = _FORKED_SCAN
+    with _blas_threads(1):
+        return s._reduce(*s._cpu_tile(*tp))
+
+
+def _fork_context():
+    import multiprocessing as mp
+
+    try:
+        return mp.get_context("fork")
+    except ValueError:  # platforms without fork
+        return None
 
 
 def _cpu_count() -> int:

@@ -56,7 +56,10 @@ def add_arguments(p) -> None:
     p.add_argument("--maf", type=float, default=0.0, help="drop SNPs with minor allele frequency below this")
     p.add_argument("--extract", help="file of SNP ids to keep (first whitespace-separated field per line)")
     p.add_argument("--threads", type=int, default=0, help="CPU threads (0: all available)")
-    p.add_argument("--block-pairs", type=int, default=1 << 25, help="pairs per checkpoint block (2D)")
+    p.add_argument("--block-pairs", type=int, default=None,
+                   help="pairs per block of tiles (2D; default 2^27 on the CPU, 2^32 on the GPU)")
+    p.add_argument("--checkpoint-every", type=float, default=30.0,
+                   help="seconds between checkpoints (written after the block that crosses the interval; 0: every block)")
     p.add_argument("--pyramid-side", type=int, default=4096, help="largest side of the map pyramid's level 0")
     p.add_argument("--pyramid-tile", type=int, default=256, help="side of the stored pyramid tiles")
     p.add_argument("--restart", action="store_true", help="ignore an existing 2D checkpoint")
@@ -330,10 +333,14 @@ def _run_exact_2d(args, data, out: Path, device: str) -> dict:
             scan.reset()
     hook = getattr(args, "_on_block", None)
 
+    last = [time.perf_counter()]
+
     def save(s):
-        with atomic_path(ckpt, suffix=".npz") as tmp:
-            np.savez(tmp, **s.state())
-        print(f"  block {s.next_block}/{len(s.blocks)} done ({s.elapsed:.1f} s)", flush=True)
+        if not s.done and time.perf_counter() - last[0] >= args.checkpoint_every:
+            with atomic_path(ckpt, suffix=".npz") as tmp:
+                np.savez(tmp, **s.state())
+            last[0] = time.perf_counter()
+            print(f"  block {s.next_block}/{len(s.blocks)} done, checkpoint saved ({s.elapsed:.1f} s)", flush=True)
         if hook is not None:
             hook(s)
 
