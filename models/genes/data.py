@@ -81,20 +81,23 @@ def _combinations(X: sp.csr_matrix, n_classes: int):
                          "'pairs' or 'dense' for non-integer values")
     # renumber columns gene-major (g*C + c) and let scipy sort each row: entries then run by
     # (sample, gene, class) without a global sort over all nonzeros
-    col = np.asarray(X.indices, np.int64)
+    it = np.int32 if f < 2**31 and n * G < 2**31 else np.int64
+    col = np.asarray(X.indices).astype(it)
     Y = sp.csr_matrix((val.copy(), (col % G) * C + col // G, X.indptr.copy()), shape=(n, f))
     Y.sort_indices()
-    gc = np.asarray(Y.indices, np.int64)
-    rows = np.repeat(np.arange(n, dtype=np.int64), np.diff(Y.indptr))
+    gc = np.asarray(Y.indices).astype(it, copy=False)
+    rows = np.repeat(np.arange(n, dtype=it), np.diff(Y.indptr))
     gene, cl = gc // C, gc % C
-    pk = rows * G + gene
+    pk = rows * it(G) + gene
     va = np.rint(np.asarray(Y.data)).astype(np.int64)
     if pk.size == 0:
         e = np.empty(0, np.int64)
         return e, np.zeros((0, C)), e, e, e
-    new = np.concatenate([[True], pk[1:] != pk[:-1]])
+    new = np.empty(pk.size, bool)
+    new[0] = True
+    np.not_equal(pk[1:], pk[:-1], out=new[1:])
     starts = np.flatnonzero(new)
-    pair_of_entry = np.cumsum(new) - 1
+    pair_of_entry = np.cumsum(new, dtype=it) - 1
     pairs = pk[starts]
     p_row, p_gene = pairs // G, pairs % G
     rng = np.random.default_rng(0x5EED)
@@ -103,17 +106,24 @@ def _combinations(X: sp.csr_matrix, n_classes: int):
     wg = rng.integers(1, 2**62, dtype=np.uint64)
     with np.errstate(over="ignore"):
         e_hash = (va.astype(np.uint64) * wv + np.uint64(1)) * wc[cl]
-        e_hash = e_hash ^ (e_hash >> np.uint64(29))
+        e_hash ^= e_hash >> np.uint64(29)
         h = np.add.reduceat(e_hash, starts, dtype=np.uint64) + p_gene.astype(np.uint64) * wg
-    _, first, combo_of_pair = np.unique(h, return_index=True, return_inverse=True)
-    combo_of_pair = combo_of_pair.ravel()
+    # group pairs by hash (any member may represent its group: the check below is exact)
+    order = np.argsort(h)
+    hs = h[order]
+    head = np.empty(hs.size, bool)
+    head[0] = True
+    np.not_equal(hs[1:], hs[:-1], out=head[1:])
+    combo_of_pair = np.empty(h.size, np.int64)
+    combo_of_pair[order] = np.cumsum(head) - 1
+    first = order[head]
     # exact check: every pair has the same gene, entry count and entries as its representative
     n_entries = np.diff(np.append(starts, pk.size))
     rep = first[combo_of_pair]
     ok = np.array_equal(p_gene, p_gene[rep]) and np.array_equal(n_entries, n_entries[rep])
     if ok:
-        offset = np.arange(pk.size) - starts[pair_of_entry]
-        rep_entry = starts[rep[pair_of_entry]] + offset
+        rep_entry = np.arange(pk.size, dtype=np.int64)
+        rep_entry += (starts[rep] - starts)[pair_of_entry]
         ok = np.array_equal(cl, cl[rep_entry]) and np.array_equal(va, va[rep_entry])
     if not ok:
         raise RuntimeError("hash collision while grouping count vectors; use input_mode 'pairs'")
@@ -122,7 +132,8 @@ def _combinations(X: sp.csr_matrix, n_classes: int):
     is_rep_entry[first] = True
     sel = is_rep_entry[pair_of_entry]
     counts[combo_of_pair[pair_of_entry[sel]], cl[sel]] = va[sel]
-    return p_gene[first], counts, p_row, p_gene, combo_of_pair
+    return (p_gene[first].astype(np.int64), counts, p_row.astype(np.int64),
+            p_gene.astype(np.int64), combo_of_pair)
 
 
 class ComboBatch:
