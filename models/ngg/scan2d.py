@@ -39,8 +39,18 @@ the level-0 grid of the map pyramid. Every accumulator is order-independent (max
 tie order, integer counts, exact top-k), so a scan stopped after any block and resumed from its
 checkpoint (``state()`` / ``load_state()``) ends with identical results.
 
-Case/control traits use the cell counts of cases and of all samples (3 x 3 tables) and fit the
-logistic model of PLINK 1.9 ``--epistasis`` by Newton's method per pair (see ``binary_stats``).
+Case/control traits use the cell counts of cases and of all samples (3 x 3 tables, again from
+exact GEMMs) and fit the logistic model of PLINK 1.9 ``--epistasis`` by Newton's method per pair
+(see ``binary_stats``): OR_INT and STAT agree with PLINK wherever the maximum-likelihood estimate
+exists; pairs with (quasi-)complete separation, for which PLINK prints arbitrary finite numbers,
+are reported as untestable. PLINK's ``--fast-epistasis`` (its Ueki/BOOST-style approximations) is
+not reproduced: its statistic is an approximation by design, and the exact logistic test above is
+what the tables afford at the same cost.
+
+Parallelism: the CPU path splits each block's tile pairs over forked worker processes (or threads
+with ``workers="thread"``) that return only tile reductions; the GPU path (CuPy) is in
+:mod:`models.ngg.scan2d_gpu`. Quantitative traits only need the genotypes of the samples with a
+phenotype; covariates are not part of the pair model (callers may residualise y first).
 """
 from __future__ import annotations
 

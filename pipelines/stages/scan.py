@@ -55,7 +55,9 @@ def add_arguments(p) -> None:
     p.add_argument("--tile", type=int, default=None, help="SNPs per tile side of the 2D scan")
     p.add_argument("--maf", type=float, default=0.0, help="drop SNPs with minor allele frequency below this")
     p.add_argument("--extract", help="file of SNP ids to keep (first whitespace-separated field per line)")
-    p.add_argument("--threads", type=int, default=0, help="CPU threads (0: all available)")
+    p.add_argument("--threads", type=int, default=0, help="CPU workers (0: all available cores)")
+    p.add_argument("--workers", choices=["auto", "process", "thread"], default="auto",
+                   help="CPU parallelism of the 2D scan (auto: forked processes from 4 cores)")
     p.add_argument("--block-pairs", type=int, default=None,
                    help="pairs per block of tiles (2D; default 2^27 on the CPU, 2^32 on the GPU)")
     p.add_argument("--checkpoint-every", type=float, default=30.0,
@@ -315,7 +317,7 @@ def _run_exact_2d(args, data, out: Path, device: str) -> dict:
         y = _residualise(y, data["covar"])
         print("covariates regressed out of the phenotype before the pair scan")
     opt = Scan2DOptions(tile=args.tile, top_k=args.top, trait=data["trait"], pyramid_side=args.pyramid_side,
-                        block_pairs=args.block_pairs, threads=args.threads)
+                        block_pairs=args.block_pairs, threads=args.threads, workers=args.workers)
     try:
         scan = Scan2D(data["G"], y, data["snps"]["chrom"].to_numpy(), opt, device=device)
     except ValueError as exc:
