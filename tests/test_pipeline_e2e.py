@@ -1,0 +1,132 @@
+"""The whole pipeline on a tiny embedded cohort, through a real `dvc repro` and a real MLflow store.
+
+Checks: the run finishes; MLflow holds one parent run per model with a child per fold; a second
+`dvc repro` has nothing to do; changing one model's parameter reruns only that model and the report.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+def _env(project: Path) -> dict:
+    env = dict(os.environ)
+    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
+    env.pop("MLFLOW_TRACKING_URI", None)
+    env["EPIFLOW_ROOT"] = str(project)
+    env["GIT_AUTHOR_NAME"] = env["GIT_COMMITTER_NAME"] = "t"
+    env["GIT_AUTHOR_EMAIL"] = env["GIT_COMMITTER_EMAIL"] = "t@example.org"
+    return env
+
+
+def _run(cmd, project, check=True):
+    r = subprocess.run(cmd, cwd=project, env=_env(project), capture_output=True, text=True)
+    if check and r.returncode:
+        raise AssertionError(f"{cmd} failed ({r.returncode}):\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}")
+    return r
+
+
+@pytest.fixture(scope="module")
+def tiny_project(tmp_path_factory):
+    project = tmp_path_factory.mktemp("proj")
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    for d in ("models", "pipelines"):
+        shutil.copytree(REPO / d, project / d, ignore=ignore)
+    for f in ("dvc.yaml", ".dvcignore"):
+        shutil.copy(REPO / f, project / f)
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["study"] = "tiny"
+    params["simulate"].update(n_samples=200, n_genes=100)
+    params["splits"].update(repeats=2, folds=3)
+    params["train"].update(max_epochs=3)
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    (project / ".gitignore").write_text("/mlruns/\n/work/\n/reports/\n")
+    _run(["git", "init", "-q"], project)
+    _run([str(BIN / "dvc"), "init", "-q"], project)
+    _run([str(BIN / "dvc"), "config", "core.analytics", "false"], project)
+    _run(["git", "add", "-A"], project)
+    _run(["git", "commit", "-qm", "tiny"], project)
+    return project
+
+
+def test_tiny_pipeline_end_to_end(tiny_project):
+    project = tiny_project
+    t0 = time.perf_counter()
+    r = _run([str(BIN / "epiflow"), "demo"], project)
+    elapsed = time.perf_counter() - t0
+    assert (project / "data.dvc").is_file()
+    # the comparison table is printed: model, AUC mean +- sd, params
+    for model in ("logreg", "biosparse", "sgd_l2"):
+        assert model in r.stdout
+    assert "+-" in r.stdout
+    report = json.loads((project / "metrics" / "report.json").read_text())
+    assert report["n_models"] == 3
+    for model in ("logreg", "biosparse", "sgd_l2"):
+        m = json.loads((project / "metrics" / "train" / f"{model}.json").read_text())
+        assert m["n_folds"] == 6 and 0.0 <= m["auc_mean"] <= 1.0 and m["n_parameters"] > 0
+        roc = json.loads((project / "plots" / "roc" / f"{model}.json").read_text())
+        assert roc[0] == {"fpr": 0.0, "tpr": 0.0} and roc[-1] == {"fpr": 1.0, "tpr": 1.0}
+    assert (project / "reports" / "comparison.md").is_file() and (project / "reports" / "roc.png").is_file()
+
+    # MLflow: study experiment, a parent per model, a child per fold, tags with data versions
+    import mlflow
+
+    mlflow.set_tracking_uri(f"sqlite:///{project / 'mlruns' / 'mlflow.db'}")
+    exp = mlflow.get_experiment_by_name("tiny")
+    runs = mlflow.search_runs([exp.experiment_id], filter_string="tags.`epiflow.stage` = 'train'")
+    parents = runs[runs["tags.mlflow.parentRunId"].isna()]
+    assert sorted(parents["tags.epiflow.model"]) == ["biosparse", "logreg", "sgd_l2"]
+    for pid in parents["run_id"]:
+        kids = runs[runs["tags.mlflow.parentRunId"] == pid]
+        assert len(kids) == 6 and kids["metrics.auc"].between(0, 1).all()
+    assert parents["tags.epiflow.dvc.work/encoded"].str.endswith(".dir").all()
+    assert parents["tags.epiflow.git_commit"].str.len().ge(40).all()
+    print(f"tiny pipeline: {elapsed:.1f} s")
+
+    # nothing to do the second time
+    r = _run([str(BIN / "dvc"), "repro"], project)
+    assert "Running stage" not in r.stdout and "up to date" in r.stdout
+
+    # one model's parameter changed: only that model and the report rerun
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["models"]["logreg"]["lr"] = 0.002
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    r = _run([str(BIN / "dvc"), "repro"], project)
+    ran = sorted(line.split("'")[1] for line in r.stdout.splitlines() if line.startswith("Running stage"))
+    assert ran == ["report", "train@logreg"]
+
+
+def test_unknown_model_is_one_line_error(tiny_project):
+    r = _run([str(BIN / "epiflow"), "train", "--model", "nosuchnet"], tiny_project, check=False)
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "nosuchnet" in lines[0] and "params.yaml" in lines[0]
+
+
+def test_unknown_model_type_is_one_line_error(tiny_project, tmp_path):
+    params = yaml.safe_load((tiny_project / "params.yaml").read_text())
+    params["models"] = {"weird": {"type": "transformer"}}
+    p = tmp_path / "params.yaml"
+    p.write_text(yaml.safe_dump(params))
+    r = _run([str(BIN / "epiflow"), "train", "--model", "weird", "--params", str(p)], tiny_project, check=False)
+    assert r.returncode == 2
+    assert "unknown model type 'transformer'" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_every_subcommand_has_help():
+    from pipelines.cli import COMMANDS
+
+    for name in COMMANDS:
+        r = subprocess.run([str(BIN / "epiflow"), name, "--help"], capture_output=True, text=True)
+        assert r.returncode == 0 and "usage: epiflow" in r.stdout, name
