@@ -275,7 +275,8 @@ def study_panel(args, X_all, ids, chrom_all, log):
                                    "adj_r2": float(last.loc[k, "adj_r2"]),
                                    "adj_r2_sd": float(last.loc[k, "adj_r2_sd"])} for k in last.index},
                      "max_adj_r2": {k: float(s[s.feature_set == k]["adj_r2"].max()) for k in last.index},
-                     "true_pairs_among_selected": int(pair_hits(sim.pairs, pairs, window=W).sum())}
+                     "selected_pairs_at_planted_loci": int(pair_hits(sim.pairs, pairs, window=W).sum()),
+                     "planted_pairs_selected": int(pair_hits(pairs, sim.pairs, window=W).sum())}
         log(f"heritability ({name}): " + ", ".join(f"{k} {v['adj_r2']:.3f}" for k, v in her[name]["final"].items()))
     out["heritability"] = her
     out["heritability_note"] = ("NGG selection on a random half of the mice, PCR adjusted R^2 on the other "
