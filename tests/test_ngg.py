@@ -264,3 +264,22 @@ def test_gpu_matches_cpu():
     g32 = ngg_fit(X, sim.y, xp=cupy, **{**kw, "dtype": np.float32})
     assert pair_recall(_pairs(g32), sim.pairs, top=3) == 1.0
     assert pair_recall(_pairs(cpu), sim.pairs, top=3) == 1.0
+
+
+def test_locus_level_recall_and_clumping():
+    from models.ngg.simulate_pheno import clump_pairs, pair_hits
+
+    planted = np.array([[10, 50], [100, 200]])
+    found = np.array([[11, 51], [12, 49], [49, 9], [30, 80], [101, 203], [100, 200]])
+    np.testing.assert_array_equal(pair_hits(found, planted, window=0), [False, True])
+    np.testing.assert_array_equal(pair_hits(found, planted, window=1), [True, True])
+    np.testing.assert_array_equal(pair_hits(found[:5], planted, window=1), [True, False])
+    np.testing.assert_array_equal(pair_hits(found, planted, window=3), [True, True])
+    assert pair_recall(found, planted, window=3, top=4) == 0.5
+    # crosswise orientation counts, and a chromosome mismatch does not
+    chrom = np.zeros(300, int)
+    chrom[45:] = 1
+    assert pair_hits([[51, 11]], planted, window=1, chrom=chrom)[0]
+    assert not pair_hits([[44, 11]], [[44, 46]], window=5, chrom=chrom)[0]
+    np.testing.assert_array_equal(clump_pairs(found, window=2), [0, 3, 4])
+    np.testing.assert_array_equal(clump_pairs(found, window=0), np.arange(6))

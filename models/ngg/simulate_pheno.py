@@ -22,7 +22,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["SimulatedPhenotype", "simulate_phenotype", "as_float_dosage", "pair_recall", "snp_recall", "pair_hits"]
+__all__ = ["SimulatedPhenotype", "simulate_phenotype", "as_float_dosage", "pair_recall", "snp_recall", "pair_hits",
+           "clump_pairs"]
 
 PAIR_MODELS = ("product", "multiplicative", "threshold", "xor")
 
@@ -234,3 +235,34 @@ def snp_recall(found, planted, *, window: int = 0, top: int | None = None, chrom
     if found.size == 0:
         return 0.0
     return float(_same_locus(planted, found, window, chrom).any(axis=1).mean())
+
+
+def clump_pairs(found, *, window: int, chrom=None) -> np.ndarray:
+    """Indices of the found pairs (best first) kept by greedy locus clumping.
+
+    A pair is dropped when an already kept pair lies within ``window`` SNP columns of both of its
+    SNPs (either orientation; same chromosome when ``chrom`` is given), so LD copies of one
+    interacting locus pair count once and a top-K list holds K distinct locus pairs.
+    """
+    found = np.asarray(found, dtype=np.int64).reshape(-1, 2)
+    kept: list[int] = []
+    ki = np.zeros(0, np.int64)
+    kj = np.zeros(0, np.int64)
+    c = None if chrom is None else np.asarray(chrom)
+    for t, (i, j) in enumerate(found):
+        if ki.size:
+            near_i = np.abs(ki - i) <= window
+            near_j = np.abs(kj - j) <= window
+            cross_i = np.abs(kj - i) <= window
+            cross_j = np.abs(ki - j) <= window
+            if c is not None:
+                near_i &= c[ki] == c[i]
+                near_j &= c[kj] == c[j]
+                cross_i &= c[kj] == c[i]
+                cross_j &= c[ki] == c[j]
+            if np.any((near_i & near_j) | (cross_i & cross_j)):
+                continue
+        kept.append(t)
+        ki = np.append(ki, i)
+        kj = np.append(kj, j)
+    return np.asarray(kept, dtype=np.int64)
