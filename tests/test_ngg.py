@@ -281,5 +281,6 @@ def test_locus_level_recall_and_clumping():
     chrom[45:] = 1
     assert pair_hits([[51, 11]], planted, window=1, chrom=chrom)[0]
     assert not pair_hits([[44, 11]], [[44, 46]], window=5, chrom=chrom)[0]
-    np.testing.assert_array_equal(clump_pairs(found, window=2), [0, 3, 4])
+    np.testing.assert_array_equal(clump_pairs(found, window=3), [0, 3, 4])
+    np.testing.assert_array_equal(clump_pairs(found, window=2), [0, 3, 4, 5])
     np.testing.assert_array_equal(clump_pairs(found, window=0), np.arange(6))
