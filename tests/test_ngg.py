@@ -241,6 +241,8 @@ def test_input_validation():
         ngg_fit(X, sim.y[:-1], progress=False)
     with pytest.raises(ValueError, match="candidate"):
         ngg_fit(X, sim.y, candidates=[0, 60], progress=False)
+    with pytest.raises(ValueError, match="mode='2d'"):
+        ngg_fit(X, sim.y, mode="1d", candidates=[0, 1], progress=False)
 
 
 # --------------------------------------------------------------------------- GPU

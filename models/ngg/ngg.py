@@ -403,6 +403,8 @@ def ngg_fit(
     xp = resolve_xp(xp)
     if mode not in ("1d", "2d"):
         raise ValueError(f"mode must be '1d' or '2d', got {mode!r}")
+    if mode == "1d" and candidates is not None:
+        raise ValueError("candidates restrict pair columns: use them with mode='2d'")
     if B < 1 or d < 1 or R < 1 or iters < 1 or top < 1:
         raise ValueError("B, d, R, iters and top must be >= 1")
     X = np.asarray(X)
