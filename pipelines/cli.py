@@ -16,6 +16,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("pipelines.stages.demo", "generate the embedded cohort and run the whole DVC pipeline"),
     "simulate": ("pipelines.stages.simulate", "write the embedded simulated cohort (VCF, samples, GMT, truth)"),
     "encode": ("pipelines.stages.encode", "stream a VCF into gene x class counts and a variant matrix"),
+    "ingest-bed": ("pipelines.stages.ingest_bed", "read a PLINK 1 fileset into the int8 SNP dosage matrix, with filters and phenotype join"),
     "splits": ("pipelines.stages.splits", "write repeated stratified K-fold splits shared by all models"),
     "train": ("pipelines.stages.train", "cross-validate one model of the zoo on the shared splits"),
     "report": ("pipelines.stages.report", "print and save the model comparison table"),
