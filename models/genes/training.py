@@ -37,6 +37,7 @@ DEFAULT_PARAMS = {
     "rigl_interval": None,      # RigL: steps between rewirings (None: once per epoch)
     "rigl_stop": 0.75,          # RigL: fraction of training after which the graph is frozen
     "l1": 1e-4,                 # L1 source: penalty on the dense gene -> neuron layer
+    "gene_l1": 0.0,             # L1 on the gene -> neuron (or gene -> output) weights, any model
     "l1_epochs_fraction": 0.5,  # L1 source: share of epochs spent dense before pruning
     "n_members": 10,            # ensemble: members
     "member_source": "pathways",  # ensemble: members' graphs (random pathway pick | random graph)
@@ -323,7 +324,7 @@ def _fit_predict(model_type, X_train, y_train, X_test, *, n_classes, gene_pathwa
                             fraction=float(p["rigl_fraction"]), stop=float(p["rigl_stop"]))
                 hooks.append(rigl)
             fit = train_net(net, src_train, y_train, max_epochs=max_epochs, seed=seed,
-                            hooks=hooks, **common)
+                            hooks=hooks, l1=float(p["gene_l1"]), **common)
             if source == "rigl":
                 info.update(rigl_rewired=rigl.n_rewired, rigl_updates=rigl.n_updates)
         if topo is not None:
