@@ -58,9 +58,10 @@ def make_splits(y, sample_ids, *, repeats: int = 10, folds: int = 3, seed: int =
 
 
 def save_splits(splits: Splits, path) -> None:
+    from pipelines.npz import save_npz
+
     with atomic_path(path, suffix=".npz") as tmp:
-        with open(tmp, "wb") as fh:
-            np.savez_compressed(fh, fold=splits.fold, sample_ids=splits.sample_ids, seed=splits.seed)
+        save_npz(tmp, {"fold": splits.fold, "sample_ids": splits.sample_ids, "seed": np.array(splits.seed)})
 
 
 def load_splits(path, sample_ids=None) -> Splits:
