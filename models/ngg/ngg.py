@@ -385,6 +385,11 @@ def ngg_fit(
         cover every SNP).
     B, d, lam, R, iters: piece size, sketch size, L1 penalty (None: ``default_lambda`` x
         lam_scale), repetitions, FISTA iterations. Pieces never exceed the number of columns.
+        The defaults are the paper's (B=1000, d=30). A column's noise level per repetition is
+        ~sqrt(B / (d n)), so with n in the low thousands B=1000 only finds pairs explaining
+        ~10 % of the variance; on mouse_hs1940 (n=1,940) B=100, lam_scale=2 recovered 9/10
+        planted pairs of 4 % variance each in the top 10 where the defaults found 1/10, at the
+        same cost (benchmarks/bench_ngg.py).
     top: how many SNPs and pairs to report. covariates: (n, c) array regressed out of y and of
         the genotype columns first (an intercept is always included).
     xp: numpy, cupy, or a device name for models.ngg.backend.get_xp ('auto', 'cpu', 'cuda';
