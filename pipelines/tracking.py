@@ -132,7 +132,8 @@ def data_hashes(paths, root: Path | None = None) -> dict[str, str]:
 
 def run_tags(inputs, params_text: str | None = None, extra: dict | None = None) -> dict[str, str]:
     """Tags for a run: git commit, DVC hash per input, optional params fingerprint."""
-    tags = {f"{TAG_PREFIX}git_commit": git_commit(), "mlflow.source.git.commit": git_commit().removesuffix("-dirty")}
+    commit = git_commit()
+    tags = {f"{TAG_PREFIX}git_commit": commit, "mlflow.source.git.commit": commit.removesuffix("-dirty")}
     for path, md5 in data_hashes(inputs).items():
         tags[f"{TAG_PREFIX}dvc.{path}"] = md5
     if params_text is not None:

@@ -111,24 +111,23 @@ def run(args) -> int:
                                             "train_time_s": seconds})
         return n_parameters
 
+    def finish(n_parameters):
+        aucs = np.array([f["auc"] for f in fold_rows])
+        return (_summary(aucs, n_parameters, time.perf_counter() - t_all, fold_rows),
+                roc_points(*_repeat0(oof)))
+
+    run_id = None
     if log:
         import mlflow
 
         with tracking.parent_run(args.model, tags, tracking.flatten_params(model_params)) as run:
-            n_parameters = body(run.info.run_id)
-            aucs = np.array([f["auc"] for f in fold_rows])
-            summary = _summary(aucs, n_parameters, time.perf_counter() - t_all, fold_rows)
+            summary, roc = finish(body(run.info.run_id))
             mlflow.log_metrics({k: v for k, v in summary.items() if isinstance(v, (int, float))})
-            roc = roc_points(*_repeat0(oof))
             mlflow.log_dict({"model": args.model, "roc": roc}, "roc_repeat0.json")
             mlflow.log_text(pd.DataFrame(fold_rows).to_csv(sep="\t", index=False), "folds.tsv")
             run_id = run.info.run_id
     else:
-        n_parameters = body()
-        aucs = np.array([f["auc"] for f in fold_rows])
-        summary = _summary(aucs, n_parameters, time.perf_counter() - t_all, fold_rows)
-        roc = roc_points(*_repeat0(oof))
-        run_id = None
+        summary, roc = finish(body())
 
     with atomic_dir(out) as tmp:
         pd.concat(oof, ignore_index=True).to_parquet(tmp / "oof.parquet", index=False)
