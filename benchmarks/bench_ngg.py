@@ -40,7 +40,8 @@ sys.path.insert(0, str(REPO))
 
 from models.ngg.heritability import heritability_table, plot_heritability, summarize_table  # noqa: E402
 from models.ngg.ngg import ngg_fit  # noqa: E402
-from models.ngg.simulate_pheno import clump_pairs, pair_hits, simulate_phenotype, snp_recall  # noqa: E402
+from models.ngg.recovery import recall_metrics  # noqa: E402
+from models.ngg.simulate_pheno import pair_hits, simulate_phenotype, snp_recall  # noqa: E402
 
 DEFAULTS = {"B": 1000, "d": 30, "lam_scale": 1.0, "R": 10, "iters": 200}
 
@@ -110,34 +111,6 @@ def exact_scan(X, y, chrom, top):
 
 
 # --------------------------------------------------------------------------------------------- metrics
-
-
-def recall_metrics(found, planted, window, ks=(10, 50, 100), min_sep=None, chrom=None):
-    """recall@K at the locus level, first-hit rank per planted pair; the same after greedy locus
-    clumping (K distinct locus pairs; LD copies of one hit count once) and for distal pairs only (found pairs on different chromosomes or >= min_sep SNP columns apart: pairs inside one
-    LD block pick up dominance and additive signal and are usually filtered in epistasis scans)."""
-    out = {}
-    found = np.asarray(found).reshape(-1, 2)
-    for k in ks:
-        out[f"recall@{k}"] = float(pair_hits(found, planted, window=window, top=k).mean())
-    clumped = found[clump_pairs(found, window=window, chrom=chrom)]
-    for k in ks:
-        out[f"clumped_recall@{k}"] = float(pair_hits(clumped, planted, window=window, top=k).mean())
-    if min_sep is not None:
-        far = np.abs(found[:, 1] - found[:, 0]) >= min_sep
-        if chrom is not None:
-            c = np.asarray(chrom)
-            far |= c[found[:, 0]] != c[found[:, 1]]
-        dist = found[far]
-        for k in ks:
-            out[f"distal_recall@{k}"] = float(pair_hits(dist, planted, window=window, top=k).mean())
-    ranks = []
-    for a, b in planted:
-        m = ((np.abs(found[:, 0] - a) <= window) & (np.abs(found[:, 1] - b) <= window)) | (
-            (np.abs(found[:, 0] - b) <= window) & (np.abs(found[:, 1] - a) <= window))
-        ranks.append(int(np.argmax(m)) + 1 if m.any() else None)
-    out["first_hit_rank"] = ranks
-    return out
 
 
 def run_ngg(X, y, cfg, top=1000, **kw):
