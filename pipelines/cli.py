@@ -19,8 +19,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "ingest-bed": ("pipelines.stages.ingest_bed", "read a PLINK 1 fileset into the int8 SNP dosage matrix, with filters and phenotype join"),
     "splits": ("pipelines.stages.splits", "write repeated stratified K-fold splits shared by all models"),
     "train": ("pipelines.stages.train", "cross-validate one model of the zoo on the shared splits"),
+    "tune": ("pipelines.stages.tune", "Optuna study of a zoo model (inner CV) or of NGG; --rerun-best registers the winner"),
     "report": ("pipelines.stages.report", "print and save the model comparison table"),
+    "compare": ("pipelines.stages.compare", "models or MLflow runs side by side, with corrected t-tests over shared folds"),
     "scan": ("pipelines.stages.scan", "exact or NGG 1D/2D scans of a phenotype over a PLINK fileset"),
+    "ngg": ("pipelines.stages.ngg", "DVC stages ngg_pheno, ngg_1d, ngg_2d, heritability (settings: ngg: in params.yaml)"),
 }
 
 

@@ -1,0 +1,167 @@
+"""`epiflow compare`: models side by side, with corrected resampled t-tests over shared folds.
+
+By model name::
+
+    epiflow compare biosparse logreg [sgd_l2 ...] [--reference NAME] [--mlflow] [--out DIR] [--log]
+
+reads each model's fold AUCs from work/train/NAME/folds.tsv (or, with --mlflow, from the latest
+train run of the model in the study's MLflow experiment) and refuses models scored on different
+splits. Across any MLflow runs::
+
+    epiflow compare --experiment NAME [--filter "tags.model_type = 'biosparse'"] [--tag k=v] [--runs ID ...]
+
+tests the selected runs when they share folds and lists their metrics side by side otherwise.
+"""
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from pipelines.errors import EpiflowError
+
+
+def add_arguments(p):
+    p.add_argument("models", nargs="*", metavar="MODEL",
+                   help="models to compare (names under work/train/, or MLflow model tags with --mlflow)")
+    p.add_argument("--reference", default=None,
+                   help="model (or run id) every other one is tested against (default: the first)")
+    p.add_argument("--mlflow", action="store_true",
+                   help="read named models' folds from their latest MLflow train run, not work/train/")
+    p.add_argument("--experiment", action="append", default=None, metavar="NAME",
+                   help="MLflow experiment (default: `study` in params.yaml); repeatable for run selection")
+    p.add_argument("--filter", default="", metavar="EXPR",
+                   help="select runs with an MLflow search filter, e.g. \"tags.model_type = 'biosparse'\" "
+                        "(short tag names also match the project's epiflow.* tags)")
+    p.add_argument("--tag", action="append", default=None, metavar="KEY=VALUE",
+                   help="select runs carrying this tag (KEY or epiflow.KEY); repeatable")
+    p.add_argument("--runs", nargs="+", default=None, metavar="RUN_ID", help="select these runs (ids or prefixes)")
+    p.add_argument("--nested", action="store_true",
+                   help="in run selection, also consider child runs (e.g. Optuna trials), never single folds")
+    p.add_argument("--all-runs", action="store_true",
+                   help="in run selection, keep every matching run, not only the latest per label")
+    p.add_argument("--out", default=None, metavar="DIR", help="write table.tsv, table.md, tests.tsv and compare.png here")
+    p.add_argument("--log", action="store_true", help="log a `compare` MLflow run with the table and figure")
+    p.add_argument("--params", default="params.yaml")
+    p.add_argument("--train-dir", default="work/train", help="outputs of `epiflow train` (default: work/train)")
+    p.add_argument("--metrics-dir", default="metrics/train", help="metrics of `epiflow train` (default: metrics/train)")
+
+
+def run(args) -> int:
+    from pipelines import compare
+    from pipelines.params import load_params
+
+    selecting = bool(args.filter or args.tag or args.runs)
+    if args.models and selecting:
+        raise EpiflowError("give model names or a run selection (--filter/--tag/--runs), not both")
+    if not args.models and not (selecting or args.experiment):
+        raise EpiflowError("name two or more models (e.g. `epiflow compare biosparse logreg`) or select "
+                           "MLflow runs with --experiment/--filter/--tag/--runs")
+    if args.models and len(set(args.models)) != len(args.models):
+        raise EpiflowError(f"a model is named twice: {' '.join(args.models)}")
+    study = load_params(args.params).get("study", "epiflow")
+    tags = compare.parse_tags(args.tag)
+    notes: list[str] = []
+    by_name = bool(args.models)
+    use_mlflow = (not by_name) or args.mlflow or bool(args.experiment)
+    if by_name and len(args.models) < 2:
+        raise EpiflowError("name at least two models to compare")
+    if use_mlflow:
+        compare.connect()
+
+    if by_name and not use_mlflow:
+        scores = [compare.load_stage_scores(m, args.train_dir, args.metrics_dir) for m in args.models]
+        source = f"fold AUCs from {args.train_dir}/<model>/folds.tsv"
+    elif by_name:
+        if args.experiment and len(args.experiment) > 1:
+            raise EpiflowError("named models are looked up in one experiment; give --experiment once")
+        exp = (args.experiment or [study])[0]
+        scores = compare.load_mlflow_model_scores(args.models, exp)
+        source = f"fold AUCs from the latest train run of each model in MLflow experiment '{exp}'"
+    else:
+        experiments = args.experiment or ([] if args.runs else [study])
+        scores, notes = compare.select_runs(experiments, args.filter, tags, args.runs,
+                                            nested=args.nested, all_runs=args.all_runs)
+        if len(scores) < 2:
+            found = ", ".join(f"{s.label} ({s.run_id[:8]})" for s in scores) or "none"
+            raise EpiflowError(f"need at least two runs to compare; the selection matched {len(scores)}: {found}")
+        where = ", ".join(experiments) if experiments else "the given runs' experiments"
+        source = f"{len(scores)} MLflow run(s) from {where}"
+
+    why = compare.check_shared_folds(scores)
+    if why and by_name:
+        raise EpiflowError(f"cannot compare on different splits: {why}")
+    compare.pick_reference(scores, args.reference)  # validate before any output
+    tests = None
+    if why:
+        notes.insert(0, f"no paired tests: the runs do not share folds ({why}); metrics only")
+    else:
+        tests = compare.pairwise_tests(scores, args.reference)
+    if args.reference is not None:  # the reference first in the table
+        ref = compare.pick_reference(scores, args.reference)
+        scores = [ref] + [s for s in scores if s is not ref]
+    table = compare.summary_table(scores)
+    with_run = use_mlflow
+    print(f"{source}\n")
+    print(compare.format_report(table, tests, notes, with_run=with_run))
+
+    if args.out or args.log:
+        if args.out:
+            written = _write(Path(args.out), compare, scores, table, tests, notes, with_run, args.reference)
+            print(f"\nwritten: {', '.join(str(p) for p in written)}")
+        if args.log:
+            with tempfile.TemporaryDirectory() as tmp:
+                files = (_write(Path(tmp), compare, scores, table, tests, notes, with_run, args.reference)
+                         if not args.out else written)
+                run_id = _log(scores, tests, files, study if by_name and not use_mlflow else
+                              ((args.experiment or [study])[0]), args, source)
+            print(f"logged MLflow run {run_id}")
+    return 0
+
+
+def _write(out: Path, compare, scores, table, tests, notes, with_run, reference) -> list[Path]:
+    from pipelines.atomic import atomic_path, write_text
+
+    out.mkdir(parents=True, exist_ok=True)
+    files = []
+    with atomic_path(out / "table.tsv") as tmp:
+        table.to_csv(tmp, sep="\t", index=False, float_format="%.6f")
+    files.append(out / "table.tsv")
+    write_text(out / "table.md", compare.markdown_report(table, tests, notes, with_run=with_run))
+    files.append(out / "table.md")
+    if tests is not None:
+        with atomic_path(out / "tests.tsv") as tmp:
+            tests.to_csv(tmp, sep="\t", index=False, float_format="%.6g")
+        files.append(out / "tests.tsv")
+    with atomic_path(out / "compare.png") as tmp:
+        compare.plot(scores, tests, tmp, reference)
+    files.append(out / "compare.png")
+    return files
+
+
+def _log(scores, tests, files, experiment, args, source) -> str:
+    import mlflow
+
+    from pipelines import tracking
+
+    tracking.setup(experiment)
+    inputs = [s.source for s in scores if Path(s.source).is_file()]  # folds.tsv files, not runs
+    tags = tracking.run_tags(inputs, extra={"stage": "compare",
+                                            "compared": ",".join(s.label for s in scores)})
+    params = {"models": ",".join(s.label for s in scores), "reference": args.reference or scores[0].label,
+              "source": source[:500]}
+    if args.filter:
+        params["filter"] = args.filter[:500]
+    run_ids = [s.run_id for s in scores if s.run_id]
+    if run_ids:
+        tags["epiflow.compared_runs"] = ",".join(run_ids)[:5000]
+    with mlflow.start_run(run_name="compare", tags=tags) as run:
+        mlflow.log_params(params)
+        for f in files:
+            mlflow.log_artifact(str(f))
+        if tests is not None:
+            for r in tests.itertuples():
+                key = f"{r.reference}_vs_{r.other}"
+                key = "".join(c if c.isalnum() or c in "_-./ " else "_" for c in key)
+                mlflow.log_metrics({f"p_corrected.{key}": r.p_corrected, f"mean_diff.{key}": r.mean_diff,
+                                    f"p_uncorrected.{key}": r.p_uncorrected})
+        return run.info.run_id
