@@ -14,6 +14,12 @@ would get alone, and Adam/weight decay act elementwise: one optimiser step updat
 as N separate runs would (same batches, same seeds), up to float summation order.
 ``member_chunk`` bounds memory by running the forward/backward in member chunks before the one
 optimiser step (identical result).
+
+On a CUDA device (Triton available) the gene layer of all members is one fused kernel
+(models/genes/fused.py) over the rows of the batch (distinct combinations, variant pairs, or
+B*G dense gene vectors): the (rows x N*H) hidden layer never reaches device memory, and the gene
+values come out gene-major, (B, G, N), which the sparse layer indexes directly. On a CPU the
+tensor-op path below is used (same arithmetic).
 """
 from __future__ import annotations
 
@@ -23,6 +29,9 @@ import numpy as np
 import torch
 from torch import nn
 
+import torch.nn.functional as F
+
+from models.genes import fused
 from models.genes.data import ComboBatch, GeneBatch
 from models.genes.layers import activation
 from models.genes.nets import GeneNet
@@ -42,7 +51,10 @@ class BatchedEnsemble(nn.Module):
                 raise ValueError("ensemble members must share classes, genes and hidden size")
         self.n_members = N = len(members)
         self.n_classes, self.n_genes, self.hidden = m0.n_classes, m0.n_genes, m0.gene.hidden
+        self.gene_act_name = m0.gene.act_name
         self.gene_act = activation(m0.gene.act_name)
+        self.use_fused = True      # the Triton gene layer where the device allows it
+        self._fused_ok = {}
         self.act = m0.act
         self.drop = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.member_chunk = int(member_chunk or N)
@@ -69,9 +81,36 @@ class BatchedEnsemble(nn.Module):
         self.out_b = nn.Parameter(torch.cat([m.out.bias.detach().clone() for m in members]))
 
     # ------------------------------------------------------------------ pieces per member range
+    def _fused_on(self, device: torch.device) -> bool:
+        if not self.use_fused or device.type != "cuda":
+            return False
+        if device not in self._fused_ok:
+            self._fused_ok[device] = fused.available(device)
+        return self._fused_ok[device]
+
+    def gene_values_gm(self, x, m0: int = 0, m1: int | None = None) -> torch.Tensor:
+        """(B, G, n) gene neurons of members m0..m1-1, gene-major, through the fused kernel."""
+        m1 = self.n_members if m1 is None else m1
+        C, G = self.n_classes, self.n_genes
+        w = (self.w1[m0:m1], self.b1[m0:m1], self.w2[m0:m1], self.b2[m0:m1])
+        act = self.gene_act_name
+        if isinstance(x, ComboBatch):
+            vals = fused.gene_values(x.z, *w, act=act)                       # (U, n)
+            return F.embedding(x.ids, vals)                                   # (B, G, n)
+        if isinstance(x, GeneBatch):
+            base = fused.gene_values(x.z0.t(), *w, act=act)                   # (G, n)
+            vals = fused.gene_values(x.z, *w, act=act)                        # (P, n)
+            out = base.unsqueeze(0).expand(x.n_rows, G, m1 - m0).clone()
+            return out.index_put((x.rows, x.genes), vals)
+        B = x.shape[0]
+        z = x.view(B, C, G).transpose(1, 2).reshape(B * G, C)                # one 16-float row per (b, g)
+        return fused.gene_values(z, *w, act=act).view(B, G, m1 - m0)
+
     def gene_activations(self, x, m0: int = 0, m1: int | None = None) -> torch.Tensor:
         """(B, n, G) gene neurons of members m0..m1-1."""
         m1 = self.n_members if m1 is None else m1
+        if self._fused_on(self.w1.device):
+            return self.gene_values_gm(x, m0, m1).permute(0, 2, 1)
         n, H, C, G = m1 - m0, self.hidden, self.n_classes, self.n_genes
         w1 = self.w1[m0:m1].reshape(n * H, C)
         b1 = self.b1[m0:m1].reshape(n * H)
@@ -109,10 +148,15 @@ class BatchedEnsemble(nn.Module):
         """(B, n) logits of members m0..m1-1."""
         m1 = self.n_members if m1 is None else m1
         n, G = m1 - m0, self.n_genes
-        a = self.drop(self.gene_activations(x, m0, m1)).reshape(-1, n * G)   # (B, n*G)
         e0, e1 = self.edge_ptr[m0], self.edge_ptr[m1]
         p0, p1 = self.neuron_ptr[m0], self.neuron_ptr[m1]
-        src = self.src[e0:e1] - m0 * G
+        if self._fused_on(self.w1.device):
+            a = self.drop(self.gene_values_gm(x, m0, m1)).reshape(-1, G * n)  # (B, G*n)
+            s = self.src[e0:e1]
+            src = (s % G) * n + (s // G - m0)
+        else:
+            a = self.drop(self.gene_activations(x, m0, m1)).reshape(-1, n * G)   # (B, n*G)
+            src = self.src[e0:e1] - m0 * G
         dst = self.dst[e0:e1] - p0
         contrib = a.index_select(1, src) * self.edge_w[e0:e1]
         pre = a.new_zeros(a.shape[0], p1 - p0).index_add_(1, dst, contrib) + self.neuron_b[p0:p1]
