@@ -14,6 +14,7 @@ import pandas as pd
 
 from pipelines import tracking, zoo
 from pipelines.atomic import atomic_dir, write_json
+from pipelines.errors import EpiflowError
 from pipelines.params import load_params, section
 
 
@@ -29,6 +30,47 @@ def add_arguments(p):
     p.add_argument("--repeats", type=int, default=None, help="use only the first N repeats of the splits")
     p.add_argument("--no-mlflow", action="store_true", help="do not log to MLflow")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--jobs", type=int, default=0,
+                   help="folds fitted in parallel processes (default 0: one per CPU core, at most 4; "
+                        "1 on a GPU). Results do not depend on it: every fold has its own seed")
+
+
+def resolve_jobs(jobs: int, n_folds: int, device: str = "auto") -> int:
+    """Worker processes for the folds: ``jobs`` if given, else one per core (at most 4), and 1
+    when the nets train on a GPU (the device is shared)."""
+    if jobs < 0:
+        raise EpiflowError(f"--jobs must be >= 0, got {jobs}")
+    if jobs == 0:
+        import os
+
+        if device == "cuda" or (device in (None, "auto") and _cuda_available()):
+            return 1
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        jobs = min(cores, 4)
+    return max(1, min(jobs, n_folds))
+
+
+def _cuda_available() -> bool:
+    import importlib.util
+
+    if importlib.util.find_spec("torch") is None:
+        return False
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def _fit_fold(mtype, cfg, counts_train, counts_test, variants_train, variants_test, y_train,
+              n_classes, gene_pathways, train_cfg, seed):
+    """One training fold (runs in a worker process when --jobs > 1): (probabilities, parameter
+    count, seconds)."""
+    t0 = time.perf_counter()
+    proba, info = zoo.fit_predict(mtype, cfg, counts_train=counts_train, counts_test=counts_test,
+                                  variants_train=variants_train, variants_test=variants_test,
+                                  y_train=y_train, n_classes=n_classes, gene_pathways=gene_pathways,
+                                  train=train_cfg, seed=seed)
+    return (np.asarray(proba, dtype=np.float64).reshape(-1), info.get("n_parameters"),
+            time.perf_counter() - t0)
 
 
 def roc_points(y, p, max_points: int = 400) -> list[dict]:
@@ -64,14 +106,19 @@ def run(args) -> int:
     gmt = args.gmt or section(params, "encode").get("gmt")
     inputs = [args.encoded, args.splits]
     gene_pathways = None
-    if mtype not in zoo.BASELINES and gmt:
+    if zoo.needs_pathways(mtype, cfg) and gmt:
         gene_pathways, pathway_names = gene_pathway_index(enc.genes, read_gmt(gmt))
         inputs.append(gmt)
+    fit_cfg = cfg
+    if isinstance(cfg.get("gene_gene_edges"), str):
+        fit_cfg = {**cfg, "gene_gene_edges": zoo.load_gene_gene_edges(cfg["gene_gene_edges"], enc.genes)}
+        inputs.append(cfg["gene_gene_edges"])
     counts = enc.counts.tocsr()
     variants = enc.variants.tocsr()
     base_seed = int(train_cfg.pop("seed", 0))
 
     folds = list(splits.iter_folds(args.repeats))
+    jobs = resolve_jobs(args.jobs, len(folds), train_cfg.get("device", "auto"))
     model_params = {"model": args.model, "type": mtype, **cfg, **{f"train.{k}": v for k, v in train_cfg.items()},
                     "n_samples": len(y), "n_genes": len(enc.genes), "n_variants": variants.shape[1],
                     "repeats": splits.repeats if args.repeats is None else min(args.repeats, splits.repeats),
@@ -87,18 +134,24 @@ def run(args) -> int:
 
     def body(parent_id=None):
         n_parameters = None
-        bar = tqdm(folds, desc=f"train {args.model}", unit="fold", disable=args.quiet, leave=False)
-        for r, k, tr, te in bar:
-            seed = base_seed + 1000 * r + k
-            t0 = time.perf_counter()
-            proba, info = zoo.fit_predict(
-                mtype, cfg, counts_train=counts[tr], counts_test=counts[te],
-                variants_train=variants[tr], variants_test=variants[te], y_train=y[tr],
-                n_classes=len(enc.classes), gene_pathways=gene_pathways, train=train_cfg, seed=seed)
-            seconds = time.perf_counter() - t0
-            proba = np.asarray(proba, dtype=np.float64).reshape(-1)
+        reads = zoo.reads(mtype)
+        tasks = [(r, k, tr, te, base_seed + 1000 * r + k) for r, k, tr, te in folds]
+        work = [(mtype, fit_cfg, counts[tr] if "counts" in reads else None,
+                 counts[te] if "counts" in reads else None,
+                 variants[tr] if "variants" in reads else None,
+                 variants[te] if "variants" in reads else None,
+                 y[tr], len(enc.classes), gene_pathways, train_cfg, seed) for _, _, tr, te, seed in tasks]
+        if jobs > 1:
+            from joblib import Parallel, delayed
+
+            results = Parallel(n_jobs=jobs, return_as="generator")(delayed(_fit_fold)(*w) for w in work)
+        else:
+            results = (_fit_fold(*w) for w in work)
+        bar = tqdm(zip(tasks, results), total=len(tasks), desc=f"train {args.model}", unit="fold",
+                   disable=args.quiet, leave=False)
+        for (r, k, tr, te, seed), (proba, n_par, seconds) in bar:
             auc = float(roc_auc_score(y[te], proba))
-            n_parameters = info.get("n_parameters", n_parameters)
+            n_parameters = n_par if n_par is not None else n_parameters
             fold_rows.append({"repeat": r, "fold": k, "auc": auc, "n_train": len(tr), "n_test": len(te),
                               "train_time_s": seconds})
             oof.append(pd.DataFrame({"repeat": r, "fold": k, "sample_id": sample_ids[te], "y": y[te],
