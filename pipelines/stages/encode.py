@@ -1,6 +1,8 @@
 """``epiflow encode``: annotated VCF -> gene x class counts and a variant matrix (DVC stage ``encode``).
 
-Flags left out default from the ``encode:`` section of params.yaml.
+Flags left out default from the ``encode:`` section of params.yaml. With ``--snp-dosage DIR`` (or
+``encode.snp_dosage``) the stage also writes the int8 SNP dosage directory the NGG stages read,
+filtered by ``--dosage-min-maf`` (``encode.dosage_min_maf``); the gene encoding is unaffected.
 """
 from __future__ import annotations
 
@@ -46,6 +48,9 @@ def add_arguments(p) -> None:
                    help="also write the int8 SNP dosage matrix (X.npy, samples.txt, snps.tsv) for NGG")
     p.add_argument("--dosage-missing", dest="dosage_missing", default=None, choices=["mask", "mean"],
                    help="missing calls in the dosage matrix: -1 (mask) or the SNP mean (float32)")
+    p.add_argument("--dosage-min-maf", dest="dosage_min_maf", type=float, default=None,
+                   help="drop SNPs below this MAF from the dosage matrix only (default: encode.dosage_min_maf, "
+                        "else --min-maf)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -96,7 +101,8 @@ def run(args) -> int:
 
         dm = dosage_matrix_vcf(vcf, samples=summary_samples(args.out), regions=regions or None,
                                pass_only=bool(pick("pass_only", False)), missing=pick("dosage_missing", "mask"),
-                               min_maf=float(pick("min_maf", 0.0)), min_call_rate=float(pick("min_call_rate", 0.0)),
+                               min_maf=float(pick("dosage_min_maf", pick("min_maf", 0.0))),
+                               min_call_rate=float(pick("min_call_rate", 0.0)),
                                progress=not args.quiet)
         save_dosage(dm, snp_dir)
         summary["snp_dosage"] = {"dir": str(snp_dir), "n_snps": int(dm.X.shape[1]), "dtype": str(dm.X.dtype)}

@@ -220,13 +220,7 @@ def run(args) -> int:
                "mode": args.mode, "method": args.method, "trait": data["trait"], "device": device,
                "n_samples": int(len(data["y"])), "join": data["join"], "covar_join": data["covar_join"],
                "filters": data["filters"], "missing_call_rate": data["missing_rate"], "top": args.top}
-    if args.method == "ngg":
-        res = _run_ngg(args, data, out, device)
-    elif args.mode == "1d":
-        res = _run_exact_1d(args, data, out, device)
-    else:
-        res = _run_exact_2d(args, data, out, device)
-    summary.update(res)
+    summary.update(scan_loaded(args, data, out, device))
     summary["seconds_total"] = time.perf_counter() - t0
     write_json(out / "summary.json", summary)
     metrics = flat_metrics(summary)
@@ -236,6 +230,21 @@ def run(args) -> int:
         _log_mlflow(args, out, summary, metrics)
     print(f"wrote {out}/ ({summary['seconds_total']:.1f} s)")
     return 0
+
+
+def scan_loaded(args, data: dict, out: Path, device: str) -> dict:
+    """Run one scan (``args.mode`` x ``args.method``) on inputs shaped as :func:`load_inputs` returns.
+
+    ``data`` needs ``G`` ((p, n) int8, -1 missing), ``snps`` (snp, chrom, bp, a1, a2), ``y``,
+    ``covar`` (or None) and ``trait``; ``args`` the scan options of :func:`add_arguments` (the DVC
+    stages of pipelines.stages.ngg build them from params.yaml). Writes the tables and figures into
+    ``out`` and returns the numbers for the summary.
+    """
+    if args.method == "ngg":
+        return _run_ngg(args, data, out, device)
+    if args.mode == "1d":
+        return _run_exact_1d(args, data, out, device)
+    return _run_exact_2d(args, data, out, device)
 
 
 def flat_metrics(summary: dict, prefix: str = "") -> dict:
@@ -439,7 +448,8 @@ def _run_ngg(args, data, out: Path, device: str) -> dict:
     snps = data["snps"]
     t0 = time.perf_counter()
     res = ngg_fit(data["G"].T, data["y"], mode=args.mode, B=args.ngg_B, d=args.ngg_d, R=args.ngg_R,
-                  lam_scale=args.ngg_lam_scale, seed=args.seed, xp=device, top=args.top,
+                  lam_scale=args.ngg_lam_scale, lam=getattr(args, "ngg_lam", None),
+                  iters=getattr(args, "ngg_iters", 200), seed=args.seed, xp=device, top=args.top,
                   covariates=data["covar"], progress=False, checkpoint=str(out / ".ngg.ckpt.npz"))
     t_fit = time.perf_counter() - t0
     ids = snps["snp"].to_numpy()
