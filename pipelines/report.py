@@ -1,4 +1,10 @@
-"""Comparison tables and figures: from the train stages' outputs or pulled back out of MLflow."""
+"""Table 1 and its figures: from the train stages' outputs or pulled back out of MLflow.
+
+The table has one row per model: type, settings, trainable parameters, ROC AUC mean +- sd over
+the shared R x K folds, and the Nadeau-Bengio corrected resampled t-test p-value against the best
+additive model (the additive type — logreg, linear, sgd_l1, sgd_l2 — with the highest mean AUC),
+paired over the folds both models share, with n_train / n_test the mean fold sizes of folds.tsv.
+"""
 from __future__ import annotations
 
 import json
@@ -7,12 +13,35 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+ADDITIVE_TYPES = ("logreg", "linear", "sgd_l1", "sgd_l2")
+FOLD_KEYS = ["repeat", "fold"]
+
+
+def _flat(cfg: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in cfg.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
 
 def _fmt_params(cfg: dict) -> str:
-    return ", ".join(f"{k}={v}" for k, v in cfg.items() if k != "type")
+    return ", ".join(f"{k}={v}" for k, v in _flat(cfg).items() if k != "type")
+
+
+def read_folds(path) -> pd.DataFrame:
+    """A train stage's folds.tsv: repeat, fold, auc, n_train, n_test (one row per CV fold)."""
+    df = pd.read_csv(path, sep="\t")
+    missing = [c for c in (*FOLD_KEYS, "auc") if c not in df]
+    if missing:
+        raise ValueError(f"{path}: missing column(s) {', '.join(missing)}")
+    return df
 
 
 def table_from_stage_outputs(models: dict, train_dir="work/train", metrics_dir="metrics/train") -> pd.DataFrame:
+    """One row per model of ``models`` that has a metrics JSON; ``folds`` holds its fold table."""
     rows = []
     for name, cfg in models.items():
         m = Path(metrics_dir) / f"{name}.json"
@@ -20,16 +49,17 @@ def table_from_stage_outputs(models: dict, train_dir="work/train", metrics_dir="
         if not m.is_file():
             continue
         met = json.loads(m.read_text())
-        fold_auc = pd.read_csv(folds, sep="\t")["auc"].to_numpy() if folds.is_file() else np.array([])
+        ft = read_folds(folds) if folds.is_file() else pd.DataFrame(columns=[*FOLD_KEYS, "auc"])
         rows.append({"model": name, "type": (cfg or {}).get("type", name), "params": _fmt_params(cfg or {}),
                      "auc_mean": met["auc_mean"], "auc_sd": met["auc_sd"], "n_folds": met["n_folds"],
                      "n_parameters": met["n_parameters"], "train_time_s": met["train_time_s"],
-                     "fold_aucs": fold_auc})
+                     "fold_aucs": ft["auc"].to_numpy(), "folds": ft})
     return pd.DataFrame(rows)
 
 
 def table_from_mlflow(experiment: str) -> pd.DataFrame:
-    """Latest parent (model-level) train run per model in ``experiment``."""
+    """Latest parent (model-level) train run per model in ``experiment``; fold tables come from
+    the runs' folds.tsv artifacts (so p-values work from the store alone)."""
     import mlflow
 
     exp = mlflow.get_experiment_by_name(experiment)
@@ -47,67 +77,201 @@ def table_from_mlflow(experiment: str) -> pd.DataFrame:
         params = {c[len("params."):]: r[c] for c in grp.columns
                   if c.startswith("params.") and isinstance(r[c], str) and not c.startswith("params.train.")
                   and c[len("params."):] not in ("model", "type", "n_samples", "n_genes", "n_variants", "repeats", "folds")}
+        try:
+            import io
+
+            text = mlflow.artifacts.load_text(f"runs:/{r['run_id']}/folds.tsv")
+            ft = pd.read_csv(io.StringIO(text), sep="\t")
+        except Exception:  # an older run without the artifact: no fold-level statistics
+            ft = pd.DataFrame(columns=[*FOLD_KEYS, "auc"])
         rows.append({"model": name, "type": r.get("tags.epiflow.model_type"), "params": _fmt_params(params),
                      "auc_mean": r["metrics.auc_mean"], "auc_sd": r["metrics.auc_sd"],
                      "n_folds": int(r["metrics.n_folds"]), "n_parameters": int(r["metrics.n_parameters"]),
                      "train_time_s": r["metrics.train_time_s"], "run_id": r["run_id"],
-                     "fold_aucs": np.array([])})
+                     "fold_aucs": ft["auc"].to_numpy(), "folds": ft})
     return pd.DataFrame(rows)
 
 
+def best_additive(df: pd.DataFrame, additive_types=ADDITIVE_TYPES) -> str | None:
+    """Name of the additive model with the highest mean AUC (None if the table has none)."""
+    add = df[df["type"].isin(additive_types)]
+    if add.empty:
+        return None
+    return str(add.sort_values(["auc_mean", "model"], ascending=[False, True]).iloc[0]["model"])
+
+
+def paired_test(folds_a: pd.DataFrame, folds_b: pd.DataFrame):
+    """Corrected resampled t-test of model a vs b over the folds both were scored on (matched by
+    repeat and fold). n_train / n_test: mean fold sizes from the fold tables (equal for shared
+    splits). Returns a models.stats.TTestResult, or None with fewer than 2 shared folds."""
+    from models.stats import corrected_resampled_ttest
+
+    m = folds_a.merge(folds_b, on=FOLD_KEYS, suffixes=("_a", "_b"))
+    if len(m) < 2:
+        return None
+    n_train = m["n_train_a"].mean() if "n_train_a" in m else None
+    n_test = m["n_test_a"].mean() if "n_test_a" in m else None
+    if n_train is None or n_test is None or not (n_train > 0 and n_test > 0):
+        return None
+    return corrected_resampled_ttest(m["auc_a"], m["auc_b"], n_train=float(n_train), n_test=float(n_test))
+
+
+def add_p_vs_best_additive(df: pd.DataFrame, additive_types=ADDITIVE_TYPES) -> pd.DataFrame:
+    """Columns ``reference`` (True on the best additive model), ``p_vs_best_additive`` (two-sided,
+    NaN on the reference row or without shared folds) and ``auc_diff_vs_best_additive``."""
+    df = df.copy()
+    ref = best_additive(df, additive_types) if not df.empty else None
+    df["reference"] = df["model"] == ref if ref is not None else False
+    p, diff = [], []
+    ref_folds = df.loc[df["model"] == ref, "folds"].iloc[0] if ref is not None else None
+    for r in df.itertuples():
+        res = None
+        if ref is not None and r.model != ref:
+            res = paired_test(r.folds, ref_folds)
+        p.append(res.p_value if res is not None else np.nan)
+        diff.append(res.mean_diff if res is not None else np.nan)
+    df["p_vs_best_additive"] = p
+    df["auc_diff_vs_best_additive"] = diff
+    return df
+
+
+def _p_text(r) -> str:
+    if getattr(r, "reference", False):
+        return "ref"
+    p = getattr(r, "p_vs_best_additive", np.nan)
+    if p is None or not np.isfinite(p):
+        return "-"
+    return f"{p:.2g}" if p >= 1e-3 else f"{p:.1e}"
+
+
+def _sorted(df: pd.DataFrame) -> pd.DataFrame:
+    return df.sort_values(["auc_mean", "model"], ascending=[False, True])
+
+
 def format_table(df: pd.DataFrame) -> str:
-    """Plain-text table: model, params, AUC mean +- sd, parameters, time; best AUC first."""
+    """Plain-text Table 1: model, type, AUC mean +- sd, folds, p vs best additive, parameters,
+    time, settings; best AUC first."""
     if df.empty:
         return "(no trained models found)"
-    df = df.sort_values("auc_mean", ascending=False)
-    head = ["model", "AUC mean +- sd", "folds", "parameters", "time (s)", "params"]
-    rows = [[r.model, f"{r.auc_mean:.3f} +- {r.auc_sd:.3f}", str(r.n_folds), f"{r.n_parameters:,}",
+    if "reference" not in df and "folds" in df:
+        df = add_p_vs_best_additive(df)
+    df = _sorted(df)
+    head = ["model", "type", "AUC mean +- sd", "folds", "p vs best additive", "parameters", "time (s)", "params"]
+    rows = [[r.model + (" *" if getattr(r, "reference", False) else ""), str(r.type),
+             f"{r.auc_mean:.3f} +- {r.auc_sd:.3f}", str(r.n_folds), _p_text(r), f"{r.n_parameters:,}",
              f"{r.train_time_s:.0f}", r.params] for r in df.itertuples()]
     widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(head)]
     line = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()
-    return "\n".join([line(head), line(["-" * w for w in widths])] + [line(r) for r in rows])
+    out = [line(head), line(["-" * w for w in widths])] + [line(r) for r in rows]
+    if "reference" in df and df["reference"].any():
+        out.append("* reference: best additive model; p: Nadeau-Bengio corrected resampled t-test "
+                   "over the shared folds, two-sided")
+    return "\n".join(out)
 
 
 def markdown_table(df: pd.DataFrame) -> str:
-    df = df.sort_values("auc_mean", ascending=False)
-    out = ["| model | type | AUC mean ± sd | folds | parameters | train time (s) | params |",
-           "|---|---|---|---|---|---|---|"]
+    df = _sorted(df)
+    out = ["| model | type | parameters | AUC mean ± sd | folds | p vs best additive | trainable parameters | train time (s) |",
+           "|---|---|---|---|---|---|---|---|"]
     for r in df.itertuples():
-        out.append(f"| {r.model} | {r.type} | {r.auc_mean:.3f} ± {r.auc_sd:.3f} | {r.n_folds} | "
-                   f"{r.n_parameters:,} | {r.train_time_s:.0f} | {r.params} |")
+        name = f"**{r.model}** (ref)" if getattr(r, "reference", False) else r.model
+        out.append(f"| {name} | {r.type} | {r.params} | {r.auc_mean:.3f} ± {r.auc_sd:.3f} | {r.n_folds} | "
+                   f"{_p_text(r)} | {r.n_parameters:,} | {r.train_time_s:.0f} |")
+    if "reference" in df and df["reference"].any():
+        out.append("")
+        out.append("ref: the additive model (" + ", ".join(ADDITIVE_TYPES) + ") with the highest mean AUC; "
+                   "p: Nadeau-Bengio corrected resampled t-test against it over the shared folds (two-sided).")
     return "\n".join(out) + "\n"
 
 
-def plot_roc(curves: dict[str, list[dict]], aucs: dict[str, str], path) -> None:
+def tsv_table(df: pd.DataFrame) -> pd.DataFrame:
+    """The numeric table for table.tsv (no fold arrays), best AUC first."""
+    keep = [c for c in ("model", "type", "params", "auc_mean", "auc_sd", "n_folds", "reference",
+                        "p_vs_best_additive", "auc_diff_vs_best_additive", "n_parameters",
+                        "train_time_s", "run_id") if c in df]
+    return _sorted(df)[keep]
+
+
+def plot_roc(curves: dict[str, list[dict]], aucs: dict[str, str], path, title="ROC, out-of-fold (repeat 0)") -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(5.2, 5))
-    for name, pts in curves.items():
-        ax.plot([p["fpr"] for p in pts], [p["tpr"] for p in pts], label=f"{name} ({aucs.get(name, '')})")
+    fig, ax = plt.subplots(figsize=(6, 5.6))
+    cmap = plt.get_cmap("tab20")
+    for i, (name, pts) in enumerate(curves.items()):
+        ax.plot([p["fpr"] for p in pts], [p["tpr"] for p in pts], lw=1.2, color=cmap(i % 20),
+                label=f"{name} ({aucs.get(name, '')})")
     ax.plot([0, 1], [0, 1], ls=":", c="grey", lw=1)
     ax.set_xlabel("false positive rate")
     ax.set_ylabel("true positive rate")
-    ax.set_title("ROC, out-of-fold (repeat 1)")
-    ax.legend(loc="lower right", fontsize=8)
+    ax.set_title(title)
+    ax.legend(loc="lower right", fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
 
-def plot_fold_aucs(df: pd.DataFrame, path) -> None:
+def plot_fold_aucs(df: pd.DataFrame, path, additive_types=ADDITIVE_TYPES) -> None:
+    """Box plot of the fold AUCs per model with the folds drawn as points; sorted by mean AUC
+    (best on top); additive models in one colour, the reference row marked."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    df = df.sort_values("auc_mean", ascending=True)
-    fig, ax = plt.subplots(figsize=(6, 0.5 + 0.45 * len(df)))
-    ax.boxplot([r.fold_aucs for r in df.itertuples()], orientation="horizontal", tick_labels=list(df["model"]))
+    df = df[df["fold_aucs"].map(len) > 0].sort_values(["auc_mean", "model"], ascending=[True, False])
+    fig, ax = plt.subplots(figsize=(7, 0.8 + 0.42 * max(1, len(df))))
+    labels = [r.model + (" (ref)" if getattr(r, "reference", False) else "") for r in df.itertuples()]
+    ax.boxplot([r.fold_aucs for r in df.itertuples()], orientation="horizontal", tick_labels=labels,
+               showfliers=False, widths=0.6, medianprops={"color": "black"})
+    rng = np.random.default_rng(0)
+    for i, r in enumerate(df.itertuples(), start=1):
+        additive = r.type in additive_types
+        ax.scatter(r.fold_aucs, i + rng.uniform(-0.18, 0.18, len(r.fold_aucs)), s=9, alpha=0.6,
+                   color="tab:blue" if additive else "tab:orange", zorder=3)
+        ax.plot([r.auc_mean], [i], marker="D", color="black", ms=4, zorder=4)
     ax.axvline(0.5, ls=":", c="grey")
-    ax.set_xlabel("ROC AUC per CV fold")
+    ax.set_xlabel("ROC AUC per CV fold (diamond: mean)")
+    ax.set_title("fold AUCs (blue: additive models, orange: the rest)", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def collect_extras(out: Path, sources: dict[str, str]) -> dict[str, dict]:
+    """Copy *.png and *.md of each present source folder (e.g. the learning-curve and sparsity
+    stages) into ``out/<name>/``; returns {name: {'files': [...], 'table': text of table.md}}."""
+    import shutil
+
+    found = {}
+    for name, src in sources.items():
+        src = Path(src)
+        if not src.is_dir():
+            continue
+        files = sorted(p for p in src.iterdir() if p.is_file() and p.suffix in (".png", ".md"))
+        if not files:
+            continue
+        dest = out / name
+        dest.mkdir(parents=True, exist_ok=True)
+        for f in files:
+            shutil.copyfile(f, dest / f.name)
+        table = (src / "table.md").read_text() if (src / "table.md").is_file() else ""
+        found[name] = {"files": [dest / f.name for f in files], "table": table}
+    return found
+
+
+def report_markdown(df: pd.DataFrame, figures: list[str], extras: dict[str, dict], study: str) -> str:
+    """The whole report: Table 1, its figures, then the extra stages' tables and figures."""
+    parts = [f"# {study}: model comparison\n", "## Table 1\n", markdown_table(df)]
+    for fig in figures:
+        parts.append(f"![{Path(fig).stem}]({Path(fig).name})\n")
+    for name, ex in extras.items():
+        parts.append(f"## {name.replace('_', ' ')}\n")
+        if ex["table"]:
+            parts.append(ex["table"].rstrip() + "\n")
+        for f in ex["files"]:
+            if f.suffix == ".png":
+                parts.append(f"![{f.stem}]({name}/{f.name})\n")
+    return "\n".join(parts)

@@ -1,15 +1,21 @@
-"""`epiflow report`: the model comparison table (model, params, AUC mean +- sd) and figures.
+"""`epiflow report`: Table 1 (model, type, parameters, AUC mean +- sd, folds, p vs best additive)
+and its figures, plus the learning-curve and sparsity-sweep results where those stages ran.
 
 By default it reads the train stages' outputs (what `dvc repro` tracks); `--source mlflow` pulls
-the latest model-level runs of the study back out of the MLflow store instead.
+the latest model-level runs of the study back out of the MLflow store instead. Writes
+reports/table.md, table.tsv, report.md, fold_auc.png, roc.png (and <extra>/ copies), the metrics
+JSON, and logs the folder as the artifacts of an MLflow run named `report`.
 """
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-from pipelines.atomic import atomic_path, write_json, write_text
+from pipelines.atomic import atomic_dir, write_json
+from pipelines.errors import EpiflowError
 from pipelines.params import load_params, section
+
+DEFAULT_EXTRAS = {"learning_curve": "work/learning_curve", "sweep": "work/sweep"}
 
 
 def add_arguments(p):
@@ -17,9 +23,28 @@ def add_arguments(p):
     p.add_argument("--source", choices=["stages", "mlflow"], default="stages",
                    help="read stage outputs (default) or the MLflow store")
     p.add_argument("--experiment", default=None, help="MLflow experiment (default: `study` in params.yaml)")
+    p.add_argument("--train-dir", default="work/train", help="train stage outputs (default: work/train)")
+    p.add_argument("--metrics-dir", default="metrics/train", help="train stage metrics (default: metrics/train)")
+    p.add_argument("--roc-dir", default="plots/roc", help="ROC points of repeat 0 (default: plots/roc)")
     p.add_argument("--out", default="reports", help="folder for the table and figures (default: reports)")
     p.add_argument("--metrics", default="metrics/report.json")
     p.add_argument("--no-mlflow", action="store_true", help="do not log the report to MLflow")
+
+
+def _settings(params: dict, path) -> tuple[tuple[str, ...], dict[str, str]]:
+    from pipelines.report import ADDITIVE_TYPES
+
+    cfg = section(params, "report", path)
+    unknown = sorted(set(cfg) - {"additive_types", "extras"})
+    if unknown:
+        raise EpiflowError(f"{path}: report: unknown key(s) {', '.join(unknown)}; valid: additive_types, extras")
+    additive = cfg.get("additive_types", list(ADDITIVE_TYPES))
+    if not isinstance(additive, list) or not all(isinstance(t, str) for t in additive):
+        raise EpiflowError(f"{path}: report.additive_types must be a list of model types")
+    extras = cfg.get("extras", DEFAULT_EXTRAS)
+    if not isinstance(extras, dict):
+        raise EpiflowError(f"{path}: report.extras must map a section name to a folder")
+    return tuple(additive), {str(k): str(v) for k, v in extras.items()}
 
 
 def run(args) -> int:
@@ -27,44 +52,78 @@ def run(args) -> int:
 
     params = load_params(args.params)
     models = section(params, "models", args.params)
+    additive, extra_dirs = _settings(params, args.params)
     study = args.experiment or params.get("study", "epiflow")
     if args.source == "mlflow":
         tracking.setup(study)
         df = report.table_from_mlflow(study)
     else:
-        df = report.table_from_stage_outputs(models)
-    print(report.format_table(df))
+        df = report.table_from_stage_outputs(models, args.train_dir, args.metrics_dir)
     if df.empty:
+        print(report.format_table(df))
         return 1
+    df = report.add_p_vs_best_additive(df, additive)
+    print(report.format_table(df))
+    table = report.tsv_table(df)
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    table = df.drop(columns=["fold_aucs"]).sort_values("auc_mean", ascending=False)
-    with atomic_path(out / "comparison.tsv") as tmp:
-        table.to_csv(tmp, sep="\t", index=False, float_format="%.6f")
-    write_text(out / "comparison.md", report.markdown_table(df))
-    figures = []
-    if args.source == "stages":
-        curves = {m: json.loads(Path(f"plots/roc/{m}.json").read_text()) for m in df["model"]
-                  if Path(f"plots/roc/{m}.json").is_file()}
-        aucs = {r.model: f"AUC {r.auc_mean:.3f}" for r in df.itertuples()}
-        for name, fn, arg in (("roc.png", report.plot_roc, (curves, aucs)), ("fold_auc.png", report.plot_fold_aucs, (df,))):
-            with atomic_path(out / name) as tmp:
-                fn(*arg, tmp)
-            figures.append(out / name)
+    with atomic_dir(out) as tmp:
+        table.to_csv(tmp / "table.tsv", sep="\t", index=False, float_format="%.6g")
+        (tmp / "table.md").write_text(report.markdown_table(df))
+        curves = {m: json.loads((Path(args.roc_dir) / f"{m}.json").read_text()) for m in table["model"]
+                  if (Path(args.roc_dir) / f"{m}.json").is_file()}
+        if not curves and "run_id" in df:      # --source mlflow: the runs' roc_repeat0.json
+            curves = _roc_from_mlflow(df)
+        figures = ["fold_auc.png"]
+        report.plot_fold_aucs(df, tmp / "fold_auc.png", additive)
+        if curves:
+            aucs = {r.model: f"AUC {r.auc_mean:.3f}" for r in df.itertuples()}
+            ordered = {m: curves[m] for m in table["model"] if m in curves}
+            report.plot_roc(ordered, aucs, tmp / "roc.png")
+            figures.append("roc.png")
+        extras = report.collect_extras(tmp, extra_dirs)
+        (tmp / "report.md").write_text(report.report_markdown(df, figures, extras, study))
     best = table.iloc[0]
-    write_json(args.metrics, {"best_model": best["model"], "best_auc_mean": float(best["auc_mean"]),
-                              "n_models": int(len(table)),
-                              **{f"auc_mean.{r.model}": float(r.auc_mean) for r in table.itertuples()}})
+    ref = df[df["reference"]]
+    metrics = {"best_model": str(best["model"]), "best_auc_mean": float(best["auc_mean"]),
+               "n_models": int(len(table)),
+               "best_additive": str(ref["model"].iloc[0]) if len(ref) else "",
+               **{f"auc_mean.{r.model}": float(r.auc_mean) for r in table.itertuples()},
+               **{f"p_vs_best_additive.{r.model}": float(r.p_vs_best_additive)
+                  for r in table.itertuples() if r.p_vs_best_additive == r.p_vs_best_additive},
+               "extras": sorted(extras)}
+    write_json(args.metrics, metrics)
+    run_id = ""
     if not args.no_mlflow:
-        import mlflow
-
-        tracking.setup(study)
-        inputs = [p for p in (f"metrics/train/{m}.json" for m in table["model"]) if Path(p).exists()]
-        with mlflow.start_run(run_name="report", tags=tracking.run_tags(inputs, extra={"stage": "report"})):
-            mlflow.log_artifact(str(out / "comparison.tsv"))
-            mlflow.log_artifact(str(out / "comparison.md"))
-            for f in figures:
-                mlflow.log_artifact(str(f))
-            mlflow.log_metric("best_auc_mean", float(best["auc_mean"]))
-    print(f"\ntable and figures in {out}/ ; MLflow: mlflow ui --backend-store-uri {tracking.tracking_uri()}")
+        run_id = log_report(out, df, metrics, study, [f"{args.metrics_dir}/{m}.json" for m in table["model"]])
+    print(f"\nTable 1 and figures in {out}/ ({', '.join(sorted(p.name for p in out.iterdir()))})")
+    if run_id:
+        print(f"MLflow report run {run_id}: mlflow ui --backend-store-uri {tracking.tracking_uri()}")
     return 0
+
+
+def log_report(out: Path, df, metrics: dict, study: str, inputs) -> str:
+    """An MLflow run `report` holding the report folder as artifacts; returns its id."""
+    import mlflow
+
+    from pipelines import tracking
+
+    tracking.setup(study)
+    inputs = [p for p in inputs if Path(p).exists()]
+    with mlflow.start_run(run_name="report", tags=tracking.run_tags(inputs, extra={"stage": "report"})) as run:
+        mlflow.log_artifacts(str(out))
+        mlflow.log_params({"best_model": metrics["best_model"], "best_additive": metrics["best_additive"],
+                           "n_models": metrics["n_models"]})
+        mlflow.log_metrics({k: v for k, v in metrics.items() if isinstance(v, float)})
+        return run.info.run_id
+
+
+def _roc_from_mlflow(df) -> dict:
+    import mlflow
+
+    curves = {}
+    for r in df.itertuples():
+        try:
+            curves[r.model] = mlflow.artifacts.load_dict(f"runs:/{r.run_id}/roc_repeat0.json")["roc"]
+        except Exception:       # a run without the artifact: no curve for that model
+            continue
+    return curves
