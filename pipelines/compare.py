@@ -213,12 +213,16 @@ def scores_from_run(row: pd.Series, all_runs: pd.DataFrame, label: str | None = 
         folds = _folds_from_artifact(run_id)
     n_par = _col(row, "metrics.n_parameters")
     t = _col(row, "metrics.train_time_s")
+    # the data version of the splits file the run read (tag epiflow.dvc.<path to splits>)
+    splits = {c[len("tags.epiflow.dvc."):]: _col(row, c) for c in row.index
+              if c.startswith("tags.epiflow.dvc.") and "splits" in Path(c).name and _col(row, c) is not None}
     return Scores(label=label or run_label(row), folds=folds, model_type=_tag(row, "model_type"),
                   n_parameters=int(n_par) if n_par is not None else None,
                   train_time_s=float(t) if t is not None else None,
                   auc_mean=_col(row, "metrics.auc_mean"), auc_sd=_col(row, "metrics.auc_sd"),
                   run_id=run_id, source=f"run {run_id}",
-                  extra={"experiment_id": row.get("experiment_id"), "run_name": _col(row, "tags.mlflow.runName")})
+                  extra={"experiment_id": row.get("experiment_id"), "run_name": _col(row, "tags.mlflow.runName"),
+                         "splits_version": splits})
 
 
 def load_mlflow_model_scores(names: list[str], experiment: str) -> list[Scores]:
@@ -381,6 +385,11 @@ def fold_mismatch(a: Scores, b: Scores) -> str | None:
         if only_b:
             parts.append(f"{len(only_b)} fold(s) only in {b.label} ({show(only_b)})")
         return f"{a.label} ({len(ka)} folds) and {b.label} ({len(kb)} folds) differ: " + "; ".join(parts)
+    va, vb = a.extra.get("splits_version") or {}, b.extra.get("splits_version") or {}
+    for path in sorted(set(va) & set(vb)):
+        if va[path] != vb[path]:
+            return (f"{a.label} and {b.label} read different versions of {path} "
+                    f"({str(va[path])[:8]} vs {str(vb[path])[:8]})")
     m = a.folds.merge(b.folds, on=["repeat", "fold"], suffixes=("_a", "_b"))
     bad = m[(m["n_train_a"] != m["n_train_b"]) | (m["n_test_a"] != m["n_test_b"])]
     if len(bad):

@@ -15,7 +15,7 @@ from pipelines.cli import main
 N_TRAIN, N_TEST = 200, 100  # 3-fold CV of 300 samples
 
 
-def make_folds(seed: int, shift: float = 0.0, repeats: int = 4, folds: int = 3) -> pd.DataFrame:
+def make_folds(seed: int, shift: float = 0.0, repeats: int = 2, folds: int = 3) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
     rows = [{"repeat": r, "fold": k, "auc": round(0.70 + shift + 0.03 * rng.standard_normal(), 6),
              "n_train": N_TRAIN, "n_test": N_TEST} for r in range(repeats) for k in range(folds)]
@@ -64,9 +64,12 @@ def project(tmp_path_factory):
         mp.chdir(root)
         write_stage(root, "a", FOLDS_A, n_parameters=1234)
         write_stage(root, "b", FOLDS_B)
-        ids = {"a_old": log_model("cmp", "a", make_folds(9, shift=-0.2), n_parameters=1234)}
-        ids["a"] = log_model("cmp", "a", FOLDS_A, n_parameters=1234)  # newer: the one to use
-        ids["b"] = log_model("cmp", "b", FOLDS_B)
+        # an older run of a on another version of the splits file (same fold ids and sizes)
+        ids = {"a_old": log_model("cmp", "a", make_folds(9, shift=-0.2), n_parameters=1234,
+                                  extra_tags={"dvc.work/splits.npz": "0ld5p1175"})}
+        ids["a"] = log_model("cmp", "a", FOLDS_A, n_parameters=1234,  # newer: the one to use
+                             extra_tags={"dvc.work/splits.npz": "c0ffee"})
+        ids["b"] = log_model("cmp", "b", FOLDS_B, extra_tags={"dvc.work/splits.npz": "c0ffee"})
         # a second experiment for selection: two sparse nets and an additive model on shared folds,
         # plus one run on other splits (5 folds)
         ids["bs1"] = log_model("sel", "bs1", make_folds(3, 0.05), mtype="biosparse", extra_tags={"cohort": "x"})
@@ -157,6 +160,21 @@ def test_mismatched_folds_refused_and_nothing_written(in_project, capsys, change
     assert len(err.splitlines()) == 1 and "different splits" in err
     assert ("only in a" in err) if change == "missing_fold" else ("n_train/n_test" in err)
     assert not out.exists()
+
+
+def test_runs_on_another_splits_version_are_not_paired(in_project, capsys):
+    _, ids = in_project
+    assert main(["compare", "--runs", ids["a_old"], ids["b"]]) == 0
+    out = capsys.readouterr().out
+    assert "no paired tests" in out and "different versions of work/splits.npz" in out
+    assert "p corrected" not in out
+    s, _ = compare.select_runs(None, "", None, [ids["a"], ids["b"]])
+    assert compare.check_shared_folds(s) is None
+    # three runs: the two on the reference's splits are tested, the other only listed
+    a, a_old = f"a@{ids['a'][:8]}", f"a@{ids['a_old'][:8]}"
+    assert main(["compare", "--runs", ids["a_old"], ids["a"], ids["b"], "--reference", ids["a"][:8]]) == 0
+    out = capsys.readouterr().out
+    assert f"{a} - b" in out and f"{a} - {a_old}" not in out and f"not tested: {a} and {a_old}" in out
 
 
 def test_unknown_model_lists_known_ones(in_project, capsys):

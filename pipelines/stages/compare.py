@@ -83,22 +83,27 @@ def run(args) -> int:
                                             nested=args.nested, all_runs=args.all_runs)
         if len(scores) < 2:
             found = ", ".join(f"{s.label} ({s.run_id[:8]})" for s in scores) or "none"
-            raise EpiflowError(f"need at least two runs to compare; the selection matched {len(scores)}: {found}")
+            hint = "".join(f"; {n}" for n in notes if "--all-runs" in n)
+            raise EpiflowError(f"need at least two runs to compare; the selection matched {len(scores)}: {found}{hint}")
         where = ", ".join(experiments) if experiments else "the given runs' experiments"
         source = f"{len(scores)} MLflow run(s) from {where}"
 
-    why = compare.check_shared_folds(scores)
-    if why and by_name:
-        raise EpiflowError(f"cannot compare on different splits: {why}")
-    compare.pick_reference(scores, args.reference)  # validate before any output
+    if by_name:
+        why = compare.check_shared_folds(scores)
+        if why:
+            raise EpiflowError(f"cannot compare on different splits: {why}")
+    ref = compare.pick_reference(scores, args.reference)  # validated before any output
+    # runs are tested against the reference when scored on its folds; the rest are only listed
+    mismatch = {s.label: compare.fold_mismatch(ref, s) for s in scores if s is not ref}
+    testable = [ref] + [s for s in scores if s is not ref and mismatch[s.label] is None]
     tests = None
-    if why:
-        notes.insert(0, f"no paired tests: the runs do not share folds ({why}); metrics only")
+    if len(testable) >= 2:
+        tests = compare.pairwise_tests(testable, ref.label)
+        notes[:0] = [f"not tested: {why}" for why in mismatch.values() if why]
     else:
-        tests = compare.pairwise_tests(scores, args.reference)
-    if args.reference is not None:  # the reference first in the table
-        ref = compare.pick_reference(scores, args.reference)
-        scores = [ref] + [s for s in scores if s is not ref]
+        first = next(iter(mismatch.values()))
+        notes.insert(0, f"no paired tests: the runs were not scored on the same folds ({first}); metrics only")
+    scores = [ref] + [s for s in scores if s is not ref]  # the reference first in the table
     table = compare.summary_table(scores)
     with_run = use_mlflow
     print(f"{source}\n")
