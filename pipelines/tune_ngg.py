@@ -54,7 +54,7 @@ _LOG = {"B": True, "d": False, "lam_scale": True, "R": False, "iters": False}
 _INT = {"B", "d", "R", "iters"}
 
 CONFIG_DEFAULTS = {
-    "genotypes": None,          # SNP dosage directory or PLINK prefix; None: the pipeline's own (ingest.out, encode.snp_dosage)
+    "genotypes": None,          # SNP dosage directory or PLINK prefix; None: the pipeline's own (ngg.input, ingest.out, encode.snp_dosage)
     "extract": None,            # optional file of SNP ids (one per line, may be .gz) the panel is drawn from
     "max_snps": 300,            # panel size cap (pairs grow as p^2/2)
     "min_maf": 0.05,
@@ -181,22 +181,30 @@ def _read_ids(path) -> set:
 
 
 def _default_genotypes(params: dict) -> str:
-    """The pipeline's own SNP genotypes: the ingest stage's dosage folder or encode's --snp-dosage."""
-    cands = []
-    ing = params.get("ingest") if isinstance(params.get("ingest"), dict) else {}
-    enc = params.get("encode") if isinstance(params.get("encode"), dict) else {}
-    if ing.get("out"):
-        cands.append(ing["out"])
-    if enc.get("snp_dosage"):
-        cands.append(enc["snp_dosage"])
+    """The pipeline's own SNP genotypes: the NGG stages' input (``ngg.input``), the ingest stage's
+    dosage folder (``ingest.out``) or encode's SNP dosage matrix (``encode.snp_dosage``), the first
+    that exists; else ``ingest.bfile``."""
+    from pipelines.io.plink import plink_paths
+
+    def sec(name):
+        v = params.get(name)
+        return v if isinstance(v, dict) else {}
+
+    cands = [v for v in (sec("ngg").get("input"), sec("ingest").get("out"), sec("encode").get("snp_dosage"),
+                         sec("ingest").get("bfile")) if v]
     for c in cands:
         if (Path(c) / "X.npy").is_file():
             return str(c)
-    if ing.get("bfile"):
-        return str(ing["bfile"])
-    tried = ", ".join(cands) if cands else "no ingest.out / encode.snp_dosage in params.yaml"
+        if not Path(c).is_dir():
+            try:
+                plink_paths(c)
+                return str(c)
+            except Exception:
+                pass
+    tried = ", ".join(map(str, cands)) if cands else "no ngg.input / ingest.out / encode.snp_dosage in params.yaml"
     raise EpiflowError("tune_ngg.genotypes is not set and the pipeline has no SNP genotypes yet "
-                       f"({tried}); set it to a SNP dosage directory or a PLINK prefix")
+                       f"({tried}); set it to a SNP dosage directory or a PLINK prefix, or build them first "
+                       "(dvc repro encode)")
 
 
 def _panel_columns(X, snp_ids, max_snps: int, min_maf: float, extract=None) -> np.ndarray:
