@@ -81,8 +81,8 @@ def _clean_folds(df: pd.DataFrame, where: str) -> pd.DataFrame:
 
 
 def known_stage_models(train_dir="work/train") -> list[str]:
-    d = Path(train_dir)
-    return sorted(p.parent.name for p in d.glob("*/folds.tsv")) if d.is_dir() else []
+    d = Path(train_dir)  # hidden folders are outputs still being written
+    return sorted(p.parent.name for p in d.glob("*/folds.tsv") if not p.parent.name.startswith(".")) if d.is_dir() else []
 
 
 def load_stage_scores(name: str, train_dir="work/train", metrics_dir="metrics/train") -> Scores:
@@ -169,7 +169,16 @@ def _tag(row: pd.Series, key: str):
 
 
 def run_label(row: pd.Series) -> str:
-    return str(_tag(row, "model") or _col(row, "tags.mlflow.runName") or str(row["run_id"])[:8])
+    """The run's ``model`` tag; for a nested run (an Optuna trial) or an untagged one, its name."""
+    name = _col(row, "tags.mlflow.runName")
+    if _col(row, "tags.mlflow.parentRunId") is not None and name:
+        return str(name)
+    return str(_tag(row, "model") or name or str(row["run_id"])[:8])
+
+
+# metrics taken as a run's AUC when it has no fold children, in order of preference; Optuna trial
+# runs of a zoo model carry the inner-CV mean as ``inner_auc``
+AUC_METRICS = ("auc_mean", "inner_auc")
 
 
 def _folds_from_children(children: pd.DataFrame, where: str) -> pd.DataFrame | None:
@@ -211,6 +220,7 @@ def scores_from_run(row: pd.Series, all_runs: pd.DataFrame, label: str | None = 
     folds = _folds_from_children(children, f"child runs of {run_id}")
     if folds is None and _col(row, "metrics.auc_mean") is not None:
         folds = _folds_from_artifact(run_id)
+    auc_metric = next((m for m in AUC_METRICS if _col(row, f"metrics.{m}") is not None), None)
     n_par = _col(row, "metrics.n_parameters")
     t = _col(row, "metrics.train_time_s")
     # the data version of the splits file the run read (tag epiflow.dvc.<path to splits>)
@@ -219,9 +229,11 @@ def scores_from_run(row: pd.Series, all_runs: pd.DataFrame, label: str | None = 
     return Scores(label=label or run_label(row), folds=folds, model_type=_tag(row, "model_type"),
                   n_parameters=int(n_par) if n_par is not None else None,
                   train_time_s=float(t) if t is not None else None,
-                  auc_mean=_col(row, "metrics.auc_mean"), auc_sd=_col(row, "metrics.auc_sd"),
+                  auc_mean=_col(row, f"metrics.{auc_metric}") if auc_metric else None,
+                  auc_sd=_col(row, "metrics.auc_sd") if auc_metric == "auc_mean" else None,
                   run_id=run_id, source=f"run {run_id}",
                   extra={"experiment_id": row.get("experiment_id"), "run_name": _col(row, "tags.mlflow.runName"),
+                         "auc_metric": auc_metric,
                          "splits_version": splits})
 
 
@@ -357,6 +369,10 @@ def select_runs(experiments: list[str] | None = None, filter_string: str = "", t
                 notes.append(f"kept the latest run of each label ({len(scores) - len(latest)} older run(s) "
                              f"left out; --all-runs keeps them)")
             scores = latest
+    inner = [s.label for s in scores if not s.has_folds and s.extra.get("auc_metric") == "inner_auc"]
+    if inner:
+        notes.append(f"AUC of {', '.join(inner[:3])}{' ...' if len(inner) > 3 else ''} is the inner-CV mean "
+                     f"of an Optuna trial (inner_auc), not comparable with outer-CV fold AUCs")
     # labels must be unique to name comparisons
     counts = pd.Series([s.label for s in scores]).value_counts()
     for s in scores:

@@ -76,6 +76,17 @@ def project(tmp_path_factory):
         ids["bs2"] = log_model("sel", "bs2", make_folds(4, 0.02), mtype="biosparse", extra_tags={"cohort": "y"})
         ids["lr"] = log_model("sel", "lr", make_folds(5), mtype="logreg", extra_tags={"cohort": "x"})
         ids["other"] = log_model("sel", "other", make_folds(6, folds=5), mtype="logreg", extra_tags={"cohort": "y"})
+        # an Optuna study run with two trial runs (inner-CV AUC) and their per-fold step runs
+        exp_id = tracking.setup("tune")
+        study_tags = tracking.run_tags([], extra={"model": "bs1", "model_type": "biosparse"})
+        with tracking.parent_run("tune-bs1", study_tags, {}) as study:
+            for trial, auc in ((0, 0.61), (1, 0.66)):
+                tr = tracking.log_child(study.info.run_id, exp_id, f"tune-bs1-trial{trial}", tags=study_tags,
+                                        params={"trial": trial, "lr": 0.01 * (trial + 1)},
+                                        metrics={"inner_auc": auc})
+                for step in range(2):
+                    tracking.log_child(tr, exp_id, f"tune-bs1-trial{trial}-fold{step}", tags=study_tags,
+                                       params={"step": step, "trial": trial}, metrics={"running_inner_auc": auc})
         yield root, ids
 
 
@@ -202,6 +213,13 @@ def test_filter_and_tag_selection(in_project):
     _, ids = in_project
     s, _ = compare.select_runs(None, "", None, [ids["lr"], ids["bs1"][:10]])
     assert [x.label for x in s] == ["lr", "bs1"] and all(x.has_folds for x in s)
+
+
+def test_nested_selection_lists_optuna_trials(in_project):
+    s, notes = compare.select_runs(["tune"], nested=True)
+    assert sorted((x.label, x.auc_mean) for x in s) == [("tune-bs1-trial0", 0.61), ("tune-bs1-trial1", 0.66)]
+    assert any("inner_auc" in n for n in notes)
+    assert compare.select_runs(["tune"])[0] == []  # the study run itself carries no AUC
 
 
 def test_selection_without_shared_folds_lists_metrics_only(in_project, capsys):
