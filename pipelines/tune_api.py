@@ -23,7 +23,9 @@ class StudySpec:
     defaults: the untuned configuration (logged on the study run; the baseline to beat).
     rerun: optional ``rerun(best_params) -> dict`` that re-evaluates the best configuration
         (outer CV for zoo models, held-out phenotype for NGG) and returns metrics to log.
-    tags: extra MLflow tags for the study run (data versions, model type...).
+    tags: extra MLflow tags for the study run (data versions, model type...); keys starting with
+        ``_`` are not tags: ``_inputs`` lists input paths whose data versions tag the study run.
+    step_name: what one ``report`` step is ("fold", "repetition"...), used in run names.
     """
 
     name: str
@@ -33,3 +35,4 @@ class StudySpec:
     defaults: dict = field(default_factory=dict)
     rerun: Callable[[dict], dict] | None = None
     tags: dict = field(default_factory=dict)
+    step_name: str = "step"

@@ -1,0 +1,872 @@
+"""Optuna studies for epiflow: storage, the study runner, MLflow logging, and the zoo objective.
+
+The runner (:func:`run_study`) takes a :class:`pipelines.tune_api.StudySpec` and owns everything
+around the objective: the storage, the sampler and pruner, ``n_jobs`` threads, the MLflow run
+hierarchy (study > trial > step) and the study's artifacts. :func:`zoo_study_spec` builds the
+spec for a model of the zoo; ``pipelines.tune_ngg.ngg_study_spec`` the one for NGG.
+
+Storage (``--storage``):
+
+- default ``sqlite:///<repo>/mlruns/optuna.db``, next to the MLflow store;
+- ``journal:PATH``: Optuna's journal file (append-only log with a file lock), the safest choice
+  for several ``epiflow tune`` processes on one machine;
+- any SQLAlchemy URL (``postgresql://user:pw@host/db``, ``mysql+pymysql://...``) for many workers.
+
+Several processes on one study: each process runs ``--n-trials`` trials of the shared study and
+logs its own trials under the single MLflow study run. That run is found by the tags
+``epiflow.optuna.study`` / ``epiflow.optuna.storage`` or created; processes of one machine
+serialise the find-or-create with a file lock in ``mlruns/``; workers on other machines elect the
+oldest run carrying the tags (a loser deletes its own), so they converge on one study run too.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import re
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipelines import tracking
+from pipelines.errors import EpiflowError
+from pipelines.tune_api import StudySpec
+
+STUDY_TAG = f"{tracking.TAG_PREFIX}optuna.study"
+STORAGE_TAG = f"{tracking.TAG_PREFIX}optuna.storage"
+KIND_TAG = f"{tracking.TAG_PREFIX}optuna.run"     # study | trial | step | rerun
+
+# search-space keys that mean something for each kind of model (others are ignored)
+NET_KEYS = ("lr", "weight_decay", "dropout", "epochs", "hidden", "focal_alpha", "focal_gamma", "gene_l1")
+SPARSE_TYPES = ("biosparse", "linear", "multipathway", "genegene_pathway", "ensemble")
+DENSE_TYPES = ("dense",)
+
+DEFAULT_PRUNER = {"type": "median", "n_startup_trials": 5, "n_warmup_steps": 0}
+
+
+# ----------------------------------------------------------------------------------- storage
+def default_storage_url(start: Path | None = None) -> str:
+    store = tracking.store_root(start) / "mlruns"
+    store.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{store / 'optuna.db'}"
+
+
+def redact(url: str) -> str:
+    """The storage URL without a password (for tags, logs and errors)."""
+    return re.sub(r"(//[^:/@]+):[^@/]*@", r"\1:***@", url)
+
+
+def storage_key(url: str) -> str:
+    """A stable identity of a storage: absolute path for files, redacted URL otherwise."""
+    if url.startswith("journal:"):
+        return "journal:" + str(Path(url[len("journal:"):]).expanduser().resolve())
+    if url.startswith("sqlite:///"):
+        return "sqlite:///" + str(Path(url[len("sqlite:///"):]).expanduser().resolve())
+    return redact(url)
+
+
+def make_storage(url: str | None, start: Path | None = None):
+    """(optuna storage, url) for ``--storage``; a one-line error for a bad value."""
+    import optuna
+
+    url = url or default_storage_url(start)
+    if url.startswith("journal:"):
+        from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+        path = Path(url[len("journal:"):]).expanduser()
+        if not path.name:
+            raise EpiflowError("--storage journal:PATH needs a file path, e.g. journal:mlruns/study.log")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return JournalStorage(JournalFileBackend(str(path))), url
+    if "://" not in url:
+        raise EpiflowError(f"--storage {url!r}: expected journal:PATH or a database URL "
+                           "(sqlite:///path.db, postgresql://user@host/db)")
+    url = _postgres_driver(url)
+    kwargs: dict[str, Any] = {}
+    if url.startswith("sqlite"):
+        path = url.split(":///", 1)[-1]
+        if path and path != ":memory:":
+            Path(path).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        # several processes share the file: wait for the write lock instead of failing
+        kwargs = {"connect_args": {"timeout": 120}}
+    else:
+        kwargs = {"pool_pre_ping": True}
+    try:
+        storage = optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
+    except ImportError as exc:
+        raise EpiflowError(f"--storage {redact(url)}: database driver missing ({exc})") from None
+    except Exception as exc:  # sqlalchemy.exc.OperationalError, ArgumentError...
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise EpiflowError(f"--storage {redact(url)}: cannot open ({msg})") from None
+    return storage, url
+
+
+def _postgres_driver(url: str) -> str:
+    """SQLAlchemy 2.1 maps a bare ``postgresql://`` to psycopg 3; use psycopg2 where only it is
+    installed (the project depends on psycopg2-binary)."""
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            import importlib.util
+
+            if importlib.util.find_spec("psycopg") is None and importlib.util.find_spec("psycopg2"):
+                return "postgresql+psycopg2://" + url[len(prefix):]
+    return url
+
+
+@contextlib.contextmanager
+def local_lock(name: str = "tune", start: Path | None = None):
+    """An exclusive lock between processes of this machine (fcntl on mlruns/.NAME.lock)."""
+    import fcntl
+
+    d = tracking.store_root(start) / "mlruns"
+    d.mkdir(parents=True, exist_ok=True)
+    with open(d / f".{name}.lock", "a+") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+# ----------------------------------------------------------------------------- search space
+def parse_space(space: dict, where: str = "params.yaml tune.space") -> dict[str, dict]:
+    """``{name: [low, high]}``, ``[low, high, log]`` or ``{choices: [...]}`` -> distributions spec."""
+    out = {}
+    for name, spec in (space or {}).items():
+        if isinstance(spec, dict) and "choices" in spec:
+            choices = list(spec["choices"])
+            if not choices:
+                raise EpiflowError(f"{where}.{name}: empty choices")
+            out[name] = {"kind": "categorical", "choices": choices}
+            continue
+        if not isinstance(spec, (list, tuple)) or len(spec) not in (2, 3):
+            raise EpiflowError(f"{where}.{name}: expected [low, high], [low, high, log] or "
+                               f"{{choices: [...]}}, got {spec!r}")
+        low, high = spec[0], spec[1]
+        log = len(spec) == 3 and spec[2] == "log"
+        if len(spec) == 3 and spec[2] != "log":
+            raise EpiflowError(f"{where}.{name}: third entry must be 'log', got {spec[2]!r}")
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (low, high)):
+            raise EpiflowError(f"{where}.{name}: bounds must be numbers, got {spec!r}")
+        if not low < high:
+            raise EpiflowError(f"{where}.{name}: need low < high, got {spec!r}")
+        if log and low <= 0:
+            raise EpiflowError(f"{where}.{name}: a log range needs low > 0, got {spec!r}")
+        kind = "int" if isinstance(low, int) and isinstance(high, int) else "float"
+        out[name] = {"kind": kind, "low": low, "high": high, "log": log}
+    return out
+
+
+def suggest(trial, name: str, d: dict):
+    if d["kind"] == "categorical":
+        return trial.suggest_categorical(name, d["choices"])
+    if d["kind"] == "int":
+        return trial.suggest_int(name, int(d["low"]), int(d["high"]), log=d["log"])
+    return trial.suggest_float(name, float(d["low"]), float(d["high"]), log=d["log"])
+
+
+def in_space(value, d: dict) -> bool:
+    if d["kind"] == "categorical":
+        return value in d["choices"]
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return False
+    return d["low"] <= value <= d["high"]
+
+
+def space_keys_for(mtype: str) -> tuple[str, ...] | None:
+    """Search-space keys meaningful for a model type; None: any key the estimator accepts."""
+    from pipelines import zoo
+
+    if mtype in zoo.BASELINES or mtype in getattr(zoo, "FORESTS", ()):
+        return None
+    keys = NET_KEYS
+    if mtype in SPARSE_TYPES:
+        keys += ("sparsity",)
+    if mtype in DENSE_TYPES:
+        keys += ("dense_units",)
+    return keys
+
+
+def estimator_keys(mtype: str) -> tuple[str, ...]:
+    from pipelines import zoo
+
+    if hasattr(zoo, "valid_keys"):
+        return tuple(zoo.valid_keys(mtype))
+    import inspect
+
+    from models.baselines import fit_predict_sgd
+
+    return tuple(k for k in inspect.signature(fit_predict_sgd).parameters
+                 if k not in ("X_train", "y_train", "X_test", "penalty", "seed"))
+
+
+def model_space(mtype: str, space: dict[str, dict]) -> dict[str, dict]:
+    keys = space_keys_for(mtype)
+    if keys is None:
+        keys = estimator_keys(mtype)
+    chosen = {k: v for k, v in space.items() if k in keys}
+    if not chosen:
+        raise EpiflowError(f"tune.space has no parameter for a '{mtype}' model "
+                           f"(meaningful here: {', '.join(keys)})")
+    return chosen
+
+
+def make_pruner(cfg: dict | None, multi: bool):
+    import optuna
+
+    cfg = {**DEFAULT_PRUNER, **(cfg or {})}
+    kind = cfg.pop("type")
+    if multi or kind == "none":
+        return optuna.pruners.NopPruner()
+    if kind == "median":
+        return optuna.pruners.MedianPruner(**cfg)
+    if kind == "percentile":
+        return optuna.pruners.PercentilePruner(**cfg)
+    if kind == "hyperband":
+        return optuna.pruners.HyperbandPruner(**cfg)
+    raise EpiflowError(f"tune.pruner.type: unknown pruner '{kind}'; valid: median, percentile, "
+                       "hyperband, none")
+
+
+# ------------------------------------------------------------------------------ zoo objective
+def inner_splits(y_outer_train: np.ndarray, n_folds: int, seed: int):
+    """Stratified inner folds (indices into the outer training part)."""
+    from sklearn.model_selection import StratifiedKFold
+
+    classes, counts = np.unique(y_outer_train, return_counts=True)
+    if len(classes) < 2 or counts.min() < n_folds:
+        raise EpiflowError(f"tune: the outer training part has class counts {counts.tolist()}, "
+                           f"too few for {n_folds} inner folds")
+    skf = StratifiedKFold(n_splits=n_folds, shuffle=True, random_state=seed)
+    return list(skf.split(np.zeros(len(y_outer_train)), y_outer_train))
+
+
+def zoo_study_spec(model: str, params: dict, args) -> StudySpec:
+    """The study for one zoo model: mean ROC AUC over inner stratified folds of the training part
+    of ONE outer fold (``tune.outer_repeat`` / ``tune.outer_fold``) of the shared splits.
+
+    The outer fold's test samples are dropped before anything else is built, so no model, no
+    standardisation and no score of a trial ever reads them; they stay untouched for the outer
+    CV of ``--rerun-best``.
+    """
+    from pipelines import zoo
+    from pipelines.encode import load_encoded
+    from pipelines.params import section
+    from pipelines.splits import load_splits
+
+    params_path = getattr(args, "params", "params.yaml")
+    models = section(params, "models", params_path)
+    mtype, cfg = zoo.resolve(model, models, params_path)
+    tcfg = dict(section(params, "tune", params_path))
+    train_cfg = dict(section(params, "train", params_path))
+    space = model_space(mtype, parse_space(tcfg.get("space", {})))
+    n_inner = int(tcfg.get("inner_folds", 3))
+    r0, k0 = int(tcfg.get("outer_repeat", 0)), int(tcfg.get("outer_fold", 0))
+    seed = int(args.seed if getattr(args, "seed", None) is not None else tcfg.get("seed", 0))
+
+    enc = load_encoded(args.encoded)
+    sample_ids = enc.samples["sample_id"].astype(str).to_numpy()
+    y_all = enc.samples["y"].to_numpy().astype(np.int64)
+    splits = load_splits(args.splits, sample_ids)
+    if not (0 <= r0 < splits.repeats and 0 <= k0 < splits.folds):
+        raise EpiflowError(f"tune.outer_repeat/outer_fold = {r0}/{k0} outside the "
+                           f"{splits.repeats} x {splits.folds} splits in {args.splits}")
+    outer_train = np.flatnonzero(splits.fold[r0] != k0)
+    # only the outer training part is kept from here on
+    counts = enc.counts.tocsr()[outer_train]
+    variants = enc.variants.tocsr()[outer_train]
+    y = y_all[outer_train]
+    n_classes = len(enc.classes)
+    inner = inner_splits(y, n_inner, seed)
+    gmt = getattr(args, "gmt", None) or section(params, "encode").get("gmt")
+    inputs = [args.encoded, args.splits]
+    gene_pathways = None
+    is_net = mtype not in zoo.BASELINES and mtype not in getattr(zoo, "FORESTS", ())
+    needs = zoo.needs_pathways(mtype, cfg) if hasattr(zoo, "needs_pathways") else is_net
+    if needs and gmt:
+        from pipelines.io.gmt import gene_pathway_index, read_gmt
+
+        gene_pathways, _ = gene_pathway_index(enc.genes, read_gmt(gmt))
+        inputs.append(gmt)
+    fit_cfg = dict(cfg)
+    if isinstance(cfg.get("gene_gene_edges"), str) and hasattr(zoo, "load_gene_gene_edges"):
+        fit_cfg["gene_gene_edges"] = zoo.load_gene_gene_edges(cfg["gene_gene_edges"], enc.genes)
+    base_seed = int(train_cfg.pop("seed", 0))
+    default_epochs = int(cfg.get("max_epochs", train_cfg.get("max_epochs", 30)))
+
+    def configure(values: dict) -> tuple[dict, dict]:
+        """(model cfg, train cfg) of a trial's (or the defaults') values."""
+        c, t = dict(fit_cfg), dict(train_cfg)
+        for k, v in values.items():
+            if k == "epochs":
+                c.pop("max_epochs", None)
+                t["max_epochs"] = int(v)
+            else:
+                c[k] = v
+        return c, t
+
+    def objective(trial, report):
+        from sklearn.metrics import roc_auc_score
+
+        values = {name: suggest(trial, name, d) for name, d in space.items()}
+        c, t = configure(values)
+        aucs = []
+        for step, (itr, ite) in enumerate(inner):
+            t0 = time.perf_counter()
+            proba, info = zoo.fit_predict(
+                mtype, c, counts_train=counts[itr], counts_test=counts[ite],
+                variants_train=variants[itr], variants_test=variants[ite], y_train=y[itr],
+                n_classes=n_classes, gene_pathways=gene_pathways, train=t, seed=base_seed + step)
+            proba = np.asarray(proba, dtype=np.float64).reshape(-1)
+            if not np.isfinite(proba).all():
+                auc = 0.5       # a diverged net scores as chance
+            else:
+                auc = float(roc_auc_score(y[ite], proba))
+            aucs.append(auc)
+            report(step, float(np.mean(aucs)),
+                   {"auc": auc, "n_train": len(itr), "n_test": len(ite),
+                    "train_time_s": time.perf_counter() - t0,
+                    "n_parameters": float(info.get("n_parameters", 0))})
+        return float(np.mean(aucs))
+
+    defaults = {}
+    for name, d in space.items():
+        if name == "epochs":
+            value = default_epochs
+        else:
+            value = cfg.get(name, _estimator_default(mtype, name))
+        if name == "focal_alpha" and value is None:
+            # the nets' default: fraction of controls (of each training fold; here of the outer one)
+            value = round(float(1.0 - y.mean()), 4)
+        if value is not None and in_space(value, d):
+            defaults[name] = int(value) if d["kind"] == "int" else value
+
+    def rerun(best_params: dict) -> dict:
+        return rerun_zoo(model, mtype, cfg, best_params, params, args)
+
+    return StudySpec(
+        name=f"tune-{model}", directions=["maximize"], metric_names=["inner_auc"],
+        objective=objective, defaults=defaults, rerun=rerun,
+        tags={"model": model, "model_type": mtype, "objective": "inner_cv_auc",
+              "outer_repeat": r0, "outer_fold": k0, "inner_folds": n_inner,
+              "n_outer_train": len(outer_train), "space": json.dumps(tcfg.get("space", {}))[:4000],
+              "_inputs": inputs},
+        step_name="fold")
+
+
+def _estimator_default(mtype: str, name: str):
+    from pipelines import zoo
+
+    if mtype in zoo.BASELINES or mtype in getattr(zoo, "FORESTS", ()):
+        import inspect
+
+        from models import baselines
+
+        fn = baselines.fit_predict_sgd if mtype in zoo.BASELINES else getattr(baselines, "fit_predict_rf", None)
+        if fn is None:
+            return None
+        p = inspect.signature(fn).parameters.get(name)
+        return None if p is None or p.default is inspect.Parameter.empty else p.default
+    from models.genes import DEFAULT_PARAMS
+
+    return DEFAULT_PARAMS.get(name)
+
+
+# ---------------------------------------------------------------------------- MLflow logging
+class StudyLog:
+    """The MLflow side of one study in this process: the study run, trial and step runs."""
+
+    def __init__(self, experiment: str, study_name: str, url: str, tags: dict, defaults: dict,
+                 spec: StudySpec, enabled: bool = True):
+        self.enabled = enabled
+        self.study_name = study_name
+        self.key = storage_key(url)
+        self.spec = spec
+        self.client = None
+        self.run_id = None
+        self.exp_id = None
+        if not enabled:
+            return
+        from mlflow import MlflowClient
+
+        self.exp_id = tracking.setup(experiment)
+        self.client = MlflowClient()
+        self.tags = tags
+        self.run_id = self._find_or_create(tags, defaults)
+
+    def _search(self):
+        from mlflow.entities import ViewType
+
+        flt = (f"tags.`{STUDY_TAG}` = '{self.study_name}' and "
+               f"tags.`{STORAGE_TAG}` = '{self.key.replace(chr(39), '')}'")
+        runs = self.client.search_runs([self.exp_id], filter_string=flt,
+                                       run_view_type=ViewType.ACTIVE_ONLY,
+                                       order_by=["attributes.start_time ASC"], max_results=50)
+        return sorted(runs, key=lambda r: (r.info.start_time, r.info.run_id))
+
+    def _find_or_create(self, tags: dict, defaults: dict) -> str:
+        found = self._search()
+        if found:
+            return found[0].info.run_id
+        all_tags = {**tags, STUDY_TAG: self.study_name,
+                    STORAGE_TAG: self.key.replace("'", ""), KIND_TAG: "study",
+                    "mlflow.runName": self.study_name}
+        run = self.client.create_run(self.exp_id, run_name=self.study_name, tags=all_tags)
+        rid = run.info.run_id
+        if defaults:
+            from mlflow.entities import Param
+
+            self.client.log_batch(rid, params=[Param(f"default.{k}", str(v)[:500])
+                                               for k, v in defaults.items()])
+        # another machine may have created one at the same time: the oldest wins
+        winner = self._search()[0].info.run_id
+        if winner != rid:
+            self.client.delete_run(rid)
+        return winner
+
+    def start_trial(self, trial) -> str | None:
+        if not self.enabled:
+            return None
+        run = self.client.create_run(
+            self.exp_id, run_name=f"{self.study_name}-trial{trial.number}",
+            tags={**self.tags, "mlflow.parentRunId": self.run_id, KIND_TAG: "trial",
+                  STUDY_TAG: self.study_name, f"{tracking.TAG_PREFIX}optuna.trial": str(trial.number)})
+        return run.info.run_id
+
+    def log_step(self, trial_run: str | None, trial_number: int, step: int, value: float,
+                 metrics: dict | None):
+        if not self.enabled or trial_run is None:
+            return
+        names = self.spec.metric_names
+        m = {f"running_{names[0]}" if len(names) == 1 else "running_value": value}
+        m.update({k: float(v) for k, v in (metrics or {}).items() if _is_number(v)})
+        tracking.log_child(trial_run, self.exp_id, f"{self.study_name}-trial{trial_number}-{self.spec.step_name}{step}",
+                           tags={**self.tags, KIND_TAG: "step", STUDY_TAG: self.study_name},
+                           params={"step": step, "trial": trial_number}, metrics=m)
+
+    def end_trial(self, trial_run: str | None, trial, state: str, values, seconds: float):
+        if not self.enabled or trial_run is None:
+            return
+        from mlflow.entities import Metric, Param
+
+        now = int(time.time() * 1000)
+        metrics = [Metric("trial_time_s", float(seconds), now, 0)]
+        if values is not None:
+            for name, v in zip(self.spec.metric_names, values):
+                metrics.append(Metric(name, float(v), now, 0))
+        params = [Param(k, str(v)[:500]) for k, v in trial.params.items()]
+        params.append(Param("trial", str(trial.number)))
+        self.client.log_batch(trial_run, metrics=metrics, params=params)
+        self.client.set_tag(trial_run, f"{tracking.TAG_PREFIX}optuna.state", state)
+        status = {"complete": "FINISHED", "pruned": "KILLED", "failed": "FAILED"}[state]
+        self.client.set_terminated(trial_run, status=status)
+
+    def finish(self, study, extra_tags: dict | None = None):
+        """Best params, counts and artifacts of the whole study (every process's trials)."""
+        if not self.enabled:
+            return
+        import optuna
+        from mlflow.entities import Metric
+
+        summary = study_summary(study, self.spec)
+        now = int(time.time() * 1000)
+        metrics = [Metric(k, float(v), now, 0) for k, v in summary["metrics"].items()]
+        self.client.log_batch(self.run_id, metrics=metrics)
+        for k, v in {**summary["tags"], **(extra_tags or {})}.items():
+            self.client.set_tag(self.run_id, f"{tracking.TAG_PREFIX}{k}", str(v)[:5000])
+        with tempfile.TemporaryDirectory() as d:
+            d = Path(d)
+            (d / "best_params.json").write_text(json.dumps(summary["best"], indent=2, default=str) + "\n")
+            trials_table(study, self.spec).to_csv(d / "trials.tsv", sep="\t", index=False)
+            for f in study_plots(study, self.spec, d):
+                self.client.log_artifact(self.run_id, str(f))
+            self.client.log_artifact(self.run_id, str(d / "best_params.json"))
+            self.client.log_artifact(self.run_id, str(d / "trials.tsv"))
+        self.client.set_terminated(self.run_id, status="FINISHED")
+        del optuna
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool) and math.isfinite(float(v))
+
+
+def study_summary(study, spec: StudySpec) -> dict:
+    import optuna
+
+    TS = optuna.trial.TrialState
+    trials = study.get_trials(deepcopy=False)
+    counts = {s: sum(t.state == getattr(TS, s.upper()) for t in trials)
+              for s in ("complete", "pruned", "fail", "running")}
+    metrics = {f"n_{k}": v for k, v in counts.items()}
+    tags: dict[str, Any] = {}
+    best: dict[str, Any] = {"study": study.study_name, "directions": spec.directions,
+                            "metric_names": spec.metric_names, "defaults": spec.defaults}
+    default_trial = next((t for t in trials if t.user_attrs.get("default") and t.state == TS.COMPLETE), None)
+    if len(spec.directions) == 1:
+        if counts["complete"]:
+            bt = study.best_trial
+            best.update(best_trial=bt.number, best_value=bt.value, best_params=bt.params)
+            metrics[f"best_{spec.metric_names[0]}"] = bt.value
+            tags.update({f"best.{k}": v for k, v in bt.params.items()})
+            tags["best.trial"] = bt.number
+        if default_trial is not None:
+            best["default_value"] = default_trial.value
+            metrics[f"default_{spec.metric_names[0]}"] = default_trial.value
+    else:
+        pareto = study.best_trials if counts["complete"] else []
+        best["pareto"] = [{"trial": t.number, "values": t.values, "params": t.params} for t in pareto]
+        metrics["n_pareto"] = len(pareto)
+        if default_trial is not None:
+            best["default_values"] = default_trial.values
+    return {"metrics": metrics, "tags": tags, "best": best}
+
+
+def trials_table(study, spec: StudySpec):
+    import pandas as pd
+
+    rows = []
+    for t in study.get_trials(deepcopy=False):
+        row = {"number": t.number, "state": t.state.name.lower(),
+               "duration_s": t.duration.total_seconds() if t.duration else None,
+               "worker": t.user_attrs.get("worker"), "default": bool(t.user_attrs.get("default"))}
+        vals = t.values or [None] * len(spec.directions)
+        for name, v in zip(spec.metric_names, vals):
+            row[name] = v
+        if t.intermediate_values:
+            row["last_step"] = max(t.intermediate_values)
+        row.update({f"param.{k}": v for k, v in t.params.items()})
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def study_plots(study, spec: StudySpec, outdir: Path) -> list[Path]:
+    """Optimisation history (or Pareto front), parameter importances, intermediate values (PNG)."""
+    import warnings
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import optuna
+    from optuna.visualization import matplotlib as ovm
+
+    done = [t for t in study.get_trials(deepcopy=False) if t.state == optuna.trial.TrialState.COMPLETE]
+    files = []
+    multi = len(spec.directions) > 1
+    target = (lambda t: t.values[0]) if multi else None
+    jobs = [("optimization_history.png", lambda: ovm.plot_optimization_history(
+        study, target=target, target_name=spec.metric_names[0]))]
+    if multi:
+        jobs.append(("pareto_front.png", lambda: ovm.plot_pareto_front(study, target_names=spec.metric_names)))
+    if len(done) >= 2 and any(len({str(t.params.get(k)) for t in done}) > 1 for k in done[0].params):
+        jobs.append(("param_importances.png", lambda: ovm.plot_param_importances(
+            study, target=target, target_name=spec.metric_names[0])))
+    if not multi:
+        jobs.append(("intermediate_values.png", lambda: ovm.plot_intermediate_values(study)))
+    for name, fn in jobs:
+        if not done:
+            break
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                ax = fn()
+            fig = ax.figure if hasattr(ax, "figure") else ax.flat[0].figure
+            fig.set_size_inches(8, 5)
+            fig.tight_layout()
+            fig.savefig(outdir / name, dpi=110)
+            plt.close(fig)
+            files.append(outdir / name)
+        except Exception as exc:  # a plot is optional; the study is not
+            print(f"tune: plot {name} skipped ({type(exc).__name__}: {exc})")
+    return files
+
+
+# ------------------------------------------------------------------------------- the runner
+def open_study(spec: StudySpec, storage, study_name: str, seed: int, pruner_cfg: dict | None):
+    """Create or load the study; returns (study, worker index of this process)."""
+    import optuna
+
+    multi = len(spec.directions) > 1
+    pruner = make_pruner(pruner_cfg, multi)
+    study = None
+    for attempt in range(5):  # first creation of a database by several processes at once
+        try:
+            study = optuna.create_study(study_name=study_name, storage=storage,
+                                        directions=spec.directions, pruner=pruner,
+                                        load_if_exists=True)
+            break
+        except ValueError as exc:
+            raise EpiflowError(f"study '{study_name}': {exc}") from None
+        except Exception:
+            if attempt == 4:
+                raise
+            time.sleep(0.5 + attempt)
+    if [d.name.lower() for d in study.directions] != [d.lower() for d in spec.directions]:
+        raise EpiflowError(f"study '{study_name}' exists with directions "
+                           f"{[d.name.lower() for d in study.directions]}, not {spec.directions}; "
+                           f"choose another --study-name")
+    worker = int(study.user_attrs.get("workers_started", 0))
+    study.set_user_attr("workers_started", worker + 1)
+    if worker == 0 and not study.get_trials(deepcopy=False) and spec.defaults:
+        study.enqueue_trial(spec.defaults, user_attrs={"default": True})
+    # each process draws its own random sequence (constant_liar keeps running trials in view)
+    study.sampler = optuna.samplers.TPESampler(seed=seed + 7919 * worker, constant_liar=True,
+                                               multivariate=True)
+    study.pruner = pruner
+    return study, worker
+
+
+def run_study(spec: StudySpec, *, storage_url: str | None, study_name: str | None, n_trials: int | None,
+              timeout: float | None, n_jobs: int, seed: int, pruner_cfg: dict | None,
+              experiment: str, mlflow_on: bool = True, progress: bool = True,
+              inputs=(), params_text: str | None = None, start: Path | None = None) -> dict:
+    """Run ``n_trials`` trials (or until ``timeout``) of the study; returns the study summary."""
+    import logging
+
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    study_name = study_name or spec.name
+    multi = len(spec.directions) > 1
+    spec_tags = {k: v for k, v in spec.tags.items() if not k.startswith("_")}
+    inputs = list(inputs) + list(spec.tags.get("_inputs", []))
+    with local_lock(start=start):
+        storage, url = make_storage(storage_url, start)
+        study, worker = open_study(spec, storage, study_name, seed, pruner_cfg)
+        log = None
+        if mlflow_on:
+            tags = tracking.run_tags(inputs, params_text=params_text,
+                                     extra={"stage": "tune", **spec_tags})
+            log = StudyLog(experiment, study_name, url, tags, spec.defaults, spec)
+            study.set_user_attr("mlflow_run_id", log.run_id)
+        else:
+            log = StudyLog(experiment, study_name, url, {}, spec.defaults, spec, enabled=False)
+    lock = threading.Lock()
+
+    def wrapped(trial):
+        trial.set_user_attr("worker", worker)
+        t0 = time.perf_counter()
+        with lock:
+            trial_run = log.start_trial(trial)
+
+        def report(step: int, value: float, metrics: dict | None = None):
+            log.log_step(trial_run, trial.number, step, value, metrics)
+            if not multi:
+                trial.report(float(value), step)
+                if trial.should_prune():
+                    raise optuna.TrialPruned(f"pruned at step {step} (running value {value:.4f})")
+
+        try:
+            result = spec.objective(trial, report)
+        except optuna.TrialPruned:
+            log.end_trial(trial_run, trial, "pruned", None, time.perf_counter() - t0)
+            raise
+        except Exception:
+            log.end_trial(trial_run, trial, "failed", None, time.perf_counter() - t0)
+            raise
+        values = list(result) if isinstance(result, (tuple, list)) else [result]
+        log.end_trial(trial_run, trial, "complete", values, time.perf_counter() - t0)
+        return tuple(values) if multi else values[0]
+
+    t_start = time.perf_counter()
+    if n_trials is None or n_trials > 0 or timeout:
+        study.optimize(wrapped, n_trials=n_trials, timeout=timeout, n_jobs=n_jobs,
+                       show_progress_bar=progress, gc_after_trial=False)
+    seconds = time.perf_counter() - t_start
+    with local_lock(start=start):
+        log.finish(study)
+    summary = study_summary(study, spec)
+    mine = [t for t in study.get_trials(deepcopy=False) if t.user_attrs.get("worker") == worker]
+    summary.update(study=study_name, storage=redact(url), worker=worker, seconds=seconds,
+                   mlflow_run_id=log.run_id, n_trials_this_process=len(mine),
+                   n_pruned_this_process=sum(t.state == optuna.trial.TrialState.PRUNED for t in mine))
+    return summary
+
+
+def load_study(storage_url: str | None, study_name: str, start: Path | None = None):
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    storage, url = make_storage(storage_url, start)
+    try:
+        return optuna.load_study(study_name=study_name, storage=storage), url
+    except KeyError:
+        names = [s.study_name for s in optuna.get_all_study_summaries(storage)]
+        raise EpiflowError(f"no study '{study_name}' in {redact(url)} (studies: "
+                           f"{', '.join(names) or 'none'}); run `epiflow tune` first") from None
+
+
+def rerun_best(spec: StudySpec, study, experiment: str, mlflow_on: bool = True) -> dict:
+    """Re-evaluate the best configuration with ``spec.rerun``; logs a 'rerun' child of the study run."""
+    import optuna
+
+    if spec.rerun is None:
+        raise EpiflowError(f"study '{study.study_name}': this objective has no rerun")
+    done = [t for t in study.get_trials(deepcopy=False) if t.state == optuna.trial.TrialState.COMPLETE]
+    if not done:
+        raise EpiflowError(f"study '{study.study_name}' has no complete trial yet")
+    if len(spec.directions) == 1:
+        best = study.best_trial
+    else:  # the Pareto trial best in the first objective
+        sign = 1 if spec.directions[0] == "maximize" else -1
+        best = max(study.best_trials, key=lambda t: sign * t.values[0])
+    result = dict(spec.rerun(dict(best.params)) or {})
+    result.setdefault("best_trial", best.number)
+    parent = study.user_attrs.get("mlflow_run_id")
+    if mlflow_on and parent:
+        exp_id = tracking.setup(experiment)
+        nums = {k: float(v) for k, v in result.items() if _is_number(v)}
+        strs = {f"{tracking.TAG_PREFIX}rerun.{k}": str(v)[:5000] for k, v in result.items() if not _is_number(v)}
+        tracking.log_child(parent, exp_id, f"{study.study_name}-rerun-best",
+                           tags={KIND_TAG: "rerun", STUDY_TAG: study.study_name, **strs},
+                           params={k: v for k, v in best.params.items()}, metrics=nums)
+    return result
+
+
+# ---------------------------------------------------------------------- rerun of a zoo model
+def rerun_zoo(model: str, mtype: str, cfg: dict, best_params: dict, params: dict, args) -> dict:
+    """Outer CV of the best configuration exactly as ``epiflow train`` runs it (same splits,
+    seeds and logging, as model ``<model>-tuned``), then the final model fitted on every sample,
+    logged to that run and registered in the MLflow model registry."""
+    import argparse
+
+    import yaml
+
+    from pipelines.stages import train as train_stage
+
+    tuned = f"{model}-tuned"
+    new_cfg = {"type": mtype, **{k: v for k, v in cfg.items() if k != "max_epochs"}}
+    new_train = dict(params.get("train", {}))
+    for k, v in best_params.items():
+        if k == "epochs":
+            new_train["max_epochs"] = int(v)
+        else:
+            new_cfg[k] = v
+    if "epochs" not in best_params and "max_epochs" in cfg:
+        new_cfg["max_epochs"] = cfg["max_epochs"]
+    tuned_params = {**params, "models": {tuned: new_cfg}, "train": new_train}
+    outdir = Path(getattr(args, "out", None) or f"work/tune/{model}")
+    outdir.mkdir(parents=True, exist_ok=True)
+    ptext = yaml.safe_dump(tuned_params, sort_keys=False)
+    ppath = outdir / "tuned_params.yaml"
+    ppath.write_text(ptext)
+    targs = argparse.Namespace(
+        model=tuned, params=str(ppath), encoded=args.encoded, splits=args.splits,
+        gmt=getattr(args, "gmt", None), out=str(outdir / "outer_cv"),
+        metrics=str(outdir / "outer_cv_metrics.json"), plots=str(outdir / "outer_cv_roc.json"),
+        repeats=getattr(args, "repeats", None), no_mlflow=bool(getattr(args, "no_mlflow", False)),
+        quiet=bool(getattr(args, "quiet", False)))
+    train_stage.run(targs)
+    summary = json.loads((outdir / "outer_cv_metrics.json").read_text())
+    result = {"outer_auc_mean": summary["auc_mean"], "outer_auc_sd": summary["auc_sd"],
+              "outer_n_folds": summary["n_folds"], "train_run_id": summary.get("mlflow_run_id", "")}
+    if not getattr(args, "no_mlflow", False) and summary.get("mlflow_run_id"):
+        version = register_final_model(tuned, mtype, new_cfg, new_train, params, args,
+                                       summary["mlflow_run_id"])
+        result.update(version)
+    return result
+
+
+class GeneNetModel:
+    """An MLflow pyfunc model: gene x class counts (n, C*G) -> probability of case."""
+
+    def __init__(self, net, standardiser, n_classes: int, input_mode: str):
+        self.net, self.standardiser = net.cpu(), standardiser
+        self.n_classes, self.input_mode = n_classes, input_mode
+
+    def predict(self, X):
+        import scipy.sparse as sp
+        import torch
+
+        from models.genes.data import make_source
+        from models.genes.training import predict_proba
+
+        X = X.to_numpy() if hasattr(X, "to_numpy") else X
+        X = sp.csr_matrix(np.asarray(X, dtype=np.float32)) if not sp.issparse(X) else X.tocsr()
+        src = make_source(X, self.standardiser, self.n_classes, torch.device("cpu"),
+                          mode=self.input_mode, cache_bytes=0)
+        return predict_proba(self.net, src)
+
+
+def register_final_model(name: str, mtype: str, cfg: dict, train_cfg: dict, params: dict, args,
+                         run_id: str) -> dict:
+    """Fit the configuration on every sample, log it as an MLflow pyfunc model to ``run_id`` and
+    register it as a new version of the registered model ``epiflow-<name>``."""
+    import mlflow
+    import mlflow.pyfunc
+
+    from pipelines import zoo
+    from pipelines.encode import load_encoded
+    from pipelines.params import section
+
+    enc = load_encoded(args.encoded)
+    y = enc.samples["y"].to_numpy().astype(np.int64)
+    counts, variants = enc.counts.tocsr(), enc.variants.tocsr()
+    c = {k: v for k, v in cfg.items() if k not in ("type", "max_epochs")}
+    t = dict(train_cfg)
+    if "max_epochs" in cfg:
+        t["max_epochs"] = cfg["max_epochs"]
+    seed = int(t.pop("seed", 0))
+    is_net = mtype not in zoo.BASELINES and mtype not in getattr(zoo, "FORESTS", ())
+    if is_net:
+        from models.genes import fit_predict as fit_gene_net
+        from pipelines.io.gmt import gene_pathway_index, read_gmt
+
+        gmt = getattr(args, "gmt", None) or section(params, "encode").get("gmt")
+        gp = gene_pathway_index(enc.genes, read_gmt(gmt))[0] if gmt else None
+        if isinstance(c.get("gene_gene_edges"), str) and hasattr(zoo, "load_gene_gene_edges"):
+            c["gene_gene_edges"] = zoo.load_gene_gene_edges(c["gene_gene_edges"], enc.genes)
+        _, info = fit_gene_net(mtype, counts, y, counts[:1], n_classes=len(enc.classes),
+                               gene_pathways=gp, params=c, train={**t, "seed": seed},
+                               return_model=True)
+        wrapped = GeneNetModel(info["model"], info["standardiser"], len(enc.classes), info["input_mode"])
+    elif mtype in zoo.BASELINES:
+        from sklearn.linear_model import SGDClassifier
+        from sklearn.pipeline import make_pipeline
+        from sklearn.preprocessing import MaxAbsScaler
+
+        kw = {"alpha": 1e-4, "max_iter": 50, "class_weight": "balanced", "tol": 1e-4, "l1_ratio": 0.15, **c}
+        scale = kw.pop("scale", True)
+        clf = SGDClassifier(loss="log_loss", penalty=zoo.BASELINES[mtype], random_state=seed, **kw)
+        pipe = make_pipeline(MaxAbsScaler(), clf) if scale else make_pipeline(clf)
+        pipe.fit(variants, y)
+        wrapped = _SklearnProba(pipe)
+    else:
+        return {"registered": "no (forest models are not registered)"}
+    reg_name = f"epiflow-{name}"
+    with mlflow.start_run(run_id=run_id):
+        info = mlflow.pyfunc.log_model(name="model", python_model=_pyfunc(wrapped),
+                                       pip_requirements=["epiflow", "torch", "scikit-learn", "scipy", "numpy"])
+    mv = mlflow.register_model(info.model_uri, reg_name)
+    return {"registered_model": reg_name, "model_version": str(mv.version), "model_uri": info.model_uri}
+
+
+class _SklearnProba:
+    def __init__(self, pipe):
+        self.pipe = pipe
+
+    def predict(self, X):
+        X = X.to_numpy() if hasattr(X, "to_numpy") else X
+        return self.pipe.predict_proba(X)[:, 1]
+
+
+def _pyfunc(model):
+    """Wrap an object with ``predict(X) -> probabilities`` as an MLflow pyfunc PythonModel."""
+    import mlflow.pyfunc
+
+    class EpiflowModel(mlflow.pyfunc.PythonModel):
+        """``predict(model_input)`` -> case probabilities."""
+
+        def __init__(self, model):
+            self.model = model
+
+        def predict(self, context, model_input, params=None):
+            return self.model.predict(model_input)
+
+    return EpiflowModel(model)
