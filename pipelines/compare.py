@@ -255,6 +255,11 @@ def load_mlflow_model_scores(names: list[str], experiment: str) -> list[Scores]:
         if hits.empty:
             raise EpiflowError(f"unknown model '{name}' in MLflow experiment '{experiment}'; known models: "
                                f"{', '.join(known) if known else 'none'}")
+        done = hits[hits["status"] == "FINISHED"]  # a run still training has only some of its folds
+        if done.empty:
+            raise EpiflowError(f"no finished MLflow train run of '{name}' yet (latest {hits.iloc[0]['run_id'][:8]} "
+                               f"is {str(hits.iloc[0]['status']).lower()})")
+        hits = done
         s = scores_from_run(hits.iloc[0], runs, label=name)
         if not s.has_folds:
             raise EpiflowError(f"latest MLflow run {s.run_id} of '{name}' has no fold AUCs "
@@ -353,6 +358,10 @@ def select_runs(experiments: list[str] | None = None, filter_string: str = "", t
         is_child = chosen["tags.mlflow.parentRunId"].notna()
         is_fold = chosen["params.fold"].notna() if "params.fold" in chosen.columns else np.zeros(len(chosen), bool)
         chosen = chosen[~is_fold & (~is_child if not nested else True)]
+        running = chosen["status"] == "RUNNING"
+        if running.any():
+            notes.append(f"left out {int(running.sum())} run(s) still running")
+            chosen = chosen[~running]
     scores = [scores_from_run(row, everything) for _, row in chosen.iterrows()]
     if not run_ids:
         kept = [s for s in scores if s.has_folds or s.auc_mean is not None]

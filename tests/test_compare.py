@@ -70,6 +70,13 @@ def project(tmp_path_factory):
         ids["a"] = log_model("cmp", "a", FOLDS_A, n_parameters=1234,  # newer: the one to use
                              extra_tags={"dvc.work/splits.npz": "c0ffee"})
         ids["b"] = log_model("cmp", "b", FOLDS_B, extra_tags={"dvc.work/splits.npz": "c0ffee"})
+        # the newest run of b is still training (one fold so far): never the one compared
+        import mlflow
+
+        running = mlflow.MlflowClient().create_run(
+            tracking.setup("cmp"), run_name="b", tags=tracking.run_tags([], extra={"model": "b", "stage": "train"}))
+        tracking.log_child(running.info.run_id, tracking.setup("cmp"), "b-r0f0", tags={}, params={"repeat": 0, "fold": 0},
+                           metrics={"auc": 0.9, "n_train": N_TRAIN, "n_test": N_TEST})
         # a second experiment for selection: two sparse nets and an additive model on shared folds,
         # plus one run on other splits (5 folds)
         ids["bs1"] = log_model("sel", "bs1", make_folds(3, 0.05), mtype="biosparse", extra_tags={"cohort": "x"})
@@ -153,7 +160,8 @@ def test_mlflow_source_gives_the_same_result(in_project, capsys):
     assert main(["compare", "--experiment", "cmp", "--out", "by_exp"]) == 0
     t3 = pd.read_csv(root / "by_exp" / "tests.tsv", sep="\t")
     assert t3.loc[0, "p_corrected"] == pytest.approx(t1.loc[0, "p_corrected"], rel=1e-6)
-    assert "latest run of each label" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "latest run of each label" in out and "1 run(s) still running" in out
 
 
 @pytest.mark.parametrize("change", ["missing_fold", "n_train"])

@@ -76,7 +76,7 @@ def run(args) -> int:
             raise EpiflowError("named models are looked up in one experiment; give --experiment once")
         exp = (args.experiment or [study])[0]
         scores = compare.load_mlflow_model_scores(args.models, exp)
-        source = f"fold AUCs from the latest train run of each model in MLflow experiment '{exp}'"
+        source = f"fold AUCs from the latest finished train run of each model in MLflow experiment '{exp}'"
     else:
         experiments = args.experiment or ([] if args.runs else [study])
         scores, notes = compare.select_runs(experiments, args.filter, tags, args.runs,
