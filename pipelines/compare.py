@@ -461,7 +461,10 @@ def pairwise_tests(scores: list[Scores], reference: str | None = None) -> pd.Dat
             raise EpiflowError(f"cannot pair folds: {why}")
         p = paired(ref, s)
         n_train, n_test = float(p["n_train"].mean()), float(p["n_test"].mean())
-        res = corrected_resampled_ttest(p["auc_a"], p["auc_b"], n_train=n_train, n_test=n_test)
+        try:
+            res = corrected_resampled_ttest(p["auc_a"], p["auc_b"], n_train=n_train, n_test=n_test)
+        except ValueError as exc:  # fewer than 2 folds, empty folds
+            raise EpiflowError(f"cannot test {ref.label} against {s.label}: {exc}") from None
         half = (float(sps.t.ppf(0.975, res.df)) * res.sd_diff * np.sqrt(1.0 / res.n_folds + res.test_train_ratio)
                 if res.n_folds > 1 else np.nan)
         rows.append({"reference": ref.label, "other": s.label, "comparison": f"{ref.label} - {s.label}",
