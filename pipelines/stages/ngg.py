@@ -452,7 +452,7 @@ def _common_summary(cfg, data, device) -> dict:
 
 
 def _recall_pairs(top: pd.DataFrame, data, truth, k_list, window) -> tuple[dict, list]:
-    from models.ngg.simulate_pheno import pair_hits
+    from models.ngg.simulate_pheno import clump_pairs, pair_hits
 
     if truth is None or truth[1].shape[0] == 0:
         return {}, []
@@ -464,9 +464,12 @@ def _recall_pairs(top: pd.DataFrame, data, truth, k_list, window) -> tuple[dict,
     else:
         found = np.zeros((0, 2), np.int64)
     out = {}
+    # clumped: LD copies of one locus pair (both SNPs within `window` columns of a better pair) count once
+    distinct = found[clump_pairs(found, window=window, chrom=chrom)] if len(found) else found
     for k in k_list:
         out[f"top{k}"] = float(pair_hits(found, planted, window=0, top=k, chrom=chrom).mean())
         out[f"top{k}_locus"] = float(pair_hits(found, planted, window=window, top=k, chrom=chrom).mean())
+        out[f"top{k}_clumped"] = float(pair_hits(distinct, planted, window=window, top=k, chrom=chrom).mean())
     ranks = []  # rank (1-based) of the first reported pair hitting each planted pair at the locus level
     ids = data["snps"]["snp"].to_numpy()
     for a, b in planted:
@@ -674,11 +677,12 @@ def run(args) -> int:
     cfg, experiment = load_config(args.params)
     step = args.step
     out = Path(OUT[step])
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), _cpu_seconds()
     with atomic_dir(out) as tmp:
         summary, metrics, figs = STEP_FUNCS[step](cfg, tmp)
         (tmp / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True, default=_json) + "\n")
         metrics["seconds"]["total"] = time.perf_counter() - t0
+        metrics["seconds"]["cpu"] = _cpu_seconds() - c0   # all threads and worker processes
         if not args.no_mlflow:
             metrics["mlflow_run_id"] = _log_mlflow(step, cfg, experiment, tmp, metrics)
         figs = {k: out / v.relative_to(tmp) for k, v in figs.items()}
@@ -688,6 +692,13 @@ def run(args) -> int:
     write_json(METRICS[step], metrics)
     print(f"ngg {step}: wrote {out}/ and {METRICS[step]} ({metrics['seconds']['total']:.1f} s)")
     return 0
+
+
+def _cpu_seconds() -> float:
+    import resource
+
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
 
 
 def _json(o):
