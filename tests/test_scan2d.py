@@ -12,7 +12,7 @@ from scipy import stats
 
 from models.ngg.pyramid import build_levels
 from models.ngg.scan2d import (Scan2D, Scan2DOptions, binary_stats, chrom_order, dense_pair_stats,
-                               pair_logistic, pair_regression)
+                               int8_matmul, pair_logistic, pair_regression, quantize_phenotype)
 from pipelines.io.pheno import as_case_control, join, read_table
 from pipelines.io.plink import read_bed
 
@@ -35,7 +35,6 @@ def _all_stats(scan):
     """Run a scan and also capture every tile's statistics (as p x p matrices, original indices)."""
     S = np.full((scan.p, scan.p), np.nan)
     Bt = np.full((scan.p, scan.p), np.nan)
-    orig = scan._reduce
 
     def grab(i0, j0, stat, beta):
         o = scan.order
@@ -43,9 +42,8 @@ def _all_stats(scan):
         rows, cols = o[i0:i0 + ti], o[j0:j0 + tj]
         S[np.ix_(rows, cols)] = np.where(stat >= 0, stat, np.nan)
         Bt[np.ix_(rows, cols)] = np.where(stat >= 0, beta, np.nan)
-        return orig(i0, j0, stat, beta)
 
-    scan._reduce = grab
+    scan.tile_hook = grab
     scan.opt.workers = "thread"  # the capture writes into this process's arrays
     scan.run()
     S = np.fmax(S, S.T)
@@ -53,11 +51,12 @@ def _all_stats(scan):
     return S, Bt
 
 
-@pytest.mark.parametrize("missing", [0.0, 0.06])
-def test_tiles_match_direct_least_squares(missing):
+@pytest.mark.parametrize("missing,gemm", [(0.0, "auto"), (0.0, "float64"), (0.06, "auto")])
+def test_tiles_match_direct_least_squares(missing, gemm):
     G, y, chrom = _synthetic(missing=missing)
-    scan = Scan2D(G, y, chrom, Scan2DOptions(tile=64, top_k=25), device="cpu")
+    scan = Scan2D(G, y, chrom, Scan2DOptions(tile=64, top_k=25, cpu_gemm=gemm), device="cpu")
     assert scan.prep.complete == (missing == 0)
+    assert scan._int8 == (missing == 0 and gemm == "auto" and int8_matmul() is not None)
     S, Bt = _all_stats(scan)
     rng = np.random.default_rng(3)
     pairs = [(7, 8), (10, 150), (0, 1)] + [tuple(sorted(rng.choice(len(G), 2, replace=False))) for _ in range(60)]
@@ -74,10 +73,12 @@ def test_tiles_match_direct_least_squares(missing):
     assert (res["top"]["i"][0], res["top"]["j"][0]) == (10, 150)
 
 
-def test_streaming_outputs_equal_brute_force():
-    G, y, chrom = _synthetic(missing=0.03, seed=5)
-    opt = Scan2DOptions(tile=48, top_k=30, pyramid_side=16, sig_p=1e-3, block_pairs=48 * 48 * 3)
+@pytest.mark.parametrize("missing,tile,side", [(0.03, 48, 16), (0.0, 48, 16), (0.0, 64, 200), (0.0, 40, 64)])
+def test_streaming_outputs_equal_brute_force(missing, tile, side):
+    G, y, chrom = _synthetic(missing=missing, seed=5)
+    opt = Scan2DOptions(tile=tile, top_k=30, pyramid_side=side, sig_p=1e-3, block_pairs=tile * tile * 3)
     scan = Scan2D(G, y, chrom, opt, device="cpu")
+    assert scan._int8 == (missing == 0 and int8_matmul() is not None)
     scan.run()
     res = scan.results()
     p = len(G)
@@ -124,8 +125,18 @@ def test_streaming_outputs_equal_brute_force():
     assert levels[-1].shape == (1, 1) and levels[-1][0, 0] == pytest.approx(np.nanmax(s), rel=1e-6)
 
 
-def test_resume_after_interruption_is_identical():
-    G, y, chrom = _synthetic(missing=0.02, seed=9)
+def test_quantized_phenotype_sums_to_zero_within_one_level():
+    rng = np.random.default_rng(4)
+    for n, bits in ((7, 40), (220, 40), (1410, 35), (1410, 12)):
+        y = 3.0 * rng.standard_t(4, size=n) + 11.0
+        yq, scale, offset = quantize_phenotype(y, bits, n)
+        assert yq.sum() == 0 and np.abs(yq).max() < 2 ** (bits - 1)
+        assert np.abs(offset + scale * yq - y).max() < scale
+
+
+@pytest.mark.parametrize("missing", [0.02, 0.0])
+def test_resume_after_interruption_is_identical(missing):
+    G, y, chrom = _synthetic(missing=missing, seed=9)
     opt = Scan2DOptions(tile=40, top_k=20, pyramid_side=32, block_pairs=40 * 40 * 2)
     full = Scan2D(G, y, chrom, opt, device="cpu").run()
     assert len(full.blocks) > 4

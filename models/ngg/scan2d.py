@@ -77,6 +77,7 @@ __all__ = [
     "chrom_order",
     "quantize_phenotype",
     "dense_pair_stats",
+    "int8_matmul",
 ]
 
 TRAITS = ("qt", "binary")
@@ -99,6 +100,7 @@ class Scan2DOptions:
     workers: str = "auto"  # CPU parallelism: "process" (forked, Linux), "thread", or auto (processes from 4 cores)
     max_iter: int = 25  # Newton iterations for case/control fits
     tol: float = 1e-10  # relative pivot tolerance for rank deficiency
+    cpu_gemm: str = "auto"  # CPU GEMMs of complete genotypes: int8 (PyTorch), float64 (BLAS), or auto
 
     def resolved_tile(self, gpu: bool) -> int:
         return int(self.tile) if self.tile else (8192 if gpu else 1024)
@@ -133,20 +135,28 @@ def chrom_order(chrom) -> np.ndarray:
 
 
 def quantize_phenotype(y: np.ndarray, bits: int, n: int) -> tuple[np.ndarray, float, float]:
-    """(yq int64, scale, offset) with y ~ offset + scale * yq and |yq| < 2^(bits-1).
+    """(yq int64, scale, offset) with y ~ offset + scale * yq, |yq| < 2^(bits-1) and sum(yq) = 0.
 
     ``bits`` is lowered where needed so that every phenotype GEMM stays exact in float64: sums of
     |x_a x_b yq| <= 4 n 2^(bits-1) must stay below 2^53. With 40 bits (the default) the rounding
     is 2^-40 of the phenotype's range, far below float64 round-off of the regression itself.
+    The centred phenotype is rounded to the nearest integer vector with an exact zero sum (floor,
+    then the samples with the largest remainders rounded up; each sample moves by less than one
+    level), so the pair kernels need no mean corrections of phenotype sums.
     """
     y = np.asarray(y, dtype=np.float64)
     offset = float(y.mean())
     yc = y - offset
     amp = float(np.abs(yc).max())
     bits = int(min(bits, 53 - 2 - math.ceil(math.log2(max(n, 2))) + 1))
-    levels = 2 ** (bits - 1) - 1
+    levels = 2 ** (bits - 1) - 2  # one level of headroom for the zero-sum rounding
     scale = amp / levels if amp > 0 else 1.0
-    yq = np.rint(yc / scale).astype(np.int64)
+    f = yc / scale
+    yq = np.floor(f).astype(np.int64)
+    up = int(-yq.sum())  # = sum of the remainders (f sums to ~0); round that many up
+    if 0 < up <= len(yq):
+        order = np.argsort(-(f - yq), kind="stable")
+        yq[order[:up]] += 1
     return yq, scale, offset
 
 
@@ -320,6 +330,98 @@ def qt_complete_slab(v, saby, pi: dict, pj: dict, consts: dict, B: float, tol: f
     np.divide(z3sq, rss, out=stat_out); mul(stat_out, consts["n"] - 4.0, out=stat_out)
     stat_out[~ok] = -1.0
     beta_out[~ok] = np.nan
+
+
+# ---------------------------------------------------------------------------------------------
+# CPU complete-genotype path on int8 GEMMs
+
+
+_INT8_MM = None
+
+
+def int8_matmul():
+    """``f(L, R) -> L @ R.T`` for int8 NumPy matrices (int32 result, exact), or None.
+
+    Uses PyTorch's CPU integer GEMM (``torch._int_mm``: VNNI / AVX-512 int8 kernels, about 16x the
+    float64 BLAS rate on current x86 cores). None when PyTorch or that kernel is unavailable; the
+    scan then uses float64 BLAS GEMMs.
+    """
+    global _INT8_MM
+    if _INT8_MM is None:
+        try:
+            import torch
+
+            mm = torch._int_mm
+            a = np.arange(-24, 24, dtype=np.int8).reshape(3, 16)
+            ok = np.array_equal(mm(torch.from_numpy(a), torch.from_numpy(a).T).numpy(),
+                                a.astype(np.int64) @ a.astype(np.int64).T)
+
+            def f(L, R):
+                return mm(torch.from_numpy(L), torch.from_numpy(R).T).numpy()
+
+            _INT8_MM = (f, torch) if ok else (None, None)
+        except Exception:  # no torch, or a build without the CPU int8 kernel
+            _INT8_MM = (None, None)
+    return _INT8_MM[0]
+
+
+class _torch_threads:
+    """One intra-op thread for PyTorch inside the block (the scan parallelises over tiles)."""
+
+    def __enter__(self):
+        self.torch = _INT8_MM[1] if _INT8_MM else None
+        if self.torch is not None:
+            self.saved = self.torch.get_num_threads()
+            self.torch.set_num_threads(1)
+        return self
+
+    def __exit__(self, *exc):
+        if self.torch is not None:
+            self.torch.set_num_threads(self.saved)
+        return False
+
+
+def balanced_digits(v: np.ndarray, base: int = 128) -> np.ndarray:
+    """Digits d_k in [-base/2, base/2) with v = sum_k d_k base^k (lowest first), shape (k, n)."""
+    v = np.asarray(v, dtype=np.int64).copy()
+    h = base // 2
+    out = []
+    while True:
+        d = ((v + h) % base) - h
+        out.append(d)
+        v = (v - d) // base
+        if not v.any():
+            break
+    return np.stack(out)
+
+
+_INT8_SLAB = 8192  # pairs per slab of the int8-path pair kernel (its ~10 float64 buffers stay in L2)
+_INT8_BAND = 65536  # pairs per band of slabs reduced together (top-k aside)
+
+
+def _pool_into(acc, r_lo, c_lo, rows_abs0, h, cols_abs0, o, cell):
+    """Max-pool slab ``o`` (h x w; absolute first row/column rows_abs0/cols_abs0) into ``acc``,
+    whose cell (0, 0) is absolute cell (r_lo, c_lo)."""
+    w = o.shape[1]
+    ra, rb = rows_abs0 // cell, (rows_abs0 + h - 1) // cell
+    if ra == rb:
+        m = o.max(axis=0)[None, :]
+    elif rows_abs0 % cell == 0 and h % cell == 0:
+        m = o.reshape(h // cell, cell, w).max(axis=1)
+    else:
+        rc = (rows_abs0 + np.arange(h)) // cell
+        m = np.maximum.reduceat(o, np.flatnonzero(np.r_[True, rc[1:] != rc[:-1]]), axis=0)
+    ca, cb = cols_abs0 // cell, (cols_abs0 + w - 1) // cell
+    if cell == 1:
+        pooled = m
+    elif cols_abs0 % cell == 0 and w % cell == 0:
+        pooled = m.reshape(m.shape[0], w // cell, cell).max(axis=2)
+    else:
+        cc = (cols_abs0 + np.arange(w)) // cell
+        pooled = np.maximum.reduceat(m, np.flatnonzero(np.r_[True, cc[1:] != cc[:-1]]), axis=1)
+    sub = acc[ra - r_lo:rb - r_lo + 1, ca - c_lo:cb - c_lo + 1]
+    np.maximum(sub, pooled, out=sub)
+    return m
 
 
 # ---------------------------------------------------------------------------------------------
@@ -570,13 +672,24 @@ class Scan2D:
             case = None
         self.y_scale, self.y_offset = scale, offset
         B = _cell_base(n)
-        complete = not bool((G < 0).any()) and float(B) ** 4 <= 2.0 ** 53
+        no_missing = not bool((G < 0).any())
+        complete = no_missing and float(B) ** 4 <= 2.0 ** 53
         self.prep = _Prepared(G, complete, n, B, yq.astype(np.float64), case)
         if not complete and case is None:
             self.prep.ysq_digits = square_digits(yq, n)
-        self._per_snp()
+        if self.opt.cpu_gemm not in ("auto", "int8", "float64"):
+            raise ValueError(f"unknown cpu_gemm {self.opt.cpu_gemm!r}: use auto, int8 or float64")
+        self._int8 = (not self.gpu and self.opt.trait == "qt" and self.opt.cpu_gemm != "float64"
+                      and no_missing and int8_matmul() is not None)
+        if self.opt.cpu_gemm == "int8" and not self._int8 and not self.gpu:
+            raise ValueError("cpu_gemm='int8' needs PyTorch with torch._int_mm, complete genotypes and a quantitative trait")
+        if self._int8:
+            self._int8_prepare()
+        else:
+            self._per_snp()
         self.fingerprint = self._fingerprint(G, yq)
         self._enc_cache, self._enc_bytes, self._enc_lock = {}, 0, threading.Lock()
+        self.tile_hook = None  # hook(i0, j0, stat, beta) sees every CPU tile (tests, debugging)
         self.engine = None
         self.reset()
         if self.gpu and self.opt.trait == "qt":
@@ -710,8 +823,8 @@ class Scan2D:
                 self._merge(self._reduce(*self._cpu_tile(*tp, xp=self.xp)))
             return
         threads = min(self.opt.threads or _cpu_count(), len(tile_pairs))
-        work = lambda tp: self._reduce(*self._cpu_tile(*tp))  # noqa: E731
-        with _blas_threads(1):  # parallel over tiles, not inside each GEMM
+        work = self._tile_reduce
+        with _blas_threads(1), _torch_threads():  # parallel over tiles, not inside each GEMM
             if threads <= 1:
                 for tp in tile_pairs:
                     self._merge(work(tp))
@@ -738,7 +851,261 @@ class Scan2D:
     def _bounds(self, t: int) -> tuple[int, int]:
         return t * self.tile, min(self.p, (t + 1) * self.tile)
 
+    # -- CPU tile, int8 GEMM path (complete genotypes, quantitative trait) --------------------
+
+    def _int8_prepare(self) -> None:
+        """Per-SNP vectors of the int8 pair kernel (see :meth:`_int8_tile`)."""
+        P = self.prep
+        n = float(self.n)
+        self._kp = -(-self.n // 8) * 8  # sample axis padded with zeros (aligned int8 rows)
+        digits = balanced_digits(P.yq.astype(np.int64))
+        self._ydig = digits.astype(np.int8)  # (nd, n), |d| <= 64: |x d| <= 128 fits int8 (x <= 2)
+        p = len(P.G)
+        sa, saa, say = np.empty(p), np.empty(p), np.empty(p)
+        for a in range(0, p, 4096):  # exact: integer sums below 2^53
+            x = P.G[a:a + 4096].astype(np.float64)
+            sa[a:a + 4096] = x.sum(axis=1)
+            saa[a:a + 4096] = np.einsum("ij,ij->i", x, x)
+            say[a:a + 4096] = x @ P.yq
+        P.per_snp.update(N=np.full(p, n), Sa=sa, Saa=saa, Say=say, Sy_all=0.0, Syy_all=float(np.dot(P.yq, P.yq)))
+        ma = sa / n
+        caa = saa - sa * ma
+        tolc = self.opt.tol * np.maximum(caa, 1.0)
+        ok = caa > tolc
+        icaa = np.where(ok, 1.0 / np.where(ok, caa, 1.0), 0.0)
+        cyy = float(np.dot(P.yq, P.yq))  # sum(yq) = 0: already centred
+        tay = say * icaa
+        self._f = {"sa": sa, "ma": ma, "caa": caa, "tolc": tolc, "icaa": icaa, "say": say, "tay": tay,
+                   "cyy1": cyy - say * tay, "ok": ok}
+        self._cyy = cyy
+
+    def _int8_enc(self, t: int) -> np.ndarray:
+        """int8 GEMM operand of tile t: rows [x; x^2; x d_0; ...; x d_{nd-1}], (2 + nd) T x kp (cached)."""
+        key = ("int8", t)
+        hit = self._enc_cache.get(key)
+        if hit is not None:
+            return hit
+        a, b = self._bounds(t)
+        g = self.prep.G[a:b]
+        T, nd = b - a, len(self._ydig)
+        e = np.zeros(((2 + nd) * T, self._kp), dtype=np.int8)
+        e[:T, :self.n] = g
+        e[T:2 * T, :self.n] = g * g
+        for k in range(nd):
+            np.multiply(g, self._ydig[k], out=e[(2 + k) * T:(3 + k) * T, :self.n])
+        with self._enc_lock:
+            if self._enc_bytes + e.nbytes <= _ENC_CACHE_BYTES:
+                self._enc_cache[key] = e
+                self._enc_bytes += e.nbytes
+        return e
+
+    def _int8_tile(self, ti: int, tj: int) -> dict:
+        """Statistics of tile pair (ti, tj) from int8 GEMMs, folded into the tile's reductions (the
+        dict of :meth:`_reduce`) band by band while each band is still in cache.
+
+        GEMMs (exact int32): ``[x; x^2]_I [x; x^2]_J^T`` gives Sab, Sabb, Saab, Saabb and
+        ``[x d_k]_I x_J^T`` the base-128 digits of Saby (yq = sum_k 128^k d_k). Per pair, with
+        A, B, W = ab centred and projected in turn (sum(yq) = 0, so y needs no centring)::
+
+            Cab = Sab - sa mb        Caw = Saab - ma Sab    Cbw = Sabb - mb Sab
+            Cww = Saabb - Sab^2 / n  Cwy = Saby
+            t = Cab / Caa:   Cbb' = Cbb - t Cab,  Cbw' = Cbw - t Caw,  Cby' = Cby - t Cay
+            Cww' = Cww - Caw^2 / Caa,  Cwy' = Cwy - Caw Cay / Caa
+            r = 1 / Cbb',  u = r Cbw':  Ww = Cww' - u Cbw',  Wy = Cwy' - u Cby',  Yy = Cyy' - r Cby'^2
+
+        (Ww, Wy, Yy: the interaction column and y residualised on [1, a, b]); beta = Wy / Ww and
+        STAT = (n - 4) Wy^2 / (Ww Yy - Wy^2), the numbers of :func:`qt_stats` (same rank checks:
+        Cbb', Ww and the residual sum of squares above ``tol`` times their scale). Reductions run
+        on rho = STAT / (n - 4); the effect is computed only for top-k candidates.
+        """
+        mm = int8_matmul()
+        i0, i1 = self._bounds(ti)
+        j0, j1 = self._bounds(tj)
+        T1, T2 = i1 - i0, j1 - j0
+        Ei, Ej = self._int8_enc(ti), self._int8_enc(tj)
+        M1 = mm(Ei[:2 * T1], Ej[:2 * T2])  # [[Sab, Sabb], [Saab, Saabb]]
+        M2 = mm(Ei[2 * T1:], Ej[:T2])  # Saby digits, (nd T1, T2)
+        nd = len(self._ydig)
+        F, tol, n = self._f, self.opt.tol, float(self.n)
+        fs = n - 4.0
+        diag = ti == tj
+        cell = self.pyr.cell
+        hook = self.tile_hook
+        k_top = self.topk.k
+        thr = max(self.topk.threshold, 0.0) / fs * (1.0 - 1e-12)
+        sig = self.sig_stat / fs
+        tcyy = tol * self._cyy
+        # slabs of h rows (the kernel's buffers stay in L2) inside bands of H rows (reductions)
+        h = 1 << max(0, (_INT8_SLAB // T2).bit_length() - 1)
+        H = h * max(1, _INT8_BAND // (h * T2))
+        work = getattr(self._tls, "work8", None)
+        if work is None or work.size < h * T2 or work.band.size < H * T2:
+            work = self._tls.work8 = _Work(max(_INT8_SLAB, h * T2), k=10)
+            work.bad = np.empty(h * T2, dtype=bool)
+            work.tmp = np.empty(h * T2, dtype=bool)
+            work.band = np.empty(H * T2)
+            work.band_bad = np.empty(H * T2, dtype=bool)
+        cols_f = {k: F[k][None, j0:j1] for k in ("ma", "caa", "tolc", "say")}
+        rows_ok = F["ok"][i0:i1]
+        all_rows_ok = bool(rows_ok.all())
+        r_lo, c_lo = i0 // cell, j0 // cell
+        pyr = np.full(((i1 - 1) // cell - r_lo + 1, (j1 - 1) // cell - c_lo + 1), -1.0)
+        colv = np.full(T2, -1.0)
+        cola = np.zeros(T2, dtype=np.int64)
+        rc = self.chrom_code[i0:i1]
+        cc = self.chrom_code[j0:j1]
+        cb = np.flatnonzero(np.r_[True, cc[1:] != cc[:-1], True])
+        nb = len(cb) - 1
+        rv_b = np.full((T1, nb), -1.0)  # per row and partner chromosome block: best rho,
+        ra_b = np.zeros((T1, nb), dtype=np.int64)  # its column,
+        nv_b = np.zeros((T1, nb), dtype=np.int64)  # valid pairs,
+        ns_b = np.zeros((T1, nb), dtype=np.int64)  # significant pairs
+        cand = []
+        n_cand = 0
+        if hook is not None:
+            stat_full = np.full((T1, T2), -1.0)
+            beta_full = np.full((T1, T2), np.nan)
+        mul, sub = np.multiply, np.subtract
+        err = np.seterr(all="ignore")
+        try:
+            for R0 in range(0, T1, H):
+                R1 = min(T1, R0 + H)
+                c0 = (R0 // cell) * cell if diag else 0  # columns left of c0 are below the diagonal
+                w = T2 - c0
+                band = work.band[:(R1 - R0) * w].reshape(R1 - R0, w)
+                band_bad = work.band_bad[:(R1 - R0) * w].reshape(R1 - R0, w)
+                mb_j, cbb_j, tolc_j, say_j = (cols_f[k][:, c0:] for k in ("ma", "caa", "tolc", "say"))
+                for r0 in range(R0, R1, h):
+                    r1 = min(R1, r0 + h)
+                    sh = (r1 - r0, w)
+                    x, Cab, Caw, Cbw, Cww, Cwy, t, Cbb1, Cby1 = (work.get(sh, k) for k in range(9))
+                    o = band[r0 - R0:r1 - R0]
+                    bad = work.bad[:sh[0] * w].reshape(sh)
+                    tmp = work.tmp[:sh[0] * w].reshape(sh)
+                    Sab = M1[r0:r1, c0:T2]
+                    ri = slice(i0 + r0, i0 + r1)
+                    sa_i, ma_i, icaa_i, say_i, tay_i = (F[k][ri, None] for k in ("sa", "ma", "icaa", "say", "tay"))
+                    mul(sa_i, mb_j, out=x); sub(Sab, x, out=Cab)
+                    mul(Sab, ma_i, out=x); sub(M1[T1 + r0:T1 + r1, c0:T2], x, out=Caw)
+                    mul(Sab, mb_j, out=x); sub(M1[r0:r1, T2 + c0:], x, out=Cbw)
+                    mul(Sab, 1.0 / n, out=x); mul(x, Sab, out=x); sub(M1[T1 + r0:T1 + r1, T2 + c0:], x, out=Cww)
+                    np.copyto(Cwy, M2[(nd - 1) * T1 + r0:(nd - 1) * T1 + r1, c0:])
+                    for k in range(nd - 2, -1, -1):  # Horner over the base-128 digits (exact)
+                        mul(Cwy, 128.0, out=Cwy); np.add(Cwy, M2[k * T1 + r0:k * T1 + r1, c0:], out=Cwy)
+                    mul(Cab, icaa_i, out=t)
+                    mul(t, Cab, out=x); sub(cbb_j, x, out=Cbb1)
+                    mul(t, Caw, out=x); sub(Cbw, x, out=Cbw)
+                    mul(t, say_i, out=x); sub(say_j, x, out=Cby1)
+                    np.less_equal(Cbb1, tolc_j, out=bad)
+                    mul(Caw, icaa_i, out=t)
+                    mul(t, Caw, out=x); sub(Cww, x, out=Cww)
+                    mul(Caw, tay_i, out=x); sub(Cwy, x, out=Cwy)
+                    tw = Caw
+                    mul(Cww, tol, out=tw); np.maximum(tw, tol, out=tw)
+                    np.divide(1.0, Cbb1, out=Cbb1)
+                    u = Cab
+                    mul(Cbw, Cbb1, out=u)
+                    mul(u, Cbw, out=x); sub(Cww, x, out=Cww)  # Ww
+                    mul(u, Cby1, out=x); sub(Cwy, x, out=Cwy)  # Wy
+                    Yy = Cbw
+                    mul(Cby1, Cby1, out=x); mul(x, Cbb1, out=x); sub(F["cyy1"][ri, None], x, out=Yy)
+                    np.greater(Cww, tw, out=tmp); np.logical_not(tmp, out=tmp); bad |= tmp  # also NaN
+                    mul(Cww, Yy, out=Yy)  # Ww Yy
+                    num = Cby1
+                    mul(Cwy, Cwy, out=num)
+                    sub(Yy, num, out=Yy)  # Ww * (RSS of the full model)
+                    mul(Cww, tcyy, out=x); np.greater(Yy, x, out=tmp); np.logical_not(tmp, out=tmp); bad |= tmp
+                    np.divide(num, Yy, out=o)
+                    if not all_rows_ok:
+                        bad |= ~rows_ok[r0:r1, None]
+                    if diag and r1 > c0:  # pairs j <= i of the diagonal tile
+                        bad[:, :r1 - c0] |= np.arange(c0, r1)[None, :] <= np.arange(r0, r1)[:, None]
+                    np.copyto(o, -1.0, where=bad)
+                    band_bad[r0 - R0:r1 - R0] = bad
+                    if hook is not None:
+                        stat_full[r0:r1, c0:] = np.where(bad, -1.0, o * fs)
+                        beta_full[r0:r1, c0:] = np.where(bad, np.nan, Cwy / Cww)
+                    idx = np.flatnonzero(o >= thr)  # top-k candidates (with their effects)
+                    if len(idx):
+                        cand.append((r0 + idx // w, c0 + idx % w, o.ravel()[idx], Cwy.ravel()[idx] / Cww.ravel()[idx]))
+                        n_cand += len(idx)
+                        if n_cand > 4 * k_top:
+                            cr, ccn, cv, cbeta = (np.concatenate(z) for z in zip(*cand))
+                            kth = np.partition(cv, len(cv) - k_top)[len(cv) - k_top]
+                            keep = cv >= kth
+                            cand = [(cr[keep], ccn[keep], cv[keep], cbeta[keep])]
+                            n_cand = int(keep.sum())
+                            thr = max(thr, kth)
+                # band reductions: pyramid cells, column maxima, per-row maxima and counts per block
+                hb = R1 - R0
+                m = _pool_into(pyr, r_lo, c_lo, i0 + R0, hb, j0 + c0, band, cell)
+                cm = m.max(axis=0) if m.shape[0] > 1 else m[0]
+                cur = colv[c0:]
+                upd = np.flatnonzero(cm > cur)
+                if len(upd):
+                    cur[upd] = cm[upd]
+                    cola[c0 + upd] = R0 + band[:, upd].argmax(axis=0)
+                ar = np.arange(hb)
+                for bi in range(nb):
+                    b0, b1 = cb[bi], cb[bi + 1]
+                    if b1 <= c0:
+                        continue
+                    lo = max(b0, c0)
+                    sub_o = band[:, lo - c0:b1 - c0]
+                    ra = sub_o.argmax(axis=1)
+                    rv = sub_o[ar, ra]
+                    rv_b[R0:R1, bi] = rv
+                    ra_b[R0:R1, bi] = lo + ra
+                    nv_b[R0:R1, bi] = (b1 - lo) - np.count_nonzero(band_bad[:, lo - c0:b1 - c0], axis=1)
+                    hot = np.flatnonzero(rv >= sig)
+                    if len(hot):
+                        ns_b[R0 + hot, bi] = np.count_nonzero(sub_o[hot] >= sig, axis=1)
+        finally:
+            np.seterr(**err)
+        if hook is not None:
+            hook(i0, j0, stat_full, beta_full)
+        # the tile's reductions in STAT units and global indices
+        if cand:
+            cr, ccn, cv, cbeta = (np.concatenate(z) for z in zip(*cand))
+            if len(cv) > k_top:
+                kth = np.partition(cv, len(cv) - k_top)[len(cv) - k_top]
+                keep = cv >= kth
+                cr, ccn, cv, cbeta = cr[keep], ccn[keep], cv[keep], cbeta[keep]
+        else:
+            cr = ccn = np.empty(0, np.int64)
+            cv = cbeta = np.empty(0)
+        scale = lambda v: np.where(v >= 0, v * fs, -1.0)  # noqa: E731
+        red = {"i0": i0, "j0": j0, "cand": (cr + i0, ccn + j0, cv * fs, cbeta)}
+        red["pyr"] = (slice(r_lo, r_lo + pyr.shape[0]), slice(c_lo, c_lo + pyr.shape[1]), scale(pyr).astype(np.float32))
+        red["col_best"] = (np.arange(j0, j1), scale(colv), cola + i0)
+        kb = rv_b.argmax(axis=1)  # first block with the best value: the smallest partner on ties
+        ar = np.arange(T1)
+        red["row_best"] = (np.arange(i0, i1), scale(rv_b[ar, kb]), ra_b[ar, kb] + j0)
+        rseg = np.flatnonzero(np.r_[True, rc[1:] != rc[:-1], True])
+        blocks = []
+        for a0, a1 in zip(rseg[:-1], rseg[1:]):
+            for bi in range(nb):
+                u, v = rc[a0], cc[cb[bi]]
+                if u > v:
+                    u, v = v, u
+                col = rv_b[a0:a1, bi]
+                kk = int(np.argmax(col))
+                best = float(col[kk])
+                blocks.append((u, v, int(nv_b[a0:a1, bi].sum()), int(ns_b[a0:a1, bi].sum()),
+                               best * fs if best >= 0 else -1.0, i0 + a0 + kk, j0 + int(ra_b[a0 + kk, bi])))
+        red["blocks"] = blocks
+        return red
+
     # -- CPU tile -----------------------------------------------------------------------------
+
+    def _tile_reduce(self, tp) -> dict:
+        """The reductions of one tile pair on the CPU (run in the worker threads or processes)."""
+        if self._int8:
+            return self._int8_tile(*tp)
+        i0, j0, stat, beta = self._cpu_tile(*tp)
+        if self.tile_hook is not None:
+            self.tile_hook(i0, j0, stat, beta)
+        return self._reduce(i0, j0, stat, beta)
 
     def _cpu_tile(self, ti: int, tj: int, xp=np):
         i0, i1 = self._bounds(ti)
@@ -1032,8 +1399,8 @@ _FORKED_SCAN = None
 def _forked_tile(tp):
     """Worker-process body: one tile pair of the scan inherited through fork."""
     s = _FORKED_SCAN
-    with _blas_threads(1):
-        return s._reduce(*s._cpu_tile(*tp))
+    with _blas_threads(1), _torch_threads():
+        return s._tile_reduce(tp)
 
 
 def _fork_context():
