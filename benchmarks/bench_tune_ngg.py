@@ -108,8 +108,8 @@ def main(argv=None):
     held = spec.rerun(best.params)
     t_rerun = time.perf_counter() - t_rerun
     log("held-out phenotype (seed {}): tuned recall@10 {:.2f} @100 {:.2f}, defaults recall@10 {:.2f} @100 {:.2f}".format(
-        args.holdout_seed, held["tuned_recall@10"], held["tuned_recall@100"], held["default_recall@10"],
-        held["default_recall@100"]))
+        args.holdout_seed, held["tuned_recall_at_10"], held["tuned_recall_at_100"], held["default_recall_at_10"],
+        held["default_recall_at_100"]))
     report = {
         "benchmark": "tune_ngg",
         "machine": {"python": platform.python_version(), "numpy": np.__version__, "optuna": optuna.__version__,

@@ -8,7 +8,7 @@ frequencies), so the study scores settings on the user's own genotypes:
 * ``mode: recall`` (default). Phenotypes with planted additive SNPs and interacting pairs (known
   h2, :func:`models.ngg.simulate_pheno.simulate_phenotype`) are simulated over the real genotypes,
   one per seed of ``tune_seeds``. A trial fits NGG to each and scores the planted pairs recovered at
-  the locus level among its top K pairs (``score: recall@10``; or ``mrr``, the mean reciprocal
+  the locus level among its top K pairs (``score: recall@10``, logged as ``recall_at_10``; or ``mrr``, the mean reciprocal
   rank of the first hit per planted pair), averaged over the tuning phenotypes. The best setting is
   then compared with the defaults on a held-out phenotype simulated with ``holdout_seed`` (other
   planted loci, other noise), which the study never saw.
@@ -114,7 +114,8 @@ def resolve_config(section: dict | None) -> dict:
     cfg["search"] = search
     if cfg["mode"] not in ("recall", "r2"):
         raise EpiflowError(f"tune_ngg.mode must be 'recall' or 'r2', got {cfg['mode']!r}")
-    score = str(cfg["score"])
+    score = str(cfg["score"]).replace("_at_", "@")
+    cfg["score"] = score
     if score != "mrr" and not (score.startswith("recall@") and score[7:].isdigit() and int(score[7:]) > 0):
         raise EpiflowError(f"tune_ngg.score must be recall@K (K > 0) or mrr, got {score!r}")
     seeds = cfg["tune_seeds"]
@@ -139,6 +140,13 @@ def resolve_config(section: dict | None) -> dict:
         if not 0 < float(cfg[key]) < 1:
             raise EpiflowError(f"tune_ngg.{key} must lie in (0, 1), got {cfg[key]!r}")
     return cfg
+
+
+def searched_defaults(search: dict) -> dict:
+    """The estimator's defaults of the settings the study searches (the runner's first, baseline trial;
+    settings fixed in ``search`` keep their fixed value in every trial)."""
+    return {k: NGG_DEFAULTS[k] for k, rng in search.items()
+            if isinstance(rng, (list, tuple)) and len(rng) == 2 and rng[0] != rng[1]}
 
 
 def suggest(trial, search: dict) -> dict:
@@ -330,6 +338,11 @@ def fit(X, y, config: dict, *, cfg: dict):
                        top=int(cfg["top"]), xp=cfg.get("device"), progress=False)
 
 
+def metric_name(key: str) -> str:
+    """MLflow-safe metric names: recall@10 -> recall_at_10."""
+    return key.replace("@", "_at_")
+
+
 def _score(metrics: dict, score: str) -> float:
     return float(metrics["mrr"] if score == "mrr" else metrics[score])
 
@@ -344,6 +357,7 @@ def recall_eval(data: NGGStudyData, sim, config: dict, cfg: dict) -> dict:
     ks = sorted({10, 100, *([int(cfg["score"][7:])] if cfg["score"].startswith("recall@") else [])})
     m = recall_metrics(found_pairs(res.top_pairs), sim.pairs, int(cfg["window"]), ks=ks, chrom=data.chrom)
     m["score"] = _score(m, cfg["score"])
+    m = {metric_name(k): v for k, v in m.items()}
     m["seconds_per_repetition"] = float(res.timings["per_repetition_s"])
     m["wall_s"] = wall
     return m
@@ -397,13 +411,20 @@ class NGGObjective:
             gap = cfg["min_gap"] or max(2 * int(cfg["window"]) + 1, min(20, data.X.shape[1] // (3 * max(loci, 1))))
             self.min_gap = int(gap)
 
+            floor = 2 * int(cfg["window"]) + 1  # closer loci would be one locus at the scoring window
+
             def sim(seed):
-                try:
-                    return simulate_phenotype(data.X, n_snps=int(cfg["n_snps"]), n_pairs=int(cfg["n_pairs"]),
-                                              h2_add=float(cfg["h2_add"]), h2_int=float(cfg["h2_int"]), seed=int(seed),
-                                              min_gap=self.min_gap, pair_model=cfg["pair_model"])
-                except ValueError as exc:
-                    raise EpiflowError(f"tune_ngg: cannot plant the phenotype on {data.X.shape[1]} SNPs ({exc})") from None
+                # the default gap shrinks (not below the floor) when the random draw cannot place every locus
+                gaps = [self.min_gap] if cfg["min_gap"] else range(self.min_gap, floor - 1, -1)
+                for gap in gaps:
+                    try:
+                        return simulate_phenotype(data.X, n_snps=int(cfg["n_snps"]), n_pairs=int(cfg["n_pairs"]),
+                                                  h2_add=float(cfg["h2_add"]), h2_int=float(cfg["h2_int"]),
+                                                  seed=int(seed), min_gap=int(gap), pair_model=cfg["pair_model"])
+                    except ValueError as exc:
+                        err = exc
+                raise EpiflowError(f"tune_ngg: cannot plant {loci} loci on {data.X.shape[1]} SNPs ({err}); "
+                                   "raise max_snps or plant fewer SNPs/pairs")
 
             self.tune_phenos = [sim(s) for s in cfg["tune_seeds"]]
             self.holdout_pheno = sim(cfg["holdout_seed"])
@@ -444,7 +465,8 @@ class NGGObjective:
         return float(np.mean(scores))
 
     def rerun(self, best_params: dict) -> dict:
-        """Best configuration vs the defaults on the held-out phenotype (or held-out samples)."""
+        """Best configuration vs the estimator's full defaults (:data:`NGG_DEFAULTS`) on the held-out
+        phenotype (or held-out samples). Settings fixed in ``search`` are fixed in the tuned one."""
         best = {**NGG_DEFAULTS, **{k: v for k, v in best_params.items() if k in NGG_DEFAULTS}}
         for name, rng in self.cfg["search"].items():  # settings the study kept fixed
             if name not in best_params and not isinstance(rng, (list, tuple)):
@@ -454,7 +476,7 @@ class NGGObjective:
             if self.mode == "recall":
                 m = recall_eval(self.data, self.holdout_pheno, config, self.cfg)
                 for k, v in m.items():
-                    if k.startswith("recall@") or k.startswith("clumped_recall@") or k == "mrr":
+                    if k.startswith("recall_at_") or k.startswith("clumped_recall_at_") or k == "mrr":
                         out[f"{label}_{k}"] = float(v)
             else:
                 m = r2_eval(self.data, self.tune_rows, self.holdout_rows, config, self.cfg)
@@ -478,7 +500,7 @@ def ngg_study_spec(params: dict, args=None) -> StudySpec:
         cfg["device"] = dev
     data = load_study_data(cfg, params, need_pheno=cfg["mode"] == "r2")
     obj = NGGObjective(data, cfg)
-    score_name = cfg["score"] if cfg["mode"] == "recall" else "r2_validation"
+    score_name = metric_name(cfg["score"]) if cfg["mode"] == "recall" else "r2_validation"
     directions = ["maximize"] + (["minimize"] if cfg["multi_objective"] else [])
     names = [score_name] + (["seconds_per_repetition"] if cfg["multi_objective"] else [])
     n, p = data.X.shape
@@ -489,6 +511,6 @@ def ngg_study_spec(params: dict, args=None) -> StudySpec:
         tags.update({"ngg.planted": f"{cfg['n_snps']} SNPs h2 {cfg['h2_add']}, {cfg['n_pairs']} pairs h2 {cfg['h2_int']}",
                      "ngg.window": str(cfg["window"])})
     return StudySpec(name="tune-ngg" + ("-r2" if cfg["mode"] == "r2" else "") + ("-mo" if cfg["multi_objective"] else ""),
-                     directions=directions, metric_names=names, objective=obj, defaults=dict(NGG_DEFAULTS),
+                     directions=directions, metric_names=names, objective=obj, defaults=searched_defaults(cfg["search"]),
                      rerun=obj.rerun, tags=tags)
 

@@ -89,7 +89,7 @@ def _optimize(spec, n_trials, enqueue=None, seed=0):
 def test_study_beats_bad_defaults_on_heldout_phenotype(genotypes):
     spec = ngg_study_spec({"tune_ngg": _section(genotypes)})
     obj = spec.objective
-    assert spec.directions == ["maximize"] and spec.metric_names == ["recall@10"]
+    assert spec.directions == ["maximize"] and spec.metric_names == ["recall_at_10"]
     assert spec.defaults == NGG_DEFAULTS
     # the held-out phenotype is another seed with other planted loci
     assert obj.cfg["holdout_seed"] not in obj.cfg["tune_seeds"]
@@ -111,13 +111,13 @@ def test_study_beats_bad_defaults_on_heldout_phenotype(genotypes):
     best = {**NGG_DEFAULTS, **study.best_params}
     held_best = recall_eval(obj.data, obj.holdout_pheno, best, obj.cfg)
     held_bad = recall_eval(obj.data, obj.holdout_pheno, BAD, obj.cfg)
-    assert held_best["recall@10"] > held_bad["recall@10"]
-    assert held_best["recall@10"] >= 0.5
+    assert held_best["recall_at_10"] > held_bad["recall_at_10"]
+    assert held_best["recall_at_10"] >= 0.5
 
     out = spec.rerun(study.best_params)
     assert out["holdout_seed"] == 99
-    assert out["tuned_recall@10"] == pytest.approx(held_best["recall@10"])
-    for k in ("tuned_recall@100", "default_recall@10", "default_recall@100", "tuned_seconds_per_repetition"):
+    assert out["tuned_recall_at_10"] == pytest.approx(held_best["recall_at_10"])
+    for k in ("tuned_recall_at_100", "default_recall_at_10", "default_recall_at_100", "tuned_seconds_per_repetition"):
         assert math.isfinite(out[k])
 
 
@@ -126,7 +126,7 @@ def test_multi_objective_returns_score_and_time(tmp_path):
                    tune_seeds=[3], search={**CHEAP, "R": 2, "iters": 40})
     spec = ngg_study_spec({"tune_ngg": sec})
     assert spec.directions == ["maximize", "minimize"]
-    assert spec.metric_names == ["recall@10", "seconds_per_repetition"]
+    assert spec.metric_names == ["recall_at_10", "seconds_per_repetition"]
     study, steps = _optimize(spec, n_trials=2)
     for t in study.trials:
         assert t.state == optuna.trial.TrialState.COMPLETE
@@ -134,6 +134,7 @@ def test_multi_objective_returns_score_and_time(tmp_path):
         assert 0.0 <= t.values[0] <= 1.0 and t.values[1] > 0
         assert t.values[1] == pytest.approx(t.user_attrs["seconds_per_repetition"])
         assert set(t.params) == {"B", "d", "lam_scale"}  # R and iters fixed
+    assert spec.defaults == {"B": 1000, "d": 30, "lam_scale": 1.0}
     assert len(steps) == 2
 
 
