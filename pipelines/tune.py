@@ -297,6 +297,8 @@ def zoo_study_spec(model: str, params: dict, args) -> StudySpec:
     if isinstance(cfg.get("gene_gene_edges"), str) and hasattr(zoo, "load_gene_gene_edges"):
         fit_cfg["gene_gene_edges"] = zoo.load_gene_gene_edges(cfg["gene_gene_edges"], enc.genes)
     base_seed = int(train_cfg.pop("seed", 0))
+    if getattr(args, "device", None):
+        train_cfg["device"] = args.device
     default_epochs = int(cfg.get("max_epochs", train_cfg.get("max_epochs", 30)))
 
     def configure(values: dict) -> tuple[dict, dict]:
@@ -756,12 +758,22 @@ def rerun_zoo(model: str, mtype: str, cfg: dict, best_params: dict, params: dict
     ptext = yaml.safe_dump(tuned_params, sort_keys=False)
     ppath = outdir / "tuned_params.yaml"
     ppath.write_text(ptext)
-    targs = argparse.Namespace(
-        model=tuned, params=str(ppath), encoded=args.encoded, splits=args.splits,
-        gmt=getattr(args, "gmt", None), out=str(outdir / "outer_cv"),
-        metrics=str(outdir / "outer_cv_metrics.json"), plots=str(outdir / "outer_cv_roc.json"),
-        repeats=getattr(args, "repeats", None), no_mlflow=bool(getattr(args, "no_mlflow", False)),
-        quiet=bool(getattr(args, "quiet", False)))
+    # the train stage's own parser, so its defaults (and any option added later) apply
+    parser = argparse.ArgumentParser(prog="epiflow train")
+    train_stage.add_arguments(parser)
+    argv = ["--model", tuned, "--params", str(ppath), "--encoded", str(args.encoded),
+            "--splits", str(args.splits), "--out", str(outdir / "outer_cv"),
+            "--metrics", str(outdir / "outer_cv_metrics.json"),
+            "--plots", str(outdir / "outer_cv_roc.json")]
+    if getattr(args, "gmt", None):
+        argv += ["--gmt", str(args.gmt)]
+    if getattr(args, "repeats", None):
+        argv += ["--repeats", str(args.repeats)]
+    if getattr(args, "no_mlflow", False):
+        argv.append("--no-mlflow")
+    if getattr(args, "quiet", False):
+        argv.append("--quiet")
+    targs = parser.parse_args(argv)
     train_stage.run(targs)
     summary = json.loads((outdir / "outer_cv_metrics.json").read_text())
     result = {"outer_auc_mean": summary["auc_mean"], "outer_auc_sd": summary["auc_sd"],

@@ -352,7 +352,7 @@ def test_rerun_best_registers_model(tmp_path, monkeypatch):
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlruns/mlflow.db")
     client = mlflow.MlflowClient()
     versions = client.search_model_versions("name = 'epiflow-sgd_l2-tuned'")
-    assert [v.version for v in versions] == ["1"]
+    assert [str(v.version) for v in versions] == ["1"]
     model = mlflow.pyfunc.load_model("models:/epiflow-sgd_l2-tuned/1")
     enc = tmp_path / "work" / "encoded"
     V = sp.load_npz(enc / "variants.npz").toarray()

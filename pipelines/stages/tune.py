@@ -37,6 +37,8 @@ def add_arguments(p):
     p.add_argument("--rerun-best", action="store_true",
                    help="re-run the study's best configuration on the outer CV, log it and register "
                         "the final model in the MLflow model registry (no new trials)")
+    p.add_argument("--device", default=None, choices=("auto", "cpu", "cuda"),
+                   help="device for the trials (default: train.device / tune_ngg.device)")
     p.add_argument("--params", default="params.yaml", help="parameters file (default: params.yaml)")
     p.add_argument("--encoded", default="work/encoded", help="output of `epiflow encode`")
     p.add_argument("--splits", default="work/splits.npz", help="output of `epiflow splits`")
