@@ -60,6 +60,26 @@ def _folds(y, k, repeats, seed):
     return list(rskf.split(np.zeros(len(y)), y))
 
 
+def _keep_on_device():
+    """Lightning's teardown returns a module trained on a GPU to the CPU, and
+    models.genes.training.train_net leaves it there, so fit_predict would predict with the net on
+    the CPU and its inputs on the GPU. Until train_net moves the net back itself, the zoo timing
+    wraps it to do so (nothing else changes)."""
+    from models.genes import training
+
+    if getattr(training.train_net, "_keeps_device", False):
+        return
+    orig = training.train_net
+
+    def train_net(net, *a, device, **kw):
+        out = orig(net, *a, device=device, **kw)
+        net.to(device)
+        return out
+
+    train_net._keeps_device = True
+    training.train_net = train_net
+
+
 def _sync(device):
     import torch
 
@@ -97,7 +117,7 @@ def run_ensemble(args) -> dict:
         train_net(w_net, w_src, coh.y[w_idx].astype(np.float32), lr=1e-3, weight_decay=0.0,
                   alpha=0.5, gamma=2.0, max_epochs=1, batch_size=args.batch_size, seed=0,
                   device=device)
-        predict_logits(w_net, w_src)
+        predict_logits(w_net.to(device), w_src)
     del w_nets
     res = {"prep_s": 0.0, "batched_s": 0.0, "loop_s": 0.0, "auc_batched": [], "auc_loop": [],
            "max_abs_member_diff": 0.0, "n_combos": [], "input_mode": None}
@@ -122,12 +142,20 @@ def run_ensemble(args) -> dict:
         common = dict(lr=args.lr, weight_decay=0.0, alpha=alpha, gamma=2.0,
                       max_epochs=args.epochs, batch_size=args.batch_size, seed=args.seed + f,
                       device=device)
+        if f == 0:
+            # the untrained batched model computes exactly the members' functions
+            with torch.no_grad():
+                xb = src_te(torch.arange(min(256, src_te.n)))
+                e0 = BatchedEnsemble([member(i) for i in range(n_loop)]).to(device)
+                s0 = torch.stack([member(i).to(device)(xb) for i in range(n_loop)], 1)
+                res["init_max_abs_logit_diff"] = float((e0(xb) - s0).abs().max())
+                del e0, s0, xb
         # (a) one batched model
         t0 = time.perf_counter()
         ens = BatchedEnsemble([member(i) for i in range(N)],
                               member_chunk=args.member_chunk).to(device)
         train_net(ens, src, y_tr, **common)
-        lg = predict_logits(ens, src_te)
+        lg = predict_logits(ens.to(device), src_te)
         _sync(device)
         res["batched_s"] += time.perf_counter() - t0
         res["fused_gene_layer"] = bool(ens._fused_on(device))
@@ -141,11 +169,16 @@ def run_ensemble(args) -> dict:
         for i in range(n_loop):
             net = member(i).to(device)
             train_net(net, src, y_tr, **common)
-            singles.append(torch.sigmoid(predict_logits(net, src_te).double()))
+            singles.append(torch.sigmoid(predict_logits(net.to(device), src_te).double()))
             del net
         _sync(device)
         res["loop_s"] += (time.perf_counter() - t0) * (N / n_loop)
         S = torch.stack(singles, 1)
+        yte = coh.y[te]
+        res.setdefault("member_auc_batched", []).append(float(np.mean(
+            [roc_auc_score(yte, p_members[:, i].numpy()) for i in range(n_loop)])))
+        res.setdefault("member_auc_loop", []).append(float(np.mean(
+            [roc_auc_score(yte, S[:, i].numpy()) for i in range(n_loop)])))
         res["max_abs_member_diff"] = max(res["max_abs_member_diff"],
                                          float((S - p_members[:, :n_loop]).abs().max()))
         if n_loop == N:
@@ -159,12 +192,72 @@ def run_ensemble(args) -> dict:
     return res
 
 
+def run_profile(args) -> dict:
+    """Where one training step goes: torch.profiler over a few steps of the batched model and of
+    one single net (forward, focal loss, backward, Adam), on the first fold's training source."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    from models.genes.data import ShuffledBatches, Standardiser, make_source
+    from models.genes.ensemble import BatchedEnsemble
+    from models.genes.nets import GeneNet, build_topology
+    from models.genes.training import member_loss, resolve_device
+
+    device = resolve_device(args.device)
+    coh, _ = _cohort(args)
+    tr, _ = _folds(coh.y, args.folds, 1, args.seed)[0]
+    stats = Standardiser(coh.X[tr])
+    src = make_source(coh.X[tr], stats, args.classes, device, mode=args.input_mode,
+                      batch_size=args.batch_size, cache_bytes=int(args.cache_gb * 2**30))
+    y = coh.y[tr].astype(np.float32)
+
+    def member(i):
+        topo, _ = build_topology("biosparse", args.n_genes, coh.gene_pathways, {"pathway_seed": i})
+        return GeneNet("biosparse", args.classes, args.n_genes, hidden=args.hidden, topo=topo,
+                       init_seed=1000 + i)
+
+    out = {"input_mode": src.mode}
+    for name, net in (("batched", BatchedEnsemble([member(i) for i in range(args.members)])),
+                      ("single", member(0))):
+        net = net.to(device)
+        opt = torch.optim.Adam(net.parameters(), lr=args.lr)
+        epochs = ShuffledBatches(src, y, args.batch_size, 0)
+        batches = (b for _ in range(10**6) for b in epochs)
+
+        def step():
+            x, yb = next(batches)
+            opt.zero_grad()
+            loss = member_loss(net(x), yb, 0.5, 2.0)
+            loss.backward()
+            opt.step()
+
+        for _ in range(3):
+            step()
+        _sync(device)
+        t0 = time.perf_counter()
+        for _ in range(args.profile_steps):
+            step()
+        _sync(device)
+        per_step = (time.perf_counter() - t0) / args.profile_steps
+        acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+        with profile(activities=acts) as prof:
+            for _ in range(3):
+                step()
+            _sync(device)
+        key = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+        table = prof.key_averages().table(sort_by=key, row_limit=18)
+        print(f"\n== {name}: {per_step * 1e3:.1f} ms per step (no Lightning)\n{table}", flush=True)
+        out[name] = {"ms_per_step": per_step * 1e3, "table": table}
+    return out
+
+
 def run_zoo(args, on_model=None) -> dict:
     from sklearn.metrics import roc_auc_score
 
     from models.baselines import fit_predict_sgd
     from models.genes import MODEL_TYPES, fit_predict
 
+    _keep_on_device()
     coh, t_cohort = _cohort(args)
     folds = _folds(coh.y, args.folds, args.repeats, args.seed)
     rng = np.random.default_rng(args.seed)
@@ -232,6 +325,8 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=1, help="CPU intra-op threads (0: torch default)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--zoo", action="store_true", help="time the R x K protocol for every model")
+    ap.add_argument("--profile-steps", type=int, default=0,
+                    help="profile this many training steps of the batched model and one net")
     ap.add_argument("--models", default="", help="zoo mode: comma-separated subset")
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "results"))
     args = ap.parse_args(argv)
@@ -265,6 +360,12 @@ def main(argv=None):
         os.replace(tmp, path)
 
     t0 = time.perf_counter()
+    if args.profile_steps:
+        meta["benchmark"] = "ensemble_step_profile"
+        path = out_dir / f"ensemble_step_profile-{device.type}-{args.n_samples}x{args.n_genes}.json"
+        result = run_profile(args)
+        write(result, False)
+        return meta
     if args.zoo:
         result = run_zoo(args, on_model=lambda r: write(r, True))
     else:
@@ -277,7 +378,10 @@ def main(argv=None):
               f"{result['batched_s']:.1f}s, loop {result['loop_s']:.1f}s{extra}, "
               f"ratio {result['ratio_loop_over_batched']:.1f}x; data prep "
               f"{result['prep_s']:.1f}s; max |member p batched - loop| "
-              f"{result['max_abs_member_diff']:.2e}")
+              f"{result['max_abs_member_diff']:.2e} after training (before: logits "
+              f"{result.get('init_max_abs_logit_diff', float('nan')):.1e}); mean member AUC "
+              f"batched {np.mean(result['member_auc_batched']):.4f}, loop "
+              f"{np.mean(result['member_auc_loop']):.4f}")
     print(json.dumps({k: v for k, v in result.items() if not isinstance(v, (list, dict))}))
     print(f"wrote {path}")
     return meta

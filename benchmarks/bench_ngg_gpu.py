@@ -74,6 +74,8 @@ def main(argv=None):
                     help="pieces of one repetition to time (two sizes check linear scaling)")
     ap.add_argument("--batches", type=int, nargs="+", default=[0],
                     help="pieces per FISTA batch to try (0: ngg_fit's default)")
+    ap.add_argument("--fista", nargs="+", default=["fused"], choices=["fused", "array-ops"],
+                    help="GPU FISTA variants to time: the one-kernel solve and/or the array-op path")
     ap.add_argument("--config", default="", help="override, e.g. B=100,d=30,lam_scale=2,iters=200")
     args = ap.parse_args(argv)
 
@@ -108,7 +110,12 @@ def main(argv=None):
     kw = dict(mode="2d", B=cfg["B"], d=cfg["d"], lam_scale=cfg["lam_scale"], iters=cfg["iters"],
               R=1, seed=0, xp=cp, top=1000, progress=False)
     ngg_fit(X, y, max_pieces=200, **kw)  # warm-up: kernels, cuBLAS/cuSOLVER handles
-    for batch in args.batches:
+    import models.ngg.ngg as ngg_mod
+
+    fused_ok = ngg_mod._fista_fused_ok
+    variants = [(f, b) for f in args.fista for b in args.batches]
+    for fista, batch in variants:
+        ngg_mod._fista_fused_ok = fused_ok if fista == "fused" else (lambda *a, **k: False)
         for k in args.pieces:
             for profile in (False, True):
                 t0 = time.perf_counter()
@@ -121,7 +128,7 @@ def main(argv=None):
                 full_pieces = -(-r.n_columns // Beff)
                 per_rep = per_piece * full_pieces
                 fpc = flops_per_column(r.params["n"], Beff, r.params["d"], r.params["iters"])
-                rec = {"max_pieces": k, "batch": r.params["batch"], "profile": profile,
+                rec = {"fista": fista, "max_pieces": k, "batch": r.params["batch"], "profile": profile,
                        "wall_s": wall, "loop_s": t["loop_s"], "prepare_s": t.get("prepare_s"),
                        "pieces_done": t["pieces_done"], "columns_done": cols,
                        "columns_per_s": cols / t["loop_s"], "n_columns_per_repetition": r.n_columns,
@@ -135,16 +142,17 @@ def main(argv=None):
                        "stages_s": {kk: v for kk, v in t.items() if kk.endswith("_s")}}
                 res["runs"].append(rec)
                 dump()
-                print(f"batch {rec['batch']:>6} pieces {k:>8} profile={profile!s:5}: "
+                print(f"{fista:9s} batch {rec['batch']:>6} pieces {k:>8} profile={profile!s:5}: "
                       f"{rec['columns_per_s']:.3g} pairs/s, {rec['tflops_achieved']:.2f} TFLOP/s "
                       f"({100 * rec['fraction_of_fp32_gemm_peak']:.1f} % of fp32 GEMM peak), "
                       f"repetition {per_rep:.0f} s = {per_rep / 3600:.2f} h (extrapolated)", flush=True)
                 if profile:
                     print("   stages: " + ", ".join(f"{kk} {v:.2f}" for kk, v in rec["stages_s"].items()),
                           flush=True)
+    ngg_mod._fista_fused_ok = fused_ok
     plain = [r for r in res["runs"] if not r["profile"]]
     best = max(plain, key=lambda r: r["columns_per_s"])
-    res["summary"] = {k: best[k] for k in ("batch", "max_pieces", "columns_per_s",
+    res["summary"] = {k: best[k] for k in ("fista", "batch", "max_pieces", "columns_per_s",
                                            "per_repetition_s_extrapolated",
                                            "full_run_R_s_extrapolated",
                                            "fraction_of_fp32_gemm_peak")}

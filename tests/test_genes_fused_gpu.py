@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 import torch
 
-from models.genes import fit_predict
 from models.genes.ensemble import BatchedEnsemble
 from models.genes.nets import GeneNet, build_topology
 from models.genes.synthetic import planted_burden
@@ -74,23 +73,45 @@ def test_ensemble_fused_equals_tensor_ops_on_every_input_path():
         plain = ens(x)
         assert torch.allclose(fused_out, plain, atol=1e-5)
         assert torch.allclose(fused_out, singles, atol=1e-5)
+        ens.use_fused = True
+        acts_fused = ens.gene_activations(x, 1, 3)
+        ens.use_fused = False
+        assert torch.allclose(acts_fused, ens.gene_activations(x, 1, 3), atol=1e-5)
     ens.use_fused = True
 
 
 @pytest.mark.parametrize("mode", ["combos", "dense"])
 def test_batched_ensemble_equals_separate_members_on_gpu(mode):
-    _cuda()
+    """Trained on the GPU (fused gene layer) == the members trained one by one on the GPU.
+    Calls train_net directly and moves the nets back to the device after each fit (Lightning's
+    teardown leaves a GPU-trained module on the CPU)."""
+    from models.genes.data import Standardiser, make_source
+    from models.genes.training import predict_logits, train_net
+
+    dev = _cuda()
     coh = planted_burden(n=400, n_genes=40, n_causal=4, effect=1.5, seed=8, rate=0.02)
     tr, te = np.arange(300), np.arange(300, 400)
-    N, ps, init = 3, 5, 11
-    common = dict(n_classes=C, gene_pathways=coh.gene_pathways)
-    train = {"max_epochs": 4, "seed": 2, "input_mode": mode, "device": "cuda"}
-    hp = {"lr": 1e-2, "weight_decay": 1e-3}
-    p_ens, info = fit_predict("ensemble", coh.X[tr], coh.y[tr], coh.X[te], **common,
-                              params={"n_members": N, "pathway_seed": ps, "init_seed": init, **hp},
-                              train=train, return_model=True)
-    singles = np.stack([fit_predict("biosparse", coh.X[tr], coh.y[tr], coh.X[te], **common,
-                                    params={"pathway_seed": ps + i, "init_seed": init + i, **hp},
-                                    train=train)[0] for i in range(N)], axis=1)
-    assert np.allclose(info["member_proba"], singles, atol=1e-4)
-    assert np.abs(singles[:, 0] - singles[:, 1]).max() > 1e-3
+    st = Standardiser(coh.X[tr])
+    src = make_source(coh.X[tr], st, C, dev, mode=mode)
+    src_te = make_source(coh.X[te], st, C, dev, mode=mode)
+    assert src.mode == mode
+
+    def member(i):
+        topo, _ = build_topology("biosparse", 40, coh.gene_pathways, {"pathway_seed": 5 + i})
+        return GeneNet("biosparse", C, 40, topo=topo, init_seed=11 + i)
+
+    y = coh.y[tr].astype(np.float32)
+    kw = dict(lr=1e-2, weight_decay=1e-3, alpha=float(1 - y.mean()), gamma=2.0, max_epochs=4,
+              batch_size=64, seed=2, device=dev)
+    ens = BatchedEnsemble([member(i) for i in range(3)]).to(dev)
+    assert ens._fused_on(dev)
+    train_net(ens, src, y, **kw)
+    p_ens = torch.sigmoid(predict_logits(ens.to(dev), src_te).double())
+    singles = []
+    for i in range(3):
+        net = member(i).to(dev)
+        train_net(net, src, y, **kw)
+        singles.append(torch.sigmoid(predict_logits(net.to(dev), src_te).double()))
+    singles = torch.stack(singles, 1)
+    assert (p_ens - singles).abs().max() < 1e-4
+    assert (singles[:, 0] - singles[:, 1]).abs().max() > 1e-3

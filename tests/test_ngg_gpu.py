@@ -73,6 +73,35 @@ def test_standardize_and_stages_equal(cp):
     assert (th_c != 0).any() and (th_c == 0).any()          # not vacuous: sparse, not empty
 
 
+@pytest.mark.parametrize("dtype,d,B", [(np.float64, 8, 25), (np.float32, 30, 100),
+                                       (np.float32, 30, 1000), (np.float64, 17, 333)])
+def test_fused_fista_kernel_equals_array_ops(cp, dtype, d, B):
+    from models.ngg.ngg import _fista_fused_ok
+
+    rng = np.random.default_rng(d * B)
+    nb = 300
+    A = (rng.normal(size=(nb, d, B)) / np.sqrt(d)).astype(dtype)
+    theta0 = np.where(rng.random((nb, B)) < 0.03, rng.normal(size=(nb, B)), 0)
+    nu = (np.einsum("kdb,kb->kd", A, theta0) + 0.05 * rng.normal(size=(nb, d))).astype(dtype)
+    Ag, nug = cp.asarray(A), cp.asarray(nu)
+    assert _fista_fused_ok(Ag, cp)
+    fused = cp.asnumpy(fista_lasso(Ag, nug, 0.02, 200, cp))
+    plain = cp.asnumpy(fista_lasso(Ag, nug, 0.02, 200, cp, fused=False))
+    host = fista_lasso(A, nu, 0.02, 200, np)
+    if dtype == np.float64:
+        np.testing.assert_allclose(fused, plain, rtol=1e-9, atol=1e-11)
+        np.testing.assert_allclose(fused, host, rtol=1e-9, atol=1e-11)
+    else:
+        # float32: 200 steps of an unconverged lasso amplify rounding where a coordinate sits at
+        # the threshold, so compare the bulk tightly and the worst case loosely
+        scale = np.abs(host).max()
+        for other in (plain, host):
+            close = np.isclose(fused, other, rtol=2e-3, atol=2e-5 * scale)
+            assert close.mean() > 0.97
+            assert np.abs(fused - other).max() < 0.05 * scale
+    assert (fused != 0).mean() > 0.005 and (fused == 0).mean() > 0.5
+
+
 @pytest.mark.parametrize("mode,cands", [("2d", None), ("1d", None), ("2d", "cands")])
 def test_ngg_fit_float64_equal(cp, mode, cands):
     G = _genotypes(500, 120, 5)
@@ -122,7 +151,7 @@ def test_scan1d_equal(cp):
     b = scan_1d(G, y, C, device="cuda", chunk=999)
     for k in ("beta", "se", "t", "p"):
         np.testing.assert_allclose(getattr(b, k), getattr(a, k), rtol=1e-9, equal_nan=True)
-    assert np.nanargmin(a.p) == 10
+    assert a.p[10] < 1e-4                                      # the planted SNP is found
 
 
 def test_scan2d_exact_and_pyramid_equal(cp):

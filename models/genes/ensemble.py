@@ -17,8 +17,9 @@ optimiser step (identical result).
 
 On a CUDA device (Triton available) the gene layer of all members is one fused kernel
 (models/genes/fused.py) over the rows of the batch (distinct combinations, variant pairs, or
-B*G dense gene vectors): the (rows x N*H) hidden layer never reaches device memory, and the gene
-values come out gene-major, (B, G, N), which the sparse layer indexes directly. On a CPU the
+B*G dense gene vectors): the (rows x N*H) hidden layer never reaches device memory; the gene
+values come out as (member, gene) rows with the batch along each row, and the sparse layer runs
+on that transposed layout (whole-row gathers and scatter-adds). On a CPU the
 tensor-op path below is used (same arithmetic).
 """
 from __future__ import annotations
@@ -88,29 +89,35 @@ class BatchedEnsemble(nn.Module):
             self._fused_ok[device] = fused.available(device)
         return self._fused_ok[device]
 
-    def gene_values_gm(self, x, m0: int = 0, m1: int | None = None) -> torch.Tensor:
-        """(B, G, n) gene neurons of members m0..m1-1, gene-major, through the fused kernel."""
+    def gene_rows(self, x, m0: int = 0, m1: int | None = None) -> torch.Tensor:
+        """(n*G, B) gene neurons of members m0..m1-1 through the fused kernel, one row per
+        (member, gene) -- row i*G + g, the numbering of ``src`` -- and the batch along the row,
+        so the sparse layer gathers and scatters whole rows (coalesced, no atomics on one
+        address from a warp)."""
         m1 = self.n_members if m1 is None else m1
-        C, G = self.n_classes, self.n_genes
+        n, C, G = m1 - m0, self.n_classes, self.n_genes
         w = (self.w1[m0:m1], self.b1[m0:m1], self.w2[m0:m1], self.b2[m0:m1])
         act = self.gene_act_name
         if isinstance(x, ComboBatch):
-            vals = fused.gene_values(x.z, *w, act=act)                       # (U, n)
-            return F.embedding(x.ids, vals)                                   # (B, G, n)
+            vt = fused.gene_values_t(x.z, *w, act=act)                        # (n, U)
+            B = x.ids.shape[0]
+            return vt.index_select(1, x.ids.t().reshape(-1)).view(n * G, B)
         if isinstance(x, GeneBatch):
-            base = fused.gene_values(x.z0.t(), *w, act=act)                   # (G, n)
-            vals = fused.gene_values(x.z, *w, act=act)                        # (P, n)
-            out = base.unsqueeze(0).expand(x.n_rows, G, m1 - m0).clone()
-            return out.index_put((x.rows, x.genes), vals)
+            B = x.n_rows
+            base = fused.gene_values_t(x.z0.t(), *w, act=act)                 # (n, G)
+            vals = fused.gene_values_t(x.z, *w, act=act)                      # (n, P)
+            out = base.unsqueeze(2).expand(n, G, B).reshape(n, G * B)
+            return out.index_copy(1, x.genes * B + x.rows, vals).view(n * G, B)
         B = x.shape[0]
-        z = x.view(B, C, G).transpose(1, 2).reshape(B * G, C)                # one 16-float row per (b, g)
-        return fused.gene_values(z, *w, act=act).view(B, G, m1 - m0)
+        z = x.view(B, C, G).permute(2, 0, 1).reshape(G * B, C)              # row g*B + b
+        return fused.gene_values_t(z, *w, act=act).view(n * G, B)
 
     def gene_activations(self, x, m0: int = 0, m1: int | None = None) -> torch.Tensor:
         """(B, n, G) gene neurons of members m0..m1-1."""
         m1 = self.n_members if m1 is None else m1
         if self._fused_on(self.w1.device):
-            return self.gene_values_gm(x, m0, m1).permute(0, 2, 1)
+            n, G = m1 - m0, self.n_genes
+            return self.gene_rows(x, m0, m1).view(n, G, -1).permute(2, 0, 1)
         n, H, C, G = m1 - m0, self.hidden, self.n_classes, self.n_genes
         w1 = self.w1[m0:m1].reshape(n * H, C)
         b1 = self.b1[m0:m1].reshape(n * H)
@@ -150,14 +157,18 @@ class BatchedEnsemble(nn.Module):
         n, G = m1 - m0, self.n_genes
         e0, e1 = self.edge_ptr[m0], self.edge_ptr[m1]
         p0, p1 = self.neuron_ptr[m0], self.neuron_ptr[m1]
-        if self._fused_on(self.w1.device):
-            a = self.drop(self.gene_values_gm(x, m0, m1)).reshape(-1, G * n)  # (B, G*n)
-            s = self.src[e0:e1]
-            src = (s % G) * n + (s // G - m0)
-        else:
-            a = self.drop(self.gene_activations(x, m0, m1)).reshape(-1, n * G)   # (B, n*G)
-            src = self.src[e0:e1] - m0 * G
+        src = self.src[e0:e1] - m0 * G
         dst = self.dst[e0:e1] - p0
+        if self._fused_on(self.w1.device):
+            # rows = (member, gene), columns = batch: the same layer, transposed
+            at = self.drop(self.gene_rows(x, m0, m1))                            # (n*G, B)
+            contrib = at.index_select(0, src) * self.edge_w[e0:e1, None]        # (E, B)
+            pre = at.new_zeros(p1 - p0, at.shape[1]).index_add_(0, dst, contrib)
+            h = self.drop(self.act(pre + self.neuron_b[p0:p1, None])) * self.out_w[p0:p1, None]
+            member = self.neuron_member[p0:p1] - m0
+            out = at.new_zeros(n, at.shape[1]).index_add_(0, member, h) + self.out_b[m0:m1, None]
+            return out.t()
+        a = self.drop(self.gene_activations(x, m0, m1)).reshape(-1, n * G)     # (B, n*G)
         contrib = a.index_select(1, src) * self.edge_w[e0:e1]
         pre = a.new_zeros(a.shape[0], p1 - p0).index_add_(1, dst, contrib) + self.neuron_b[p0:p1]
         h = self.drop(self.act(pre)) * self.out_w[p0:p1]

@@ -55,7 +55,7 @@ def _build():
         pre = tl.dot(z, tl.trans(w1), input_precision="ieee") + b1[None, :]
         t = _act(pre, ACT)
         v = tl.sum(t * w2[None, :], axis=1) + b2
-        tl.store(out_ptr + ou.to(tl.int64) * NM + m, v, mask=mu)
+        tl.store(out_ptr + m.to(tl.int64) * U + ou, v, mask=mu)
 
     @triton.jit
     def _bwd(z_ptr, w1_ptr, b1_ptr, w2_ptr, g_ptr, gw1_ptr, gb1_ptr, gw2_ptr, gb2_ptr,
@@ -79,7 +79,7 @@ def _build():
             mu = ou < U
             z = tl.load(z_ptr + ou[:, None].to(tl.int64) * stride_z + oc[None, :],
                         mask=mu[:, None] & mc[None, :], other=0.0)
-            g = tl.load(g_ptr + ou.to(tl.int64) * NM + m, mask=mu, other=0.0)
+            g = tl.load(g_ptr + m.to(tl.int64) * U + ou, mask=mu, other=0.0)
             pre = tl.dot(z, tl.trans(w1), input_precision="ieee") + b1[None, :]
             t = _act(pre, ACT)
             if ACT == 0:
@@ -140,7 +140,7 @@ class _FusedGene(torch.autograd.Function):
         NM, H, _ = w1.shape
         BC, BH = _blocks(C, H)
         BU = 128
-        out = torch.empty((U, NM), device=z.device, dtype=torch.float32)
+        out = torch.empty((NM, U), device=z.device, dtype=torch.float32)     # member-major
         if U:
             fwd[(NM, triton.cdiv(U, BU))](z, w1, b1, w2, b2, out, U, C, H, NM, z.stride(0),
                                           ACT=_ACTS[act], BU=BU, BC=BC, BH=BH, num_warps=4)
@@ -171,13 +171,18 @@ class _FusedGene(torch.autograd.Function):
                 None)
 
 
-def gene_values(z: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor, w2: torch.Tensor,
-                b2: torch.Tensor, act: str = "tanh") -> torch.Tensor:
-    """(U, N) gene-module outputs of N members for rows z (U, C); w1 (N, H, C), b1/w2 (N, H),
-    b2 (N,). Differentiable in the weights."""
+def gene_values_t(z: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor, w2: torch.Tensor,
+                  b2: torch.Tensor, act: str = "tanh") -> torch.Tensor:
+    """(N, U) gene-module outputs of N members for rows z (U, C), member-major (coalesced
+    stores); w1 (N, H, C), b1/w2 (N, H), b2 (N,). Differentiable in the weights."""
     if act not in _ACTS:
         raise ValueError(f"unknown activation '{act}'; valid: {', '.join(_ACTS)}")
     return _FusedGene.apply(z.float(), w1, b1, w2, b2, act)
+
+
+def gene_values(z, w1, b1, w2, b2, act: str = "tanh") -> torch.Tensor:
+    """(U, N): the transpose (a view) of :func:`gene_values_t`."""
+    return gene_values_t(z, w1, b1, w2, b2, act).t()
 
 
 def gene_values_reference(z, w1, b1, w2, b2, act: str = "tanh") -> torch.Tensor:
