@@ -395,8 +395,8 @@ def balanced_digits(v: np.ndarray, base: int = 128) -> np.ndarray:
     return np.stack(out)
 
 
-_INT8_SLAB = 8192  # pairs per slab of the int8-path pair kernel (its ~10 float64 buffers stay in L2)
-_INT8_BAND = 65536  # pairs per band of slabs reduced together (top-k aside)
+_INT8_SLAB = 16384  # pairs per slab of the int8-path pair kernel (its ~10 float64 buffers stay in L2)
+_INT8_BAND = 131072  # pairs per band of slabs reduced together (top-k aside)
 
 
 def _pool_into(acc, r_lo, c_lo, rows_abs0, h, cols_abs0, o, cell):
@@ -899,6 +899,30 @@ class Scan2D:
                 self._enc_bytes += e.nbytes
         return e
 
+    def _int8_effects(self, M1, M2, T1, T2, i0, j0, r, c) -> np.ndarray:
+        """Interaction effects (yq units) of the tile pairs (r, c): the algebra of :meth:`_int8_tile`
+        evaluated for a few pairs (top-k candidates) only."""
+        F, n, nd = self._f, float(self.n), len(self._ydig)
+        Sab, Sabb = M1[r, c].astype(np.float64), M1[r, T2 + c]
+        Saab, Saabb = M1[T1 + r, c], M1[T1 + r, T2 + c]
+        Cwy = M2[(nd - 1) * T1 + r, c].astype(np.float64)
+        for k in range(nd - 2, -1, -1):
+            Cwy = Cwy * 128.0 + M2[k * T1 + r, c]
+        gi, gj = i0 + r, j0 + c
+        Cab = Sab - F["sa"][gi] * F["ma"][gj]
+        Caw = Saab - Sab * F["ma"][gi]
+        Cbw = Sabb - Sab * F["ma"][gj]
+        Cww = Saabb - Sab * (1.0 / n) * Sab
+        t = Cab * F["icaa"][gi]
+        Cbb1 = F["caa"][gj] - t * Cab
+        Cbw = Cbw - t * Caw
+        Cby1 = F["say"][gj] - t * F["say"][gi]
+        Cww = Cww - Caw * F["icaa"][gi] * Caw
+        Cwy = Cwy - Caw * F["tay"][gi]
+        with np.errstate(all="ignore"):
+            u = Cbw * (1.0 / Cbb1)
+            return (Cwy - u * Cby1) / (Cww - u * Cbw)
+
     def _int8_tile(self, ti: int, tj: int) -> dict:
         """Statistics of tile pair (ti, tj) from int8 GEMMs, folded into the tile's reductions (the
         dict of :meth:`_reduce`) band by band while each band is still in cache.
@@ -945,6 +969,7 @@ class Scan2D:
             work.tmp = np.empty(h * T2, dtype=bool)
             work.band = np.empty(H * T2)
             work.band_bad = np.empty(H * T2, dtype=bool)
+            work.views = {}
         cols_f = {k: F[k][None, j0:j1] for k in ("ma", "caa", "tolc", "say")}
         rows_ok = F["ok"][i0:i1]
         all_rows_ok = bool(rows_ok.all())
@@ -978,10 +1003,12 @@ class Scan2D:
                 for r0 in range(R0, R1, h):
                     r1 = min(R1, r0 + h)
                     sh = (r1 - r0, w)
-                    x, Cab, Caw, Cbw, Cww, Cwy, t, Cbb1, Cby1 = (work.get(sh, k) for k in range(9))
+                    views = work.views.get(sh)
+                    if views is None:
+                        views = work.views[sh] = tuple(work.get(sh, k) for k in range(9)) + (
+                            work.bad[:sh[0] * w].reshape(sh), work.tmp[:sh[0] * w].reshape(sh))
+                    x, Cab, Caw, Cbw, Cww, Cwy, t, Cbb1, Cby1, bad, tmp = views
                     o = band[r0 - R0:r1 - R0]
-                    bad = work.bad[:sh[0] * w].reshape(sh)
-                    tmp = work.tmp[:sh[0] * w].reshape(sh)
                     Sab = M1[r0:r1, c0:T2]
                     ri = slice(i0 + r0, i0 + r1)
                     sa_i, ma_i, icaa_i, say_i, tay_i = (F[k][ri, None] for k in ("sa", "ma", "icaa", "say", "tay"))
@@ -1025,19 +1052,20 @@ class Scan2D:
                     if hook is not None:
                         stat_full[r0:r1, c0:] = np.where(bad, -1.0, o * fs)
                         beta_full[r0:r1, c0:] = np.where(bad, np.nan, Cwy / Cww)
-                    idx = np.flatnonzero(o >= thr)  # top-k candidates (with their effects)
-                    if len(idx):
-                        cand.append((r0 + idx // w, c0 + idx % w, o.ravel()[idx], Cwy.ravel()[idx] / Cww.ravel()[idx]))
-                        n_cand += len(idx)
-                        if n_cand > 4 * k_top:
-                            cr, ccn, cv, cbeta = (np.concatenate(z) for z in zip(*cand))
-                            kth = np.partition(cv, len(cv) - k_top)[len(cv) - k_top]
-                            keep = cv >= kth
-                            cand = [(cr[keep], ccn[keep], cv[keep], cbeta[keep])]
-                            n_cand = int(keep.sum())
-                            thr = max(thr, kth)
-                # band reductions: pyramid cells, column maxima, per-row maxima and counts per block
+                # band reductions: top-k candidates, pyramid cells, column maxima, per-row maxima
+                # and counts per partner chromosome block
                 hb = R1 - R0
+                idx = np.flatnonzero(band >= thr)
+                if len(idx):
+                    cand.append((R0 + idx // w, c0 + idx % w, band.ravel()[idx]))
+                    n_cand += len(idx)
+                    if n_cand > 4 * k_top:
+                        cr, ccn, cv = (np.concatenate(z) for z in zip(*cand))
+                        kth = np.partition(cv, len(cv) - k_top)[len(cv) - k_top]
+                        keep = cv >= kth
+                        cand = [(cr[keep], ccn[keep], cv[keep])]
+                        n_cand = int(keep.sum())
+                        thr = max(thr, kth)
                 m = _pool_into(pyr, r_lo, c_lo, i0 + R0, hb, j0 + c0, band, cell)
                 cm = m.max(axis=0) if m.shape[0] > 1 else m[0]
                 cur = colv[c0:]
@@ -1056,7 +1084,7 @@ class Scan2D:
                     rv = sub_o[ar, ra]
                     rv_b[R0:R1, bi] = rv
                     ra_b[R0:R1, bi] = lo + ra
-                    nv_b[R0:R1, bi] = (b1 - lo) - np.count_nonzero(band_bad[:, lo - c0:b1 - c0], axis=1)
+                    nv_b[R0:R1, bi] = (b1 - lo) - np.add.reduce(band_bad[:, lo - c0:b1 - c0], axis=1, dtype=np.int64)
                     hot = np.flatnonzero(rv >= sig)
                     if len(hot):
                         ns_b[R0 + hot, bi] = np.count_nonzero(sub_o[hot] >= sig, axis=1)
@@ -1066,14 +1094,15 @@ class Scan2D:
             hook(i0, j0, stat_full, beta_full)
         # the tile's reductions in STAT units and global indices
         if cand:
-            cr, ccn, cv, cbeta = (np.concatenate(z) for z in zip(*cand))
+            cr, ccn, cv = (np.concatenate(z) for z in zip(*cand))
             if len(cv) > k_top:
                 kth = np.partition(cv, len(cv) - k_top)[len(cv) - k_top]
                 keep = cv >= kth
-                cr, ccn, cv, cbeta = cr[keep], ccn[keep], cv[keep], cbeta[keep]
+                cr, ccn, cv = cr[keep], ccn[keep], cv[keep]
         else:
             cr = ccn = np.empty(0, np.int64)
-            cv = cbeta = np.empty(0)
+            cv = np.empty(0)
+        cbeta = self._int8_effects(M1, M2, T1, T2, i0, j0, cr, ccn)
         scale = lambda v: np.where(v >= 0, v * fs, -1.0)  # noqa: E731
         red = {"i0": i0, "j0": j0, "cand": (cr + i0, ccn + j0, cv * fs, cbeta)}
         red["pyr"] = (slice(r_lo, r_lo + pyr.shape[0]), slice(c_lo, c_lo + pyr.shape[1]), scale(pyr).astype(np.float32))
