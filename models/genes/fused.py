@@ -9,12 +9,14 @@ tile of rows for one member in registers and writes only v (U, N); the backward 
 recomputes it and reduces the weight gradients over the rows in registers, writing
 (split, N, H, C) partial sums that torch adds up (a fixed order: deterministic).
 
-Arithmetic is float32 with IEEE products (no TF32), so the result equals the tensor-op path up to
-summation order. Used by :class:`models.genes.ensemble.BatchedEnsemble` on CUDA when Triton
+Arithmetic is float32; the small dots run on the tensor cores as three TF32 passes (float32-level
+accuracy, see ``precision``), so the result equals the tensor-op path to float32 rounding. Used by :class:`models.genes.ensemble.BatchedEnsemble` on CUDA when Triton
 imports; ``available()`` says whether it can be used. Gradients flow to the weights only (the
 inputs are data).
 """
 from __future__ import annotations
+
+import os
 
 import torch
 
@@ -38,7 +40,8 @@ def _build():
 
     @triton.jit
     def _fwd(z_ptr, w1_ptr, b1_ptr, w2_ptr, b2_ptr, out_ptr, U, C, H, NM, stride_z,
-             ACT: tl.constexpr, BU: tl.constexpr, BC: tl.constexpr, BH: tl.constexpr):
+             ACT: tl.constexpr, BU: tl.constexpr, BC: tl.constexpr, BH: tl.constexpr,
+             PREC: tl.constexpr):
         m = tl.program_id(0)            # member fastest: neighbouring programs share a z tile
         pu = tl.program_id(1)
         ou = pu * BU + tl.arange(0, BU)
@@ -52,7 +55,7 @@ def _build():
         b1 = tl.load(b1_ptr + m * H + oh, mask=mh, other=0.0)
         w2 = tl.load(w2_ptr + m * H + oh, mask=mh, other=0.0)
         b2 = tl.load(b2_ptr + m)
-        pre = tl.dot(z, tl.trans(w1), input_precision="ieee") + b1[None, :]
+        pre = tl.dot(z, tl.trans(w1), input_precision=PREC) + b1[None, :]
         t = _act(pre, ACT)
         v = tl.sum(t * w2[None, :], axis=1) + b2
         tl.store(out_ptr + m.to(tl.int64) * U + ou, v, mask=mu)
@@ -60,7 +63,8 @@ def _build():
     @triton.jit
     def _bwd(z_ptr, w1_ptr, b1_ptr, w2_ptr, g_ptr, gw1_ptr, gb1_ptr, gw2_ptr, gb2_ptr,
              U, C, H, NM, SPLIT, stride_z,
-             ACT: tl.constexpr, BU: tl.constexpr, BC: tl.constexpr, BH: tl.constexpr):
+             ACT: tl.constexpr, BU: tl.constexpr, BC: tl.constexpr, BH: tl.constexpr,
+             PREC: tl.constexpr):
         m = tl.program_id(0)
         s = tl.program_id(1)
         oc = tl.arange(0, BC)
@@ -80,7 +84,7 @@ def _build():
             z = tl.load(z_ptr + ou[:, None].to(tl.int64) * stride_z + oc[None, :],
                         mask=mu[:, None] & mc[None, :], other=0.0)
             g = tl.load(g_ptr + m.to(tl.int64) * U + ou, mask=mu, other=0.0)
-            pre = tl.dot(z, tl.trans(w1), input_precision="ieee") + b1[None, :]
+            pre = tl.dot(z, tl.trans(w1), input_precision=PREC) + b1[None, :]
             t = _act(pre, ACT)
             if ACT == 0:
                 dact = 1.0 - t * t
@@ -89,7 +93,7 @@ def _build():
             else:
                 dact = (pre > 0).to(tl.float32)
             dpre = g[:, None] * w2[None, :] * dact            # (BU, BH)
-            acc_w1 += tl.dot(tl.trans(dpre), z, input_precision="ieee")
+            acc_w1 += tl.dot(tl.trans(dpre), z, input_precision=PREC)
             acc_b1 += tl.sum(dpre, axis=0)
             acc_w2 += tl.sum(t * g[:, None], axis=0)
             acc_b2 += g
@@ -100,6 +104,21 @@ def _build():
         tl.store(gb2_ptr + base, tl.sum(acc_b2, axis=0))
 
     return _fwd, _bwd
+
+
+PRECISIONS = ("ieee", "tf32x3", "tf32")
+
+
+def precision() -> str:
+    """Float32 product mode of the kernels' dots: 'tf32x3' (default: three tensor-core passes,
+    float32-level accuracy), 'ieee' (plain FMA) or 'tf32' (one pass, ~5e-4 relative error);
+    $EPIFLOW_FUSED_DOT. Measured on an H200, 1M rows x 100 members, forward + backward: ieee
+    41.6 ms, tf32x3 30.4 ms (relative error vs float64 1.4e-7, ieee 1.1e-7), tf32 23.8 ms
+    (benchmarks/bench_fused_gene.py)."""
+    p = os.environ.get("EPIFLOW_FUSED_DOT", "tf32x3")
+    if p not in PRECISIONS:
+        raise ValueError(f"EPIFLOW_FUSED_DOT must be one of {', '.join(PRECISIONS)}, got {p!r}")
+    return p
 
 
 def available(device: torch.device | None = None) -> bool:
@@ -143,7 +162,8 @@ class _FusedGene(torch.autograd.Function):
         out = torch.empty((NM, U), device=z.device, dtype=torch.float32)     # member-major
         if U:
             fwd[(NM, triton.cdiv(U, BU))](z, w1, b1, w2, b2, out, U, C, H, NM, z.stride(0),
-                                          ACT=_ACTS[act], BU=BU, BC=BC, BH=BH, num_warps=4)
+                                          ACT=_ACTS[act], BU=BU, BC=BC, BH=BH, PREC=precision(),
+                                          num_warps=4)
         ctx.save_for_backward(z, w1, b1, w2)
         ctx.act = act
         return out
@@ -166,7 +186,8 @@ class _FusedGene(torch.autograd.Function):
         gw2 = torch.empty((NM, split, BH), device=dev, dtype=torch.float32)
         gb2 = torch.empty((NM, split), device=dev, dtype=torch.float32)
         bwd[(NM, split)](z, w1, b1, w2, g, gw1, gb1, gw2, gb2, U, C, H, NM, split, z.stride(0),
-                         ACT=_ACTS[ctx.act], BU=BU, BC=BC, BH=BH, num_warps=4)
+                         ACT=_ACTS[ctx.act], BU=BU, BC=BC, BH=BH, PREC=precision(),
+                         num_warps=4)
         return (None, gw1.sum(1)[:, :H, :C], gb1.sum(1)[:, :H], gw2.sum(1)[:, :H], gb2.sum(1),
                 None)
 
