@@ -261,3 +261,17 @@ def test_ngg_method_2d(stages, tmp_path, monkeypatch):
     assert m["method"] == "ngg" and "mlflow_run_id" not in m
     assert m["recall_pairs"]["top10"] == 1.0
     assert (tmp_path / "plots/ngg/pair_boxplots.png").is_file()
+
+
+def test_planting_gap_shrinks_on_a_small_panel(stages, tmp_path, monkeypatch):
+    import shutil
+
+    shutil.copytree(stages / "geno", tmp_path / "geno")
+    params = _params()
+    params["ngg"]["simulate"]["min_gap"] = 1000
+    _write_params(tmp_path, params)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("EPIFLOW_ROOT", str(tmp_path))
+    assert cli.main(["ngg", "pheno", "--no-mlflow"]) == 0
+    truth = json.loads((tmp_path / "work/ngg_pheno/truth.json").read_text())
+    assert 1 <= truth["min_gap"] < 1000 and len(truth["pairs"]) == 1

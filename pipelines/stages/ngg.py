@@ -368,12 +368,19 @@ def step_pheno(cfg: dict, tmp: Path) -> tuple[dict, dict, dict]:
     s = cfg["simulate"]
     data = load_data(cfg, need_pheno=False)
     t0 = time.perf_counter()
-    try:
-        sim = simulate_phenotype(data["G"].T, n_snps=s["n_snps"], n_pairs=s["n_pairs"], h2_add=s["h2_add"],
-                                 h2_int=s["h2_int"], seed=s["seed"], min_maf=s["min_maf"], min_gap=s["min_gap"],
-                                 pair_model=s["pair_model"])
-    except ValueError as exc:
-        raise EpiflowError(f"ngg.simulate: {exc}") from None
+    # on a small panel the gap between planted loci shrinks (halving) until they fit
+    gap, sim = s["min_gap"], None
+    while sim is None:
+        try:
+            sim = simulate_phenotype(data["G"].T, n_snps=s["n_snps"], n_pairs=s["n_pairs"], h2_add=s["h2_add"],
+                                     h2_int=s["h2_int"], seed=s["seed"], min_maf=s["min_maf"], min_gap=gap,
+                                     pair_model=s["pair_model"])
+        except ValueError as exc:
+            if "far enough apart" not in str(exc) or gap <= 1:
+                raise EpiflowError(f"ngg.simulate: {exc}") from None
+            gap //= 2
+    if gap != s["min_gap"]:
+        print(f"ngg pheno: min_gap {s['min_gap']} does not fit {data['filters']['n_snps_used']} SNPs; used {gap}")
     ids = data["snps"]["snp"].to_numpy()
     pd.DataFrame({"sample_id": data["sample_ids"], "y": sim.y}).to_csv(tmp / "pheno.tsv", sep="\t", index=False,
                                                                         float_format="%.10g")
@@ -383,13 +390,13 @@ def step_pheno(cfg: dict, tmp: Path) -> tuple[dict, dict, dict]:
              "snp_effects": [float(b) for b in sim.snp_effects],
              "pairs": [[str(ids[a]), str(ids[b])] for a, b in sim.pairs],
              "pair_effects": [float(v) for v in sim.pair_effects],
-             "genotypes": {"input": cfg["input"], "filters": data["filters"]}}
+             "min_gap": gap, "genotypes": {"input": cfg["input"], "filters": data["filters"]}}
     (tmp / "truth.json").write_text(json.dumps(truth, indent=2) + "\n")
     summary = {"input": cfg["input"], "n_samples": data["n_samples"], "filters": data["filters"],
                "n_planted_snps": int(sim.snps.size), "n_planted_pairs": int(sim.pairs.shape[0]),
                "realized": sim.realized}
     metrics = {"n_samples": data["n_samples"], "n_snps": data["filters"]["n_snps_used"],
-               "n_planted_snps": int(sim.snps.size), "n_planted_pairs": int(sim.pairs.shape[0]),
+               "n_planted_snps": int(sim.snps.size), "n_planted_pairs": int(sim.pairs.shape[0]), "min_gap": gap,
                "h2_add_realized": sim.realized["h2_add"], "h2_int_realized": sim.realized["h2_int"],
                "seconds": {"load": data["seconds_load"], "simulate": time.perf_counter() - t0}}
     print(f"ngg pheno: {sim.snps.size} SNPs (h2 {s['h2_add']}) and {sim.pairs.shape[0]} {sim.pair_model} pairs "
