@@ -19,6 +19,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "ingest-bed": ("pipelines.stages.ingest_bed", "read a PLINK 1 fileset into the int8 SNP dosage matrix, with filters and phenotype join"),
     "splits": ("pipelines.stages.splits", "write repeated stratified K-fold splits shared by all models"),
     "train": ("pipelines.stages.train", "cross-validate one model of the zoo on the shared splits"),
+    "learning-curve": ("pipelines.stages.learning_curve", "AUC against training-set size (nested subsets of each fold), corrected t-test and crossover"),
+    "sweep": ("pipelines.stages.sweep", "sparsity-degree sweep of a sparse model on the shared splits"),
     "tune": ("pipelines.stages.tune", "Optuna study of a zoo model (inner CV) or of NGG; --rerun-best registers the winner"),
     "report": ("pipelines.stages.report", "print and save the model comparison table"),
     "compare": ("pipelines.stages.compare", "models or MLflow runs side by side, with corrected t-tests over shared folds"),

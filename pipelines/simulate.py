@@ -38,16 +38,27 @@ burden, ::
     liability = sum_g beta_g z_g                                   (additive genes)
               + sum_p gamma_p std(z_a z_b)                         (pathway pairs, both signs)
               + delta std(damaging_a XOR damaging_b)               (reciprocal-sign pair)
+              + sum_m eta_m std(1[sum_{g in m} z_g > t_m])           (pathway threshold modules)
               + noise
 
-each part scaled to its liability-scale variance (``h2_additive``, ``h2_epistatic``, the rest
-noise); the top ``case_fraction`` of liabilities are cases. ``damaging_g`` says whether a sample
+each part scaled to its liability-scale variance (``h2_additive``, ``h2_epistatic``,
+``h2_pathway``, the rest noise); the top ``case_fraction`` of liabilities are cases. ``damaging_g`` says whether a sample
 carries an alternate allele of a damaging class (weight >= 0.5: loss of function, missense,
 in-frame indels) in gene g; the XOR-like pair is drawn among genes where that is neither rare nor
 universal, so carrying a damaging allele in one gene raises liability only without the other.
 Both genes of an epistatic pair are members of one KEGG pathway, and causal genes are drawn
 among genes whose burden departs from its most common value in at least
 ``min_carrier_fraction`` of samples, so that the signal is learnable.
+
+Pathway threshold modules (``n_pathway_modules``, default 0) are the pathway-level form of the
+two-locus threshold model: ``module_size`` genes of one KEGG pathway raise liability together,
+only in the ``module_prevalence`` fraction of samples whose summed standardised burden over the
+module is highest (the liability of the pathway as a unit crosses a threshold). Most of that
+variance is not additive in genes (an additive model sees only the linear part of a step), but it
+is a monotone function of one pathway's burden, i.e. exactly what a pathway neuron represents.
+Module genes are drawn among genes whose only KEGG pathway in ``genesets.gmt`` is the module's
+pathway (relaxed to genes with few pathways only when there are not enough), so a pathway-sparse
+net puts the whole module on one neuron whichever of its pathways it picks per gene.
 
 Determinism: all randomness flows from ``seed`` through ``numpy.random.SeedSequence`` streams and
 msprime seeds derived from them; nothing depends on time, locale, hash ordering or thread count
@@ -183,6 +194,10 @@ DEFAULTS: dict = {
     "h2_epistatic": 0.3,
     "n_additive_genes": 10,
     "n_epistatic_pairs": 4,
+    "h2_pathway": 0.0,
+    "n_pathway_modules": 0,
+    "module_size": 3,
+    "module_prevalence": 0.15,
     "variants_per_gene": 20.0,
     "missing_rate": 0.004,
     "kegg_fraction": 1.0 / 3.0,
@@ -338,6 +353,11 @@ def _params(n_samples, n_genes, case_fraction, seed, knobs) -> dict:
         "h2_epistatic": _check_float("h2_epistatic", p["h2_epistatic"], 0, 1),
         "n_additive_genes": _check_int("n_additive_genes", p["n_additive_genes"], 0),
         "n_epistatic_pairs": _check_int("n_epistatic_pairs", p["n_epistatic_pairs"], 0),
+        "h2_pathway": _check_float("h2_pathway", p["h2_pathway"], 0, 1),
+        "n_pathway_modules": _check_int("n_pathway_modules", p["n_pathway_modules"], 0),
+        "module_size": _check_int("module_size", p["module_size"], 2, 50),
+        "module_prevalence": _check_float("module_prevalence", p["module_prevalence"], 0, 0.5,
+                                          lo_open=True),
         "variants_per_gene": _check_float("variants_per_gene", p["variants_per_gene"], 1, 1000),
         "missing_rate": _check_float("missing_rate", p["missing_rate"], 0, 0.5),
         "kegg_fraction": _check_float("kegg_fraction", p["kegg_fraction"], 0, 1),
@@ -350,6 +370,9 @@ def _params(n_samples, n_genes, case_fraction, seed, knobs) -> dict:
     if out["h2_additive"] + out["h2_epistatic"] >= 1:
         raise EpiflowError(f"simulate: h2_additive + h2_epistatic must be < 1, got "
                            f"{out['h2_additive']:g} + {out['h2_epistatic']:g}")
+    if out["h2_additive"] + out["h2_epistatic"] + out["h2_pathway"] >= 1:
+        raise EpiflowError(f"simulate: h2_additive + h2_epistatic + h2_pathway must be < 1, got "
+                           f"{out['h2_additive']:g} + {out['h2_epistatic']:g} + {out['h2_pathway']:g}")
     weights = dict(DEFAULT_CLASS_WEIGHTS)
     cw = p["class_weights"]
     if cw is not None:
@@ -701,7 +724,8 @@ def simulate_cohort(out_dir, *, n_samples: int = 2000, n_genes: int = 2000,
     Knobs (keyword arguments, all recorded in ``truth.json``): ``h2_additive`` (0.45),
     ``h2_epistatic`` (0.3), ``n_additive_genes`` (10), ``n_epistatic_pairs`` (4: one
     reciprocal-sign XOR-like pair, the rest products of standardised burdens with alternating
-    signs), ``variants_per_gene`` (20), ``missing_rate`` (0.004), ``kegg_fraction`` (1/3),
+    signs), ``h2_pathway`` (0), ``n_pathway_modules`` (0), ``module_size`` (3),
+    ``module_prevalence`` (0.15) (pathway threshold modules), ``variants_per_gene`` (20), ``missing_rate`` (0.004), ``kegg_fraction`` (1/3),
     ``min_carrier_fraction`` (0.05), ``multiallelic_fraction`` (0.004), ``ne_ancestral``,
     ``ne_present``, ``growth_generations`` (demography), ``class_weights`` (burden weight per
     class). Files appear in ``out_dir`` only once all of them are complete.
@@ -1044,6 +1068,24 @@ def _pick_pair(rng, kegg_sets, sym_index, pool: np.ndarray):
     return name, members[int(a)], members[int(b)]
 
 
+def _pick_module(rng, kegg_sets, sym_index, gene_pathways, pool: np.ndarray, size: int):
+    """A KEGG pathway and ``size`` genes of ``pool`` in it, preferring genes whose only pathway it
+    is (then at most 2, 4 pathways, then any), or None."""
+    n_path = np.array([len(gene_pathways.get(g, ())) for g in range(len(pool))])
+    for max_path in (1, 2, 4, None):
+        sub = pool & (n_path >= 1) & ((n_path <= max_path) if max_path else True)
+        cands = []
+        for name, genes in kegg_sets.items():
+            members = sorted({sym_index[g] for g in genes if g in sym_index and sub[sym_index[g]]})
+            if len(members) >= size:
+                cands.append((name, members))
+        if cands:
+            name, members = cands[int(rng.integers(0, len(cands)))]
+            pick = sorted(int(members[i]) for i in rng.choice(len(members), size, replace=False))
+            return name, pick
+    return None
+
+
 def _informative_fraction(burden: np.ndarray) -> np.ndarray:
     """Per gene, the fraction of samples whose burden differs from the gene's most common value."""
     out = np.zeros(len(burden))
@@ -1133,13 +1175,39 @@ def _phenotype(p, lay: _Layout, kegg_sets, burden: np.ndarray, damaging: np.ndar
     for b, g in zip(beta, add):
         A_raw += b * z(g)
 
-    h2a, h2e = p["h2_additive"], p["h2_epistatic"]
+    # pathway threshold modules: genes specific to one pathway, a step in their summed burden
+    modules = []
+    P_raw = np.zeros(n)
+    used[add] = True
+    for m in range(p["n_pathway_modules"]):
+        pool = eligible & lay.kegg & ~used & (informative >= max(f, 0.1))
+        got = _pick_module(rng, kegg_sets, sym_index, gene_pathways, pool, p["module_size"])
+        if got is None:
+            raise EpiflowError(
+                f"simulate: n_pathway_modules={p['n_pathway_modules']} but only {m} KEGG pathways hold "
+                f"{p['module_size']} more genes with enough carriers; lower n_pathway_modules or "
+                "module_size, or raise n_genes")
+        pathway, genes = got
+        used[genes] = True
+        s = np.sum([z(g) for g in genes], axis=0)
+        threshold = float(np.quantile(s, 1.0 - p["module_prevalence"]))
+        term, tm, tsd = _standardise((s > threshold).astype(np.float64))
+        mag = float(rng.uniform(0.75, 1.25))
+        P_raw += mag * term
+        modules.append({"pathway": pathway, "genes": [lay.symbols[g] for g in genes],
+                        "n_pathways": [len(gene_pathways.get(g, [])) for g in genes],
+                        "threshold": _r(threshold), "prevalence": _r(float(np.mean(s > threshold)), 6),
+                        "_mag": mag, "term_mean": _r(tm), "term_sd": _r(tsd),
+                        "gene_info": [gene_info(g) for g in genes]})
+
+    h2a, h2e, h2p = p["h2_additive"], p["h2_epistatic"], p["h2_pathway"]
     sa = np.sqrt(h2a / A_raw.var()) if A_raw.var() > 0 else 0.0
     se = np.sqrt(h2e / E_raw.var()) if E_raw.var() > 0 else 0.0
-    A, E = sa * A_raw, se * E_raw
+    sp_ = np.sqrt(h2p / P_raw.var()) if P_raw.var() > 0 else 0.0
+    A, E, PW = sa * A_raw, se * E_raw, sp_ * P_raw
     noise, _, _ = _standardise(rng.standard_normal(n))
-    noise *= np.sqrt(1.0 - h2a - h2e)
-    L = A + E + noise
+    noise *= np.sqrt(1.0 - h2a - h2e - h2p)
+    L = A + E + PW + noise
     n_cases = int(min(n - 1, max(1, round(p["case_fraction"] * n))))
     order = np.argsort(L, kind="stable")
     k = n - n_cases
@@ -1153,6 +1221,14 @@ def _phenotype(p, lay: _Layout, kegg_sets, burden: np.ndarray, damaging: np.ndar
                          "pathways": sorted(gene_pathways.get(g, []))})
     for pr in pairs:
         pr["effect"] = _r(pr["sign"] * pr.pop("_mag") * se)
+    for md in modules:
+        md["effect"] = _r(md.pop("_mag") * sp_)
+    pathway_parts = {}
+    if modules:
+        pathway_parts = {"variance": {"pathway": _r(PW.var())},
+                         "h2": {"pathway": _r(PW.var() / vL)},
+                         "oracle_auc": {"pathway": _r(_auc(PW, status), 6),
+                                        "all": _r(_auc(A + E + PW, status), 6)}}
     return {
         "_status": status,
         "model": ("liability = sum_g effect_g * z_g + sum_pairs effect_p * std(term_p) + noise; "
@@ -1160,21 +1236,24 @@ def _phenotype(p, lay: _Layout, kegg_sets, burden: np.ndarray, damaging: np.ndar
                   "of class_weight * carrier (het or hom-alt; missing = 0); product term = z_a * z_b, "
                   "xor term = damaging_a != damaging_b, damaging_g = the sample carries an alternate allele "
                   "of a damaging_classes entry of gene g; std(x) = (x - term_mean) / term_sd; "
+                  "pathway module term = 1[sum over the module's genes of z_g > module threshold]; "
                   "case when liability > threshold"),
         "class_weights": p["class_weights"],
         "damaging_classes": [c for c in COUNTED_CLASSES if p["class_weights"][c] >= DAMAGING_WEIGHT],
         "additive_genes": additive,
         "epistatic_pairs": pairs,
+        **({"pathway_modules": modules} if modules else {}),
         "liability": {
             "threshold": _r(threshold),
             "case_fraction_target": p["case_fraction"],
             "case_fraction_realised": _r(n_cases / n),
             "n_cases": n_cases, "n_controls": n - n_cases,
             "variance": {"additive": _r(A.var()), "epistatic": _r(E.var()), "noise": _r(noise.var()),
-                         "total": _r(vL)},
+                         "total": _r(vL), **pathway_parts.get("variance", {})},
             "h2": {"additive": _r(A.var() / vL), "epistatic": _r(E.var() / vL),
-                   "total": _r((A + E).var() / vL)},
+                   "total": _r((A + E + PW).var() / vL), **pathway_parts.get("h2", {})},
             "oracle_auc": {"additive": _r(_auc(A, status), 6), "epistatic": _r(_auc(E, status), 6),
-                           "additive_plus_epistatic": _r(_auc(A + E, status), 6)},
+                           "additive_plus_epistatic": _r(_auc(A + E, status), 6),
+                           **pathway_parts.get("oracle_auc", {})},
         },
     }
