@@ -25,14 +25,14 @@ so the study returns a Pareto front of recovery against cost.
 Every trial reports one step per tuning phenotype (or split) with the running mean score, which the
 runner logs and prunes on. Pairs grow as p^2 / 2, so the study works on a panel of at most
 ``max_snps`` SNPs (evenly spaced over the genome among those with MAF >= ``min_maf``, or among the ids
-of an ``extract`` list): 300 SNPs (44,850 pairs) make a trial take seconds on two CPU cores.
+of an ``extract`` list): 300 SNPs (44,850 pairs) keep one NGG fit at the defaults near 10 s on one
+CPU core (a trial fits once per tuning phenotype; BLAS runs single-threaded per fit, ``blas_threads``).
 
 Settings come from the ``tune_ngg:`` section of params.yaml (keys of :data:`CONFIG_DEFAULTS`).
 """
 from __future__ import annotations
 
 import gzip
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,7 +43,7 @@ from pipelines.errors import EpiflowError
 from pipelines.tune_api import StudySpec
 
 __all__ = ["NGG_DEFAULTS", "CONFIG_DEFAULTS", "NGGStudyData", "ngg_study_spec", "resolve_config", "load_study_data",
-           "suggest", "NGGObjective"]
+           "suggest", "searched_defaults", "metric_name", "recall_eval", "r2_eval", "heldout_r2", "NGGObjective"]
 
 # the estimator's own defaults (models.ngg.ngg.ngg_fit): the baseline the study has to beat
 NGG_DEFAULTS = {"B": 1000, "d": 30, "lam_scale": 1.0, "R": 10, "iters": 200}
