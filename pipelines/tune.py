@@ -632,8 +632,12 @@ def run_study(spec: StudySpec, *, storage_url: str | None, study_name: str | Non
 
     import optuna
 
+    import warnings
+
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     logging.getLogger("alembic").setLevel(logging.WARNING)
+    # multivariate TPE and constant_liar are marked experimental; the marking is not news to users
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     study_name = study_name or spec.name
     multi = len(spec.directions) > 1
     spec_tags = {k: v for k, v in spec.tags.items() if not k.startswith("_")}
