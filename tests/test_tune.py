@@ -378,3 +378,44 @@ def test_bad_storage_is_one_line_error(tmp_path, monkeypatch, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--storage" in err[0]
     assert main(["tune", "--model", "nope", "--n-trials", "1", "--no-mlflow"]) == 2
+
+
+def test_ngg_multi_objective_study_through_the_runner(tmp_path, monkeypatch):
+    """The NGG StudySpec under the runner: two objectives, no pruning, Pareto artifacts, rerun."""
+    import json
+
+    from mlflow import MlflowClient
+
+    from pipelines import tune
+    from pipelines.tune_ngg import ngg_study_spec
+    from test_tune_ngg import CHEAP, _dosage_dir, _section
+
+    monkeypatch.setenv("EPIFLOW_ROOT", str(tmp_path))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.chdir(tmp_path)
+    sec = _section({"genotypes": str(_dosage_dir(tmp_path / "d", p=60)), "max_snps": 60},
+                   multi_objective=True, tune_seeds=[3], search={**CHEAP, "R": 2, "iters": 40})
+    spec = ngg_study_spec({"tune_ngg": sec})
+    s = tune.run_study(spec, storage_url=f"journal:{tmp_path / 'ngg.log'}", study_name="ngg", n_trials=3,
+                       timeout=None, n_jobs=1, seed=0, pruner_cfg=None, experiment="tiny-tune",
+                       progress=False)
+    assert s["metrics"]["n_complete"] == 3 and s["metrics"]["n_pruned"] == 0
+    assert s["metrics"]["n_pareto"] == len(s["best"]["pareto"]) >= 1
+    study, _ = tune.load_study(f"journal:{tmp_path / 'ngg.log'}", "ngg")
+    assert all(len(t.values) == 2 for t in study.trials)
+    assert study.trials[0].user_attrs.get("default")
+    result = tune.rerun_best(spec, study, "tiny-tune")
+    assert result["best_trial"] in {p["trial"] for p in s["best"]["pareto"]}
+    c = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlruns/mlflow.db")
+    exp = c.get_experiment_by_name("tiny-tune")
+    runs = c.search_runs([exp.experiment_id], max_results=100)
+    kinds = {}
+    for r in runs:
+        kinds.setdefault(r.data.tags.get("epiflow.optuna.run"), []).append(r)
+    sid = kinds["study"][0].info.run_id
+    assert len(kinds["trial"]) == 3 and len(kinds["rerun"]) == 1
+    assert kinds["rerun"][0].data.tags["mlflow.parentRunId"] == sid
+    arts = {a.path for a in c.list_artifacts(sid)}
+    assert {"pareto_front.png", "best_params.json", "trials.tsv"} <= arts
+    best = json.loads(open(c.download_artifacts(sid, "best_params.json", str(tmp_path))).read())
+    assert best["metric_names"] == spec.metric_names
