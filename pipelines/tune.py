@@ -23,7 +23,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import os
 import re
 import tempfile
 import threading
@@ -472,7 +471,6 @@ class StudyLog:
         """Best params, counts and artifacts of the whole study (every process's trials)."""
         if not self.enabled:
             return
-        import optuna
         from mlflow.entities import Metric
 
         summary = study_summary(study, self.spec)
@@ -490,7 +488,6 @@ class StudyLog:
             self.client.log_artifact(self.run_id, str(d / "best_params.json"))
             self.client.log_artifact(self.run_id, str(d / "trials.tsv"))
         self.client.set_terminated(self.run_id, status="FINISHED")
-        del optuna
 
 
 def _is_number(v) -> bool:
@@ -838,9 +835,17 @@ def register_final_model(name: str, mtype: str, cfg: dict, train_cfg: dict, para
         gp = gene_pathway_index(enc.genes, read_gmt(gmt))[0] if gmt else None
         if isinstance(c.get("gene_gene_edges"), str) and hasattr(zoo, "load_gene_gene_edges"):
             c["gene_gene_edges"] = zoo.load_gene_gene_edges(c["gene_gene_edges"], enc.genes)
-        _, info = fit_gene_net(mtype, counts, y, counts[:1], n_classes=len(enc.classes),
-                               gene_pathways=gp, params=c, train={**t, "seed": seed},
-                               return_model=True)
+        # a net can collapse to a constant output (seen for biosparse on some training folds);
+        # such a fit is useless as a registered model, so refit with the next seeds (at most 3)
+        for attempt in range(3):
+            fit_seed = seed + attempt
+            proba, info = fit_gene_net(mtype, counts, y, counts, n_classes=len(enc.classes),
+                                       gene_pathways=gp, params=c, train={**t, "seed": fit_seed},
+                                       return_model=True)
+            if float(np.std(proba)) > 1e-6:
+                break
+            print(f"tune: the final fit with seed {fit_seed} predicts a constant; refitting")
+        degenerate = float(np.std(proba)) <= 1e-6
         wrapped = GeneNetModel(info["model"], info["standardiser"], len(enc.classes), info["input_mode"])
     elif mtype in zoo.BASELINES:
         from sklearn.linear_model import SGDClassifier
@@ -853,14 +858,24 @@ def register_final_model(name: str, mtype: str, cfg: dict, train_cfg: dict, para
         pipe = make_pipeline(MaxAbsScaler(), clf) if scale else make_pipeline(clf)
         pipe.fit(variants, y)
         wrapped = _SklearnProba(pipe)
+        fit_seed, proba = seed, pipe.predict_proba(variants)[:, 1]
+        degenerate = float(np.std(proba)) <= 1e-6
     else:
         return {"registered": "no (forest models are not registered)"}
     reg_name = f"epiflow-{name}"
     with mlflow.start_run(run_id=run_id):
         info = mlflow.pyfunc.log_model(name="model", python_model=_pyfunc(wrapped),
                                        pip_requirements=["epiflow", "torch", "scikit-learn", "scipy", "numpy"])
-    mv = mlflow.register_model(info.model_uri, reg_name)
-    return {"registered_model": reg_name, "model_version": str(mv.version), "model_uri": info.model_uri}
+    from sklearn.metrics import roc_auc_score
+
+    in_sample = float(roc_auc_score(y, proba)) if len(np.unique(y)) > 1 else float("nan")
+    mv = mlflow.register_model(info.model_uri, reg_name,
+                               tags={"final_fit_seed": str(fit_seed), "in_sample_auc": f"{in_sample:.4f}",
+                                     "degenerate": str(degenerate).lower()})
+    if degenerate:
+        print(f"tune: warning: {reg_name} version {mv.version} predicts a constant (every fit collapsed)")
+    return {"registered_model": reg_name, "model_version": str(mv.version), "model_uri": info.model_uri,
+            "final_fit_seed": fit_seed, "final_in_sample_auc": in_sample, "final_degenerate": str(degenerate)}
 
 
 class _SklearnProba:
