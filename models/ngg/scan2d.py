@@ -1155,6 +1155,11 @@ class Scan2D:
     def _tile_reduce(self, tp) -> dict:
         """The reductions of one tile pair on the CPU (run in the worker threads or processes)."""
         if self._int8:
+            if not getattr(self._tls, "one_thread", False):
+                # OpenMP keeps its thread count per calling thread: without this, each worker's
+                # first int8 GEMM starts a team of all cores that then spins beside the workers
+                _INT8_MM[1].set_num_threads(1)
+                self._tls.one_thread = True
             return self._int8_tile(*tp)
         i0, j0, stat, beta = self._cpu_tile(*tp)
         if self.tile_hook is not None:
