@@ -419,3 +419,26 @@ def test_ngg_multi_objective_study_through_the_runner(tmp_path, monkeypatch):
     assert {"pareto_front.png", "best_params.json", "trials.tsv"} <= arts
     best = json.loads(open(c.download_artifacts(sid, "best_params.json", str(tmp_path))).read())
     assert best["metric_names"] == spec.metric_names
+
+
+def test_n_jobs_threads_log_every_trial_once(tmp_path, monkeypatch):
+    import optuna
+    from mlflow import MlflowClient
+
+    from pipelines import tune
+
+    monkeypatch.setenv("EPIFLOW_ROOT", str(tmp_path))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.chdir(tmp_path)
+    s = tune.run_study(_planted_spec(), storage_url=None, study_name="threads", n_trials=6, timeout=None,
+                       n_jobs=3, seed=0, pruner_cfg={"type": "none"}, experiment="tiny-tune", progress=False)
+    study = optuna.load_study(study_name="threads", storage=f"sqlite:///{tmp_path}/mlruns/optuna.db")
+    assert sorted(t.number for t in study.trials) == list(range(6))
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
+    assert s["n_trials_this_process"] == 6
+    c = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlruns/mlflow.db")
+    exp = c.get_experiment_by_name("tiny-tune")
+    runs = c.search_runs([exp.experiment_id], max_results=100)
+    trial_runs = [r for r in runs if r.data.tags.get("epiflow.optuna.run") == "trial"]
+    assert sorted(int(r.data.params["trial"]) for r in trial_runs) == list(range(6))
+    assert sum(r.data.tags.get("epiflow.optuna.run") == "step" for r in runs) == 18
