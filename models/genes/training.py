@@ -183,6 +183,8 @@ def train_net(net: torch.nn.Module, source, y: np.ndarray, *, lr: float, weight_
             num_sanity_val_steps=0, limit_val_batches=0, deterministic=False,
             default_root_dir=None)
         trainer.fit(lit, train_dataloaders=batches)
+    # Lightning moves the module back to the CPU when fitting ends; prediction runs on `device`
+    net.to(device)
     return {"epochs": int(trainer.current_epoch), "train_time_s": time.perf_counter() - t0}
 
 

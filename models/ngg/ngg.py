@@ -552,8 +552,26 @@ def ngg_fit(
         rerun with the same data and parameters resumes after the last saved block, giving the
         same result as an uninterrupted run.
     """
-    t_start = time.perf_counter()
     xp = resolve_xp(xp)
+    if xp is np:
+        # the CPU path is many small products (d x B sketches, batched FISTA steps): BLAS worker
+        # threads cost more to wake than they save (measured 5-20x slower on 2 busy cores)
+        from threadpoolctl import threadpool_limits
+
+        with threadpool_limits(limits=1, user_api="blas"):
+            return _ngg_fit(X, y, mode=mode, B=B, d=d, lam=lam, lam_scale=lam_scale, R=R, iters=iters,
+                            seed=seed, xp=xp, top=top, covariates=covariates, candidates=candidates,
+                            progress=progress, batch=batch, block_cols=block_cols, ridge=ridge,
+                            dtype=dtype, profile=profile, max_pieces=max_pieces, checkpoint=checkpoint)
+    return _ngg_fit(X, y, mode=mode, B=B, d=d, lam=lam, lam_scale=lam_scale, R=R, iters=iters,
+                    seed=seed, xp=xp, top=top, covariates=covariates, candidates=candidates,
+                    progress=progress, batch=batch, block_cols=block_cols, ridge=ridge,
+                    dtype=dtype, profile=profile, max_pieces=max_pieces, checkpoint=checkpoint)
+
+
+def _ngg_fit(X, y, *, mode, B, d, lam, lam_scale, R, iters, seed, xp, top, covariates, candidates,
+             progress, batch, block_cols, ridge, dtype, profile, max_pieces, checkpoint) -> NGGResult:
+    t_start = time.perf_counter()
     if mode not in ("1d", "2d"):
         raise ValueError(f"mode must be '1d' or '2d', got {mode!r}")
     if mode == "1d" and candidates is not None:
