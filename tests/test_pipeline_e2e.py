@@ -52,6 +52,10 @@ def tiny_project(tmp_path_factory):
     params["train"].update(max_epochs=3)
     # three models keep the test fast; the full zoo's types are covered by test_zoo_pipeline.py
     params["models"] = {k: params["models"][k] for k in ("logreg", "biosparse", "sgd_l2")}
+    params["learning_curve"].update(models=["logreg", "sgd_l2", "biosparse"], fractions=[0.5, 1.0], repeats=1)
+    params["sweep"].update(sparsity=[0.5, 1.0], repeats=1)
+    params["ngg"]["top_2d"] = 100
+    params["ngg"]["heritability"].update(n_snps=5, n_pairs=5, random_draws=2)
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     (project / ".gitignore").write_text("/mlruns/\n/work/\n/reports/\n")
     _run(["git", "init", "-q"], project)
@@ -99,16 +103,19 @@ def test_tiny_pipeline_end_to_end(tiny_project):
     print(f"tiny pipeline: {elapsed:.1f} s")
 
     # nothing to do the second time
-    r = _run([str(BIN / "dvc"), "repro"], project)
+    from pipelines.stages.demo import DEMO_TARGETS
+
+    r = _run([str(BIN / "dvc"), "repro", *DEMO_TARGETS], project)
     assert "Running stage" not in r.stdout and "up to date" in r.stdout
 
     # one model's parameter changed: only that model and the report rerun
     params = yaml.safe_load((project / "params.yaml").read_text())
     params["models"]["logreg"]["lr"] = 0.002
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    r = _run([str(BIN / "dvc"), "repro"], project)
+    r = _run([str(BIN / "dvc"), "repro", *DEMO_TARGETS], project)
     ran = sorted(line.split("'")[1] for line in r.stdout.splitlines() if line.startswith("Running stage"))
-    assert ran == ["report", "train@logreg"]
+    # the learning curve and the sweep read the `models:` section too
+    assert ran == ["learning_curve", "report", "sparsity_sweep", "train@logreg"]
 
 
 def test_unknown_model_is_one_line_error(tiny_project):
