@@ -620,6 +620,31 @@ def open_study(spec: StudySpec, storage, study_name: str, seed: int, pruner_cfg:
     return study, worker
 
 
+_ASK_LOCK = threading.Lock()
+
+
+def _serialise_ask(study, url: str, start: Path | None) -> None:
+    """Make ``study.ask`` atomic between the threads of this process and, for file-backed storage
+    (SQLite, journal), between the processes of this machine.
+
+    Optuna pops an enqueued trial by reading it as WAITING and then marking it RUNNING; SQLite
+    has no ``SELECT ... FOR UPDATE``, so two threads or processes asking at once can both pop the
+    same trial and the second ``tell`` fails ("Cannot tell a COMPLETE trial"). A server database
+    (PostgreSQL, MySQL) locks the row itself and needs nothing here but the thread lock.
+    """
+    file_backed = url.startswith("sqlite") or url.startswith("journal")
+    plain_ask = study.ask
+
+    def ask(*a, **k):
+        with _ASK_LOCK:
+            if file_backed:
+                with local_lock("ask", start=start):
+                    return plain_ask(*a, **k)
+            return plain_ask(*a, **k)
+
+    study.ask = ask
+
+
 def run_study(spec: StudySpec, *, storage_url: str | None, study_name: str | None, n_trials: int | None,
               timeout: float | None, n_jobs: int, seed: int, pruner_cfg: dict | None,
               experiment: str, mlflow_on: bool = True, progress: bool = True,
@@ -651,6 +676,7 @@ def run_study(spec: StudySpec, *, storage_url: str | None, study_name: str | Non
         else:
             log = StudyLog(experiment, study_name, url, {}, spec.defaults, spec, enabled=False)
     lock = threading.Lock()
+    _serialise_ask(study, url, start)
 
     def wrapped(trial):
         trial.set_user_attr("worker", worker)

@@ -112,9 +112,12 @@ def _check_study(storage, study_name: str, total: int, root: Path):
 
     from mlflow import MlflowClient
 
-    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{root / 'mlruns' / 'mlflow.db'}"
+    # explicit URI: an earlier test of the session may have set MLflow's process-wide tracking URI,
+    # which takes precedence over the environment variable
+    uri = f"sqlite:///{root / 'mlruns' / 'mlflow.db'}"
+    os.environ["MLFLOW_TRACKING_URI"] = uri
     try:
-        c = MlflowClient()
+        c = MlflowClient(tracking_uri=uri)
         exp = c.get_experiment_by_name("tiny-tune")
         runs = c.search_runs([exp.experiment_id], max_results=1000)
         kinds = {}
