@@ -123,7 +123,7 @@ def connect(start: Path | None = None) -> None:
     from pipelines import tracking
 
     logging.getLogger("alembic").setLevel(logging.WARNING)
-    mlflow.set_tracking_uri(tracking.tracking_uri(start))
+    tracking.use_tracking_uri(start)
 
 
 def experiment_ids(names: list[str]) -> list[str]:

@@ -29,12 +29,39 @@ def store_root(start: Path | None = None) -> Path:
     return root
 
 
+# MLflow exports the URI given to ``mlflow.set_tracking_uri`` as MLFLOW_TRACKING_URI, to this
+# process and to every child (a stage started by ``dvc repro`` from ``epiflow demo``, say). The
+# project store's URI is therefore also recorded here, so that only a URI the user chose counts
+# as "set by the user": ours is re-derived from the project root every time.
+OWN_URI_ENV = "EPIFLOW_OWN_TRACKING_URI"
+
+
+def user_tracking_uri() -> str | None:
+    """MLFLOW_TRACKING_URI when the user set it (a tracking server, another store), else None."""
+    value = os.environ.get("MLFLOW_TRACKING_URI")
+    if value and value != os.environ.get(OWN_URI_ENV):
+        return value
+    return None
+
+
 def tracking_uri(start: Path | None = None) -> str:
-    if os.environ.get("MLFLOW_TRACKING_URI"):
-        return os.environ["MLFLOW_TRACKING_URI"]
+    user = user_tracking_uri()
+    if user:
+        return user
     store = store_root(start) / "mlruns"
     store.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{store / 'mlflow.db'}"
+
+
+def use_tracking_uri(start: Path | None = None) -> str:
+    """``mlflow.set_tracking_uri`` on the project store (or the user's URI); returns the URI."""
+    import mlflow
+
+    uri = tracking_uri(start)
+    if not user_tracking_uri():
+        os.environ[OWN_URI_ENV] = uri
+    mlflow.set_tracking_uri(uri)
+    return uri
 
 
 def artifact_root(start: Path | None = None) -> str:
@@ -48,11 +75,11 @@ def setup(experiment: str, start: Path | None = None) -> str:
     import mlflow
 
     logging.getLogger("alembic").setLevel(logging.WARNING)
-    mlflow.set_tracking_uri(tracking_uri(start))
+    use_tracking_uri(start)
     exp = mlflow.get_experiment_by_name(experiment)
     if exp is None:
         location = None
-        if not os.environ.get("MLFLOW_TRACKING_URI"):
+        if not user_tracking_uri():
             location = f"{artifact_root(start)}/{experiment}"
         try:
             exp_id = mlflow.create_experiment(experiment, artifact_location=location)

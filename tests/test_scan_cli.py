@@ -115,6 +115,7 @@ def test_ngg_method_runs(mouse, tmp_path):
 def test_metrics_and_mlflow(mouse, tmp_path, monkeypatch):
     pytest.importorskip("mlflow")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.chdir(tmp_path)   # a user-set store without a server keeps artifacts under ./mlruns
     out = tmp_path / "m1"
     rc = cli.main(_argv(mouse, out, "--mode", "1d", "--top", "5", "--metrics", str(tmp_path / "metrics.json"),
                         "--mlflow", "scan-test"))

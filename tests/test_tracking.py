@@ -59,3 +59,43 @@ def test_git_commit_tag(project):
                    cwd=project, check=True)
     sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=project, capture_output=True, text=True).stdout.strip()
     assert tracking.git_commit(project) == sha
+
+
+def test_own_uri_exported_by_mlflow_is_not_taken_for_a_user_setting(tmp_path, monkeypatch):
+    """MLflow exports the URI set by ``set_tracking_uri`` as MLFLOW_TRACKING_URI (to this process
+    and to children such as the stages ``dvc repro`` starts): that must not pin later projects to
+    the first store, nor send artifacts to ./mlruns of whatever the working directory is."""
+    import os
+    import sys
+
+    import mlflow
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv(tracking.OWN_URI_ENV, raising=False)
+    elsewhere = tmp_path / "cwd"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    roots = []
+    for name in ("a", "b"):
+        root = tmp_path / name
+        root.mkdir()
+        (root / "params.yaml").write_text("study: t\n")
+        monkeypatch.setenv("EPIFLOW_ROOT", str(root))
+        exp_id = tracking.setup("exp")
+        assert mlflow.get_tracking_uri() == f"sqlite:///{root / 'mlruns' / 'mlflow.db'}"
+        loc = mlflow.get_experiment(exp_id).artifact_location
+        assert loc == (root / "mlruns" / "artifacts" / "exp").as_uri(), loc
+        roots.append(root)
+    assert os.environ.get("MLFLOW_TRACKING_URI") == mlflow.get_tracking_uri()   # what MLflow does
+    # a child process of another project inherits both variables and still uses its own store
+    child = tmp_path / "c"
+    child.mkdir()
+    (child / "params.yaml").write_text("study: t\n")
+    env = {**os.environ, "EPIFLOW_ROOT": str(child)}
+    out = subprocess.run([sys.executable, "-c", "from pipelines import tracking; print(tracking.tracking_uri())"],
+                         env=env, capture_output=True, text=True, check=True).stdout.strip()
+    assert out == f"sqlite:///{child / 'mlruns' / 'mlflow.db'}"
+    # a URI the user chose still wins
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'server.db'}")
+    assert tracking.tracking_uri() == f"sqlite:///{tmp_path / 'server.db'}"
+    assert not (elsewhere / "mlruns").exists()
