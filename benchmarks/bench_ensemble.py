@@ -113,7 +113,7 @@ def run_ensemble(args) -> dict:
     folds = _folds(coh.y, args.folds, 1, args.seed)
     # warm-up outside the timings: imports, Lightning's first Trainer, device context
     w_idx = folds[0][0][: min(64, len(folds[0][0]))]
-    w_st = Standardiser(coh.X[w_idx])
+    w_st = Standardiser(coh.X[w_idx], per=args.standardize, n_classes=C)
     w_src = make_source(coh.X[w_idx], w_st, C, device, mode=args.input_mode)
     w_topo, _ = build_topology("biosparse", G, coh.gene_pathways, {"pathway_seed": 0})
     w_nets = [GeneNet("logreg", C, G, hidden=args.hidden),
@@ -133,7 +133,7 @@ def run_ensemble(args) -> dict:
         y_tr = coh.y[tr].astype(np.float32)
         alpha = float(1 - y_tr.mean())
         t0 = time.perf_counter()
-        stats = Standardiser(coh.X[tr])
+        stats = Standardiser(coh.X[tr], per=args.standardize, n_classes=C)
         cache = int(args.cache_gb * 2**30)
         src = make_source(coh.X[tr], stats, C, device, mode=args.input_mode,
                           batch_size=args.batch_size, cache_bytes=cache)
@@ -214,7 +214,7 @@ def run_profile(args) -> dict:
     device = resolve_device(args.device)
     coh, _ = _cohort(args)
     tr, _ = _folds(coh.y, args.folds, 1, args.seed)[0]
-    stats = Standardiser(coh.X[tr])
+    stats = Standardiser(coh.X[tr], per=args.standardize, n_classes=args.classes)
     src = make_source(coh.X[tr], stats, args.classes, device, mode=args.input_mode,
                       batch_size=args.batch_size, cache_bytes=int(args.cache_gb * 2**30))
     y = coh.y[tr].astype(np.float32)
@@ -284,7 +284,7 @@ def run_zoo(args, on_model=None) -> dict:
             if m == "sgd_l2":
                 p, _ = fit_predict_sgd(coh.X[tr], coh.y[tr], coh.X[te], seed=f)
             else:
-                params = {"lr": args.lr, "hidden": args.hidden}
+                params = {"lr": args.lr, "hidden": args.hidden, "standardize": args.standardize}
                 if m == "genegene_pathway":
                     params["gene_gene_edges"] = edges
                 if m == "ensemble":
@@ -327,6 +327,9 @@ def main(argv=None):
     ap.add_argument("--loop-members", type=int, default=None,
                     help="time only this many loop members and extrapolate to --members")
     ap.add_argument("--input-mode", default="auto", choices=["auto", "combos", "pairs", "dense"])
+    ap.add_argument("--standardize", default="column", choices=["column", "class"],
+                    help="input standardisation: per (class, gene) column, or per class over genes "
+                         "(equal count vectors then share one gene-module row across genes)")
     ap.add_argument("--cache-gb", type=float, default=1.0,
                     help="dense input: keep a fold's standardised matrix on the device up to this size")
     ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])

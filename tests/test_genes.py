@@ -222,3 +222,52 @@ def test_sparse_input_shape_errors():
     X = sp.csr_matrix(np.ones((4, 10)))
     with pytest.raises(ValueError, match="multiple of n_classes"):
         fit_predict("logreg", X, [0, 1, 0, 1], X, n_classes=3, params={}, train={})
+
+
+def test_per_class_standardiser_pools_each_class_over_genes():
+    rng = np.random.default_rng(11)
+    C, G = 4, 30
+    X = random_counts(60, G, C, rate=0.1, rng=rng)
+    st = Standardiser(X[:40], per="class", n_classes=C)
+    D = X[:40].toarray().reshape(40, C, G)
+    mean = D.mean(axis=(0, 2))
+    sd = D.std(axis=(0, 2))
+    assert np.allclose(st.mean.reshape(C, G), mean[:, None]) and np.allclose(st.sd.reshape(C, G), sd[:, None])
+    with pytest.raises(ValueError, match="n_classes"):
+        Standardiser(X, per="class")
+    with pytest.raises(ValueError, match="unknown standardisation 'gene'"):
+        Standardiser(X, per="gene", n_classes=C)
+
+
+def test_per_class_combinations_are_shared_across_genes_and_exact():
+    rng = np.random.default_rng(12)
+    C, G = 5, 60
+    X = random_counts(80, G, C, rate=0.06, rng=rng)
+    col = ComboSource(X, Standardiser(X), C, torch.device("cpu"))
+    st = Standardiser(X, per="class", n_classes=C)
+    combos = ComboSource(X, st, C, torch.device("cpu"))
+    D = X.toarray().reshape(80, C, G).transpose(0, 2, 1).reshape(-1, C)
+    assert combos.n_combos == len(np.unique(D, axis=0))          # distinct vectors, zero included
+    assert combos.n_combos < col.n_combos / 5
+    dense = make_source(X, st, C, torch.device("cpu"), mode="dense")
+    pairs = PairSource(X, st, C, torch.device("cpu"))
+    idx = np.array([5, 0, 79, 33, 12, 61])
+    expect = torch.as_tensor(st.transform_dense(X[idx].toarray()))
+    assert torch.allclose(combos(idx).dense(), expect, atol=1e-5)
+    assert torch.allclose(pairs(idx).dense(), expect, atol=1e-5)
+    assert torch.allclose(dense(idx), expect, atol=1e-5)
+
+
+def test_per_class_standardize_trains_identically_on_every_input_path():
+    coh = planted_burden(n=300, n_genes=30, n_causal=4, seed=6, rate=0.05)
+    tr, te = np.arange(200), np.arange(200, 300)
+    out = {}
+    for mode in ("pairs", "dense", "combos"):
+        out[mode], info = _fit("biosparse", coh, tr, te, params={"standardize": "class"},
+                               train={"max_epochs": 3, "input_mode": mode})
+    assert np.allclose(out["pairs"], out["dense"], atol=1e-4)
+    assert np.allclose(out["combos"], out["dense"], atol=1e-4)
+    col, _ = _fit("biosparse", coh, tr, te, train={"max_epochs": 3, "input_mode": "dense"})
+    assert not np.allclose(col, out["dense"], atol=1e-4)          # the option changes the inputs
+    with pytest.raises(ValueError, match="unknown standardize 'gene'"):
+        _fit("logreg", coh, tr, te, params={"standardize": "gene"}, train={"max_epochs": 1})

@@ -25,18 +25,41 @@ def as_csr(X) -> sp.csr_matrix:
     return sp.csr_matrix(np.asarray(X))
 
 
-class Standardiser:
-    """Per-column mean and sd of a sparse matrix (float64 sums, no densifying); sd 0 -> 1."""
+STANDARDIZE = ("column", "class")
 
-    def __init__(self, X: sp.csr_matrix):
+
+class Standardiser:
+    """Mean and sd of a sparse (samples x C*G, class-major) count matrix, from the training fold.
+
+    ``per="column"`` (default): one mean and sd per (class, gene) column. ``per="class"``: one
+    mean and sd per functional class, pooled over all genes (the IBD paper's recipe). Then equal
+    class-count vectors standardise to the same input whatever the gene, so the combination
+    input mode shares them across genes (tens of thousands of distinct rows per batch of a
+    23,000-gene exome instead of about a million). Float64 sums, no densifying; sd 0 -> 1.
+    ``mean``/``sd`` always have one entry per column.
+    """
+
+    def __init__(self, X: sp.csr_matrix, per: str = "column", n_classes: int | None = None):
         X = as_csr(X)
         n = X.shape[0]
         if n == 0:
             raise ValueError("cannot standardise an empty training fold")
+        if per not in STANDARDIZE:
+            raise ValueError(f"unknown standardisation '{per}'; valid: {', '.join(STANDARDIZE)}")
         s1 = np.asarray(X.sum(axis=0, dtype=np.float64)).ravel()
         sq = X.copy()
         sq.data = sq.data.astype(np.float64) ** 2
         s2 = np.asarray(sq.sum(axis=0)).ravel()
+        self.per = per
+        if per == "class":
+            if not n_classes or X.shape[1] % int(n_classes):
+                raise ValueError(f"per-class standardisation needs n_classes dividing the "
+                                 f"{X.shape[1]} columns, got {n_classes!r}")
+            C = int(n_classes)
+            G = X.shape[1] // C
+            s1 = np.repeat(s1.reshape(C, G).sum(axis=1), G)
+            s2 = np.repeat(s2.reshape(C, G).sum(axis=1), G)
+            n = n * G
         self.mean = s1 / n
         var = np.maximum(s2 / n - self.mean ** 2, 0.0)
         sd = np.sqrt(var)
@@ -64,8 +87,9 @@ class GeneBatch:
         return out.reshape(self.n_rows, C * G)
 
 
-def _combinations(X: sp.csr_matrix, n_classes: int):
-    """Distinct (gene, class-count vector) combinations of the nonzero (sample, gene) pairs.
+def _combinations(X: sp.csr_matrix, n_classes: int, by_gene: bool = True):
+    """Distinct (gene, class-count vector) combinations of the nonzero (sample, gene) pairs
+    (``by_gene=False``: distinct class-count vectors, whatever the gene).
 
     O(nnz) plus per-row sorts, no dense (pairs x C) table: entries run by (sample, gene, class),
     each pair gets a 64-bit hash of its (class, count) entries, pairs are grouped by hash and
@@ -107,7 +131,9 @@ def _combinations(X: sp.csr_matrix, n_classes: int):
     with np.errstate(over="ignore"):
         e_hash = (va.astype(np.uint64) * wv + np.uint64(1)) * wc[cl]
         e_hash ^= e_hash >> np.uint64(29)
-        h = np.add.reduceat(e_hash, starts, dtype=np.uint64) + p_gene.astype(np.uint64) * wg
+        h = np.add.reduceat(e_hash, starts, dtype=np.uint64)
+        if by_gene:
+            h += p_gene.astype(np.uint64) * wg
     # group pairs by hash (any member may represent its group: the check below is exact)
     order = np.argsort(h)
     hs = h[order]
@@ -120,7 +146,7 @@ def _combinations(X: sp.csr_matrix, n_classes: int):
     # exact check: every pair has the same gene, entry count and entries as its representative
     n_entries = np.diff(np.append(starts, pk.size))
     rep = first[combo_of_pair]
-    ok = np.array_equal(p_gene, p_gene[rep]) and np.array_equal(n_entries, n_entries[rep])
+    ok = (not by_gene or np.array_equal(p_gene, p_gene[rep])) and np.array_equal(n_entries, n_entries[rep])
     if ok:
         rep_entry = np.arange(pk.size, dtype=np.int64)
         rep_entry += (starts[rep] - starts)[pair_of_entry]
@@ -176,17 +202,25 @@ class ComboSource:
         C = int(n_classes)
         G = f // C
         self.n, self.n_classes, self.n_genes, self.device = n, C, G, device
-        combos_gene, combos_counts, p_row, p_gene, combo_of_pair = _combinations(X, C)
+        shared = getattr(stats, "per", "column") == "class"   # same input for every gene
+        combos_gene, combos_counts, p_row, p_gene, combo_of_pair = _combinations(X, C, by_gene=not shared)
         u_nz = combos_gene.size
-        # combination ids: u_nz + g is gene g's all-zero vector
-        ids = np.tile(np.arange(u_nz, u_nz + G, dtype=np.int32), (n, 1))
-        ids[p_row, p_gene] = combo_of_pair
-        pairs = p_row
-        c_gene = np.concatenate([combos_gene, np.arange(G)])
-        c_counts = np.concatenate([combos_counts, np.zeros((G, C))])
         mean = stats.mean.reshape(C, G)
         sd = stats.sd.reshape(C, G)
-        z = (c_counts - mean[:, c_gene].T) / sd[:, c_gene].T
+        pairs = p_row
+        if shared:
+            # combination ids: u_nz is the all-zero vector of every gene
+            ids = np.full((n, G), u_nz, dtype=np.int32)
+            ids[p_row, p_gene] = combo_of_pair
+            c_counts = np.concatenate([combos_counts, np.zeros((1, C))])
+            z = (c_counts - mean[:, 0]) / sd[:, 0]
+        else:
+            # combination ids: u_nz + g is gene g's all-zero vector
+            ids = np.tile(np.arange(u_nz, u_nz + G, dtype=np.int32), (n, 1))
+            ids[p_row, p_gene] = combo_of_pair
+            c_gene = np.concatenate([combos_gene, np.arange(G)])
+            c_counts = np.concatenate([combos_counts, np.zeros((G, C))])
+            z = (c_counts - mean[:, c_gene].T) / sd[:, c_gene].T
         self.n_combos = int(z.shape[0])
         self.pair_density = pairs.size / max(n * G, 1)
         self.z = torch.as_tensor(z, dtype=torch.float32, device=device)

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from models.genes import topology as T
-from models.genes.data import ShuffledBatches, Standardiser, as_csr, make_source
+from models.genes.data import STANDARDIZE, ShuffledBatches, Standardiser, as_csr, make_source
 from models.genes.ensemble import BatchedEnsemble
 from models.genes.nets import NET_TYPES, GeneNet, build_topology, n_trainable
 from models.genes.sparsity import RigL, prune_dense_to_sparse
@@ -43,6 +43,7 @@ DEFAULT_PARAMS = {
     "n_members": 10,            # ensemble: members
     "member_source": "pathways",  # ensemble: members' graphs (random pathway pick | random graph)
     "member_chunk": None,       # ensemble: members per forward/backward chunk (memory bound)
+    "standardize": "column",    # column: mean/sd per (class, gene) | class: per class, over genes
 }
 DEFAULT_TRAIN = {"max_epochs": 30, "batch_size": 128, "seed": 0, "device": "auto",
                  "input_mode": "auto", "cache_bytes": 1 << 30, "num_threads": 1}
@@ -264,6 +265,8 @@ def fit_predict(model_type: str, X_train, y_train, X_test, *, n_classes: int,
         raise ValueError(f"X_test has {X_test.shape[1]} columns, X_train {X_train.shape[1]}")
     if not np.isin(y_train, (0, 1)).all():
         raise ValueError("y_train must be 0/1")
+    if p["standardize"] not in STANDARDIZE:
+        raise ValueError(f"unknown standardize '{p['standardize']}'; valid: {', '.join(STANDARDIZE)}")
     if p["member_source"] not in MEMBER_SOURCES:
         raise ValueError(f"unknown member_source '{p['member_source']}'; valid: "
                          f"{', '.join(MEMBER_SOURCES)}")
@@ -307,7 +310,7 @@ def _fit_predict(model_type, X_train, y_train, X_test, *, n_classes, gene_pathwa
     common = dict(lr=float(p["lr"]), weight_decay=float(p["weight_decay"]), alpha=alpha,
                   gamma=gamma, batch_size=batch_size, device=device, progress=progress)
 
-    stats = Standardiser(X_train)
+    stats = Standardiser(X_train, per=p["standardize"], n_classes=n_classes)
     src_train = make_source(X_train, stats, n_classes, device, mode=t["input_mode"],
                             cache_bytes=int(t["cache_bytes"]), batch_size=batch_size)
     info = {}
