@@ -118,8 +118,6 @@ def connect(start: Path | None = None) -> None:
     """Point MLflow at the project store (or MLFLOW_TRACKING_URI) without creating anything."""
     import logging
 
-    import mlflow
-
     from pipelines import tracking
 
     logging.getLogger("alembic").setLevel(logging.WARNING)
