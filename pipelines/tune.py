@@ -636,10 +636,7 @@ def _serialise_ask(study, url: str, start: Path | None) -> None:
     plain_ask = study.ask
 
     def ask(*a, **k):
-        with _ASK_LOCK:
-            if file_backed:
-                with local_lock("ask", start=start):
-                    return plain_ask(*a, **k)
+        with _ASK_LOCK, (local_lock("ask", start=start) if file_backed else contextlib.nullcontext()):
             return plain_ask(*a, **k)
 
     study.ask = ask

@@ -75,7 +75,6 @@ def test_own_uri_exported_by_mlflow_is_not_taken_for_a_user_setting(tmp_path, mo
     elsewhere = tmp_path / "cwd"
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)
-    roots = []
     for name in ("a", "b"):
         root = tmp_path / name
         root.mkdir()
@@ -85,7 +84,6 @@ def test_own_uri_exported_by_mlflow_is_not_taken_for_a_user_setting(tmp_path, mo
         assert mlflow.get_tracking_uri() == f"sqlite:///{root / 'mlruns' / 'mlflow.db'}"
         loc = mlflow.get_experiment(exp_id).artifact_location
         assert loc == (root / "mlruns" / "artifacts" / "exp").as_uri(), loc
-        roots.append(root)
     assert os.environ.get("MLFLOW_TRACKING_URI") == mlflow.get_tracking_uri()   # what MLflow does
     # a child process of another project inherits both variables and still uses its own store
     child = tmp_path / "c"
