@@ -194,6 +194,8 @@ def run_ensemble(args) -> dict:
         print(f"fold {f}: batched {res['batched_s']:.1f}s cumulative, loop "
               f"{res['loop_s']:.1f}s cumulative{' (extrapolated)' if n_loop < N else ''}",
               flush=True)
+    if args.profile_after:
+        res["profile"] = profile_steps(args, coh, src, y_tr, device)
     res["ratio_loop_over_batched"] = res["loop_s"] / res["batched_s"]
     res["loop_extrapolated_from"] = n_loop if n_loop < N else None
     res["cohort_s"] = t_cohort
@@ -217,7 +219,17 @@ def run_profile(args) -> dict:
     stats = Standardiser(coh.X[tr], per=args.standardize, n_classes=args.classes)
     src = make_source(coh.X[tr], stats, args.classes, device, mode=args.input_mode,
                       batch_size=args.batch_size, cache_bytes=int(args.cache_gb * 2**30))
-    y = coh.y[tr].astype(np.float32)
+    return profile_steps(args, coh, src, coh.y[tr].astype(np.float32), device)
+
+
+def profile_steps(args, coh, src, y, device) -> dict:
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    from models.genes.data import ShuffledBatches
+    from models.genes.ensemble import BatchedEnsemble
+    from models.genes.nets import GeneNet, build_topology
+    from models.genes.training import member_loss
 
     def member(i):
         topo, _ = build_topology("biosparse", args.n_genes, coh.gene_pathways, {"pathway_seed": i})
@@ -338,6 +350,8 @@ def main(argv=None):
     ap.add_argument("--zoo", action="store_true", help="time the R x K protocol for every model")
     ap.add_argument("--profile-steps", type=int, default=0,
                     help="profile this many training steps of the batched model and one net")
+    ap.add_argument("--profile-after", action="store_true",
+                    help="ensemble mode: then profile --profile-steps (default 10) training steps on the last fold")
     ap.add_argument("--models", default="", help="zoo mode: comma-separated subset")
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "results"))
     args = ap.parse_args(argv)
@@ -371,7 +385,9 @@ def main(argv=None):
         os.replace(tmp, path)
 
     t0 = time.perf_counter()
-    if args.profile_steps:
+    if args.profile_after and not args.profile_steps:
+        args.profile_steps = 10
+    if args.profile_steps and not args.profile_after:
         meta["benchmark"] = "ensemble_step_profile"
         path = out_dir / f"ensemble_step_profile-{device.type}-{args.n_samples}x{args.n_genes}.json"
         result = run_profile(args)

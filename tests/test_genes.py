@@ -271,3 +271,45 @@ def test_per_class_standardize_trains_identically_on_every_input_path():
     assert not np.allclose(col, out["dense"], atol=1e-4)          # the option changes the inputs
     with pytest.raises(ValueError, match="unknown standardize 'gene'"):
         _fit("logreg", coh, tr, te, params={"standardize": "gene"}, train={"max_epochs": 1})
+
+
+def test_gather_cols_private_copies_sum_like_index_add(monkeypatch):
+    """The interleaved-copies backward of gather_cols (used on CUDA) sums exactly what a plain
+    index_add sums; forced on here with 5 copies on the CPU."""
+    from models.genes import layers
+
+    g = torch.Generator().manual_seed(0)
+    n, U, J = 3, 11, 400
+    idx = torch.randint(0, U, (J,), generator=g)
+    idx[::3] = 4                                   # one heavily shared column
+    v = torch.randn(n, U, generator=g, dtype=torch.float64, requires_grad=True)
+    go = torch.randn(n, J, generator=g, dtype=torch.float64)
+    (ref,) = torch.autograd.grad(v.index_select(1, idx), v, go)
+    for copies in (1, 5):
+        monkeypatch.setattr(layers, "_private_copies", lambda *a, c=copies: c)
+        out = layers.gather_cols(v, idx)
+        assert torch.equal(out, v[:, idx])
+        (gv,) = torch.autograd.grad(out, v, go)
+        assert torch.allclose(gv, ref, rtol=1e-12, atol=1e-12)
+
+
+def test_ensemble_sparse_layer_is_a_permutation_only_with_one_edge_per_gene():
+    from models.genes.ensemble import BatchedEnsemble
+    from models.genes.nets import GeneNet, build_topology
+    from models.genes.synthetic import planted_burden
+
+    coh = planted_burden(n=20, n_genes=30, n_causal=2, seed=1, rate=0.05)
+
+    def ens(**params):
+        nets = []
+        for i in range(3):
+            topo, _ = build_topology("biosparse", 30, coh.gene_pathways,
+                                     {"pathway_seed": i, **params})
+            nets.append(GeneNet("biosparse", 16, 30, topo=topo, init_seed=i))
+        return BatchedEnsemble(nets)
+
+    full = ens()
+    assert full.src_is_perm
+    inv = full.src_inv
+    assert torch.equal(full.src[inv], torch.arange(90))
+    assert not ens(sparsity=0.5).src_is_perm

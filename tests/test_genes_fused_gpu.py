@@ -80,8 +80,38 @@ def test_ensemble_fused_equals_tensor_ops_on_every_input_path():
     ens.use_fused = True
 
 
-@pytest.mark.parametrize("mode", ["combos", "dense"])
-def test_batched_ensemble_equals_separate_members_on_gpu(mode):
+def test_gather_and_permute_gradients_on_gpu():
+    """The contention-free backward passes equal plain autograd, with one column taking a
+    quarter of the positions (the all-zero count vector under per-class standardisation)."""
+    from models.genes.layers import _private_copies, gather_cols, permute_rows
+
+    dev = _cuda()
+    g = torch.Generator().manual_seed(3)
+    n, U, J = 7, 500, 40_000
+    idx = torch.randint(0, U, (J,), generator=g)
+    idx[torch.rand(J, generator=g) < 0.25] = 0
+    idx = idx.to(dev)
+    v = torch.randn(n, U, generator=g, dtype=torch.float64).to(dev).requires_grad_()
+    go = torch.randn(n, J, generator=g, dtype=torch.float64).to(dev)
+    assert _private_copies(n, U, idx.device) > 1
+    out = gather_cols(v, idx)
+    assert torch.equal(out, v[:, idx])
+    (gv,) = torch.autograd.grad(out, v, go)
+    (ref,) = torch.autograd.grad(v[:, idx], v, go)
+    assert torch.allclose(gv, ref, rtol=1e-12, atol=1e-9)
+    perm = torch.randperm(U, generator=g).to(dev)
+    inv = torch.empty_like(perm)
+    inv[perm] = torch.arange(U, device=dev)
+    x = torch.randn(U, 3, generator=g, dtype=torch.float64).to(dev).requires_grad_()
+    gp = torch.randn(U, 3, generator=g, dtype=torch.float64).to(dev)
+    (gx,) = torch.autograd.grad(permute_rows(x, perm, inv), x, gp)
+    (ref,) = torch.autograd.grad(x[perm], x, gp)
+    assert torch.equal(gx, ref)
+
+
+@pytest.mark.parametrize("mode,per", [("combos", "column"), ("combos", "class"),
+                                      ("dense", "column")])
+def test_batched_ensemble_equals_separate_members_on_gpu(mode, per):
     """Trained on the GPU (fused gene layer) == the members trained one by one on the GPU.
     Calls train_net directly and moves the nets back to the device after each fit (Lightning's
     teardown leaves a GPU-trained module on the CPU)."""
@@ -91,7 +121,7 @@ def test_batched_ensemble_equals_separate_members_on_gpu(mode):
     dev = _cuda()
     coh = planted_burden(n=400, n_genes=40, n_causal=4, effect=1.5, seed=8, rate=0.02)
     tr, te = np.arange(300), np.arange(300, 400)
-    st = Standardiser(coh.X[tr])
+    st = Standardiser(coh.X[tr], per=per, n_classes=C)
     src = make_source(coh.X[tr], st, C, dev, mode=mode)
     src_te = make_source(coh.X[te], st, C, dev, mode=mode)
     assert src.mode == mode
@@ -104,7 +134,7 @@ def test_batched_ensemble_equals_separate_members_on_gpu(mode):
     kw = dict(lr=1e-2, weight_decay=1e-3, alpha=float(1 - y.mean()), gamma=2.0, max_epochs=4,
               batch_size=64, seed=2, device=dev)
     ens = BatchedEnsemble([member(i) for i in range(3)]).to(dev)
-    assert ens._fused_on(dev)
+    assert ens._fused_on(dev) and ens.src_is_perm
     train_net(ens, src, y, **kw)
     p_ens = torch.sigmoid(predict_logits(ens.to(dev), src_te).double())
     singles = []

@@ -34,7 +34,7 @@ import torch.nn.functional as F
 
 from models.genes import fused
 from models.genes.data import ComboBatch, GeneBatch
-from models.genes.layers import activation
+from models.genes.layers import activation, gather_cols, permute_rows
 from models.genes.nets import GeneNet
 
 
@@ -74,6 +74,15 @@ class BatchedEnsemble(nn.Module):
         dst = [m.path.dst + self.neuron_ptr[i] for i, m in enumerate(members)]
         self.register_buffer("src", torch.cat(src))
         self.register_buffer("dst", torch.cat(dst))
+        # every member with one edge per gene (biosparse at full sparsity): the gather of the
+        # sparse layer is a permutation of the (member, gene) rows, whose backward is a gather
+        self.src_is_perm = bool(all(e == G for e in edges) and all(
+            np.array_equal(np.sort(m.path.src.cpu().numpy()), np.arange(G)) for m in members))
+        if self.src_is_perm:
+            cat_src = torch.cat(src)
+            inv = torch.empty_like(cat_src)
+            inv[cat_src] = torch.arange(cat_src.numel())
+            self.register_buffer("src_inv", inv)
         self.register_buffer("neuron_member", torch.repeat_interleave(
             torch.arange(N), torch.as_tensor(neurons)))
         self.edge_w = nn.Parameter(torch.cat([m.path.weight.detach().clone() for m in members]))
@@ -101,7 +110,7 @@ class BatchedEnsemble(nn.Module):
         if isinstance(x, ComboBatch):
             vt = fused.gene_values_t(x.z, *w, act=act)                        # (n, U)
             B = x.ids.shape[0]
-            return vt.index_select(1, x.ids.t().reshape(-1)).view(n * G, B)
+            return gather_cols(vt, x.ids.t().reshape(-1)).view(n * G, B)
         if isinstance(x, GeneBatch):
             B = x.n_rows
             base = fused.gene_values_t(x.z0.t(), *w, act=act)                 # (n, G)
@@ -162,7 +171,12 @@ class BatchedEnsemble(nn.Module):
         if self._fused_on(self.w1.device):
             # rows = (member, gene), columns = batch: the same layer, transposed
             at = self.drop(self.gene_rows(x, m0, m1))                            # (n*G, B)
-            contrib = at.index_select(0, src) * self.edge_w[e0:e1, None]        # (E, B)
+            if self.src_is_perm:
+                # edges e0..e1 are the rows m0*G..m1*G in another order (e0 == m0*G)
+                at_src = permute_rows(at, src, self.src_inv[e0:e1] - e0)
+            else:
+                at_src = at.index_select(0, src)
+            contrib = at_src * self.edge_w[e0:e1, None]                         # (E, B)
             pre = at.new_zeros(p1 - p0, at.shape[1]).index_add_(0, dst, contrib)
             h = self.drop(self.act(pre + self.neuron_b[p0:p1, None])) * self.out_w[p0:p1, None]
             member = self.neuron_member[p0:p1] - m0
