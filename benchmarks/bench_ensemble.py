@@ -237,8 +237,15 @@ def profile_steps(args, coh, src, y, device) -> dict:
                        init_seed=1000 + i)
 
     out = {"input_mode": src.mode}
-    for name, net in (("batched", BatchedEnsemble([member(i) for i in range(args.members)])),
-                      ("single", member(0))):
+    def variants():
+        yield "batched", BatchedEnsemble([member(i) for i in range(args.members)])
+        if device.type == "cuda" and getattr(src, "mode", None) == "combos":
+            ens = BatchedEnsemble([member(i) for i in range(args.members)])
+            ens.use_fused_sparse = False     # gene values materialised, tensor-op sparse layer
+            yield "batched_rows", ens
+        yield "single", member(0)
+
+    for name, net in variants():
         net = net.to(device)
         opt = torch.optim.Adam(net.parameters(), lr=args.lr)
         epochs = ShuffledBatches(src, y, args.batch_size, 0)

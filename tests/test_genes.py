@@ -313,3 +313,16 @@ def test_ensemble_sparse_layer_is_a_permutation_only_with_one_edge_per_gene():
     inv = full.src_inv
     assert torch.equal(full.src[inv], torch.arange(90))
     assert not ens(sparsity=0.5).src_is_perm
+
+
+def test_sparse_work_items_split_long_runs_and_reject_ungrouped_edges():
+    from models.genes.fused import sparse_work_items
+
+    # member 0: neurons 0 (2 edges), 1 (5 edges); member 1: neuron 2 (3 edges)
+    dst = np.array([0, 0, 1, 1, 1, 1, 1, 2, 2, 2])
+    (m, e0, e1, p), ptr = sparse_work_items(dst, [0, 7, 10], max_run=2)
+    assert ptr == [0, 4, 6]
+    assert m.tolist() == [0, 0, 0, 0, 1, 1]
+    assert list(zip(e0.tolist(), e1.tolist())) == [(0, 2), (2, 4), (4, 6), (6, 7), (7, 9), (9, 10)]
+    assert p.tolist() == [0, 1, 1, 1, 2, 2]
+    assert sparse_work_items(np.array([0, 1, 0]), [0, 3]) is None

@@ -24,6 +24,7 @@ tensor-op path below is used (same arithmetic).
 """
 from __future__ import annotations
 
+import os
 from typing import Sequence
 
 import numpy as np
@@ -55,6 +56,8 @@ class BatchedEnsemble(nn.Module):
         self.gene_act_name = m0.gene.act_name
         self.gene_act = activation(m0.gene.act_name)
         self.use_fused = True      # the Triton gene layer where the device allows it
+        # and the Triton sparse layer on combination input ($EPIFLOW_FUSED_SPARSE=0: off)
+        self.use_fused_sparse = os.environ.get("EPIFLOW_FUSED_SPARSE", "1") != "0"
         self._fused_ok = {}
         self.act = m0.act
         self.drop = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
@@ -83,6 +86,17 @@ class BatchedEnsemble(nn.Module):
             inv = torch.empty_like(cat_src)
             inv[cat_src] = torch.arange(cat_src.numel())
             self.register_buffer("src_inv", inv)
+        # the fused sparse layer (combination input on CUDA): runs of edges into one neuron
+        dst_np = self.dst.numpy()
+        made = fused.sparse_work_items(dst_np, self.edge_ptr)
+        self.fused_sparse = made is not None
+        if made is not None:
+            items, self.item_ptr = made
+            for name, a in zip(("item_member", "item_e0", "item_e1", "item_neuron"), items):
+                self.register_buffer(name, torch.as_tensor(a))
+            edge_member = np.repeat(np.arange(N), edges)
+            self.register_buffer("edge_gene", torch.as_tensor(
+                (self.src.numpy() - edge_member * G).astype(np.int32)))
         self.register_buffer("neuron_member", torch.repeat_interleave(
             torch.arange(N), torch.as_tensor(neurons)))
         self.edge_w = nn.Parameter(torch.cat([m.path.weight.detach().clone() for m in members]))
@@ -170,6 +184,18 @@ class BatchedEnsemble(nn.Module):
         dst = self.dst[e0:e1] - p0
         if self._fused_on(self.w1.device):
             # rows = (member, gene), columns = batch: the same layer, transposed
+            if (isinstance(x, ComboBatch) and self.fused_sparse and self.use_fused_sparse
+                    and (isinstance(self.drop, nn.Identity) or not self.training)):
+                # combination values straight into the neurons: no (n*G, B) tensor at all
+                w = (self.w1[m0:m1], self.b1[m0:m1], self.w2[m0:m1], self.b2[m0:m1])
+                vt = fused.gene_values_t(x.z, *w, act=self.gene_act_name)         # (n, U)
+                i0, i1 = self.item_ptr[m0], self.item_ptr[m1]
+                items = (self.item_member[i0:i1], self.item_e0[i0:i1], self.item_e1[i0:i1],
+                         self.item_neuron[i0:i1])
+                ids_t = x.ids.t().to(torch.int32).contiguous()                    # (G, B)
+                pre = fused.sparse_pre(vt, self.edge_w, ids_t, self.edge_gene, items, p1 - p0,
+                                       m0, p0)
+                return self._head(pre, n, m0, m1, p0, p1)
             at = self.drop(self.gene_rows(x, m0, m1))                            # (n*G, B)
             if self.src_is_perm:
                 # edges e0..e1 are the rows m0*G..m1*G in another order (e0 == m0*G)
@@ -178,16 +204,20 @@ class BatchedEnsemble(nn.Module):
                 at_src = at.index_select(0, src)
             contrib = at_src * self.edge_w[e0:e1, None]                         # (E, B)
             pre = at.new_zeros(p1 - p0, at.shape[1]).index_add_(0, dst, contrib)
-            h = self.drop(self.act(pre + self.neuron_b[p0:p1, None])) * self.out_w[p0:p1, None]
-            member = self.neuron_member[p0:p1] - m0
-            out = at.new_zeros(n, at.shape[1]).index_add_(0, member, h) + self.out_b[m0:m1, None]
-            return out.t()
+            return self._head(pre, n, m0, m1, p0, p1)
         a = self.drop(self.gene_activations(x, m0, m1)).reshape(-1, n * G)     # (B, n*G)
         contrib = a.index_select(1, src) * self.edge_w[e0:e1]
         pre = a.new_zeros(a.shape[0], p1 - p0).index_add_(1, dst, contrib) + self.neuron_b[p0:p1]
         h = self.drop(self.act(pre)) * self.out_w[p0:p1]
         member = self.neuron_member[p0:p1] - m0
         return a.new_zeros(a.shape[0], n).index_add_(1, member, h) + self.out_b[m0:m1]
+
+    def _head(self, pre, n, m0, m1, p0, p1) -> torch.Tensor:
+        """(B, n) logits from the transposed pre-activations (neurons of m0..m1-1, B)."""
+        h = self.drop(self.act(pre + self.neuron_b[p0:p1, None])) * self.out_w[p0:p1, None]
+        member = self.neuron_member[p0:p1] - m0
+        out = pre.new_zeros(n, pre.shape[1]).index_add_(0, member, h) + self.out_b[m0:m1, None]
+        return out.t()
 
     def forward(self, x) -> torch.Tensor:
         return self.logits(x)

@@ -103,7 +103,58 @@ def _build():
         tl.store(gw2_ptr + base * BH + oh, acc_w2)
         tl.store(gb2_ptr + base, tl.sum(acc_b2, axis=0))
 
-    return _fwd, _bwd
+    @triton.jit
+    def _sp_fwd(vt_ptr, ids_ptr, gene_ptr, w_ptr, it_m_ptr, it_e0_ptr, it_e1_ptr, it_p_ptr,
+                pre_ptr, U, B, M_OFF, P_OFF, BE: tl.constexpr, BB: tl.constexpr):
+        i = tl.program_id(0)            # one work item: a run of edges into one neuron
+        ob = tl.program_id(1) * BB + tl.arange(0, BB)
+        mb = ob < B
+        m = (tl.load(it_m_ptr + i) - M_OFF).to(tl.int64)
+        e0 = tl.load(it_e0_ptr + i)
+        e1 = tl.load(it_e1_ptr + i)
+        p = (tl.load(it_p_ptr + i) - P_OFF).to(tl.int64)
+        acc = tl.zeros((BB,), dtype=tl.float32)
+        s = e0
+        while s < e1:
+            oe = s + tl.arange(0, BE)
+            s += BE
+            me = oe < e1
+            g = tl.load(gene_ptr + oe, mask=me, other=0).to(tl.int64)
+            w = tl.load(w_ptr + oe, mask=me, other=0.0)
+            mm = me[:, None] & mb[None, :]
+            u = tl.load(ids_ptr + g[:, None] * B + ob[None, :], mask=mm, other=0).to(tl.int64)
+            v = tl.load(vt_ptr + m * U + u, mask=mm, other=0.0)
+            acc += tl.sum(v * w[:, None], axis=0)
+        tl.atomic_add(pre_ptr + p * B + ob, acc, mask=mb)
+
+    @triton.jit
+    def _sp_bwd(vt_ptr, ids_ptr, gene_ptr, w_ptr, it_m_ptr, it_e0_ptr, it_e1_ptr, it_p_ptr,
+                gpre_ptr, gw_ptr, gvt_ptr, U, B, NM, NCOPY, M_OFF, P_OFF,
+                BE: tl.constexpr, BB: tl.constexpr):
+        i = tl.program_id(0)
+        ob = tl.program_id(1) * BB + tl.arange(0, BB)
+        mb = ob < B
+        m = (tl.load(it_m_ptr + i) - M_OFF).to(tl.int64)
+        e0 = tl.load(it_e0_ptr + i)
+        e1 = tl.load(it_e1_ptr + i)
+        p = (tl.load(it_p_ptr + i) - P_OFF).to(tl.int64)
+        gp = tl.load(gpre_ptr + p * B + ob, mask=mb, other=0.0)
+        # batch column b adds into private copy b % NCOPY: no two lanes of a warp on one address
+        base = ((ob % NCOPY).to(tl.int64) * NM + m) * U
+        s = e0
+        while s < e1:
+            oe = s + tl.arange(0, BE)
+            s += BE
+            me = oe < e1
+            g = tl.load(gene_ptr + oe, mask=me, other=0).to(tl.int64)
+            w = tl.load(w_ptr + oe, mask=me, other=0.0)
+            mm = me[:, None] & mb[None, :]
+            u = tl.load(ids_ptr + g[:, None] * B + ob[None, :], mask=mm, other=0).to(tl.int64)
+            v = tl.load(vt_ptr + m * U + u, mask=mm, other=0.0)
+            tl.atomic_add(gw_ptr + oe, tl.sum(v * gp[None, :], axis=1), mask=me)
+            tl.atomic_add(gvt_ptr + base[None, :] + u, w[:, None] * gp[None, :], mask=mm)
+
+    return _fwd, _bwd, _sp_fwd, _sp_bwd
 
 
 PRECISIONS = ("ieee", "tf32x3", "tf32")
@@ -152,7 +203,7 @@ class _FusedGene(torch.autograd.Function):
     def forward(ctx, z, w1, b1, w2, b2, act):
         import triton
 
-        fwd, _ = _kernels()
+        fwd = _kernels()[0]
         z = z.contiguous() if z.stride(1) != 1 else z
         w1, b1, w2, b2 = (t.contiguous() for t in (w1, b1, w2, b2))
         U, C = z.shape
@@ -172,7 +223,7 @@ class _FusedGene(torch.autograd.Function):
     def backward(ctx, g):
         import triton
 
-        _, bwd = _kernels()
+        bwd = _kernels()[1]
         z, w1, b1, w2 = ctx.saved_tensors
         g = g.contiguous()
         U, C = z.shape
@@ -211,3 +262,99 @@ def gene_values_reference(z, w1, b1, w2, b2, act: str = "tanh") -> torch.Tensor:
     f = {"tanh": torch.tanh, "identity": lambda t: t, "relu": torch.relu}[act]
     h = f(torch.einsum("uc,nhc->unh", z, w1) + b1)
     return (h * w2).sum(-1) + b2
+
+
+# ---------------------------------------------------------------------------- sparse layer
+SPARSE_RUN = 256          # edges per work item at most (long neurons, e.g. the dummy, split)
+
+
+def sparse_work_items(dst: "np.ndarray", edge_ptr: list, max_run: int = SPARSE_RUN):
+    """Work items of :func:`sparse_pre` for N members' concatenated edge lists: runs of at most
+    ``max_run`` consecutive edges of one member into one neuron. Each member's edges must be
+    grouped by destination (the topologies sort them so); returns None when they are not.
+    (item member, first edge, end edge, neuron) as int32 arrays, plus the first item of each
+    member (N + 1 Python ints)."""
+    import numpy as np
+
+    items, item_ptr = [], [0]
+    for m in range(len(edge_ptr) - 1):
+        a, b = edge_ptr[m], edge_ptr[m + 1]
+        d = np.asarray(dst[a:b])
+        if d.size:
+            starts = np.flatnonzero(np.r_[True, d[1:] != d[:-1]])
+            if np.unique(d[starts]).size != starts.size:
+                return None
+            ends = np.r_[starts[1:], d.size]
+            for s0, s1 in zip(starts, ends):
+                for c in range(s0, s1, max_run):
+                    items.append((m, a + c, a + min(c + max_run, s1), d[s0]))
+        item_ptr.append(len(items))
+    arr = np.asarray(items, dtype=np.int64).reshape(-1, 4)
+    return tuple(arr[:, k].astype(np.int32) for k in range(4)), item_ptr
+
+
+def _copies(n: int, u: int) -> int:
+    return int(max(1, min(32, (1 << 27) // max(n * u, 1))))
+
+
+class _FusedSparse(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, vt, w, ids_t, gene, it_m, it_e0, it_e1, it_p, n_neurons, m_off, p_off):
+        import triton
+
+        k = _kernels()[2]
+        NM, U = vt.shape
+        B = ids_t.shape[1]
+        pre = torch.zeros((n_neurons, B), device=vt.device, dtype=torch.float32)
+        n_items = it_m.numel()
+        if n_items and B:
+            k[(n_items, triton.cdiv(B, 128))](vt, ids_t, gene, w, it_m, it_e0, it_e1, it_p, pre,
+                                              U, B, m_off, p_off, BE=16, BB=128, num_warps=4)
+        ctx.save_for_backward(vt, w, ids_t, gene, it_m, it_e0, it_e1, it_p)
+        ctx.offsets = (m_off, p_off)
+        return pre
+
+    @staticmethod
+    def backward(ctx, gpre):
+        import triton
+
+        k = _kernels()[3]
+        vt, w, ids_t, gene, it_m, it_e0, it_e1, it_p = ctx.saved_tensors
+        NM, U = vt.shape
+        B = ids_t.shape[1]
+        ncopy = _copies(NM, U)
+        gw = torch.zeros_like(w)
+        gvt = torch.zeros((ncopy, NM, U), device=vt.device, dtype=torch.float32)
+        n_items = it_m.numel()
+        if n_items and B:
+            k[(n_items, triton.cdiv(B, 128))](vt, ids_t, gene, w, it_m, it_e0, it_e1, it_p,
+                                              gpre.contiguous(), gw, gvt, U, B, NM, ncopy,
+                                              *ctx.offsets, BE=16, BB=128, num_warps=4)
+        return gvt.sum(0), gw, None, None, None, None, None, None, None, None, None
+
+
+def sparse_pre(vt: torch.Tensor, w: torch.Tensor, ids_t: torch.Tensor, gene: torch.Tensor,
+               items, n_neurons: int, m_off: int = 0, p_off: int = 0) -> torch.Tensor:
+    """Pre-activations (n_neurons, B) of the gene -> neuron layer of N members, straight from the
+    combination values: ``pre[p, b] = sum over edges e into p of w[e] * vt[m(e), ids_t[gene[e], b]]``.
+
+    vt (N, U): gene-module values of every combination for each member (from
+    :func:`gene_values_t`); ids_t (G, B) int32: the combination of sample b at gene g; gene (E,)
+    int32: each edge's source gene; w (E,) edge weights; ``items`` from
+    :func:`sparse_work_items` (edge numbers index w and gene; the items' members and neurons
+    minus ``m_off`` and ``p_off`` index vt's rows and the output's rows). The
+    (N*G, B) gene-value tensor is never formed: one pass reads the ids and gathers from vt
+    (which stays in cache). Differentiable in vt and w; the backward adds the combination
+    gradients into interleaved private copies (see ``_copies``), so the all-zero count vector
+    that a quarter of the cells share is not one hot address."""
+    it_m, it_e0, it_e1, it_p = items
+    return _FusedSparse.apply(vt.contiguous(), w.contiguous(), ids_t.contiguous(),
+                              gene.contiguous(), it_m, it_e0, it_e1, it_p, int(n_neurons),
+                              int(m_off), int(p_off))
+
+
+def sparse_pre_reference(vt, w, ids_t, gene, member, dst, n_neurons):
+    """The same layer with tensor ops (the tests' reference)."""
+    vals = vt[member[:, None], ids_t[gene]]                     # (E, B)
+    out = vals.new_zeros(n_neurons, ids_t.shape[1])
+    return out.index_add(0, dst, vals * w[:, None])
