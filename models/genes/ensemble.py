@@ -19,8 +19,11 @@ On a CUDA device (Triton available) the gene layer of all members is one fused k
 (models/genes/fused.py) over the rows of the batch (distinct combinations, variant pairs, or
 B*G dense gene vectors): the (rows x N*H) hidden layer never reaches device memory; the gene
 values come out as (member, gene) rows with the batch along each row, and the sparse layer runs
-on that transposed layout (whole-row gathers and scatter-adds). On a CPU the
-tensor-op path below is used (same arithmetic).
+on that transposed layout (whole-row gathers and scatter-adds). With combination input (and no
+dropout active) the sparse layer is a second Triton kernel (``fused.sparse_pre``) that reads each
+sample's combination ids and gathers the member's combination values straight into the pathway
+neurons, so not even the (N*G, B) gene values are formed. On a CPU the tensor-op path below is
+used (same arithmetic).
 """
 from __future__ import annotations
 
