@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from models.ngg.pairs import n_pairs, pair_from_index, pair_index
+from models.ngg.simulate_pheno import as_float_dosage
 
 __all__ = [
     "snp_features",
@@ -40,15 +41,6 @@ __all__ = [
 FEATURE_SETS = ("1d", "1d+top_pairs", "1d+random_pairs")
 
 
-def _float_dosage(X):
-    X = np.asarray(X)
-    if X.dtype.kind in "iu":
-        out = X.astype(np.float64)
-        out[X < 0] = np.nan
-        return out
-    return X.astype(np.float64)
-
-
 def _standardize_cols(F):
     F = np.asarray(F, dtype=np.float64)
     mu = np.nanmean(F, axis=0) if F.size else np.zeros(F.shape[1])
@@ -60,7 +52,7 @@ def _standardize_cols(F):
 def snp_features(X, snps) -> np.ndarray:
     """Standardised dosage columns of the given SNPs (missing = column mean)."""
     snps = np.asarray(snps, dtype=np.int64).ravel()
-    return _standardize_cols(_float_dosage(np.asarray(X)[:, snps]))
+    return _standardize_cols(as_float_dosage(np.asarray(X)[:, snps]))
 
 
 def pair_features(X, pairs) -> np.ndarray:
@@ -68,7 +60,7 @@ def pair_features(X, pairs) -> np.ndarray:
     pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
     if pairs.shape[0] == 0:
         return np.zeros((np.asarray(X).shape[0], 0))
-    Z = _standardize_cols(_float_dosage(np.asarray(X)[:, np.unique(pairs)]))
+    Z = _standardize_cols(as_float_dosage(np.asarray(X)[:, np.unique(pairs)]))
     pos = {s: k for k, s in enumerate(np.unique(pairs))}
     ia = np.array([pos[a] for a in pairs[:, 0]])
     ib = np.array([pos[b] for b in pairs[:, 1]])
@@ -185,7 +177,7 @@ def heritability_table(
     top_pairs = np.sort(np.asarray(top_pairs, dtype=np.int64).reshape(-1, 2), axis=1)
     rng = np.random.default_rng(seed)
     if pair_pool is None:
-        Xr = _float_dosage(X[rows])
+        Xr = as_float_dosage(X[rows])
         pair_pool = np.flatnonzero(np.nanstd(Xr, axis=0) > 0)
     pair_pool = np.unique(np.asarray(pair_pool, dtype=np.int64))
 
