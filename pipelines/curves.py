@@ -33,6 +33,26 @@ class Cohort:
     inputs: list              # paths, for the data-version tags
 
 
+def stage_setup(args, what: str, resolve_config):
+    """The common start of the learning-curve and sweep stages: params, the stage's resolved
+    config, the train section (seed popped), the study name, the cohort and the folds of the
+    first ``repeats`` repeats. Returns (params, cfg, train_cfg, base_seed, study, cohort, folds)."""
+    from pipelines.params import load_params, section
+
+    params = load_params(args.params)
+    cfg = resolve_config(params, args.params, args.repeats)
+    train_cfg = dict(section(params, "train", args.params))
+    base_seed = int(train_cfg.pop("seed", 0))
+    study = params.get("study", "epiflow")
+    gmt = args.gmt or section(params, "encode", args.params).get("gmt")
+    cohort = load_cohort(args.encoded, args.splits, gmt)
+    if cfg["repeats"] > cohort.splits.repeats:
+        raise EpiflowError(f"{what}: repeats={cfg['repeats']} but {args.splits} holds "
+                           f"{cohort.splits.repeats} repeats")
+    folds = list(cohort.splits.iter_folds(cfg["repeats"]))
+    return params, cfg, train_cfg, base_seed, study, cohort, folds
+
+
 def load_cohort(encoded, splits_path, gmt=None) -> Cohort:
     from pipelines.encode import load_encoded
     from pipelines.io.gmt import gene_pathway_index, read_gmt

@@ -25,7 +25,7 @@ import pandas as pd
 from pipelines import curves, tracking
 from pipelines.atomic import atomic_dir, write_json, write_text
 from pipelines.errors import EpiflowError
-from pipelines.params import load_params, section
+from pipelines.params import section
 
 WHAT = "learning_curve"
 
@@ -180,17 +180,8 @@ def run(args) -> int:
 
     from models.stats import learning_curve_subsets
 
-    params = load_params(args.params)
-    cfg = resolve_config(params, args.params, args.repeats)
-    train_cfg = dict(section(params, "train", args.params))
-    base_seed = int(train_cfg.pop("seed", 0))
-    study = params.get("study", "epiflow")
-    gmt = args.gmt or section(params, "encode", args.params).get("gmt")
-    cohort = curves.load_cohort(args.encoded, args.splits, gmt)
-    if cfg["repeats"] > cohort.splits.repeats:
-        raise EpiflowError(f"{WHAT}: repeats={cfg['repeats']} but {args.splits} holds "
-                           f"{cohort.splits.repeats} repeats")
-    folds = list(cohort.splits.iter_folds(cfg["repeats"]))
+    params, cfg, train_cfg, base_seed, study, cohort, folds = curves.stage_setup(
+        args, WHAT, resolve_config)
     out, plots_dir = Path(args.out), Path(args.plots)
 
     rows, timings = [], {m[0]: 0.0 for m in cfg["models"]}

@@ -22,7 +22,7 @@ import pandas as pd
 from pipelines import curves, tracking
 from pipelines.atomic import atomic_dir, write_json, write_text
 from pipelines.errors import EpiflowError
-from pipelines.params import load_params, section
+from pipelines.params import section
 
 WHAT = "sweep"
 SPARSE_TYPES = ("biosparse", "linear", "multipathway", "genegene_pathway")
@@ -134,17 +134,8 @@ def figure(summary: dict, df: pd.DataFrame, path) -> Path:
 def run(args) -> int:
     from tqdm import tqdm
 
-    params = load_params(args.params)
-    cfg = resolve_config(params, args.params, args.repeats)
-    train_cfg = dict(section(params, "train", args.params))
-    base_seed = int(train_cfg.pop("seed", 0))
-    study = params.get("study", "epiflow")
-    gmt = args.gmt or section(params, "encode", args.params).get("gmt")
-    cohort = curves.load_cohort(args.encoded, args.splits, gmt)
-    if cfg["repeats"] > cohort.splits.repeats:
-        raise EpiflowError(f"{WHAT}: repeats={cfg['repeats']} but {args.splits} holds "
-                           f"{cohort.splits.repeats} repeats")
-    folds = list(cohort.splits.iter_folds(cfg["repeats"]))
+    params, cfg, train_cfg, base_seed, study, cohort, folds = curves.stage_setup(
+        args, WHAT, resolve_config)
     rows = []
     t_all = time.perf_counter()
     with tqdm(total=len(folds) * len(cfg["sparsity"]), desc=f"sweep {cfg['model']}", unit="fit",
