@@ -326,3 +326,19 @@ def test_sparse_work_items_split_long_runs_and_reject_ungrouped_edges():
     assert list(zip(e0.tolist(), e1.tolist())) == [(0, 2), (2, 4), (4, 6), (6, 7), (7, 9), (9, 10)]
     assert p.tolist() == [0, 1, 1, 1, 2, 2]
     assert sparse_work_items(np.array([0, 1, 0]), [0, 3]) is None
+
+
+def test_combinations_numbered_by_hash_and_exact():
+    """Every pair maps to a combination with exactly its gene and class counts, and the
+    combinations are distinct (grouping by hash table, checked against the dense matrix)."""
+    coh = planted_burden(n=120, n_genes=15, n_causal=2, seed=4, rate=0.08)
+    C, G = 16, 15
+    dense = coh.X.toarray().reshape(120, C, G)
+    for by_gene in (True, False):
+        c_gene, counts, p_row, p_gene, combo = _combinations(coh.X, C, by_gene=by_gene)
+        assert np.array_equal(counts[combo], dense[p_row, :, p_gene])
+        key = np.c_[c_gene, counts] if by_gene else counts
+        assert np.unique(key, axis=0).shape[0] == key.shape[0]
+        if by_gene:
+            assert np.array_equal(c_gene[combo], p_gene)
+        assert (dense.sum(1) > 0).sum() == p_row.size

@@ -94,7 +94,9 @@ def _combinations(X: sp.csr_matrix, n_classes: int, by_gene: bool = True):
     O(nnz) plus per-row sorts, no dense (pairs x C) table: entries run by (sample, gene, class),
     each pair gets a 64-bit hash of its (class, count) entries, pairs are grouped by hash and
     the grouping is then verified entry by entry (exact; a hash collision raises).
-    Returns (combo gene (U,), combo counts (U, C) float64, pair row, pair gene, combo of pair).
+    Returns (combo gene (U,), combo counts (U, C) float64, pair row, pair gene, combo of pair);
+    with ``by_gene=False`` the combo gene is that of one of its pairs. Combinations are numbered
+    in the order of their hashes.
     """
     C = int(n_classes)
     n, f = X.shape
@@ -134,15 +136,14 @@ def _combinations(X: sp.csr_matrix, n_classes: int, by_gene: bool = True):
         h = np.add.reduceat(e_hash, starts, dtype=np.uint64)
         if by_gene:
             h += p_gene.astype(np.uint64) * wg
-    # group pairs by hash (any member may represent its group: the check below is exact)
-    order = np.argsort(h)
-    hs = h[order]
-    head = np.empty(hs.size, bool)
-    head[0] = True
-    np.not_equal(hs[1:], hs[:-1], out=head[1:])
-    combo_of_pair = np.empty(h.size, np.int64)
-    combo_of_pair[order] = np.cumsum(head) - 1
-    first = order[head]
+    # group pairs by hash, numbered in hash order (a hash table, then a sort of the distinct
+    # hashes only; any member may represent its group: the check below is exact)
+    import pandas as pd
+
+    combo_of_pair, uniq = pd.factorize(h, sort=True)
+    combo_of_pair = combo_of_pair.astype(np.int64, copy=False)
+    first = np.empty(len(uniq), np.int64)
+    first[combo_of_pair] = np.arange(h.size, dtype=np.int64)
     # exact check: every pair has the same gene, entry count and entries as its representative
     n_entries = np.diff(np.append(starts, pk.size))
     rep = first[combo_of_pair]
