@@ -66,6 +66,19 @@ def build_spec(args, params: dict):
     return zoo_study_spec(model, params, args)
 
 
+def _shown_storage(url: str) -> str:
+    """A SQLite storage inside the working directory as a relative URL (metrics files travel
+    with the project), anything else as given (already without a password)."""
+    prefix = "sqlite:///"
+    if url.startswith(prefix):
+        try:
+            rel = Path(url[len(prefix):]).resolve().relative_to(Path.cwd().resolve())
+            return prefix + rel.as_posix()
+        except ValueError:
+            pass
+    return url
+
+
 def run(args) -> int:
     from pipelines import tune
 
@@ -103,7 +116,8 @@ def run(args) -> int:
         params_text=params_text)
     m = summary["metrics"]
     best = summary["best"]
-    out = {"study": study_name, "storage": summary["storage"], "worker": summary["worker"],
+    out = {"study": study_name, "storage": _shown_storage(summary["storage"]),
+           "worker": summary["worker"],
            "n_trials_this_process": summary["n_trials_this_process"],
            "n_pruned_this_process": summary["n_pruned_this_process"],
            "n_complete": m.get("n_complete", 0), "n_pruned": m.get("n_pruned", 0),
