@@ -20,6 +20,8 @@ import os
 
 import torch
 
+from models.genes.layers import _private_copies
+
 _ACTS = {"tanh": 0, "identity": 1, "relu": 2}
 _KERNELS = None
 
@@ -293,10 +295,6 @@ def sparse_work_items(dst: "np.ndarray", edge_ptr: list, max_run: int = SPARSE_R
     return tuple(arr[:, k].astype(np.int32) for k in range(4)), item_ptr
 
 
-def _copies(n: int, u: int) -> int:
-    return int(max(1, min(32, (1 << 27) // max(n * u, 1))))
-
-
 class _FusedSparse(torch.autograd.Function):
     @staticmethod
     def forward(ctx, vt, w, ids_t, gene, it_m, it_e0, it_e1, it_p, n_neurons, m_off, p_off):
@@ -322,7 +320,7 @@ class _FusedSparse(torch.autograd.Function):
         vt, w, ids_t, gene, it_m, it_e0, it_e1, it_p = ctx.saved_tensors
         NM, U = vt.shape
         B = ids_t.shape[1]
-        ncopy = _copies(NM, U)
+        ncopy = _private_copies(NM, U, vt.device, budget=1 << 27)
         gw = torch.zeros_like(w)
         gvt = torch.zeros((ncopy, NM, U), device=vt.device, dtype=torch.float32)
         n_items = it_m.numel()
@@ -345,8 +343,8 @@ def sparse_pre(vt: torch.Tensor, w: torch.Tensor, ids_t: torch.Tensor, gene: tor
     minus ``m_off`` and ``p_off`` index vt's rows and the output's rows). The
     (N*G, B) gene-value tensor is never formed: one pass reads the ids and gathers from vt
     (which stays in cache). Differentiable in vt and w; the backward adds the combination
-    gradients into interleaved private copies (see ``_copies``), so the all-zero count vector
-    that a quarter of the cells share is not one hot address."""
+    gradients into interleaved private copies (see ``layers._private_copies``), so the all-zero
+    count vector that a quarter of the cells share is not one hot address."""
     it_m, it_e0, it_e1, it_p = items
     return _FusedSparse.apply(vt.contiguous(), w.contiguous(), ids_t.contiguous(),
                               gene.contiguous(), it_m, it_e0, it_e1, it_p, int(n_neurons),

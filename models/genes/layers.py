@@ -38,11 +38,12 @@ def tanh(x: torch.Tensor) -> torch.Tensor:
     return _FastTanh.apply(x)
 
 
-def _private_copies(n: int, u: int, device: torch.device) -> int:
-    """How many interleaved copies of an (n, u) gradient the CUDA scatter below sums into."""
+def _private_copies(n: int, u: int, device: torch.device, budget: int = 1 << 26) -> int:
+    """How many interleaved copies (at most 32, at most ``budget`` floats in all) of an (n, u)
+    gradient a CUDA scatter sums into; 1 off CUDA."""
     if device.type != "cuda":
         return 1
-    return int(max(1, min(32, (1 << 26) // max(n * u, 1))))
+    return int(max(1, min(32, budget // max(n * u, 1))))
 
 
 class _GatherCols(torch.autograd.Function):
