@@ -115,6 +115,11 @@ class BatchedEnsemble(nn.Module):
             self._fused_ok[device] = fused.available(device)
         return self._fused_ok[device]
 
+    def _values_t(self, z: torch.Tensor, m0: int, m1: int) -> torch.Tensor:
+        """(m1 - m0, U) fused gene-module outputs of members m0..m1-1 for rows z (U, C)."""
+        return fused.gene_values_t(z, self.w1[m0:m1], self.b1[m0:m1], self.w2[m0:m1],
+                                   self.b2[m0:m1], act=self.gene_act_name)
+
     def gene_rows(self, x, m0: int = 0, m1: int | None = None) -> torch.Tensor:
         """(n*G, B) gene neurons of members m0..m1-1 through the fused kernel, one row per
         (member, gene) -- row i*G + g, the numbering of ``src`` -- and the batch along the row,
@@ -122,21 +127,19 @@ class BatchedEnsemble(nn.Module):
         address from a warp)."""
         m1 = self.n_members if m1 is None else m1
         n, C, G = m1 - m0, self.n_classes, self.n_genes
-        w = (self.w1[m0:m1], self.b1[m0:m1], self.w2[m0:m1], self.b2[m0:m1])
-        act = self.gene_act_name
         if isinstance(x, ComboBatch):
-            vt = fused.gene_values_t(x.z, *w, act=act)                        # (n, U)
+            vt = self._values_t(x.z, m0, m1)                                  # (n, U)
             B = x.ids.shape[0]
             return gather_cols(vt, x.ids.t().reshape(-1)).view(n * G, B)
         if isinstance(x, GeneBatch):
             B = x.n_rows
-            base = fused.gene_values_t(x.z0.t(), *w, act=act)                 # (n, G)
-            vals = fused.gene_values_t(x.z, *w, act=act)                      # (n, P)
+            base = self._values_t(x.z0.t(), m0, m1)                           # (n, G)
+            vals = self._values_t(x.z, m0, m1)                                # (n, P)
             out = base.unsqueeze(2).expand(n, G, B).reshape(n, G * B)
             return out.index_copy(1, x.genes * B + x.rows, vals).view(n * G, B)
         B = x.shape[0]
         z = x.view(B, C, G).permute(2, 0, 1).reshape(G * B, C)              # row g*B + b
-        return fused.gene_values_t(z, *w, act=act).view(n * G, B)
+        return self._values_t(z, m0, m1).view(n * G, B)
 
     def gene_activations(self, x, m0: int = 0, m1: int | None = None) -> torch.Tensor:
         """(B, n, G) gene neurons of members m0..m1-1."""
@@ -190,8 +193,7 @@ class BatchedEnsemble(nn.Module):
             if (isinstance(x, ComboBatch) and self.fused_sparse and self.use_fused_sparse
                     and (isinstance(self.drop, nn.Identity) or not self.training)):
                 # combination values straight into the neurons: no (n*G, B) tensor at all
-                w = (self.w1[m0:m1], self.b1[m0:m1], self.w2[m0:m1], self.b2[m0:m1])
-                vt = fused.gene_values_t(x.z, *w, act=self.gene_act_name)         # (n, U)
+                vt = self._values_t(x.z, m0, m1)                                  # (n, U)
                 i0, i1 = self.item_ptr[m0], self.item_ptr[m1]
                 items = (self.item_member[i0:i1], self.item_e0[i0:i1], self.item_e1[i0:i1],
                          self.item_neuron[i0:i1])
