@@ -79,26 +79,6 @@ def _folds(y, k, repeats, seed):
     return list(rskf.split(np.zeros(len(y)), y))
 
 
-def _keep_on_device():
-    """Lightning's teardown returns a module trained on a GPU to the CPU, and
-    models.genes.training.train_net leaves it there, so fit_predict would predict with the net on
-    the CPU and its inputs on the GPU. Until train_net moves the net back itself, the zoo timing
-    wraps it to do so (nothing else changes)."""
-    from models.genes import training
-
-    if getattr(training.train_net, "_keeps_device", False):
-        return
-    orig = training.train_net
-
-    def train_net(net, *a, device, **kw):
-        out = orig(net, *a, device=device, **kw)
-        net.to(device)
-        return out
-
-    train_net._keeps_device = True
-    training.train_net = train_net
-
-
 def _sync(device):
     import torch
 
@@ -295,7 +275,6 @@ def run_zoo(args, on_model=None) -> dict:
     from models.baselines import fit_predict_sgd
     from models.genes import MODEL_TYPES, fit_predict
 
-    _keep_on_device()
     coh, t_cohort = _cohort(args)
     folds = _folds(coh.y, args.folds, args.repeats, args.seed)
     rng = np.random.default_rng(args.seed)
