@@ -15,7 +15,7 @@ extrapolates linearly to N (flagged as such in the JSON).
 Zoo mode (``--zoo``): every model of the zoo on R x K repeated stratified CV; total time per
 model and AUC mean +- sd.
 
-The cohort is synthetic (models.genes.synthetic): sparse counts at a realistic cell density
+The cohort is synthetic (models.simulate.genes): sparse counts at a realistic cell density
 with a planted additive burden signal; nothing is densified.
 
 Measured (one NVIDIA H200, torch 2.11, Triton 3.6; --preset paper --device cuda --input-mode
@@ -61,7 +61,7 @@ PRESETS = {
 
 
 def _cohort(args):
-    from models.genes.synthetic import planted_burden, random_pathways
+    from models.simulate.genes import planted_burden, random_pathways
 
     t0 = time.perf_counter()
     coh = planted_burden(n=args.n_samples, n_genes=args.n_genes, n_classes=args.classes,

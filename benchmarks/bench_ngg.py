@@ -2,7 +2,7 @@
 
 A phenotype with planted additive SNPs and interacting SNP pairs (known h2) is simulated over the
 real genotypes; NGG is run at the paper's defaults (B=1000, d=30, lam at the noise level, R=10)
-and over a small grid of (B, d, lam_scale, R); the exact 2D scan (models/ngg/scan2d.py), when
+and over a small grid of (B, d, lam_scale, R); the exact 2D scan (models/scans/scan2d.py), when
 present, is run on the same data in the same process as the reference. Recall counts planted
 pairs recovered at the locus level (a reported pair within W SNP columns of both planted SNPs)
 among the top K.
@@ -40,8 +40,8 @@ sys.path.insert(0, str(REPO))
 
 from models.ngg.heritability import heritability_table, plot_heritability, summarize_table  # noqa: E402
 from models.ngg.ngg import ngg_fit  # noqa: E402
-from models.ngg.recovery import recall_metrics  # noqa: E402
-from models.ngg.simulate_pheno import pair_hits, simulate_phenotype, snp_recall  # noqa: E402
+from models.simulate.recovery import recall_metrics  # noqa: E402
+from models.simulate.pheno import pair_hits, simulate_phenotype, snp_recall  # noqa: E402
 
 DEFAULTS = {"B": 1000, "d": 30, "lam_scale": 1.0, "R": 10, "iters": 200}
 
@@ -92,7 +92,7 @@ def load_genotypes(prefix: Path):
 
 def exact_reference_available() -> bool:
     try:
-        from models.ngg.scan2d import Scan2D  # noqa: F401
+        from models.scans.scan2d import Scan2D  # noqa: F401
 
         return True
     except ImportError:
@@ -101,7 +101,7 @@ def exact_reference_available() -> bool:
 
 def exact_scan(X, y, chrom, top):
     """Exact 2D scan (colleague's Scan2D) -> (pairs (k, 2), seconds)."""
-    from models.ngg.scan2d import Scan2D, Scan2DOptions
+    from models.scans.scan2d import Scan2D, Scan2DOptions
 
     t0 = time.perf_counter()
     scan = Scan2D(np.ascontiguousarray(np.asarray(X).T), y, np.asarray(chrom),

@@ -72,8 +72,8 @@ def main(argv=None):
     t_imp = time.perf_counter()
     import scipy.special  # noqa: F401
 
-    from models.ngg.scan1d import scan_1d
-    from models.ngg.scan2d import Scan2D, Scan2DOptions, int8_matmul
+    from models.scans.scan1d import scan_1d
+    from models.scans.scan2d import Scan2D, Scan2DOptions, int8_matmul
 
     int8 = int8_matmul() is not None  # imports PyTorch when present
     t_imp = time.perf_counter() - t_imp

@@ -36,7 +36,7 @@ def _events(cp):
 
 def gemm_peaks(cp, size=8192, reps=10):
     """Measured fp16 (fp32 accumulate) and fp64 GEMM rates through the same cuBLAS calls the scan uses."""
-    from models.ngg.scan2d_gpu import GpuEngine
+    from models.scans.scan2d_gpu import GpuEngine
 
     eng = GpuEngine.__new__(GpuEngine)
     eng.handle = cp.cuda.device.get_cublas_handle()
@@ -63,8 +63,8 @@ def gemm_peaks(cp, size=8192, reps=10):
 
 
 def bench_hlc(cp, data: Path, top_k: int, tile: int, limit_s: float, res: dict, dump):
-    from models.ngg.scan2d import Scan2D, Scan2DOptions
-    from models.ngg.pyramid import build_levels
+    from models.scans.scan2d import Scan2D, Scan2DOptions
+    from models.scans.pyramid import build_levels
     from pipelines.io.pheno import join, read_table
     from pipelines.io.plink import read_bed
 
@@ -176,7 +176,7 @@ def profile_tiles(cp, scan, n_tiles: int, peaks: dict, out: dict):
 
 def cpu_reference_2d(G, y, chrom, tile_gpu: int, out: dict):
     """The CPU path on this machine, one full off-diagonal GPU-sized tile pair, extrapolated."""
-    from models.ngg.scan2d import Scan2D, Scan2DOptions
+    from models.scans.scan2d import Scan2D, Scan2DOptions
 
     m = 2 * tile_gpu
     sub = Scan2D(G[:m], y, chrom[:m], Scan2DOptions(tile=1024, top_k=100), device="cpu")
@@ -191,7 +191,7 @@ def cpu_reference_2d(G, y, chrom, tile_gpu: int, out: dict):
 
 
 def bench_1d(cp, p: int, n: int, out: dict, reps: int = 5):
-    from models.ngg.scan1d import scan_1d, scan_1d_device
+    from models.scans.scan1d import scan_1d, scan_1d_device
 
     rng = np.random.default_rng(1)
     y = rng.normal(size=n)

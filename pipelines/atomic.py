@@ -5,11 +5,12 @@ A failed or interrupted command therefore never leaves a half-written output beh
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import shutil
 import tempfile
 from pathlib import Path
+
+from models.jsonio import json_text
 
 
 @contextlib.contextmanager
@@ -68,23 +69,9 @@ def atomic_dir(path):
 def write_json(path, obj, indent: int = 2) -> None:
     """Atomically write ``obj`` as JSON (sorted keys, trailing newline)."""
     with atomic_path(path, suffix=".json") as tmp:
-        tmp.write_text(json.dumps(obj, indent=indent, sort_keys=True, default=_json_default) + "\n")
+        tmp.write_text(json_text(obj, indent=indent))
 
 
 def write_text(path, text: str) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text)
-
-
-def _json_default(o):
-    import numpy as np
-
-    if isinstance(o, np.integer):
-        return int(o)
-    if isinstance(o, np.floating):
-        return float(o)
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    if isinstance(o, Path):
-        return str(o)
-    raise TypeError(f"not JSON serialisable: {type(o).__name__}")

@@ -1,19 +1,4 @@
-"""User-facing errors: one line, naming the file/line or value at fault."""
+"""User-facing errors (defined in :mod:`models.errors`, shared by cores and pipelines)."""
+from models.errors import EpiflowError, InputError
 
-
-class EpiflowError(Exception):
-    """An error caused by input the user gave (file, parameter, model name).
-
-    The command line prints ``epiflow: error: <message>`` on one line and exits with status 2.
-    Messages should name the offending file (and line, where known) or value.
-    """
-
-
-class InputError(EpiflowError):
-    """A malformed or inconsistent input file."""
-
-    def __init__(self, path, message, line=None):
-        self.path = str(path)
-        self.line = line
-        where = f"{path}:{line}" if line is not None else f"{path}"
-        super().__init__(f"{where}: {message}")
+__all__ = ["EpiflowError", "InputError"]

@@ -6,7 +6,7 @@ iterations. How well a setting recovers interacting SNP pairs depends on the coh
 frequencies), so the study scores settings on the user's own genotypes:
 
 * ``mode: recall`` (default). Phenotypes with planted additive SNPs and interacting pairs (known
-  h2, :func:`models.ngg.simulate_pheno.simulate_phenotype`) are simulated over the real genotypes,
+  h2, :func:`models.simulate.pheno.simulate_phenotype`) are simulated over the real genotypes,
   one per seed of ``tune_seeds``. A trial fits NGG to each and scores the planted pairs recovered at
   the locus level among its top K pairs (``score: recall@10``, logged as ``recall_at_10``; or ``mrr``, the mean reciprocal
   rank of the first hit per planted pair), averaged over the tuning phenotypes. The best setting is
@@ -349,7 +349,7 @@ def _score(metrics: dict, score: str) -> float:
 
 def recall_eval(data: NGGStudyData, sim, config: dict, cfg: dict) -> dict:
     """Fit NGG to one simulated phenotype; locus-level recovery of its planted pairs."""
-    from models.ngg.recovery import found_pairs, recall_metrics
+    from models.simulate.recovery import found_pairs, recall_metrics
 
     t0 = time.perf_counter()
     res = fit(data.X, sim.y, config, cfg=cfg)
@@ -402,7 +402,7 @@ class NGGObjective:
     """``objective(trial, report)`` of the study, plus the held-out comparison (``rerun``)."""
 
     def __init__(self, data: NGGStudyData, cfg: dict):
-        from models.ngg.simulate_pheno import simulate_phenotype
+        from models.simulate.pheno import simulate_phenotype
 
         self.data, self.cfg = data, cfg
         self.mode = cfg["mode"]

@@ -7,7 +7,7 @@ import scipy.sparse as sp
 from sklearn.metrics import roc_auc_score
 
 from models.baselines import fit_predict_rf, fit_predict_sgd, gene_sums
-from models.genes.synthetic import planted_burden
+from models.simulate.genes import planted_burden
 
 
 def _variants(n=1500, p=400, k=10, seed=0):

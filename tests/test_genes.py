@@ -12,7 +12,7 @@ from models.genes import topology as T
 from models.genes.data import ComboSource, PairSource, Standardiser, _combinations, make_source
 from models.genes.layers import GeneModule, SparseLinear
 from models.genes.nets import GeneNet, build_topology, closed_form_n_parameters, n_trainable
-from models.genes.synthetic import planted_burden, random_counts
+from models.simulate.genes import planted_burden, random_counts
 
 
 def test_gene_module_has_901_parameters():
@@ -296,7 +296,7 @@ def test_gather_cols_private_copies_sum_like_index_add(monkeypatch):
 def test_ensemble_sparse_layer_is_a_permutation_only_with_one_edge_per_gene():
     from models.genes.ensemble import BatchedEnsemble
     from models.genes.nets import GeneNet, build_topology
-    from models.genes.synthetic import planted_burden
+    from models.simulate.genes import planted_burden
 
     coh = planted_burden(n=20, n_genes=30, n_causal=2, seed=1, rate=0.05)
 

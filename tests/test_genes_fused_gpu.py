@@ -9,7 +9,7 @@ import torch
 
 from models.genes.ensemble import BatchedEnsemble
 from models.genes.nets import GeneNet, build_topology
-from models.genes.synthetic import planted_burden
+from models.simulate.genes import planted_burden
 
 pytestmark = pytest.mark.gpu
 C = 16

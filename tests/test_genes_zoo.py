@@ -12,7 +12,7 @@ from models.genes import topology as T
 from models.genes.ensemble import BatchedEnsemble
 from models.genes.nets import GeneNet, build_topology, closed_form_n_parameters, n_trainable
 from models.genes.sparsity import _chunk_topk, prune_dense_to_sparse
-from models.genes.synthetic import planted_burden, xor_pair
+from models.simulate.genes import planted_burden, xor_pair
 
 C = 16
 

@@ -13,7 +13,7 @@ from models.ngg.heritability import (
     summarize_table,
 )
 from models.ngg.ngg import ngg_fit
-from models.ngg.simulate_pheno import simulate_phenotype
+from models.simulate.pheno import simulate_phenotype
 
 
 def _cohort(seed, n=1000, p=60):

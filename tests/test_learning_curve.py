@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from models.genes.synthetic import planted_burden
+from models.simulate.genes import planted_burden
 from models.stats import crossover_size, learning_curve_subsets
 from pipelines.cli import main as cli_main
 from pipelines.encode import save_csr

@@ -7,7 +7,7 @@ import pytest
 from models.ngg import ngg as ngg_mod
 from models.ngg.ngg import _sketch_normal_equations, fista_lasso, ngg_fit
 from models.ngg.pairs import pair_index
-from models.ngg.simulate_pheno import pair_recall, simulate_phenotype, snp_recall
+from models.simulate.pheno import pair_recall, simulate_phenotype, snp_recall
 
 
 def _cohort(seed, n=500, p=60):
@@ -269,7 +269,7 @@ def test_gpu_matches_cpu():
 
 
 def test_locus_level_recall_and_clumping():
-    from models.ngg.simulate_pheno import clump_pairs, pair_hits
+    from models.simulate.pheno import clump_pairs, pair_hits
 
     planted = np.array([[10, 50], [100, 200]])
     found = np.array([[11, 51], [12, 49], [49, 9], [30, 80], [101, 203], [100, 200]])

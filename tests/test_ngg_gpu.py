@@ -8,10 +8,10 @@ import pytest
 from models.ngg.ngg import (_lipschitz, _sketch_normal_equations, fista_lasso, ngg_fit,
                             standardize_genotypes)
 from models.ngg.pairs import FeistelPermutation, counter_normal, derive_key, pair_from_index
-from models.ngg.pyramid import build_levels, tile_level
-from models.ngg.scan1d import scan_1d
-from models.ngg.scan2d import Scan2D, Scan2DOptions
-from models.ngg.simulate_pheno import simulate_phenotype
+from models.scans.pyramid import build_levels, tile_level
+from models.scans.scan1d import scan_1d
+from models.scans.scan2d import Scan2D, Scan2DOptions
+from models.simulate.pheno import simulate_phenotype
 
 pytestmark = pytest.mark.gpu
 

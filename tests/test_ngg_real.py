@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from models.ngg.ngg import ngg_fit
-from models.ngg.simulate_pheno import pair_recall, simulate_phenotype, snp_recall
+from models.simulate.pheno import pair_recall, simulate_phenotype, snp_recall
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from models.ngg.scan1d import scan_1d
+from models.scans.scan1d import scan_1d
 from pipelines.io.pheno import join, read_table
 from pipelines.io.plink import read_bed
 

@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from models.ngg.pyramid import build_levels
-from models.ngg.scan2d import (Scan2D, Scan2DOptions, binary_stats, chrom_order, dense_pair_stats,
+from models.scans.pyramid import build_levels
+from models.scans.scan2d import (Scan2D, Scan2DOptions, binary_stats, chrom_order, dense_pair_stats,
                                int8_matmul, pair_logistic, pair_regression, quantize_phenotype)
 from pipelines.io.pheno import as_case_control, join, read_table
 from pipelines.io.plink import read_bed

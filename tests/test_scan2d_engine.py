@@ -10,8 +10,8 @@ import types
 import numpy as np
 import pytest
 
-from models.ngg import scan2d_gpu
-from models.ngg.scan2d import Scan2D, Scan2DOptions, qt_stats
+from models.scans import scan2d_gpu
+from models.scans.scan2d import Scan2D, Scan2DOptions, qt_stats
 
 
 class _FakeCupy(types.ModuleType):

@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from models.ngg.scan1d import scan_1d
-from models.ngg.scan2d import Scan2D, Scan2DOptions
+from models.scans.scan1d import scan_1d
+from models.scans.scan2d import Scan2D, Scan2DOptions
 
 pytestmark = pytest.mark.gpu
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from pipelines.errors import EpiflowError
-from pipelines.simulate import simulate_cohort
+from models.simulate.cohort import simulate_cohort
 
 FILES = ("cohort.vcf.gz", "cohort.vcf.gz.tbi", "samples.tsv", "genesets.gmt", "truth.json")
 CLASSES16 = {
@@ -109,7 +109,7 @@ def test_files_and_determinism_across_processes(small, tmp_path):
     assert sorted(p.name for p in d.iterdir()) == sorted(FILES)   # no temporary leftovers
     other = tmp_path / "b"
     code = (f"import sys; sys.path.insert(0, {str(Path(__file__).resolve().parents[1])!r}); "
-            "from pipelines.simulate import simulate_cohort; "
+            "from models.simulate.cohort import simulate_cohort; "
             f"simulate_cohort({str(other)!r}, progress=False, **{SMALL!r})")
     subprocess.run([sys.executable, "-c", code], check=True, env={"PYTHONHASHSEED": "123", "PATH": "",
                                                                   "OMP_NUM_THREADS": "1", "LC_ALL": "C"})

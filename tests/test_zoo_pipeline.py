@@ -10,7 +10,7 @@ import pytest
 import yaml
 from sklearn.metrics import roc_auc_score
 
-from models.genes.synthetic import planted_burden
+from models.simulate.genes import planted_burden
 from pipelines import zoo
 from pipelines.errors import EpiflowError
 

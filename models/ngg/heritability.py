@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from models.ngg.pairs import n_pairs, pair_from_index, pair_index
-from models.ngg.simulate_pheno import as_float_dosage
+from models.simulate.pheno import as_float_dosage
 
 __all__ = [
     "snp_features",

@@ -63,7 +63,7 @@ from pathlib import Path
 
 import numpy as np
 
-from models.ngg.backend import get_xp, is_gpu, synchronize, to_numpy
+from models.backend import get_xp, is_gpu, synchronize, to_numpy
 from models.ngg.pairs import FeistelPermutation, counter_normal, derive_key, n_pairs, pair_from_index
 
 __all__ = ["NGGResult", "ngg_fit", "standardize_genotypes", "default_lambda", "resolve_xp", "to_numpy"]
@@ -78,7 +78,7 @@ _SALT_A = 0x5EED_0002
 
 def resolve_xp(xp=None):
     """The array module: a module (numpy, cupy) is used as is; None or a device name ('auto',
-    'cpu', 'cuda', also 'numpy'/'cupy') goes through the project switch models.ngg.backend
+    'cpu', 'cuda', also 'numpy'/'cupy') goes through the project switch models.backend
     (None: $EPIFLOW_DEVICE, else 'auto': cupy when a CUDA device is usable, numpy otherwise)."""
     return get_xp(xp)
 
@@ -540,7 +540,7 @@ def ngg_fit(
         same cost (benchmarks/bench_ngg.py).
     top: how many SNPs and pairs to report. covariates: (n, c) array regressed out of y and of
         the genotype columns first (an intercept is always included).
-    xp: numpy, cupy, or a device name for models.ngg.backend.get_xp ('auto', 'cpu', 'cuda';
+    xp: numpy, cupy, or a device name for models.backend.get_xp ('auto', 'cpu', 'cuda';
         None = $EPIFLOW_DEVICE or 'auto').
     batch: pieces per FISTA batch (default ~65k columns on CPU, ~33M sketch entries on GPU); the
         sketch of a batch runs in chunks whose gathered pair columns take ~16 MB (CPU) or ~1 GB

@@ -34,7 +34,7 @@ def _dvc(*args, capture=False, cwd=None):
 
 def ensure_data(root: Path, params_path: str) -> str:
     """Make data/ exist and match data.dvc; returns a one-line account of what happened."""
-    from pipelines.simulate import simulate_cohort
+    from models.simulate.cohort import simulate_cohort
 
     data, pointer = root / "data", root / "data.dvc"
     sim = section(load_params(root / params_path), "simulate", params_path)

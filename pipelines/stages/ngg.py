@@ -145,7 +145,7 @@ def load_config(params_path="params.yaml") -> tuple[dict, str]:
     s["h2_int"] = num("simulate.h2_int", s["h2_int"], 0.0, 1.0)
     if s["h2_add"] + s["h2_int"] >= 1:
         bad("simulate", "h2_add + h2_int must be < 1")
-    from models.ngg.simulate_pheno import PAIR_MODELS
+    from models.simulate.pheno import PAIR_MODELS
 
     choice("simulate.pair_model", s["pair_model"], PAIR_MODELS)
     s["min_maf"] = num("simulate.min_maf", s["min_maf"], 0.0, 0.5)
@@ -354,7 +354,7 @@ def _scan_args(cfg: dict, mode: str, method: str, top: int) -> SimpleNamespace:
 
 
 def _device(cfg) -> str:
-    from models.ngg.backend import BackendUnavailable, resolve_device
+    from models.backend import BackendUnavailable, resolve_device
 
     try:
         return resolve_device(cfg["device"])
@@ -363,7 +363,7 @@ def _device(cfg) -> str:
 
 
 def step_pheno(cfg: dict, tmp: Path) -> tuple[dict, dict, dict]:
-    from models.ngg.simulate_pheno import simulate_phenotype
+    from models.simulate.pheno import simulate_phenotype
 
     s = cfg["simulate"]
     data = load_data(cfg, need_pheno=False)
@@ -384,7 +384,7 @@ def step_pheno(cfg: dict, tmp: Path) -> tuple[dict, dict, dict]:
     ids = data["snps"]["snp"].to_numpy()
     pd.DataFrame({"sample_id": data["sample_ids"], "y": sim.y}).to_csv(tmp / "pheno.tsv", sep="\t", index=False,
                                                                         float_format="%.10g")
-    truth = {"model": "y = additive SNPs + SNP-pair terms + noise (models.ngg.simulate_pheno)",
+    truth = {"model": "y = additive SNPs + SNP-pair terms + noise (models.simulate.pheno)",
              "pair_model": sim.pair_model, "seed": sim.seed, "h2_add": sim.h2_add, "h2_int": sim.h2_int,
              "realized": sim.realized, "snps": [str(ids[k]) for k in sim.snps],
              "snp_effects": [float(b) for b in sim.snp_effects],
@@ -405,7 +405,7 @@ def step_pheno(cfg: dict, tmp: Path) -> tuple[dict, dict, dict]:
 
 
 def _recall_snps(found_ids, data, truth, k_list, window) -> dict:
-    from models.ngg.simulate_pheno import snp_recall
+    from models.simulate.pheno import snp_recall
 
     if truth is None or truth[0].size == 0:
         return {}
@@ -459,7 +459,7 @@ def _common_summary(cfg, data, device) -> dict:
 
 
 def _recall_pairs(top: pd.DataFrame, data, truth, k_list, window) -> tuple[dict, list]:
-    from models.ngg.simulate_pheno import clump_pairs, pair_hits
+    from models.simulate.pheno import clump_pairs, pair_hits
 
     if truth is None or truth[1].shape[0] == 0:
         return {}, []
@@ -487,7 +487,7 @@ def _recall_pairs(top: pd.DataFrame, data, truth, k_list, window) -> tuple[dict,
 
 
 def step_2d(cfg: dict, tmp: Path) -> tuple[dict, dict, dict]:
-    from pipelines.plots_ngg import pair_boxplots
+    from pipelines.plots.scans import pair_boxplots
     from pipelines.stages.scan import scan_loaded
 
     data = load_data(cfg)
@@ -530,8 +530,8 @@ def step_2d(cfg: dict, tmp: Path) -> tuple[dict, dict, dict]:
 
 def _holdout_selection(data, rows, n_snps, n_pairs, device) -> tuple[np.ndarray, np.ndarray]:
     """Top SNPs (exact 1D) and pairs (exact 2D) selected on ``rows`` only."""
-    from models.ngg.scan1d import scan_1d
-    from models.ngg.scan2d import Scan2D, Scan2DOptions
+    from models.scans.scan1d import scan_1d
+    from models.scans.scan2d import Scan2D, Scan2DOptions
 
     G = np.ascontiguousarray(data["G"][:, rows])
     y = data["y"][rows]

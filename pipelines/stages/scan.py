@@ -176,8 +176,8 @@ def _write_parquet(path, df: pd.DataFrame) -> None:
 
 def write_pyramid(out_dir: Path, level0: np.ndarray, cell: int, tile: int, axis: pd.DataFrame, value: str,
                   chrom_segments: list) -> dict:
-    """The map pyramid folder (see models.ngg.pyramid): index.json, L{k}/{r}_{c}.npz, axis.tsv."""
-    from models.ngg.pyramid import build_levels, tile_level
+    """The map pyramid folder (see models.scans.pyramid): index.json, L{k}/{r}_{c}.npz, axis.tsv."""
+    from models.scans.pyramid import build_levels, tile_level
 
     levels = build_levels(level0)
     index = {"format": "epiflow-pair-pyramid/1", "value": value, "cell_snps": int(cell), "tile": int(tile),
@@ -208,7 +208,7 @@ def run(args) -> int:
     out = Path(args.out)
     if args.top < 1:
         raise EpiflowError("--top must be >= 1")
-    from models.ngg.backend import BackendUnavailable, resolve_device
+    from models.backend import BackendUnavailable, resolve_device
 
     try:
         device = resolve_device(args.device)
@@ -284,7 +284,7 @@ def _log_mlflow(args, out: Path, summary: dict, metrics: dict) -> None:
 
 
 def _run_exact_1d(args, data, out: Path, device: str) -> dict:
-    from models.ngg.scan1d import scan_1d
+    from models.scans.scan1d import scan_1d
 
     if data["trait"] == "binary":
         print("note: 1D exact scan of a case/control trait uses linear regression on 0/1 (a linear probability model)")
@@ -301,7 +301,7 @@ def _run_exact_1d(args, data, out: Path, device: str) -> dict:
     _write_tsv(out / "top_snps.tsv", top)
     _write_parquet(out / "snps.parquet", df)
     if not args.no_plots:
-        from pipelines.plots_ngg import manhattan
+        from pipelines.plots.scans import manhattan
 
         manhattan(out / "manhattan.png", snps["chrom"], snps["bp"], r.p, threshold=0.05 / max(1, len(df)),
                   title=f"1D exact scan ({len(df)} SNPs, n={len(data['y'])})", highlight=order[: min(10, args.top)])
@@ -310,14 +310,14 @@ def _run_exact_1d(args, data, out: Path, device: str) -> dict:
 
 
 def _residualise(y, covar):
-    from models.ngg.scan1d import covariate_basis
+    from models.scans.scan1d import covariate_basis
 
     Q = covariate_basis(len(y), covar)
     return y - Q @ (Q.T @ y)
 
 
 def _run_exact_2d(args, data, out: Path, device: str) -> dict:
-    from models.ngg.scan2d import Scan2D, Scan2DOptions
+    from models.scans.scan2d import Scan2D, Scan2DOptions
 
     y = data["y"]
     if data["covar"] is not None:
@@ -374,7 +374,7 @@ def _pair_counts(G, i, j) -> np.ndarray:
 
 
 def _write_2d_outputs(args, data, out: Path, scan, res: dict, y) -> None:
-    from pipelines.plots_ngg import manhattan, map_overview, map_zoom, pair_boxplots
+    from pipelines.plots.scans import manhattan, map_overview, map_zoom, pair_boxplots
 
     snps, G = data["snps"], data["G"]
     top = res["top"]
@@ -422,7 +422,7 @@ def _write_2d_outputs(args, data, out: Path, scan, res: dict, y) -> None:
                  chrom_bounds=list(bounds), chrom_labels=[s["chrom"] for s in segments],
                  title=f"pair map: {res['n_pairs']:,} pairs, {scan.n} samples")
     if len(i):
-        from models.ngg.scan2d import dense_pair_stats
+        from models.scans.scan2d import dense_pair_stats
 
         w = 40
         rank_of = np.empty(len(order), dtype=np.int64)
@@ -461,7 +461,7 @@ def _run_ngg(args, data, out: Path, device: str) -> dict:
                            "effect": t["effect"]})
         _write_tsv(out / "top_snps.tsv", df)
         if not args.no_plots:
-            from pipelines.plots_ngg import manhattan
+            from pipelines.plots.scans import manhattan
 
             score = np.asarray(res.snp_score, dtype=float)
             pseudo = np.where(score > 0, 10.0 ** (-score / max(score.max(), 1e-12) * 10), np.nan)

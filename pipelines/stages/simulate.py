@@ -23,7 +23,7 @@ def add_arguments(p):
 
 
 def run(args) -> int:
-    from pipelines.simulate import simulate_cohort
+    from models.simulate.cohort import simulate_cohort
 
     params = dict(section(load_params(args.params), "simulate", args.params))
     for key in ("n_samples", "n_genes", "case_fraction", "seed"):

@@ -38,7 +38,7 @@ def chrom_axis(chrom, bp=None):
     rank when positions are missing or zero), each chromosome getting a width proportional to its
     SNP count.
     """
-    from models.ngg.scan2d import chrom_order
+    from models.scans.scan2d import chrom_order
 
     chrom = np.asarray(chrom).astype(str)
     order = chrom_order(chrom)
@@ -107,7 +107,7 @@ def map_overview(path, level: np.ndarray, cell: int, chrom_bounds=None, chrom_la
     max-pools until it is at most ``max_px`` pixels wide. chrom_bounds: SNP-axis boundaries
     (sorted order) of chromosomes, drawn as lines.
     """
-    from models.ngg.pyramid import build_levels
+    from models.scans.pyramid import build_levels
 
     plt = _plt()
     levels = build_levels(level)

@@ -59,7 +59,7 @@ what the tables afford at the same cost.
 Parallelism: the CPU path splits each block's tile pairs over worker threads (forked worker
 processes from 4 cores, or with ``workers="process"``) that return only tile reductions, with one
 BLAS / PyTorch thread each; the GPU path (CuPy) is in
-:mod:`models.ngg.scan2d_gpu`. Quantitative traits only need the genotypes of the samples with a
+:mod:`models.scans.scan2d_gpu`. Quantitative traits only need the genotypes of the samples with a
 phenotype; covariates are not part of the pair model (callers may residualise y first).
 """
 from __future__ import annotations
@@ -73,9 +73,9 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from models.ngg.backend import get_xp, is_gpu, to_numpy
-from models.ngg.pyramid import PyramidGrid
-from models.ngg.topk import TopK
+from models.backend import get_xp, is_gpu, to_numpy
+from models.scans.pyramid import PyramidGrid
+from models.scans.topk import TopK
 
 __all__ = [
     "Scan2DOptions",
@@ -711,7 +711,7 @@ class Scan2D:
         self.engine = None
         self.reset()
         if self.gpu and self.opt.trait == "qt":
-            from models.ngg.scan2d_gpu import GpuEngine
+            from models.scans.scan2d_gpu import GpuEngine
 
             self.engine = GpuEngine(self)
 

@@ -3,7 +3,7 @@
 Every numerical routine of the NGG package takes an array module ``xp`` and uses only the part of
 the NumPy API that CuPy shares, so the same code runs on the CPU and on the GPU::
 
-    from models.ngg.backend import get_xp, to_numpy
+    from models.backend import get_xp, to_numpy
     xp = get_xp("auto")        # cupy when a CUDA device is usable, else numpy
     a = xp.asarray(x)
     ...

@@ -14,7 +14,7 @@ products, then solved as a batch. p-values are two-sided from Student's t with m
 of freedom. Arithmetic is float64 on both backends (the GEMMs are memory-bound, so float64 costs
 little), which keeps the CPU and GPU paths equal to ~1e-12.
 
-Works with NumPy or CuPy (``xp`` from :mod:`models.ngg.backend`); inputs may be host arrays, they
+Works with NumPy or CuPy (``xp`` from :mod:`models.backend`); inputs may be host arrays, they
 are moved to the device chunk by chunk unless already there.
 """
 from __future__ import annotations
@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from models.ngg.backend import get_xp, synchronize, to_numpy
+from models.backend import get_xp, synchronize, to_numpy
 
 __all__ = ["Scan1DResult", "scan_1d", "scan_1d_device", "covariate_basis", "t_pvalues"]
 

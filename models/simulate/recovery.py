@@ -1,16 +1,16 @@
 """Recovery of planted SNP pairs by a ranked list of found pairs, at the locus level.
 
 A found pair (i, j) recovers a planted pair (a, b) when i is within ``window`` SNP columns of a and
-j within ``window`` of b, or crosswise (see :func:`models.ngg.simulate_pheno.pair_hits`). These
+j within ``window`` of b, or crosswise (see :func:`models.simulate.pheno.pair_hits`). These
 metrics score a scan or an NGG run against the truth of a simulated phenotype
-(:func:`models.ngg.simulate_pheno.simulate_phenotype`); benchmarks/bench_ngg.py and the NGG
+(:func:`models.simulate.pheno.simulate_phenotype`); benchmarks/bench_ngg.py and the NGG
 hyperparameter study (pipelines/tune_ngg.py) share them.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from models.ngg.simulate_pheno import clump_pairs, pair_hits
+from models.simulate.pheno import clump_pairs, pair_hits
 
 __all__ = ["recall_metrics", "first_hit_ranks", "found_pairs"]
 

@@ -9,7 +9,7 @@ Per tile pair (I, J) of T x T SNPs (encodings built on the device from the int8 
   ``(M o yq^2)_I M_J^T``.
 
 The kernel ``pair_tile`` then reads those sums once per pair, solves the centred 3 x 3 system in
-float64 (the algebra of :func:`models.ngg.scan2d.qt_stats`) and folds the result, without leaving
+float64 (the algebra of :func:`models.scans.scan2d.qt_stats`) and folds the result, without leaving
 the chip, into
 
 * top-k candidates: pairs with a statistic >= the current k-th best are appended to a buffer
@@ -234,7 +234,7 @@ def _cublas():
 
 
 class GpuEngine:
-    """Device state and tile loop of one :class:`models.ngg.scan2d.Scan2D` (quantitative traits)."""
+    """Device state and tile loop of one :class:`models.scans.scan2d.Scan2D` (quantitative traits)."""
 
     ROWS = 256  # rows per thread block of the pair kernel
     CAP = 1 << 22  # candidate buffer entries
@@ -317,7 +317,7 @@ class GpuEngine:
 
     def to_host(self) -> None:
         """Fill the scan's host accumulators (the CPU layout) from the device ones."""
-        from models.ngg.topk import TopK
+        from models.scans.topk import TopK
 
         s, cp = self.scan, self.cp
         t = TopK(self.k)

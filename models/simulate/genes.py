@@ -1,6 +1,6 @@
 """Small, fast synthetic gene x class count cohorts with planted signals (tests, benchmarks).
 
-The full embedded cohort (VCF, annotation, truth file) is pipelines/simulate.py; this module
+The full embedded cohort (VCF, annotation, truth file) is models/simulate/cohort.py; this module
 produces the encoder's output format directly: a CSR (n, C*G) matrix of integer counts with
 column ``c*G + g``, for unit tests of the models and for speed benchmarks at scale.
 """

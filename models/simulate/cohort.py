@@ -78,8 +78,8 @@ from pathlib import Path
 
 import numpy as np
 
-from pipelines.atomic import write_json
-from pipelines.errors import EpiflowError
+from models.errors import EpiflowError
+from models.jsonio import json_text
 
 GENERATOR = "epiflow.simulate"
 VERSION = "1.0.0"
@@ -857,7 +857,7 @@ def _build(p: dict, lay: _Layout, kegg_sets: dict, tmp: Path, bar) -> dict:
             "sample_ids": [sample_ids[0], sample_ids[-1]],
         },
     })
-    write_json(tmp / "truth.json", truth)
+    (tmp / "truth.json").write_text(json_text(truth))
     bar.update(1)
     return {
         "n_samples": n, "n_genes": G, "n_genes_in_vcf": int(in_vcf.sum()), "n_sites": n_sites,
