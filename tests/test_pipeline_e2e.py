@@ -18,6 +18,7 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
+NETGUARD = Path(__file__).resolve().parent / "netguard"
 
 
 def _env(project: Path) -> dict:
@@ -25,6 +26,14 @@ def _env(project: Path) -> dict:
     env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
     env.pop("MLFLOW_TRACKING_URI", None)
     env["EPIFLOW_ROOT"] = str(project)
+    # every process (dvc, the stages, MLflow) runs under a guard that refuses and records any
+    # connection to a host other than loopback
+    # (as in a user's shell: MLflow would silence its telemetry itself under pytest or CI)
+    for k in ("PYTEST_CURRENT_TEST", "CI", "GITHUB_ACTIONS", "MLFLOW_DISABLE_TELEMETRY", "DO_NOT_TRACK"):
+        env.pop(k, None)
+    env["DVC_NO_ANALYTICS"] = "1"   # the test's own `dvc init`; epiflow sets it for its stages
+    env["PYTHONPATH"] = str(NETGUARD)
+    env["EPIFLOW_TEST_NET_LOG"] = str(project / "network.log")
     env["GIT_AUTHOR_NAME"] = env["GIT_COMMITTER_NAME"] = "t"
     env["GIT_AUTHOR_EMAIL"] = env["GIT_COMMITTER_EMAIL"] = "t@example.org"
     return env
@@ -101,6 +110,9 @@ def test_tiny_pipeline_end_to_end(tiny_project):
     assert parents["tags.epiflow.dvc.work/encoded"].str.endswith(".dir").all()
     assert parents["tags.epiflow.git_commit"].str.len().ge(40).all()
     print(f"tiny pipeline: {elapsed:.1f} s")
+    # nothing left the machine: no process of the run tried to reach a non-loopback host
+    net = project / "network.log"
+    assert not net.exists(), net.read_text()
 
     # nothing to do the second time
     from pipelines.stages.demo import DEMO_TARGETS
