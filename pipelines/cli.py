@@ -57,6 +57,11 @@ def main(argv: list[str] | None = None) -> int:
     except EpiflowError as exc:
         print(f"epiflow {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:
+        # a read-only or full disk, a missing or unreadable file: the file and the reason, one line
+        where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
+        print(f"epiflow {args.command}: error: {where}{exc.strerror or exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print(f"epiflow {args.command}: interrupted", file=sys.stderr)
         return 130
