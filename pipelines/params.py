@@ -23,19 +23,36 @@ def repo_root(start: Path | None = None) -> Path:
     return here
 
 
-def load_params(path: str | Path = "params.yaml") -> dict:
-    """Load params.yaml; a missing file gives an empty dict, a malformed one a one-line error."""
+def read_params(path: str | Path) -> tuple[dict, str]:
+    """(parsed mapping, text) of an existing params file; a malformed one is a one-line error."""
     path = Path(path)
-    if not path.is_file():
-        return {}
+    text = path.read_text()
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.safe_load(text) or {}
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = f":{mark.line + 1}" if mark is not None else ""
         raise EpiflowError(f"{path}{line}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
     if not isinstance(data, dict):
         raise EpiflowError(f"{path}: expected a mapping at the top level")
+    return data, text
+
+
+def load_params(path: str | Path = "params.yaml") -> dict:
+    """Load params.yaml, validated against the schema (:mod:`pipelines.config`; once per file
+    version) before any stage works with it; a missing file gives an empty dict (all defaults), a
+    malformed or invalid one a one-line error naming the file, the key and the value.
+
+    Returns the user's own values, defaults NOT filled in (stages log these to MLflow and some
+    outputs depend on them); :func:`pipelines.config.load_config` gives the typed, defaulted view.
+    """
+    path = Path(path)
+    if not path.is_file():
+        return {}
+    data, text = read_params(path)
+    from pipelines.config import validate_params
+
+    validate_params(data, path, text)
     return data
 
 
