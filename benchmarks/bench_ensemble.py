@@ -86,6 +86,62 @@ def _sync(device):
         torch.cuda.synchronize()
 
 
+def _warm_up(args, coh, tr0, device) -> None:
+    """Imports, Lightning's first Trainer, the device context and the fused kernels, outside
+    the timings."""
+    from models.genes.data import Standardiser, make_source
+    from models.genes.ensemble import BatchedEnsemble
+    from models.genes.nets import GeneNet, build_topology
+    from models.genes.training import predict_logits, train_net
+
+    C, G = args.classes, args.n_genes
+    # warm-up outside the timings: imports, Lightning's first Trainer, device context
+    w_idx = tr0[: min(64, len(tr0))]
+    w_st = Standardiser(coh.X[w_idx], per=args.standardize, n_classes=C)
+    w_src = make_source(coh.X[w_idx], w_st, C, device, mode=args.input_mode)
+    w_topo, _ = build_topology("biosparse", G, coh.gene_pathways, {"pathway_seed": 0})
+    w_nets = [GeneNet("logreg", C, G, hidden=args.hidden),
+              GeneNet("biosparse", C, G, hidden=args.hidden, topo=w_topo),
+              BatchedEnsemble([GeneNet("biosparse", C, G, hidden=args.hidden, topo=w_topo,
+                                       init_seed=i) for i in range(2)])]
+    for w_net in w_nets:   # compiles the fused kernels too, outside the timings
+        w_net = w_net.to(device)
+        train_net(w_net, w_src, coh.y[w_idx].astype(np.float32), lr=1e-3, weight_decay=0.0,
+                  alpha=0.5, gamma=2.0, max_epochs=1, batch_size=args.batch_size, seed=0,
+                  device=device)
+        predict_logits(w_net.to(device), w_src)
+    del w_nets
+
+
+def _loop_of_singles(member, n_loop, src, src_te, y_tr, common, device):
+    """(n_test, n_loop) probabilities of the first n_loop members trained one by one."""
+    import torch
+
+    from models.genes.training import predict_logits, train_net
+
+    singles = []
+    for i in range(n_loop):
+        net = member(i).to(device)
+        train_net(net, src, y_tr, **common)
+        singles.append(torch.sigmoid(predict_logits(net.to(device), src_te).double()))
+        del net
+    _sync(device)
+    return torch.stack(singles, 1)
+
+
+def _init_logit_diff(member, n_loop, src_te, device) -> float:
+    """The untrained batched model computes exactly the members' functions: max |logit diff|."""
+    import torch
+
+    from models.genes.ensemble import BatchedEnsemble
+
+    with torch.no_grad():
+        xb = src_te(torch.arange(min(256, src_te.n)))
+        e0 = BatchedEnsemble([member(i) for i in range(n_loop)]).to(device)
+        s0 = torch.stack([member(i).to(device)(xb) for i in range(n_loop)], 1)
+        return float((e0(xb) - s0).abs().max())
+
+
 def run_ensemble(args) -> dict:
     import torch
     from sklearn.metrics import roc_auc_score
@@ -102,22 +158,7 @@ def run_ensemble(args) -> dict:
     C, G, N = args.classes, args.n_genes, args.members
     n_loop = min(N, args.loop_members or N)
     folds = _folds(coh.y, args.folds, 1, args.seed)
-    # warm-up outside the timings: imports, Lightning's first Trainer, device context
-    w_idx = folds[0][0][: min(64, len(folds[0][0]))]
-    w_st = Standardiser(coh.X[w_idx], per=args.standardize, n_classes=C)
-    w_src = make_source(coh.X[w_idx], w_st, C, device, mode=args.input_mode)
-    w_topo, _ = build_topology("biosparse", G, coh.gene_pathways, {"pathway_seed": 0})
-    w_nets = [GeneNet("logreg", C, G, hidden=args.hidden),
-              GeneNet("biosparse", C, G, hidden=args.hidden, topo=w_topo),
-              BatchedEnsemble([GeneNet("biosparse", C, G, hidden=args.hidden, topo=w_topo,
-                                       init_seed=i) for i in range(2)])]
-    for w_net in w_nets:   # compiles the fused kernels too, outside the timings
-        w_net = w_net.to(device)
-        train_net(w_net, w_src, coh.y[w_idx].astype(np.float32), lr=1e-3, weight_decay=0.0,
-                  alpha=0.5, gamma=2.0, max_epochs=1, batch_size=args.batch_size, seed=0,
-                  device=device)
-        predict_logits(w_net.to(device), w_src)
-    del w_nets
+    _warm_up(args, coh, folds[0][0], device)
     res = {"prep_s": 0.0, "batched_s": 0.0, "loop_s": 0.0, "auc_batched": [], "auc_loop": [],
            "max_abs_member_diff": 0.0, "n_combos": [], "input_mode": None}
     for f, (tr, te) in enumerate(folds):
@@ -142,13 +183,7 @@ def run_ensemble(args) -> dict:
                       max_epochs=args.epochs, batch_size=args.batch_size, seed=args.seed + f,
                       device=device)
         if f == 0:
-            # the untrained batched model computes exactly the members' functions
-            with torch.no_grad():
-                xb = src_te(torch.arange(min(256, src_te.n)))
-                e0 = BatchedEnsemble([member(i) for i in range(n_loop)]).to(device)
-                s0 = torch.stack([member(i).to(device)(xb) for i in range(n_loop)], 1)
-                res["init_max_abs_logit_diff"] = float((e0(xb) - s0).abs().max())
-                del e0, s0, xb
+            res["init_max_abs_logit_diff"] = _init_logit_diff(member, n_loop, src_te, device)
         # (a) one batched model
         t0 = time.perf_counter()
         ens = BatchedEnsemble([member(i) for i in range(N)],
@@ -164,15 +199,8 @@ def run_ensemble(args) -> dict:
         del ens
         # (b) a loop of single nets, same seeds, same batches
         t0 = time.perf_counter()
-        singles = []
-        for i in range(n_loop):
-            net = member(i).to(device)
-            train_net(net, src, y_tr, **common)
-            singles.append(torch.sigmoid(predict_logits(net.to(device), src_te).double()))
-            del net
-        _sync(device)
+        S = _loop_of_singles(member, n_loop, src, src_te, y_tr, common, device)
         res["loop_s"] += (time.perf_counter() - t0) * (N / n_loop)
-        S = torch.stack(singles, 1)
         yte = coh.y[te]
         res.setdefault("member_auc_batched", []).append(float(np.mean(
             [roc_auc_score(yte, p_members[:, i].numpy()) for i in range(n_loop)])))
@@ -269,47 +297,62 @@ def profile_steps(args, coh, src, y, device) -> dict:
     return out
 
 
-def run_zoo(args, on_model=None) -> dict:
-    from sklearn.metrics import roc_auc_score
+def _zoo_cohort(coh, args):
+    """The synthetic cohort as a workflow Cohort (the count matrix doubles as the variant
+    matrix of the sgd baseline) and its repeated stratified splits."""
+    from pipelines.splits import make_splits
+    from pipelines.workflows.cohort import Cohort
 
-    from models.baselines import fit_predict_sgd
+    X = coh.X.tocsr()
+    ids = np.array([f"s{i}" for i in range(X.shape[0])])
+    cohort = Cohort(counts=X, variants=X, y=np.asarray(coh.y, np.int64), sample_ids=ids,
+                    genes=tuple(f"G{g}" for g in range(args.n_genes)),
+                    classes=tuple(f"c{c}" for c in range(args.classes)), gene_pathways=coh.gene_pathways)
+    return cohort, make_splits(cohort.y, ids, repeats=args.repeats, folds=args.folds, seed=args.seed)
+
+
+def _zoo_spec(m: str, args, edges):
+    from pipelines.workflows.cv import ModelSpec
+
+    if m.startswith("sgd_"):
+        return ModelSpec(m, m, {})
+    params = {"lr": args.lr, "hidden": args.hidden, "standardize": args.standardize}
+    if m == "genegene_pathway":
+        params["gene_gene_edges"] = edges
+    if m == "ensemble":
+        params.update(n_members=args.members, member_chunk=args.member_chunk)
+    return ModelSpec(m, m, params)
+
+
+def run_zoo(args, on_model=None) -> dict:
+    """Every model on R x K repeated stratified CV through the pipeline's cross_validate (fold
+    seeds as in `epiflow train`)."""
     from models.genes import MODEL_TYPES, fit_predict
+    from pipelines.workflows.cv import cross_validate
 
     coh, t_cohort = _cohort(args)
-    folds = _folds(coh.y, args.folds, args.repeats, args.seed)
+    cohort, splits = _zoo_cohort(coh, args)
     rng = np.random.default_rng(args.seed)
     edges = rng.integers(0, args.n_genes, size=(args.n_genes, 2))
     out = {"cohort_s": t_cohort, "models": {}}
     # warm-up outside the timings (imports, Lightning's first Trainer, device context, kernels)
-    w = folds[0][0][:64]
+    w = next(splits.iter_folds())[2][:64]
     for m in ("logreg", "ensemble"):
         fit_predict(m, coh.X[w], coh.y[w], coh.X[w], n_classes=args.classes,
                     gene_pathways=coh.gene_pathways, params={"n_members": 2},
                     train={"max_epochs": 1, "device": args.device})
+    train = {"max_epochs": args.epochs, "seed": 0, "batch_size": args.batch_size, "device": args.device,
+             "input_mode": args.input_mode, "cache_bytes": int(args.cache_gb * 2**30),
+             "num_threads": args.threads or None}
     models = args.models.split(",") if args.models else list(MODEL_TYPES) + ["sgd_l2"]
     for m in models:
-        aucs, t0 = [], time.perf_counter()
-        for f, (tr, te) in enumerate(folds):
-            if m == "sgd_l2":
-                p, _ = fit_predict_sgd(coh.X[tr], coh.y[tr], coh.X[te], seed=f)
-            else:
-                params = {"lr": args.lr, "hidden": args.hidden, "standardize": args.standardize}
-                if m == "genegene_pathway":
-                    params["gene_gene_edges"] = edges
-                if m == "ensemble":
-                    params.update(n_members=args.members, member_chunk=args.member_chunk)
-                p, _ = fit_predict(m, coh.X[tr], coh.y[tr], coh.X[te], n_classes=args.classes,
-                                   gene_pathways=coh.gene_pathways, params=params,
-                                   train={"max_epochs": args.epochs, "seed": f,
-                                          "batch_size": args.batch_size,
-                                          "device": args.device, "input_mode": args.input_mode,
-                                          "cache_bytes": int(args.cache_gb * 2**30),
-                                          "num_threads": args.threads or None})
-            aucs.append(float(roc_auc_score(coh.y[te], p)))
+        t0 = time.perf_counter()
+        aucs = cross_validate(_zoo_spec(m, args, edges), cohort, list(splits.iter_folds()), train_cfg=train).aucs
         dt = time.perf_counter() - t0
-        out["models"][m] = {"total_s": dt, "per_fold_s": dt / len(folds),
+        n = len(aucs)
+        out["models"][m] = {"total_s": dt, "per_fold_s": dt / n,
                             "auc_mean": float(np.mean(aucs)), "auc_sd": float(np.std(aucs, ddof=1))}
-        print(f"{m:18s} {dt:8.1f}s  {dt / len(folds):6.2f}s/fold  AUC {np.mean(aucs):.3f} +- "
+        print(f"{m:18s} {dt:8.1f}s  {dt / n:6.2f}s/fold  AUC {np.mean(aucs):.3f} +- "
               f"{np.std(aucs, ddof=1):.3f}", flush=True)
         out["total_s"] = sum(v["total_s"] for v in out["models"].values())
         if on_model is not None:
@@ -317,7 +360,7 @@ def run_zoo(args, on_model=None) -> dict:
     return out
 
 
-def main(argv=None):
+def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--preset", choices=sorted(PRESETS), default="small")
     ap.add_argument("--n-samples", type=int)
@@ -351,7 +394,11 @@ def main(argv=None):
                     help="ensemble mode: then profile --profile-steps (default 10) training steps on the last fold")
     ap.add_argument("--models", default="", help="zoo mode: comma-separated subset")
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "results"))
-    args = ap.parse_args(argv)
+    return ap
+
+
+def main(argv=None):
+    args = _parser().parse_args(argv)
     for k, v in PRESETS[args.preset].items():
         if getattr(args, k) is None:
             setattr(args, k, v)

@@ -2,8 +2,9 @@
 training sets, the pathway-sparse net is better on the full one.
 
 The embedded-cohort generator (``epiflow simulate``) writes a cohort with planted pathway
-epistasis; the pipeline's own commands then encode it, draw the shared repeated stratified
-splits and run ``epiflow learning-curve`` (every model on the same nested, stratified subsets
+epistasis; the pipeline's own commands then encode it and draw the shared repeated stratified
+splits, and the learning-curve workflow of ``epiflow learning-curve`` runs in this process
+(``pipelines.curves`` on a ``pipelines.workflows.cohort.Cohort``: every model on the same nested, stratified subsets
 of each training fold, scored on the whole test fold; Nadeau-Bengio corrected resampled t-test
 of the sparse model against the best additive model at each size; interpolated crossover).
 Everything runs in a scratch project folder; the repository's own data and stores are not
@@ -55,7 +56,20 @@ def _epiflow(root: Path, *args: str) -> float:
     return time.perf_counter() - t0
 
 
-def main(argv=None) -> int:
+def _learning_curve(root: Path, project: dict) -> tuple[dict, str]:
+    """The learning-curve workflow on the scratch project's encoded cohort: (summary, table)."""
+    from pipelines import curves
+    from pipelines.workflows.cohort import Cohort, load_splits
+
+    cfg = curves.learning_curve_config(project, str(root / "params.yaml"))
+    cohort = Cohort.load(root / "work" / "encoded", root / project["encode"]["gmt"])
+    splits = load_splits(root / "work" / "splits.npz", cohort, cfg["repeats"], "learning_curve")
+    df, _ = curves.learning_curve_fits(cfg, cohort, splits, dict(project["train"]))
+    summary = curves.compare_learning_curve(df, cfg)
+    return summary, curves.learning_curve_table(summary, cfg)
+
+
+def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n-samples", type=int, default=4000)
     ap.add_argument("--n-genes", type=int, default=2000)
@@ -68,9 +82,12 @@ def main(argv=None) -> int:
     ap.add_argument("--fractions", type=float, nargs="+", default=[0.1, 0.2, 0.4, 0.6, 0.8, 1.0])
     ap.add_argument("--repeats", type=int, default=3, help="repeats of the 3-fold splits used")
     ap.add_argument("--workdir", type=Path, default=None, help="scratch project (default: a temp dir, removed)")
-    ap.add_argument("--mlflow", action="store_true", help="also log the learning-curve run (to the workdir's mlruns/)")
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "bench_learning_curve.json")
-    args = ap.parse_args(argv)
+    return ap
+
+
+def main(argv=None) -> int:
+    args = _parser().parse_args(argv)
 
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     sim = dict(params["simulate"])
@@ -98,11 +115,10 @@ def main(argv=None) -> int:
         times["simulate"] = _epiflow(root, "simulate", "--out", "data", "--no-progress")
         times["encode"] = _epiflow(root, "encode")
         times["splits"] = _epiflow(root, "splits")
-        extra = [] if args.mlflow else ["--no-mlflow"]
-        times["learning_curve"] = _epiflow(root, "learning-curve", "--quiet", *extra)
-        summary = json.loads((root / "work" / "learning_curve" / "summary.json").read_text())
+        t0 = time.perf_counter()
+        summary, table = _learning_curve(root, project)
+        times["learning_curve"] = time.perf_counter() - t0
         truth = json.loads((root / "data" / "truth.json").read_text())
-        table = (root / "work" / "learning_curve" / "table.md").read_text()
     finally:
         if not keep:
             shutil.rmtree(root, ignore_errors=True)

@@ -13,7 +13,8 @@ values the stages apply when a key is left out (their single home).
 - :func:`load_config` gives the typed, frozen :class:`Params` of a file, defaults filled in (all
   defaults when the file is missing); :func:`defaults` one section's defaults as a plain dict.
 
-``models:`` entries are checked by the model registry (:func:`models.registry.validate_model`).
+``models:`` entries are checked by the model registry (:func:`models.registry.validate_model`)
+wherever the zoo is loaded (:func:`register_model_check`), by shape elsewhere.
 """
 from __future__ import annotations
 
@@ -703,15 +704,20 @@ def _message(err: dict) -> str:
 
 
 # ----------------------------------------------------------------------------------- validation
+_MODEL_CHECK: list = []
+
+
+def register_model_check(check) -> None:
+    """Install the checker of ``models:`` entries (``models.registry.validate_model``). The zoo
+    (``pipelines.zoo``) installs it when imported, so the stages that fit models validate every
+    entry in depth, while the data and scan stages (which never read ``models:``) check its
+    shape only and do not depend on the registry: adding a head reruns no encode or scan."""
+    _MODEL_CHECK[:] = [check]
+
+
 def _registry():
-    """models.registry.validate_model, or None where the registry is not there."""
-    try:
-        from models.registry import validate_model
-    except ImportError as exc:
-        if getattr(exc, "name", None) not in ("models.registry", None):
-            raise
-        return None
-    return validate_model
+    """The installed checker of ``models:`` entries, or None (shape checks only)."""
+    return _MODEL_CHECK[0] if _MODEL_CHECK else None
 
 
 def _validate(data: dict, path: str) -> Params:
@@ -747,7 +753,7 @@ def validate_params(data: dict, path: str | Path = "params.yaml", text: str | No
             real = str(Path(path).resolve())
         except OSError:
             real = str(path)
-        key = (real, hashlib.sha1(text.encode()).hexdigest())
+        key = (real, hashlib.sha1(text.encode()).hexdigest(), _registry() is not None)
         if key in _CACHE:
             return _CACHE[key]
     params = _validate(data, str(path))

@@ -1,77 +1,29 @@
-"""Shared machinery of the learning-curve and sparsity-sweep stages.
+"""Learning curves and sparsity sweeps: their configs, fits, statistics and tables.
 
-Both stages cross-validate zoo models on the saved splits (first N repeats) under some variation
-of the training fold (a nested subset, or a model parameter), score the test fold by ROC AUC and
-summarise each variation over folds. The pieces here: loading the encoded cohort once
-(:class:`Cohort`), fitting one model on one fold (:func:`fit_fold`), per-group summaries with
-normal-theory and Nadeau-Bengio intervals (:func:`summarise`), a markdown table writer and the
-figure helpers. Fold seeds follow ``epiflow train`` (``train.seed + 1000 * repeat + fold``), so a
-model fitted on a whole training fold here gives exactly the AUC the train stage reports.
+Both cross-validate zoo models (:func:`pipelines.workflows.cv.cross_validate`) on the first N
+repeats of the shared splits under some variation of the training fold (a nested subset, or a
+model parameter), score the test fold by ROC AUC and summarise each variation over folds with
+normal-theory and Nadeau-Bengio intervals. Fold seeds are those of ``epiflow train``, so a model
+fitted on a whole training fold here gives exactly the AUC the train stage reports. Figures are
+in :mod:`pipelines.plots.curves`; the stages only read params, call these and write.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from pathlib import Path
-
 import numpy as np
+import pandas as pd
 
+from models.registry import REGISTRY
+from models.stats import corrected_resampled_ttest, crossover_size, learning_curve_subsets
 from pipelines import zoo
-from pipelines.atomic import atomic_path
 from pipelines.errors import EpiflowError
+from pipelines.params import section
+from pipelines.plots.curves import fmt_p
+from pipelines.workflows.cv import ModelSpec, cross_validate, fold_seed
+
+LC, SWEEP = "learning_curve", "sweep"
 
 
-@dataclass
-class Cohort:
-    counts: object            # csr (samples, C*G) class x gene counts
-    variants: object          # csr (samples, variants)
-    y: np.ndarray             # 0/1
-    sample_ids: np.ndarray
-    n_classes: int
-    n_genes: int
-    gene_pathways: list | None
-    splits: object            # pipelines.splits.Splits
-    inputs: list              # paths, for the data-version tags
-
-
-def stage_setup(args, what: str, resolve_config):
-    """The common start of the learning-curve and sweep stages: params, the stage's resolved
-    config, the train section (seed popped), the study name, the cohort and the folds of the
-    first ``repeats`` repeats. Returns (params, cfg, train_cfg, base_seed, study, cohort, folds)."""
-    from pipelines.params import load_params, section
-
-    params = load_params(args.params)
-    cfg = resolve_config(params, args.params, args.repeats)
-    train_cfg = dict(section(params, "train", args.params))
-    base_seed = int(train_cfg.pop("seed", 0))
-    study = params.get("study", "epiflow")
-    gmt = args.gmt or section(params, "encode", args.params).get("gmt")
-    cohort = load_cohort(args.encoded, args.splits, gmt)
-    if cfg["repeats"] > cohort.splits.repeats:
-        raise EpiflowError(f"{what}: repeats={cfg['repeats']} but {args.splits} holds "
-                           f"{cohort.splits.repeats} repeats")
-    folds = list(cohort.splits.iter_folds(cfg["repeats"]))
-    return params, cfg, train_cfg, base_seed, study, cohort, folds
-
-
-def load_cohort(encoded, splits_path, gmt=None) -> Cohort:
-    from pipelines.encode import load_encoded
-    from pipelines.io.gmt import gene_pathway_index, read_gmt
-    from pipelines.splits import load_splits
-
-    enc = load_encoded(encoded)
-    sample_ids = enc.samples["sample_id"].astype(str).to_numpy()
-    y = enc.samples["y"].to_numpy().astype(np.int64)
-    splits = load_splits(splits_path, sample_ids)
-    inputs = [str(encoded), str(splits_path)]
-    gene_pathways = None
-    if gmt:
-        gene_pathways, _ = gene_pathway_index(enc.genes, read_gmt(gmt))
-        inputs.append(str(gmt))
-    return Cohort(counts=enc.counts.tocsr(), variants=enc.variants.tocsr(), y=y,
-                  sample_ids=sample_ids, n_classes=len(enc.classes), n_genes=len(enc.genes),
-                  gene_pathways=gene_pathways, splits=splits, inputs=inputs)
-
-
+# ------------------------------------------------------------------------------ shared checks
 def check_repeats(repeats, what: str) -> int:
     if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
         raise EpiflowError(f"{what}: repeats must be a positive integer, got {repeats!r}")
@@ -95,23 +47,24 @@ def check_models(names, models_section: dict, what: str, params_path="params.yam
     return out
 
 
-def fold_seed(base_seed: int, repeat: int, fold: int) -> int:
-    return int(base_seed) + 1000 * int(repeat) + int(fold)
+def _check_keys(sec: dict, known: set, what: str, params_path) -> None:
+    unknown = sorted(set(sec) - known)
+    if unknown:
+        raise EpiflowError(f"{what}: unknown key '{unknown[0]}' in {params_path} (known: {', '.join(sorted(known))})")
 
 
-def fit_fold(cohort: Cohort, mtype: str, cfg: dict, train_idx, test_idx, *, train: dict,
-             seed: int) -> tuple[float, dict]:
-    """(test AUC, fit info) of one model trained on ``train_idx`` and scored on ``test_idx``."""
-    from sklearn.metrics import roc_auc_score
-
-    c = cohort
-    proba, info = zoo.fit_predict(
-        mtype, cfg, counts_train=c.counts[train_idx], counts_test=c.counts[test_idx],
-        variants_train=c.variants[train_idx], variants_test=c.variants[test_idx],
-        y_train=c.y[train_idx], n_classes=c.n_classes, gene_pathways=c.gene_pathways,
-        train=train, seed=seed)
-    proba = np.asarray(proba, dtype=np.float64).reshape(-1)
-    return float(roc_auc_score(c.y[test_idx], proba)), info
+def _check_fractions(values, what: str, name: str, message: str) -> list[float]:
+    """Sorted distinct numbers in (0, 1]."""
+    if not isinstance(values, (list, tuple)) or not values:
+        raise EpiflowError(f"{what}: {name} must be a non-empty list of numbers in (0, 1]")
+    out = []
+    for f in values:
+        if isinstance(f, bool) or not isinstance(f, (int, float)) or not 0 < float(f) <= 1:
+            raise EpiflowError(f"{what}: {message}, got {f!r}")
+        out.append(float(f))
+    if len(set(out)) != len(out):
+        raise EpiflowError(f"{what}: {name} lists a value twice")
+    return sorted(out)
 
 
 def summarise(aucs, n_train, n_test) -> dict:
@@ -140,28 +93,200 @@ def md_table(header: list, rows: list) -> str:
     return "\n".join(lines) + "\n"
 
 
-def fmt_p(p) -> str:
-    if p is None or not np.isfinite(p):
-        return "-"
-    return f"{p:.2g}" if p >= 1e-3 else f"{p:.1e}"
+# ----------------------------------------------------------------------------- learning curve
+def learning_curve_config(params: dict, params_path="params.yaml", repeats=None) -> dict:
+    """The validated learning_curve section: models [(name, type, cfg)], fractions, repeats,
+    seed, sparse model and additive models. One-line EpiflowError on bad values."""
+    lc = dict(section(params, LC, params_path))
+    _check_keys(lc, {"models", "fractions", "repeats", "seed", "sparse_model"}, LC, params_path)
+    models = check_models(lc.get("models"), section(params, "models", params_path), LC, params_path)
+    fractions = _check_fractions(lc.get("fractions", [0.1, 0.2, 0.4, 0.6, 0.8, 1.0]), LC, "fractions",
+                                 "fractions must lie in (0, 1]")
+    reps = check_repeats(lc.get("repeats", 3) if repeats is None else repeats, LC)
+    seed = lc.get("seed", 0)
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise EpiflowError(f"{LC}: seed must be a non-negative integer, got {seed!r}")
+    names = [m[0] for m in models]
+    sparse = lc.get("sparse_model", "biosparse" if "biosparse" in names else names[-1])
+    if sparse not in names:
+        raise EpiflowError(f"{LC}: sparse_model '{sparse}' is not one of models ({', '.join(names)})")
+    additive = [n for n in names if n != sparse]
+    if not additive:
+        raise EpiflowError(f"{LC}: models needs at least one additive model besides '{sparse}'")
+    return {"models": models, "fractions": fractions, "repeats": reps, "seed": int(seed),
+            "sparse_model": sparse, "additive_models": additive}
 
 
-def plt():
-    import matplotlib
+def learning_curve_fits(cfg: dict, cohort, splits, train_cfg: dict, quiet: bool = True):
+    """Every model on every nested subset of every training fold, scored on the whole test fold.
+    Returns (fold table: model, fraction, repeat, fold, n_train, n_test, auc; fit seconds per
+    model)."""
+    folds = list(splits.iter_folds(cfg["repeats"]))
+    subsets = {(r, k): learning_curve_subsets(tr, cohort.y, cfg["fractions"], seed=fold_seed(cfg["seed"], r, k))
+               for r, k, tr, _ in folds}
+    rows, timings = [], {}
+    for mi, (name, mtype, mcfg) in enumerate(cfg["models"]):
+        for fi, f in enumerate(cfg["fractions"]):
+            res = cross_validate(ModelSpec(name, mtype, mcfg), cohort, folds, train_cfg=train_cfg,
+                                 train_subset=lambda r, k, tr, f=f: subsets[(r, k)][f],
+                                 progress=None if quiet else f"learning curve {name} {f:.0%}")
+            timings[name] = timings.get(name, 0.0) + sum(x.seconds for x in res.folds)
+            rows += [((x.repeat, x.fold, fi, mi), {"model": name, "fraction": f, "repeat": x.repeat,
+                                                   "fold": x.fold, "n_train": int(x.n_train),
+                                                   "n_test": int(x.n_test), "auc": x.auc}) for x in res.folds]
+    # rows in fold order, then fraction, then model (as the table has always been written)
+    return pd.DataFrame([row for _, row in sorted(rows, key=lambda t: t[0])]), timings
 
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as pyplot
 
-    return pyplot
-
-
-def save_png(fig, path) -> Path:
-    path = Path(path)
-    with atomic_path(path, suffix=".png") as tmp:
-        # no software/date metadata: identical inputs give identical bytes
-        fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png", metadata={"Software": None})
-    plt().close(fig)
-    return path
+def _lc_test(df, f, sparse: str, best: str) -> dict:
+    a = df[(df.model == sparse) & (df.fraction == f)].sort_values(["repeat", "fold"])
+    b = df[(df.model == best) & (df.fraction == f)].sort_values(["repeat", "fold"])
+    row = {"fraction": f, "n_train_mean": float(a.n_train.mean()), "best_additive": best}
+    if len(a) >= 2:
+        res = corrected_resampled_ttest(a.auc.to_numpy(), b.auc.to_numpy(),
+                                        n_train=float(a.n_train.mean()), n_test=float(a.n_test.mean()))
+        row.update({k: (None if isinstance(v, float) and not np.isfinite(v) else v)
+                    for k, v in res.as_dict().items()})
+    return row
 
 
-COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#17becf")
+def compare_learning_curve(df: pd.DataFrame, cfg: dict) -> dict:
+    """Per-model, per-fraction summaries; per-fraction corrected t-test of the sparse model vs the
+    best additive model at that fraction; crossover training-set size of the mean curves."""
+    sparse, additive = cfg["sparse_model"], cfg["additive_models"]
+    per_model = {}
+    for name, _, _ in cfg["models"]:
+        per_model[name] = [{"fraction": f, **summarise(d.auc, d.n_train, d.n_test)}
+                           for f in cfg["fractions"]
+                           for d in [df[(df.model == name) & (df.fraction == f)]]]
+    tests = [_lc_test(df, f, sparse, max(additive, key=lambda n: per_model[n][i]["auc_mean"]))
+             for i, f in enumerate(cfg["fractions"])]
+    sizes = [r["n_train_mean"] for r in per_model[sparse]]
+    sparse_curve = [r["auc_mean"] for r in per_model[sparse]]
+    best_curve = [max(per_model[n][i]["auc_mean"] for n in additive) for i in range(len(sizes))]
+    cross = crossover_size(sizes, sparse_curve, best_curve)
+    cross_frac = None
+    if cross is not None:
+        cross_frac = float(np.interp(cross, sizes, cfg["fractions"]))
+    return {"per_model": per_model, "tests": tests, "crossover_n_train": cross,
+            "crossover_fraction": cross_frac, "sparse_model": sparse, "additive_models": additive}
+
+
+def learning_curve_table(summary: dict, cfg: dict) -> str:
+    names = [m[0] for m in cfg["models"]]
+    sparse = cfg["sparse_model"]
+    header = ["fraction", "n train"] + [f"{n} AUC" for n in names] + [f"{sparse} - best additive", "corrected p", "naive p"]
+    rows = []
+    for i, f in enumerate(cfg["fractions"]):
+        t = summary["tests"][i]
+        cells = [f"{f:.0%}", f"{t['n_train_mean']:.0f}"]
+        for n in names:
+            s = summary["per_model"][n][i]
+            mark = "*" if n == t["best_additive"] else ""
+            cells.append(f"{s['auc_mean']:.3f} ± {s['auc_sd']:.3f}{mark}")
+        diff = t.get("mean_diff")
+        cells += [f"{diff:+.3f}" if diff is not None else "-", fmt_p(t.get("p_value")),
+                  fmt_p(t.get("p_value_naive"))]
+        rows.append(cells)
+    cross = summary["crossover_n_train"]
+    n_folds = summary["per_model"][sparse][0]["n_folds"]
+    note = (f"\nAUC mean ± sd over {n_folds} folds (first {cfg['repeats']} repeats of the shared splits); "
+            f"the same nested training subsets for every model. `*` best additive model at that size; "
+            f"p: Nadeau-Bengio corrected resampled t-test of {sparse} vs it (two-sided), naive: plain "
+            f"paired t-test. Crossover ({sparse} reaches the best additive model and stays above): "
+            + (f"n_train ≈ {cross:.0f} ({summary['crossover_fraction']:.0%} of a training fold).\n"
+               if cross is not None else f"none ({sparse} ends below).\n"))
+    return "### Learning curves\n\n" + md_table(header, rows) + note
+
+
+def learning_curve_metrics(summary: dict, cfg: dict) -> dict:
+    pct = lambda f: f"{round(100 * f):d}"  # noqa: E731
+    m = {}
+    for name, rows in summary["per_model"].items():
+        for s in rows:
+            m[f"auc.{name}.f{pct(s['fraction'])}"] = s["auc_mean"]
+    for t in summary["tests"]:
+        if t.get("p_value") is not None:
+            m[f"p_corrected.f{pct(t['fraction'])}"] = t["p_value"]
+            m[f"diff_vs_best_additive.f{pct(t['fraction'])}"] = t["mean_diff"]
+    m["crossover_n_train"] = summary["crossover_n_train"]
+    m["crossover_fraction"] = summary["crossover_fraction"]
+    m["n_folds"] = summary["per_model"][cfg["sparse_model"]][0]["n_folds"]
+    return m
+
+
+# ---------------------------------------------------------------------------- sparsity sweep
+def sweep_config(params: dict, params_path="params.yaml", repeats=None) -> dict:
+    sw = dict(section(params, SWEEP, params_path))
+    _check_keys(sw, {"model", "sparsity", "repeats"}, SWEEP, params_path)
+    [(name, mtype, cfg)] = check_models([sw.get("model", "biosparse")],
+                                        section(params, "models", params_path), SWEEP, params_path)
+    if not REGISTRY[mtype].sparse:
+        sweepable = ", ".join(n for n, m in REGISTRY.items() if m.sparse)
+        raise EpiflowError(f"{SWEEP}: model '{name}' is of type '{mtype}', which has no sparse gene layer "
+                           f"(sweepable types: {sweepable})")
+    if "sparsity" in cfg:
+        raise EpiflowError(f"{SWEEP}: model '{name}' fixes sparsity in {params_path}; the sweep sets it")
+    values = _check_fractions(sw.get("sparsity", [0.25, 0.5, 0.75, 1.0]), SWEEP, "sparsity",
+                              "sparsity values must lie in (0, 1]")
+    reps = check_repeats(sw.get("repeats", 3) if repeats is None else repeats, SWEEP)
+    return {"model": name, "type": mtype, "config": cfg, "sparsity": values, "repeats": reps}
+
+
+def sweep_fits(cfg: dict, cohort, splits, train_cfg: dict, quiet: bool = True) -> pd.DataFrame:
+    """The model at every sparsity on every fold: sparsity, repeat, fold, n_train, n_test,
+    n_edges, n_parameters, auc (fold order, then sparsity)."""
+    folds = list(splits.iter_folds(cfg["repeats"]))
+    rows = []
+    for si, s in enumerate(cfg["sparsity"]):
+        spec = ModelSpec(cfg["model"], cfg["type"], {**cfg["config"], "sparsity": s})
+        res = cross_validate(spec, cohort, folds, train_cfg=train_cfg,
+                             progress=None if quiet else f"sweep {cfg['model']} {s:.0%}")
+        rows += [((x.repeat, x.fold, si), {"sparsity": s, "repeat": x.repeat, "fold": x.fold,
+                                           "n_train": int(x.n_train), "n_test": int(x.n_test),
+                                           "n_edges": int(x.info.get("n_edges", 0)),
+                                           "n_parameters": int(x.info.get("n_parameters", 0)), "auc": x.auc})
+                 for x in res.folds]
+    return pd.DataFrame([row for _, row in sorted(rows, key=lambda t: t[0])])
+
+
+def compare_sweep(df: pd.DataFrame, cfg: dict) -> dict:
+    ref = max(cfg["sparsity"])
+    b = df[df.sparsity == ref].sort_values(["repeat", "fold"])
+    rows = []
+    for s in cfg["sparsity"]:
+        d = df[df.sparsity == s].sort_values(["repeat", "fold"])
+        row = {"sparsity": s, **summarise(d.auc, d.n_train, d.n_test),
+               "n_edges": int(d.n_edges.iloc[0]), "n_parameters": int(d.n_parameters.iloc[0])}
+        if s != ref and len(d) >= 2:
+            res = corrected_resampled_ttest(d.auc.to_numpy(), b.auc.to_numpy(),
+                                            n_train=float(d.n_train.mean()), n_test=float(d.n_test.mean()))
+            row.update(diff_vs_ref=res.mean_diff, p_vs_ref=res.p_value, p_vs_ref_naive=res.p_value_naive)
+        rows.append(row)
+    best = max(rows, key=lambda r: r["auc_mean"])
+    return {"model": cfg["model"], "type": cfg["type"], "reference_sparsity": ref, "per_sparsity": rows,
+            "best_sparsity": best["sparsity"], "repeats": cfg["repeats"]}
+
+
+def sweep_table(summary: dict) -> str:
+    ref = summary["reference_sparsity"]
+    header = ["genes connected", "edges", "parameters", "AUC mean ± sd", f"Δ vs {ref:.0%}", "corrected p", "naive p"]
+    rows = []
+    for r in summary["per_sparsity"]:
+        d = r.get("diff_vs_ref")
+        rows.append([f"{r['sparsity']:.0%}", r["n_edges"], r["n_parameters"],
+                     f"{r['auc_mean']:.3f} ± {r['auc_sd']:.3f}", f"{d:+.3f}" if d is not None else "-",
+                     fmt_p(r.get("p_vs_ref")), fmt_p(r.get("p_vs_ref_naive"))])
+    n = summary["per_sparsity"][0]["n_folds"]
+    return (f"### Sparsity sweep ({summary['model']})\n\n" + md_table(header, rows)
+            + f"\nAUC over {n} folds (first {summary['repeats']} repeats of the shared splits); genes "
+              f"connected: the fraction of genes keeping their edge to the pathway layer. p: "
+              f"Nadeau-Bengio corrected resampled t-test against {ref:.0%} on the same folds.\n")
+
+
+def sweep_metrics(summary: dict, n_folds: int) -> dict:
+    metrics = {f"auc.s{round(100 * r['sparsity']):d}": r["auc_mean"] for r in summary["per_sparsity"]}
+    metrics.update({f"p_vs_ref.s{round(100 * r['sparsity']):d}": r["p_vs_ref"]
+                    for r in summary["per_sparsity"] if "p_vs_ref" in r})
+    metrics.update(best_sparsity=summary["best_sparsity"], n_folds=n_folds)
+    return metrics

@@ -27,23 +27,25 @@ import re
 import tempfile
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import yaml
 
-from pipelines import tracking
+from models.registry import REGISTRY
+from pipelines import tracking, zoo
+from pipelines.cv_record import Record, run_and_record
 from pipelines.errors import EpiflowError
+from pipelines.params import section
 from pipelines.tune_api import StudySpec
+from pipelines.workflows.cohort import Cohort, load_splits
+from pipelines.workflows.cv import ModelSpec, cross_validate
 
 STUDY_TAG = f"{tracking.TAG_PREFIX}optuna.study"
 STORAGE_TAG = f"{tracking.TAG_PREFIX}optuna.storage"
 KIND_TAG = f"{tracking.TAG_PREFIX}optuna.run"     # study | trial | step | rerun
-
-# search-space keys that mean something for each kind of model (others are ignored)
-NET_KEYS = ("lr", "weight_decay", "dropout", "epochs", "hidden", "focal_alpha", "focal_gamma", "gene_l1")
-SPARSE_TYPES = ("biosparse", "linear", "multipathway", "genegene_pathway", "ensemble")
-DENSE_TYPES = ("dense",)
 
 DEFAULT_PRUNER = {"type": "median", "n_startup_trials": 5, "n_warmup_steps": 0}
 
@@ -177,37 +179,9 @@ def in_space(value, d: dict) -> bool:
     return d["low"] <= value <= d["high"]
 
 
-def space_keys_for(mtype: str) -> tuple[str, ...] | None:
-    """Search-space keys meaningful for a model type; None: any key the estimator accepts."""
-    from pipelines import zoo
-
-    if mtype in zoo.BASELINES or mtype in getattr(zoo, "FORESTS", ()):
-        return None
-    keys = NET_KEYS
-    if mtype in SPARSE_TYPES:
-        keys += ("sparsity",)
-    if mtype in DENSE_TYPES:
-        keys += ("dense_units",)
-    return keys
-
-
-def estimator_keys(mtype: str) -> tuple[str, ...]:
-    from pipelines import zoo
-
-    if hasattr(zoo, "valid_keys"):
-        return tuple(zoo.valid_keys(mtype))
-    import inspect
-
-    from models.baselines import fit_predict_sgd
-
-    return tuple(k for k in inspect.signature(fit_predict_sgd).parameters
-                 if k not in ("X_train", "y_train", "X_test", "penalty", "seed"))
-
-
 def model_space(mtype: str, space: dict[str, dict]) -> dict[str, dict]:
-    keys = space_keys_for(mtype)
-    if keys is None:
-        keys = estimator_keys(mtype)
+    """The part of ``tune.space`` that applies to a model type (its registry ``tunable`` keys)."""
+    keys = REGISTRY[mtype].tunable
     chosen = {k: v for k, v in space.items() if k in keys}
     if not chosen:
         raise EpiflowError(f"tune.space has no parameter for a '{mtype}' model "
@@ -245,7 +219,73 @@ def inner_splits(y_outer_train: np.ndarray, n_folds: int, seed: int):
     return list(skf.split(np.zeros(len(y_outer_train)), y_outer_train))
 
 
-def zoo_study_spec(model: str, params: dict, args) -> StudySpec:
+@dataclass(frozen=True)
+class ZooTuneInputs:
+    """Where a zoo study reads its data, and how its outer re-run records (from `epiflow tune`)."""
+    params_path: str = "params.yaml"
+    encoded: str = "work/encoded"
+    splits: str = "work/splits.npz"
+    gmt: str | None = None              # None: encode.gmt of params.yaml
+    seed: int | None = None             # inner-fold seed (None: tune.seed)
+    device: str | None = None           # overrides train.device
+    out: str | None = None              # re-run outputs (None: work/tune/<model>)
+    repeats: int | None = None          # re-run: first N repeats of the outer splits
+    mlflow: bool = True
+    quiet: bool = False
+
+
+def _configure(cfg: dict, train_cfg: dict, values: dict) -> tuple[dict, dict]:
+    """(model cfg, train cfg) of a trial's (or the defaults') values; ``epochs`` sets max_epochs."""
+    c, t = dict(cfg), dict(train_cfg)
+    for k, v in values.items():
+        if k == "epochs":
+            c.pop("max_epochs", None)
+            t["max_epochs"] = int(v)
+        else:
+            c[k] = v
+    return c, t
+
+
+def _study_defaults(mtype: str, cfg: dict, train_cfg: dict, space: dict, y) -> dict:
+    """The untuned configuration, as values of the search space (the first, enqueued trial)."""
+    defaults = {}
+    for name, d in space.items():
+        if name == "epochs":
+            value = int(cfg.get("max_epochs", train_cfg.get("max_epochs", 30)))
+        else:
+            value = cfg.get(name, REGISTRY[mtype].default(name))
+        if name == "focal_alpha" and value is None:
+            # the nets' default: fraction of controls (of each training fold; here of the outer one)
+            value = round(float(1.0 - y.mean()), 4)
+        if value is not None and in_space(value, d):
+            defaults[name] = int(value) if d["kind"] == "int" else value
+    return defaults
+
+
+def _zoo_objective(spec: ModelSpec, outer: Cohort, inner: list, train_cfg: dict, space: dict):
+    """objective(trial, report): mean AUC over the inner folds; each fold's running mean is
+    reported (a diverged net scores as chance)."""
+    folds = [(0, step, itr, ite) for step, (itr, ite) in enumerate(inner)]
+
+    def objective(trial, report):
+        values = {name: suggest(trial, name, d) for name, d in space.items()}
+        c, t = _configure(spec.config, train_cfg, values)
+        aucs = []
+
+        def on_fold(f):
+            aucs.append(f.auc)
+            report(f.fold, float(np.mean(aucs)),
+                   {"auc": f.auc, "n_train": f.n_train, "n_test": f.n_test, "train_time_s": f.seconds,
+                    "n_parameters": float(f.info.get("n_parameters", 0))})
+
+        cross_validate(ModelSpec(spec.name, spec.type, c), outer, folds, train_cfg=t, on_fold=on_fold,
+                       nonfinite_auc=0.5)
+        return float(np.mean(aucs))
+
+    return objective
+
+
+def zoo_study_spec(model: str, params: dict, inputs: ZooTuneInputs) -> StudySpec:
     """The study for one zoo model: mean ROC AUC over inner stratified folds of the training part
     of ONE outer fold (``tune.outer_repeat`` / ``tune.outer_fold``) of the shared splits.
 
@@ -253,129 +293,36 @@ def zoo_study_spec(model: str, params: dict, args) -> StudySpec:
     standardisation and no score of a trial ever reads them; they stay untouched for the outer
     CV of ``--rerun-best``.
     """
-    from pipelines import zoo
-    from pipelines.encode import load_encoded
-    from pipelines.params import section
-    from pipelines.splits import load_splits
-
-    params_path = getattr(args, "params", "params.yaml")
-    models = section(params, "models", params_path)
-    mtype, cfg = zoo.resolve(model, models, params_path)
-    tcfg = dict(section(params, "tune", params_path))
-    train_cfg = dict(section(params, "train", params_path))
+    mtype, cfg = zoo.resolve(model, section(params, "models", inputs.params_path), inputs.params_path)
+    tcfg = dict(section(params, "tune", inputs.params_path))
+    train_cfg = dict(section(params, "train", inputs.params_path))
+    if inputs.device:
+        train_cfg["device"] = inputs.device
     space = model_space(mtype, parse_space(tcfg.get("space", {})))
     n_inner = int(tcfg.get("inner_folds", 3))
     r0, k0 = int(tcfg.get("outer_repeat", 0)), int(tcfg.get("outer_fold", 0))
-    seed = int(args.seed if getattr(args, "seed", None) is not None else tcfg.get("seed", 0))
-
-    enc = load_encoded(args.encoded)
-    sample_ids = enc.samples["sample_id"].astype(str).to_numpy()
-    y_all = enc.samples["y"].to_numpy().astype(np.int64)
-    splits = load_splits(args.splits, sample_ids)
+    seed = int(inputs.seed if inputs.seed is not None else tcfg.get("seed", 0))
+    gmt = inputs.gmt or section(params, "encode").get("gmt")
+    gmt = gmt if REGISTRY[mtype].needs_pathways else None
+    cohort = Cohort.load(inputs.encoded, gmt)
+    splits = load_splits(inputs.splits, cohort)
     if not (0 <= r0 < splits.repeats and 0 <= k0 < splits.folds):
         raise EpiflowError(f"tune.outer_repeat/outer_fold = {r0}/{k0} outside the "
-                           f"{splits.repeats} x {splits.folds} splits in {args.splits}")
+                           f"{splits.repeats} x {splits.folds} splits in {inputs.splits}")
     outer_train = np.flatnonzero(splits.fold[r0] != k0)
-    # only the outer training part is kept from here on
-    counts = enc.counts.tocsr()[outer_train]
-    variants = enc.variants.tocsr()[outer_train]
-    y = y_all[outer_train]
-    n_classes = len(enc.classes)
-    inner = inner_splits(y, n_inner, seed)
-    gmt = getattr(args, "gmt", None) or section(params, "encode").get("gmt")
-    inputs = [args.encoded, args.splits]
-    gene_pathways = None
-    is_net = mtype not in zoo.BASELINES and mtype not in getattr(zoo, "FORESTS", ())
-    needs = zoo.needs_pathways(mtype, cfg) if hasattr(zoo, "needs_pathways") else is_net
-    if needs and gmt:
-        from pipelines.io.gmt import gene_pathway_index, read_gmt
-
-        gene_pathways, _ = gene_pathway_index(enc.genes, read_gmt(gmt))
-        inputs.append(gmt)
-    fit_cfg = dict(cfg)
-    if isinstance(cfg.get("gene_gene_edges"), str) and hasattr(zoo, "load_gene_gene_edges"):
-        fit_cfg["gene_gene_edges"] = zoo.load_gene_gene_edges(cfg["gene_gene_edges"], enc.genes)
-    base_seed = int(train_cfg.pop("seed", 0))
-    if getattr(args, "device", None):
-        train_cfg["device"] = args.device
-    default_epochs = int(cfg.get("max_epochs", train_cfg.get("max_epochs", 30)))
-
-    def configure(values: dict) -> tuple[dict, dict]:
-        """(model cfg, train cfg) of a trial's (or the defaults') values."""
-        c, t = dict(fit_cfg), dict(train_cfg)
-        for k, v in values.items():
-            if k == "epochs":
-                c.pop("max_epochs", None)
-                t["max_epochs"] = int(v)
-            else:
-                c[k] = v
-        return c, t
-
-    def objective(trial, report):
-        from sklearn.metrics import roc_auc_score
-
-        values = {name: suggest(trial, name, d) for name, d in space.items()}
-        c, t = configure(values)
-        aucs = []
-        for step, (itr, ite) in enumerate(inner):
-            t0 = time.perf_counter()
-            proba, info = zoo.fit_predict(
-                mtype, c, counts_train=counts[itr], counts_test=counts[ite],
-                variants_train=variants[itr], variants_test=variants[ite], y_train=y[itr],
-                n_classes=n_classes, gene_pathways=gene_pathways, train=t, seed=base_seed + step)
-            proba = np.asarray(proba, dtype=np.float64).reshape(-1)
-            if not np.isfinite(proba).all():
-                auc = 0.5       # a diverged net scores as chance
-            else:
-                auc = float(roc_auc_score(y[ite], proba))
-            aucs.append(auc)
-            report(step, float(np.mean(aucs)),
-                   {"auc": auc, "n_train": len(itr), "n_test": len(ite),
-                    "train_time_s": time.perf_counter() - t0,
-                    "n_parameters": float(info.get("n_parameters", 0))})
-        return float(np.mean(aucs))
-
-    defaults = {}
-    for name, d in space.items():
-        if name == "epochs":
-            value = default_epochs
-        else:
-            value = cfg.get(name, _estimator_default(mtype, name))
-        if name == "focal_alpha" and value is None:
-            # the nets' default: fraction of controls (of each training fold; here of the outer one)
-            value = round(float(1.0 - y.mean()), 4)
-        if value is not None and in_space(value, d):
-            defaults[name] = int(value) if d["kind"] == "int" else value
-
-    def rerun(best_params: dict) -> dict:
-        return rerun_zoo(model, mtype, cfg, best_params, params, args)
-
+    outer = cohort.subset(outer_train)      # only the outer training part is read by trials
+    inner = inner_splits(outer.y, n_inner, seed)
+    spec = ModelSpec(model, mtype, cfg)
     return StudySpec(
         name=f"tune-{model}", directions=["maximize"], metric_names=["inner_auc"],
-        objective=objective, defaults=defaults, rerun=rerun,
+        objective=_zoo_objective(spec, outer, inner, train_cfg, space),
+        defaults=_study_defaults(mtype, cfg, train_cfg, space, outer.y),
+        rerun=lambda best: rerun_zoo(spec, best, params, cohort, splits, inputs),
         tags={"model": model, "model_type": mtype, "objective": "inner_cv_auc",
               "outer_repeat": r0, "outer_fold": k0, "inner_folds": n_inner,
               "n_outer_train": len(outer_train), "space": json.dumps(tcfg.get("space", {}))[:4000],
-              "_inputs": inputs},
+              "_inputs": [inputs.encoded, inputs.splits] + ([gmt] if gmt else [])},
         step_name="fold")
-
-
-def _estimator_default(mtype: str, name: str):
-    from pipelines import zoo
-
-    if mtype in zoo.BASELINES or mtype in getattr(zoo, "FORESTS", ()):
-        import inspect
-
-        from models import baselines
-
-        fn = baselines.fit_predict_sgd if mtype in zoo.BASELINES else getattr(baselines, "fit_predict_rf", None)
-        if fn is None:
-            return None
-        p = inspect.signature(fn).parameters.get(name)
-        return None if p is None or p.default is inspect.Parameter.empty else p.default
-    from models.genes import DEFAULT_PARAMS
-
-    return DEFAULT_PARAMS.get(name)
 
 
 # ---------------------------------------------------------------------------- MLflow logging
@@ -756,56 +703,48 @@ def rerun_best(spec: StudySpec, study, experiment: str, mlflow_on: bool = True) 
 
 
 # ---------------------------------------------------------------------- rerun of a zoo model
-def rerun_zoo(model: str, mtype: str, cfg: dict, best_params: dict, params: dict, args) -> dict:
-    """Outer CV of the best configuration exactly as ``epiflow train`` runs it (same splits,
-    seeds and logging, as model ``<model>-tuned``), then the final model fitted on every sample,
-    logged to that run and registered in the MLflow model registry."""
-    import argparse
-
-    import yaml
-
-    from pipelines.stages import train as train_stage
-
-    tuned = f"{model}-tuned"
-    new_cfg = {"type": mtype, **{k: v for k, v in cfg.items() if k != "max_epochs"}}
+def _tuned_config(spec: ModelSpec, best_params: dict, params: dict) -> tuple[dict, dict]:
+    """(params.yaml entry of ``<model>-tuned``, its train section) for the best trial's values."""
+    new_cfg = {"type": spec.type, **{k: v for k, v in spec.config.items() if k != "max_epochs"}}
     new_train = dict(params.get("train", {}))
     for k, v in best_params.items():
         if k == "epochs":
             new_train["max_epochs"] = int(v)
         else:
             new_cfg[k] = v
-    if "epochs" not in best_params and "max_epochs" in cfg:
-        new_cfg["max_epochs"] = cfg["max_epochs"]
+    if "epochs" not in best_params and "max_epochs" in spec.config:
+        new_cfg["max_epochs"] = spec.config["max_epochs"]
+    return new_cfg, new_train
+
+
+def rerun_zoo(spec: ModelSpec, best_params: dict, params: dict, cohort: Cohort, splits,
+              inputs: ZooTuneInputs) -> dict:
+    """Outer CV of the best configuration exactly as ``epiflow train`` runs it (same splits,
+    seeds, outputs and logging, as model ``<model>-tuned``), then the final model fitted on every
+    sample, logged to that run and registered in the MLflow model registry."""
+    tuned = f"{spec.name}-tuned"
+    new_cfg, new_train = _tuned_config(spec, best_params, params)
     tuned_params = {**params, "models": {tuned: new_cfg}, "train": new_train}
-    outdir = Path(getattr(args, "out", None) or f"work/tune/{model}")
+    outdir = Path(inputs.out or f"work/tune/{spec.name}")
     outdir.mkdir(parents=True, exist_ok=True)
     ptext = yaml.safe_dump(tuned_params, sort_keys=False)
-    ppath = outdir / "tuned_params.yaml"
-    ppath.write_text(ptext)
-    # the train stage's own parser, so its defaults (and any option added later) apply
-    parser = argparse.ArgumentParser(prog="epiflow train")
-    train_stage.add_arguments(parser)
-    argv = ["--model", tuned, "--params", str(ppath), "--encoded", str(args.encoded),
-            "--splits", str(args.splits), "--out", str(outdir / "outer_cv"),
-            "--metrics", str(outdir / "outer_cv_metrics.json"),
-            "--plots", str(outdir / "outer_cv_roc.json")]
-    if getattr(args, "gmt", None):
-        argv += ["--gmt", str(args.gmt)]
-    if getattr(args, "repeats", None):
-        argv += ["--repeats", str(args.repeats)]
-    if getattr(args, "no_mlflow", False):
-        argv.append("--no-mlflow")
-    if getattr(args, "quiet", False):
-        argv.append("--quiet")
-    targs = parser.parse_args(argv)
-    train_stage.run(targs)
-    summary = json.loads((outdir / "outer_cv_metrics.json").read_text())
+    (outdir / "tuned_params.yaml").write_text(ptext)     # a record of what was run
+    mtype, cfg = zoo.resolve(tuned, tuned_params["models"], str(outdir / "tuned_params.yaml"))
+    rec_inputs = [inputs.encoded, inputs.splits, *cohort.inputs[1:]]
+    if isinstance(cfg.get("gene_gene_edges"), str):
+        rec_inputs.append(cfg["gene_gene_edges"])
+    rec = Record(out=outdir / "outer_cv", metrics=outdir / "outer_cv_metrics.json",
+                 plots=outdir / "outer_cv_roc.json", study=params.get("study", "epiflow"),
+                 mlflow=inputs.mlflow, params_text=ptext, inputs=tuple(rec_inputs))
+    summary = run_and_record(ModelSpec(tuned, mtype, cfg), cohort, splits, rec, train_cfg=new_train,
+                             repeats=inputs.repeats or None, jobs=0, quiet=inputs.quiet)
+    print(f"{tuned} ({mtype}): AUC {summary['auc_mean']:.3f} +- {summary['auc_sd']:.3f} over "
+          f"{summary['n_folds']} folds, {summary['n_parameters']} parameters, {summary['train_time_s']:.0f} s")
     result = {"outer_auc_mean": summary["auc_mean"], "outer_auc_sd": summary["auc_sd"],
               "outer_n_folds": summary["n_folds"], "train_run_id": summary.get("mlflow_run_id", "")}
-    if not getattr(args, "no_mlflow", False) and summary.get("mlflow_run_id"):
-        version = register_final_model(tuned, mtype, new_cfg, new_train, params, args,
-                                       summary["mlflow_run_id"])
-        result.update(version)
+    if inputs.mlflow and summary.get("mlflow_run_id"):
+        result.update(register_final_model(tuned, mtype, new_cfg, new_train, cohort,
+                                           summary["mlflow_run_id"]))
     return result
 
 
@@ -830,67 +769,66 @@ class GeneNetModel:
         return predict_proba(self.net, src)
 
 
-def register_final_model(name: str, mtype: str, cfg: dict, train_cfg: dict, params: dict, args,
+def _final_gene_net(mtype: str, c: dict, t: dict, seed: int, cohort: Cohort):
+    """(pyfunc-able model, probabilities, seed used) of a gene net fitted on every sample."""
+    from models.genes import fit_predict as fit_gene_net
+
+    c = cohort.fit_config(c)
+    # a net can collapse to a constant output (seen for biosparse on some training folds);
+    # such a fit is useless as a registered model, so refit with the next seeds (at most 3)
+    for attempt in range(3):
+        fit_seed = seed + attempt
+        proba, info = fit_gene_net(mtype, cohort.counts, cohort.y, cohort.counts, n_classes=cohort.n_classes,
+                                   gene_pathways=cohort.gene_pathways, params=c,
+                                   train={**t, "seed": fit_seed}, return_model=True)
+        if float(np.std(proba)) > 1e-6:
+            break
+        print(f"tune: the final fit with seed {fit_seed} predicts a constant; refitting")
+    return (GeneNetModel(info["model"], info["standardiser"], cohort.n_classes, info["input_mode"]),
+            proba, fit_seed)
+
+
+def _final_sgd(mtype: str, c: dict, seed: int, cohort: Cohort):
+    """(pyfunc-able model, probabilities, seed) of an SGD baseline fitted on every sample."""
+    from sklearn.linear_model import SGDClassifier
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import MaxAbsScaler
+
+    mt = REGISTRY[mtype]
+    kw = {**{k: mt.default(k) for k in mt.keys}, **c}
+    scale = kw.pop("scale", True)
+    clf = SGDClassifier(loss="log_loss", penalty=mt.penalty, random_state=seed, **kw)
+    pipe = make_pipeline(MaxAbsScaler(), clf) if scale else make_pipeline(clf)
+    pipe.fit(cohort.variants, cohort.y)
+    return _SklearnProba(pipe), pipe.predict_proba(cohort.variants)[:, 1], seed
+
+
+def register_final_model(name: str, mtype: str, cfg: dict, train_cfg: dict, cohort: Cohort,
                          run_id: str) -> dict:
     """Fit the configuration on every sample, log it as an MLflow pyfunc model to ``run_id`` and
     register it as a new version of the registered model ``epiflow-<name>``."""
     import mlflow
     import mlflow.pyfunc
+    from sklearn.metrics import roc_auc_score
 
-    from pipelines import zoo
-    from pipelines.encode import load_encoded
-    from pipelines.params import section
-
-    enc = load_encoded(args.encoded)
-    y = enc.samples["y"].to_numpy().astype(np.int64)
-    counts, variants = enc.counts.tocsr(), enc.variants.tocsr()
     c = {k: v for k, v in cfg.items() if k not in ("type", "max_epochs")}
     t = dict(train_cfg)
     if "max_epochs" in cfg:
         t["max_epochs"] = cfg["max_epochs"]
     seed = int(t.pop("seed", 0))
-    is_net = mtype not in zoo.BASELINES and mtype not in getattr(zoo, "FORESTS", ())
-    if is_net:
-        from models.genes import fit_predict as fit_gene_net
-        from pipelines.io.gmt import gene_pathway_index, read_gmt
-
-        gmt = getattr(args, "gmt", None) or section(params, "encode").get("gmt")
-        gp = gene_pathway_index(enc.genes, read_gmt(gmt))[0] if gmt else None
-        if isinstance(c.get("gene_gene_edges"), str) and hasattr(zoo, "load_gene_gene_edges"):
-            c["gene_gene_edges"] = zoo.load_gene_gene_edges(c["gene_gene_edges"], enc.genes)
-        # a net can collapse to a constant output (seen for biosparse on some training folds);
-        # such a fit is useless as a registered model, so refit with the next seeds (at most 3)
-        for attempt in range(3):
-            fit_seed = seed + attempt
-            proba, info = fit_gene_net(mtype, counts, y, counts, n_classes=len(enc.classes),
-                                       gene_pathways=gp, params=c, train={**t, "seed": fit_seed},
-                                       return_model=True)
-            if float(np.std(proba)) > 1e-6:
-                break
-            print(f"tune: the final fit with seed {fit_seed} predicts a constant; refitting")
-        degenerate = float(np.std(proba)) <= 1e-6
-        wrapped = GeneNetModel(info["model"], info["standardiser"], len(enc.classes), info["input_mode"])
-    elif mtype in zoo.BASELINES:
-        from sklearn.linear_model import SGDClassifier
-        from sklearn.pipeline import make_pipeline
-        from sklearn.preprocessing import MaxAbsScaler
-
-        kw = {"alpha": 1e-4, "max_iter": 50, "class_weight": "balanced", "tol": 1e-4, "l1_ratio": 0.15, **c}
-        scale = kw.pop("scale", True)
-        clf = SGDClassifier(loss="log_loss", penalty=zoo.BASELINES[mtype], random_state=seed, **kw)
-        pipe = make_pipeline(MaxAbsScaler(), clf) if scale else make_pipeline(clf)
-        pipe.fit(variants, y)
-        wrapped = _SklearnProba(pipe)
-        fit_seed, proba = seed, pipe.predict_proba(variants)[:, 1]
-        degenerate = float(np.std(proba)) <= 1e-6
+    mt = REGISTRY[mtype]
+    if mt.gene_net:
+        wrapped, proba, fit_seed = _final_gene_net(mtype, c, t, seed, cohort)
+    elif mt.penalty is not None:
+        wrapped, proba, fit_seed = _final_sgd(mtype, c, seed, cohort)
     else:
         return {"registered": "no (forest models are not registered)"}
+    degenerate = float(np.std(proba)) <= 1e-6
     reg_name = f"epiflow-{name}"
     with mlflow.start_run(run_id=run_id):
         info = mlflow.pyfunc.log_model(name="model", python_model=_pyfunc(wrapped),
                                        pip_requirements=["epiflow", "torch", "scikit-learn", "scipy", "numpy"])
-    from sklearn.metrics import roc_auc_score
-
+    y = cohort.y
     in_sample = float(roc_auc_score(y, proba)) if len(np.unique(y)) > 1 else float("nan")
     mv = mlflow.register_model(info.model_uri, reg_name,
                                tags={"final_fit_seed": str(fit_seed), "in_sample_auc": f"{in_sample:.4f}",

@@ -1,7 +1,6 @@
 """Learning-curve and sparsity-sweep stages on a tiny planted cohort; their statistics by hand."""
 from __future__ import annotations
 
-import argparse
 import json
 
 import numpy as np
@@ -11,6 +10,7 @@ import yaml
 
 from models.simulate.genes import planted_burden
 from models.stats import crossover_size, learning_curve_subsets
+from pipelines.atomic import MARKER
 from pipelines.cli import main as cli_main
 from pipelines.encode import save_csr
 from pipelines.splits import make_splits, save_splits
@@ -75,7 +75,7 @@ def test_learning_curve_stage_end_to_end(project, tmp_path):
     out, met, plots = tmp_path / "lc", tmp_path / "m.json", tmp_path / "plots"
     rc = cli_main(["learning-curve", *_args(d, "--out", str(out), "--metrics", str(met), "--plots", str(plots))])
     assert rc == 0
-    assert sorted(p.name for p in out.iterdir()) == ["folds.tsv", "learning_curve.png", "summary.json", "table.md"]
+    assert sorted(p.name for p in out.iterdir() if p.name != MARKER) == ["folds.tsv", "learning_curve.png", "summary.json", "table.md"]
     df = pd.read_csv(out / "folds.tsv", sep="\t")
     assert len(df) == 3 * 3 * 3                         # folds x fractions x models
     # every model saw the same training-set sizes on every fold
@@ -98,7 +98,8 @@ def test_learning_curve_stage_end_to_end(project, tmp_path):
 
 def test_full_fraction_reproduces_the_train_stage_fit(project, tmp_path):
     """At 100 % the stage fits exactly what `epiflow train` fits on that fold (same seed)."""
-    from pipelines import curves
+    from pipelines.workflows.cohort import Cohort, load_splits
+    from pipelines.workflows.cv import ModelSpec, cross_validate
 
     d, coh, ids = project
     out = tmp_path / "lc"
@@ -109,10 +110,12 @@ def test_full_fraction_reproduces_the_train_stage_fit(project, tmp_path):
                    "--plots", str(tmp_path / "pl"), "--no-mlflow", "--quiet"])
     assert rc == 0
     df = pd.read_csv(out / "folds.tsv", sep="\t")
-    cohort = curves.load_cohort(d / "encoded", d / "splits.npz", d / "sets.gmt")
-    r, k, tr, te = next(cohort.splits.iter_folds(1))
-    auc, _ = curves.fit_fold(cohort, "logreg", {"lr": 0.01, "hidden": 8}, tr, te,
-                             train={"max_epochs": 3, "batch_size": 64, "device": "cpu"}, seed=0)
+    cohort = Cohort.load(d / "encoded", d / "sets.gmt")
+    splits = load_splits(d / "splits.npz", cohort)
+    r, k, tr, te = next(splits.iter_folds(1))
+    [fold] = cross_validate(ModelSpec("logreg", "logreg", {"lr": 0.01, "hidden": 8}), cohort, [(r, k, tr, te)],
+                            train_cfg={"max_epochs": 3, "batch_size": 64, "device": "cpu", "seed": 0}).folds
+    auc = fold.auc
     got = df[(df.model == "logreg") & (df.repeat == 0) & (df.fold == 0)].auc.item()
     assert got == pytest.approx(auc, abs=1e-6)
 
@@ -147,7 +150,7 @@ def test_crossover_on_hand_built_curves():
 
 
 def test_stage_crossover_uses_best_additive_curve():
-    from pipelines.stages.learning_curve import compare
+    from pipelines.curves import compare_learning_curve as compare
 
     rows = []
     curves_ = {"add_a": [0.70, 0.72, 0.73], "add_b": [0.60, 0.74, 0.75], "sp": [0.55, 0.70, 0.80]}
@@ -172,7 +175,7 @@ def test_sweep_stage_end_to_end(project, tmp_path):
     out, met, plots = tmp_path / "sw", tmp_path / "m.json", tmp_path / "sweep.json"
     rc = cli_main(["sweep", *_args(d, "--out", str(out), "--metrics", str(met), "--plots", str(plots))])
     assert rc == 0
-    assert sorted(p.name for p in out.iterdir()) == ["folds.tsv", "summary.json", "sweep.png", "table.md"]
+    assert sorted(p.name for p in out.iterdir() if p.name != MARKER) == ["folds.tsv", "summary.json", "sweep.png", "table.md"]
     s = json.loads((out / "summary.json").read_text())
     half, full = s["per_sparsity"]
     # half of the genes connected: half of the gene -> pathway edges (one edge per gene)

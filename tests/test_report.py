@@ -60,7 +60,9 @@ def project(tmp_path, monkeypatch):
         roc.mkdir(parents=True, exist_ok=True)
         (roc / f"{name}.json").write_text(json.dumps([{"fpr": 0.0, "tpr": 0.0}, {"fpr": 0.3, "tpr": mean},
                                                       {"fpr": 1.0, "tpr": 1.0}]))
-        models[name] = {"type": mtype, "lr": 0.01} if mtype != "sgd_l2" else {"type": mtype, "alpha": 0.01}
+        # a valid entry of each type (params.yaml is validated by the model registry on load)
+        key = "alpha" if mtype.startswith("sgd_") else "n_estimators" if mtype.startswith("rf_") else "lr"
+        models[name] = {"type": mtype, key: 10 if key == "n_estimators" else 0.01}
     lc = tmp_path / "work" / "learning_curve"
     lc.mkdir(parents=True)
     import matplotlib

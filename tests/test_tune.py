@@ -2,7 +2,6 @@
 study > trial > fold hierarchy, no leakage of outer-test samples, rerun-best + model registry."""
 from __future__ import annotations
 
-import argparse
 import os
 import shutil
 import socket
@@ -290,8 +289,10 @@ def test_pruning_and_mlflow_hierarchy(tmp_path, monkeypatch):
 
 
 def _spec_args(root: Path):
-    return argparse.Namespace(params=str(root / "params.yaml"), encoded=str(root / "work" / "encoded"),
-                              splits=str(root / "work" / "splits.npz"), gmt=None, seed=0)
+    from pipelines.tune import ZooTuneInputs
+
+    return ZooTuneInputs(params_path=str(root / "params.yaml"), encoded=str(root / "work" / "encoded"),
+                         splits=str(root / "work" / "splits.npz"), gmt=None, seed=0)
 
 
 def _trial_values(root: Path, n_trials=6):

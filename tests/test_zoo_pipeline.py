@@ -184,7 +184,7 @@ def test_train_stage_results_do_not_depend_on_jobs(tiny_encoded, tmp_path):
 
 
 def test_resolve_jobs():
-    from pipelines.stages.train import resolve_jobs
+    from pipelines.workflows.cv import resolve_jobs
 
     assert resolve_jobs(3, 30, "cpu") == 3 and resolve_jobs(8, 2, "cpu") == 2
     assert resolve_jobs(0, 30, "cuda") == 1

@@ -18,6 +18,8 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
+from models.registry import STANDARDIZE
+
 
 def as_csr(X) -> sp.csr_matrix:
     if sp.issparse(X):
@@ -25,7 +27,6 @@ def as_csr(X) -> sp.csr_matrix:
     return sp.csr_matrix(np.asarray(X))
 
 
-STANDARDIZE = ("column", "class")
 
 
 class Standardiser:

@@ -34,8 +34,6 @@ import numpy as np
 import torch
 from torch import nn
 
-import torch.nn.functional as F
-
 from models.genes import fused
 from models.genes.data import ComboBatch, GeneBatch
 from models.genes.layers import activation, gather_cols, permute_rows

@@ -26,7 +26,8 @@ _ACTS = {"tanh": 0, "identity": 1, "relu": 2}
 _KERNELS = None
 
 
-def _build():
+# the fused gene-module kernels: forward and backward of class -> hidden -> gene value
+def _build_gene_kernels():
     import triton
     import triton.language as tl
 
@@ -105,6 +106,14 @@ def _build():
         tl.store(gw2_ptr + base * BH + oh, acc_w2)
         tl.store(gb2_ptr + base, tl.sum(acc_b2, axis=0))
 
+    return _fwd, _bwd
+
+
+def _build_sparse_kernels():
+    """The sparse gene -> neuron layer kernels: forward and backward over runs of edges."""
+    import triton
+    import triton.language as tl
+
     @triton.jit
     def _sp_fwd(vt_ptr, ids_ptr, gene_ptr, w_ptr, it_m_ptr, it_e0_ptr, it_e1_ptr, it_p_ptr,
                 pre_ptr, U, B, M_OFF, P_OFF, BE: tl.constexpr, BB: tl.constexpr):
@@ -156,7 +165,11 @@ def _build():
             tl.atomic_add(gw_ptr + oe, tl.sum(v * gp[None, :], axis=1), mask=me)
             tl.atomic_add(gvt_ptr + base[None, :] + u, w[:, None] * gp[None, :], mask=mm)
 
-    return _fwd, _bwd, _sp_fwd, _sp_bwd
+    return _sp_fwd, _sp_bwd
+
+
+def _build():
+    return (*_build_gene_kernels(), *_build_sparse_kernels())
 
 
 PRECISIONS = ("ieee", "tf32x3", "tf32")

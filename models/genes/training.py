@@ -14,37 +14,14 @@ import torch.nn.functional as F
 from models.genes import topology as T
 from models.genes.data import STANDARDIZE, ShuffledBatches, Standardiser, as_csr, make_source
 from models.genes.ensemble import BatchedEnsemble
-from models.genes.nets import NET_TYPES, GeneNet, build_topology, n_trainable
+from models.genes.nets import HEADS, GeneNet, build_topology, n_trainable
 from models.genes.sparsity import RigL, prune_dense_to_sparse
+from models import registry
+from models.registry import MEMBER_SOURCES, NET_DEFAULTS
 
-MODEL_TYPES: tuple[str, ...] = NET_TYPES + ("ensemble",)
-MEMBER_SOURCES = ("pathways", "random")
-
-DEFAULT_PARAMS = {
-    "lr": 1e-3,
-    "weight_decay": 0.0,
-    "dropout": 0.0,
-    "hidden": 50,
-    "focal_gamma": 2.0,
-    "focal_alpha": None,        # None: fraction of controls in the training fold
-    "pathway_seed": 0,
-    "sparsity": 1.0,            # fraction of genes connected to the pathway layer
-    "sparsity_source": "pathways",   # pathways | random | rigl | l1
-    "dense_units": 64,
-    "init_seed": None,          # None: the train seed
-    "gene_gene_edges": None,    # (E, 2) gene index pairs for genegene_pathway
-    "rigl_fraction": 0.3,       # RigL: initial drop fraction (cosine-annealed)
-    "rigl_interval": None,      # RigL: steps between rewirings (None: once per epoch)
-    "rigl_stop": 0.75,          # RigL: fraction of training after which the graph is frozen
-    "l1": 1e-4,                 # L1 source: penalty on the dense gene -> neuron layer
-    "gene_l1": 0.0,             # L1 on the gene -> neuron (or gene -> output) weights, any model
-    "l1_warmup": 0.5,           # share of training steps before gene_l1 applies (see train_net)
-    "l1_epochs_fraction": 0.5,  # L1 source: share of epochs spent dense before pruning
-    "n_members": 10,            # ensemble: members
-    "member_source": "pathways",  # ensemble: members' graphs (random pathway pick | random graph)
-    "member_chunk": None,       # ensemble: members per forward/backward chunk (memory bound)
-    "standardize": "column",    # column: mean/sd per (class, gene) | class: per class, over genes
-}
+MODEL_TYPES: tuple[str, ...] = registry.gene_net_types()   # the single-net heads + the ensemble
+# the accepted model params and their defaults: the registry's NetParams schema (single source)
+DEFAULT_PARAMS = dict(NET_DEFAULTS)
 DEFAULT_TRAIN = {"max_epochs": 30, "batch_size": 128, "seed": 0, "device": "auto",
                  "input_mode": "auto", "cache_bytes": 1 << 30, "num_threads": 1}
 
@@ -71,7 +48,8 @@ def member_loss(logits: torch.Tensor, y: torch.Tensor, alpha: float, gamma: floa
     return focal_bce(logits, y, alpha, gamma)
 
 
-def check_model_type(model_type: str, valid: Sequence[str] = MODEL_TYPES) -> None:
+def check_model_type(model_type: str, valid: Sequence[str] | None = None) -> None:
+    valid = registry.gene_net_types() if valid is None else valid
     if model_type not in valid:
         raise ValueError(f"unknown model type '{model_type}'; valid types: {', '.join(valid)}")
 
@@ -315,7 +293,7 @@ def _fit_predict(model_type, X_train, y_train, X_test, *, n_classes, gene_pathwa
                             cache_bytes=int(t["cache_bytes"]), batch_size=batch_size)
     info = {}
     topo = None
-    if model_type == "ensemble":
+    if registry.REGISTRY[model_type].members:
         members = _member_nets(n_genes, n_classes, gene_pathways, p, init_seed)
         net = BatchedEnsemble(members, dropout=float(p["dropout"]),
                               member_chunk=p["member_chunk"]).to(device)
@@ -370,7 +348,7 @@ def _fit_l1(model_type, n_classes, n_genes, topo, build, src_train, y_train, p, 
     device = common["device"]
     ep_a = max(1, int(round(float(p["l1_epochs_fraction"]) * max_epochs)))
     ep_b = max(0, max_epochs - ep_a)
-    act = "identity" if model_type == "linear" else "tanh"
+    act = "identity" if HEADS[model_type].linear else "tanh"
     dense = GeneNet("dense", n_classes, n_genes, **dict(build, dense_units=topo.n_dst),
                     hidden_act=act).to(device)
     fit_a = train_net(dense, src_train, y_train, max_epochs=ep_a, seed=seed,

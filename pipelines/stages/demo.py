@@ -14,6 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from pipelines import zoo  # noqa: F401  (installs the model registry's checks: params.yaml is validated whole before the run)
 from pipelines.errors import EpiflowError
 from pipelines.params import load_params, repo_root, section
 

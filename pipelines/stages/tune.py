@@ -57,13 +57,16 @@ def build_spec(args, params: dict):
         except ImportError as exc:
             raise EpiflowError(f"NGG studies are not available here ({exc})") from None
         return ngg_study_spec(params, args)
-    from pipelines.tune import zoo_study_spec
+    from pipelines.tune import ZooTuneInputs, zoo_study_spec
 
     model = args.model or section(params, "tune", args.params).get("model")
     if not model:
         raise EpiflowError(f"no model to tune: pass --model NAME or set tune.model in {args.params}")
     args.model = model
-    return zoo_study_spec(model, params, args)
+    inputs = ZooTuneInputs(params_path=args.params, encoded=args.encoded, splits=args.splits, gmt=args.gmt,
+                           seed=args.seed, device=args.device, out=args.out, repeats=args.repeats,
+                           mlflow=not args.no_mlflow, quiet=args.quiet)
+    return zoo_study_spec(model, params, inputs)
 
 
 def _shown_storage(url: str) -> str:
