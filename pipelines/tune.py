@@ -192,8 +192,12 @@ def model_space(mtype: str, space: dict[str, dict]) -> dict[str, dict]:
 def make_pruner(cfg: dict | None, multi: bool):
     import optuna
 
-    cfg = {**DEFAULT_PRUNER, **(cfg or {})}
-    kind = cfg.pop("type")
+    kind = (cfg or {}).get("type", DEFAULT_PRUNER["type"])
+    if kind == "hyperband":   # its own keys (min_resource, max_resource, reduction_factor) only
+        cfg = {k: v for k, v in (cfg or {}).items() if k != "type"}
+    else:
+        cfg = {**DEFAULT_PRUNER, **(cfg or {})}
+        cfg.pop("type")
     if multi or kind == "none":
         return optuna.pruners.NopPruner()
     if kind == "median":

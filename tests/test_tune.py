@@ -446,3 +446,18 @@ def test_n_jobs_threads_log_every_trial_once(tmp_path, monkeypatch):
     trial_runs = [r for r in runs if r.data.tags.get("epiflow.optuna.run") == "trial"]
     assert sorted(int(r.data.params["trial"]) for r in trial_runs) == list(range(6))
     assert sum(r.data.tags.get("epiflow.optuna.run") == "step" for r in runs) == 18
+
+
+def test_every_pruner_type_of_the_schema_builds():
+    """tune.pruner.type hyperband took the median pruner's default keys and crashed."""
+    import optuna
+
+    from pipelines.tune import make_pruner
+
+    assert isinstance(make_pruner({"type": "hyperband"}, False), optuna.pruners.HyperbandPruner)
+    assert isinstance(make_pruner({"type": "hyperband", "min_resource": 2, "reduction_factor": 3}, False),
+                      optuna.pruners.HyperbandPruner)
+    assert isinstance(make_pruner({"type": "median"}, False), optuna.pruners.MedianPruner)
+    assert isinstance(make_pruner({"type": "percentile", "percentile": 25.0}, False),
+                      optuna.pruners.PercentilePruner)
+    assert isinstance(make_pruner(None, True), optuna.pruners.NopPruner)
