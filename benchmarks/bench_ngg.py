@@ -38,10 +38,11 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from models.ngg.heritability import heritability_table, plot_heritability, summarize_table  # noqa: E402
+from models.ngg.heritability import heritability_table, summarize_table  # noqa: E402
 from models.ngg.ngg import ngg_fit  # noqa: E402
 from models.simulate.recovery import recall_metrics  # noqa: E402
 from models.simulate.pheno import pair_hits, simulate_phenotype, snp_recall  # noqa: E402
+from pipelines.plots.heritability import plot_heritability  # noqa: E402
 
 DEFAULTS = {"B": 1000, "d": 30, "lam_scale": 1.0, "R": 10, "iters": 200}
 
@@ -81,10 +82,11 @@ def _read_bed_local(prefix: Path):
 def load_genotypes(prefix: Path):
     """(dosage int8 (n, p), snp ids, chromosomes, reader name)."""
     try:
-        from pipelines.io.plink import read_bed
+        from pipelines.workflows.genotypes import GenotypeSet
 
-        g = read_bed(prefix)
-        return g.dosage, g.snps["snp"].astype(str).tolist(), g.snps["chrom"].astype(str).tolist(), "pipelines.io.plink"
+        g = GenotypeSet.load(prefix, unique_ids=False)
+        return (g.dosage.T, g.snps["snp"].astype(str).tolist(), g.snps["chrom"].astype(str).tolist(),
+                "pipelines.workflows.genotypes")
     except ImportError:
         dos, ids, chrom = _read_bed_local(prefix)
         return dos, ids, chrom, "local"
@@ -160,6 +162,55 @@ def machine_info():
 # --------------------------------------------------------------------------------------------- studies
 
 
+def _panel_exact(X, sims, chrom, W, defaults, best, log) -> dict:
+    """The exact 2D scan's recall and time on the panel phenotypes (None when unavailable)."""
+    out = {}
+    if exact_reference_available():
+        ex_rows = []
+        for sim in sims:
+            found, secs = exact_scan(X, sim.y, chrom, 1000)
+            m = recall_metrics(found, sim.pairs, W, min_sep=20, chrom=chrom)
+            m["wall_s"] = secs
+            ex_rows.append(m)
+        out["exact"] = {"recall@10": float(np.mean([r["recall@10"] for r in ex_rows])),
+                        "distal_recall@10": float(np.mean([r["distal_recall@10"] for r in ex_rows])),
+                        "clumped_recall@10": float(np.mean([r["clumped_recall@10"] for r in ex_rows])),
+                        "recall@100": float(np.mean([r["recall@100"] for r in ex_rows])),
+                        "wall_s": float(np.mean([r["wall_s"] for r in ex_rows])), "per_phenotype": ex_rows}
+        out["time_ratio_ngg_default_over_exact"] = defaults["wall_s"] / out["exact"]["wall_s"]
+        out["time_ratio_ngg_best_over_exact"] = best["wall_s"] / out["exact"]["wall_s"]
+        log(f"panel exact: recall@10 {out['exact']['recall@10']:.2f} in {out['exact']['wall_s']:.2f} s")
+    else:
+        out["exact"] = None
+    return out
+
+
+def _panel_heritability(args, X, sim, best, W, log) -> dict:
+    """PCR adjusted R^2 of NGG's selection (defaults and best) on a random half, scored on the other."""
+    n = X.shape[0]
+    perm = np.random.default_rng(0).permutation(n)
+    disc, ev = np.sort(perm[: n // 2]), np.sort(perm[n // 2:])
+    her = {}
+    for name, cfg in (("defaults", dict(DEFAULTS)), ("best", best["config"])):
+        res, _ = run_ngg(X[disc], sim.y[disc], cfg, top=args.h2_pairs)
+        snps = res.top_snps["snp"][: args.h2_snps]
+        pairs = np.column_stack([res.top_pairs["i"], res.top_pairs["j"]])[: args.h2_pairs]
+        t = heritability_table(X, sim.y, snps, pairs, n_random=args.h2_random, rows=ev, test_rows=None)
+        s = summarize_table(t)
+        png = plot_heritability(t, args.out.parent / f"ngg_heritability_panel_{name}.png",
+                                title=f"mouse_hs1940 panel, planted h2 add {args.h2_add} int {args.h2_int}, NGG {name}")
+        last = s.groupby("feature_set").tail(1).set_index("feature_set")
+        her[name] = {"config": cfg, "n_snps": int(len(snps)), "n_pairs": int(len(pairs)), "png": str(png),
+                     "final": {k: {"n_components": int(last.loc[k, "n_components"]),
+                                   "adj_r2": float(last.loc[k, "adj_r2"]),
+                                   "adj_r2_sd": float(last.loc[k, "adj_r2_sd"])} for k in last.index},
+                     "max_adj_r2": {k: float(s[s.feature_set == k]["adj_r2"].max()) for k in last.index},
+                     "selected_pairs_at_planted_loci": int(pair_hits(sim.pairs, pairs, window=W).sum()),
+                     "planted_pairs_selected": int(pair_hits(pairs, sim.pairs, window=W).sum())}
+        log(f"heritability ({name}): " + ", ".join(f"{k} {v['adj_r2']:.3f}" for k, v in her[name]["final"].items()))
+    return her
+
+
 def study_panel(args, X_all, ids, chrom_all, log):
     with gzip.open(args.data / "mouse_hs1940_snps.txt.gz", "rt") as f:
         panel_ids = [ln.strip() for ln in f if ln.strip()]
@@ -229,47 +280,10 @@ def study_panel(args, X_all, ids, chrom_all, log):
                                   "realized": sim.realized})
 
     # exact reference, same phenotypes, same process
-    if exact_reference_available():
-        ex_rows = []
-        for sim in sims:
-            found, secs = exact_scan(X, sim.y, chrom, 1000)
-            m = recall_metrics(found, sim.pairs, W, min_sep=20, chrom=chrom)
-            m["wall_s"] = secs
-            ex_rows.append(m)
-        out["exact"] = {"recall@10": float(np.mean([r["recall@10"] for r in ex_rows])),
-                        "distal_recall@10": float(np.mean([r["distal_recall@10"] for r in ex_rows])),
-                        "clumped_recall@10": float(np.mean([r["clumped_recall@10"] for r in ex_rows])),
-                        "recall@100": float(np.mean([r["recall@100"] for r in ex_rows])),
-                        "wall_s": float(np.mean([r["wall_s"] for r in ex_rows])), "per_phenotype": ex_rows}
-        out["time_ratio_ngg_default_over_exact"] = out["defaults"]["wall_s"] / out["exact"]["wall_s"]
-        out["time_ratio_ngg_best_over_exact"] = best["wall_s"] / out["exact"]["wall_s"]
-        log(f"panel exact: recall@10 {out['exact']['recall@10']:.2f} in {out['exact']['wall_s']:.2f} s")
-    else:
-        out["exact"] = None
-
+    out.update(_panel_exact(X, sims, chrom, W, out["defaults"], best, log))
     # heritability proxy: select on one half of the families' order, evaluate on the other half
     sim = sims[0]
-    n = X.shape[0]
-    perm = np.random.default_rng(0).permutation(n)
-    disc, ev = np.sort(perm[: n // 2]), np.sort(perm[n // 2:])
-    her = {}
-    for name, cfg in (("defaults", dict(DEFAULTS)), ("best", best["config"])):
-        res, _ = run_ngg(X[disc], sim.y[disc], cfg, top=args.h2_pairs)
-        snps = res.top_snps["snp"][: args.h2_snps]
-        pairs = np.column_stack([res.top_pairs["i"], res.top_pairs["j"]])[: args.h2_pairs]
-        t = heritability_table(X, sim.y, snps, pairs, n_random=args.h2_random, rows=ev, test_rows=None)
-        s = summarize_table(t)
-        png = plot_heritability(t, args.out.parent / f"ngg_heritability_panel_{name}.png",
-                                title=f"mouse_hs1940 panel, planted h2 add {args.h2_add} int {args.h2_int}, NGG {name}")
-        last = s.groupby("feature_set").tail(1).set_index("feature_set")
-        her[name] = {"config": cfg, "n_snps": int(len(snps)), "n_pairs": int(len(pairs)), "png": str(png),
-                     "final": {k: {"n_components": int(last.loc[k, "n_components"]),
-                                   "adj_r2": float(last.loc[k, "adj_r2"]),
-                                   "adj_r2_sd": float(last.loc[k, "adj_r2_sd"])} for k in last.index},
-                     "max_adj_r2": {k: float(s[s.feature_set == k]["adj_r2"].max()) for k in last.index},
-                     "selected_pairs_at_planted_loci": int(pair_hits(sim.pairs, pairs, window=W).sum()),
-                     "planted_pairs_selected": int(pair_hits(pairs, sim.pairs, window=W).sum())}
-        log(f"heritability ({name}): " + ", ".join(f"{k} {v['adj_r2']:.3f}" for k, v in her[name]["final"].items()))
+    her = _panel_heritability(args, X, sim, best, W, log)
     out["heritability"] = her
     out["heritability_note"] = ("NGG selection on a random half of the mice, PCR adjusted R^2 on the other "
                                 f"half; realized h2_add {sim.realized['h2_add']:.3f}, h2_int {sim.realized['h2_int']:.3f}")

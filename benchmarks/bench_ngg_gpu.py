@@ -63,16 +63,15 @@ def flops_per_column(n, B, d, iters):
 
 
 def load_hlc(data: Path):
-    from pipelines.io.pheno import join, read_table
-    from pipelines.io.plink import read_bed
+    from pipelines.workflows.genotypes import GenotypeSet, Phenotype
 
-    g = read_bed(data / "HLC")
-    j = join(g.samples, read_table(data / "HLC.simu.pheno.txt.gz", samples=g.samples, columns=[1]), [1])
-    X = np.asarray(g.dosage[j.geno_index])
-    return X, j.values[:, 0]
+    g = GenotypeSet.load(data / "HLC", unique_ids=False)
+    ph = Phenotype.load(data / "HLC.simu.pheno.txt.gz", g, 1)
+    X = np.asarray(g.dosage.T[ph.geno_index])
+    return X, ph.y
 
 
-def main(argv=None):
+def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "gemma"))
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "bench_ngg_gpu.json"))
@@ -83,7 +82,34 @@ def main(argv=None):
     ap.add_argument("--fista", nargs="+", default=["fused"], choices=["fused", "array-ops"],
                     help="GPU FISTA variants to time: the one-kernel solve and/or the array-op path")
     ap.add_argument("--config", default="", help="override, e.g. B=100,d=30,lam_scale=2,iters=200")
-    args = ap.parse_args(argv)
+    return ap
+
+
+def _record(r, wall: float, fista: str, k: int, profile: bool, cfg: dict, peak: float) -> dict:
+    """One timed fit: throughput, extrapolation to a full repetition and to R, share of the GEMM peak."""
+    t = r.timings
+    Beff = r.params["B"]
+    cols = t["pieces_done"] * Beff
+    per_piece = t["loop_s"] / t["pieces_done"]
+    full_pieces = -(-r.n_columns // Beff)
+    per_rep = per_piece * full_pieces
+    fpc = flops_per_column(r.params["n"], Beff, r.params["d"], r.params["iters"])
+    return {"fista": fista, "max_pieces": k, "batch": r.params["batch"], "profile": profile,
+            "wall_s": wall, "loop_s": t["loop_s"], "prepare_s": t.get("prepare_s"),
+            "pieces_done": t["pieces_done"], "columns_done": cols,
+            "columns_per_s": cols / t["loop_s"], "n_columns_per_repetition": r.n_columns,
+            "pieces_per_repetition": full_pieces,
+            "per_repetition_s_extrapolated": per_rep,
+            "per_repetition_h_extrapolated": per_rep / 3600,
+            "full_run_R_s_extrapolated": per_rep * cfg["R"],
+            "flops_per_column": fpc,
+            "tflops_achieved": fpc * cols / t["loop_s"] / 1e12,
+            "fraction_of_fp32_gemm_peak": fpc * cols / t["loop_s"] / 1e12 / peak,
+            "stages_s": {kk: v for kk, v in t.items() if kk.endswith("_s")}}
+
+
+def main(argv=None):
+    args = _parser().parse_args(argv)
 
     import cupy as cp
 
@@ -126,26 +152,8 @@ def main(argv=None):
             for profile in (False, True):
                 t0 = time.perf_counter()
                 r = ngg_fit(X, y, max_pieces=k, profile=profile, batch=batch or None, **kw)
-                wall = time.perf_counter() - t0
-                t = r.timings
-                Beff = r.params["B"]
-                cols = t["pieces_done"] * Beff
-                per_piece = t["loop_s"] / t["pieces_done"]
-                full_pieces = -(-r.n_columns // Beff)
-                per_rep = per_piece * full_pieces
-                fpc = flops_per_column(r.params["n"], Beff, r.params["d"], r.params["iters"])
-                rec = {"fista": fista, "max_pieces": k, "batch": r.params["batch"], "profile": profile,
-                       "wall_s": wall, "loop_s": t["loop_s"], "prepare_s": t.get("prepare_s"),
-                       "pieces_done": t["pieces_done"], "columns_done": cols,
-                       "columns_per_s": cols / t["loop_s"], "n_columns_per_repetition": r.n_columns,
-                       "pieces_per_repetition": full_pieces,
-                       "per_repetition_s_extrapolated": per_rep,
-                       "per_repetition_h_extrapolated": per_rep / 3600,
-                       "full_run_R_s_extrapolated": per_rep * cfg["R"],
-                       "flops_per_column": fpc,
-                       "tflops_achieved": fpc * cols / t["loop_s"] / 1e12,
-                       "fraction_of_fp32_gemm_peak": fpc * cols / t["loop_s"] / 1e12 / peak,
-                       "stages_s": {kk: v for kk, v in t.items() if kk.endswith("_s")}}
+                rec = _record(r, time.perf_counter() - t0, fista, k, profile, cfg, peak)
+                per_rep = rec["per_repetition_s_extrapolated"]
                 res["runs"].append(rec)
                 dump()
                 print(f"{fista:9s} batch {rec['batch']:>6} pieces {k:>8} profile={profile!s:5}: "

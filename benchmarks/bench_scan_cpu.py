@@ -51,6 +51,81 @@ def _run(cmd):
     return time.perf_counter() - t0, _child_cpu() - c0
 
 
+def _bench_2d(args, tmp: Path, inp, threads: int, t_load: float) -> dict:
+    """PLINK 1.9 --epistasis and run_scan (2D), interleaved; the fastest run of each counts."""
+    from pipelines.workflows.scan import ScanSpec, run_scan  # imported (and timed) by main
+
+    G = inp.genotypes.dosage
+    plink1 = shutil.which(args.plink1)
+    plink_runs, ours = [], []
+    for _ in range(args.repeats):
+        wall, cpu = _run([plink1, "--bfile", str(tmp / "m"), "--pheno", str(tmp / "cd8.txt"), "--epistasis",
+                          "--allow-no-sex", "--threads", str(threads), "--out", str(tmp / "epi")])
+        plink_runs.append({"wall": wall, "cpu": cpu, "load": os.getloadavg()[0]})
+        print(f"  plink1.9 --epistasis: {wall:.1f} s wall, {cpu:.1f} s CPU, load {os.getloadavg()[0]:.1f}", flush=True)
+        for workers in args.workers.split(","):
+            c0, t0, k0 = time.process_time(), time.perf_counter(), _child_cpu()
+            spec = ScanSpec(mode="2d", top=1000, device="cpu", threads=threads, workers=workers)
+            r = run_scan(inp.genotypes, inp.phenotype, spec, log=lambda msg: None)
+            ours.append({"workers": workers, "wall": time.perf_counter() - t0,
+                         "cpu": time.process_time() - c0 + _child_cpu() - k0, "load": os.getloadavg()[0]})
+            print(f"  epiflow exact 2D ({workers}): {ours[-1]['wall']:.1f} s wall, {ours[-1]['cpu']:.1f} s CPU, "
+                  f"load {ours[-1]['load']:.1f}", flush=True)
+    log = (tmp / "epi.log").read_text()
+    n_valid = int(next(ln for ln in log.splitlines() if "valid tests performed" in ln).split()[0])
+    ref = pd.read_csv(tmp / "epi.epi.qt", sep=r"\s+")
+    # agreement with PLINK on the pairs it reports
+    top = r.top.rename(columns={"snp1": "SNP1", "snp2": "SNP2", "beta_int": "beta"})[["SNP1", "SNP2", "stat", "beta"]]
+    m = top.merge(ref, on=["SNP1", "SNP2"], how="left")
+    rel_stat = (m["stat"] - m["STAT"]).abs() / m["STAT"]
+    rel_beta = (m["beta"] - m["BETA_INT"]).abs() / m["BETA_INT"].abs()
+    pw = min(x["wall"] for x in plink_runs)
+    ow = min(x["wall"] for x in ours)
+    return {
+        "n_snps": int(G.shape[0]), "n_samples": int(G.shape[1]), "n_pairs": int(r.numbers["n_pairs"]),
+        "tile": r.numbers["tile"], "plink_valid_tests": n_valid, "ours_tested": int(r.numbers["n_tested"]),
+        "plink_runs": plink_runs, "ours_runs": ours,
+        "ours_seconds_load_inputs": t_load, "plink_wall": pw, "ours_wall": ow, "speedup_wall": pw / ow,
+        "plink_cpu": min(x["cpu"] for x in plink_runs), "ours_cpu": min(x["cpu"] for x in ours),
+        "speedup_cpu_time": min(x["cpu"] for x in plink_runs) / min(x["cpu"] for x in ours),
+        "ours_pairs_per_second": r.numbers["n_pairs"] / ow, "plink_pairs_per_second": n_valid / pw,
+        "top1000_found_in_plink_output": int(m["STAT"].notna().sum()),
+        "top1000_max_rel_diff_stat": float(rel_stat.max()), "top1000_max_rel_diff_beta": float(rel_beta.max()),
+        "goal_speedup": 10.0,
+    }
+
+
+def _bench_1d(plink2: str, tmp: Path, inp, threads: int) -> dict:
+    """plink2 --glm against the exact 1D scan."""
+    from pipelines.workflows.scan import ScanSpec, run_scan
+
+    wall2, cpu2 = _run([plink2, "--bfile", str(tmp / "m"), "--pheno", str(tmp / "cd8.txt"), "--glm",
+                        "allow-no-covars", "--threads", str(threads), "--out", str(tmp / "glm")])
+    spec1 = ScanSpec(mode="1d", top=10, device="cpu")
+    run_scan(inp.genotypes.subset(snps=np.arange(10)), inp.phenotype, spec1)  # imports and first-call costs
+    t0 = time.perf_counter()
+    r1 = run_scan(inp.genotypes, inp.phenotype, spec1)
+    t1 = time.perf_counter() - t0
+    return {"n_snps": int(inp.genotypes.p), "plink2_wall": wall2, "ours_wall": t1,
+            "speedup_wall": wall2 / t1, "n_tests": r1.numbers["n_tests"]}
+
+
+def _report(res: dict, threads: int, int8: bool, t_imp: float) -> None:
+    s = res["scan_2d"]
+    print(f"2D exact, mouse_hs1940 ({s['n_snps']} SNPs, {s['n_samples']} mice, {s['n_pairs']:,} pairs, {threads} threads)")
+    print(f"  PLINK 1.9 --epistasis  {s['plink_wall']:8.1f} s wall {s['plink_cpu']:8.1f} s CPU  "
+          f"({s['plink_pairs_per_second']:.3g} pairs/s)")
+    print(f"  epiflow exact 2D       {s['ours_wall']:8.1f} s wall {s['ours_cpu']:8.1f} s CPU  "
+          f"({s['ours_pairs_per_second']:.3g} pairs/s; int8 GEMMs: {int8}; imports before timing {t_imp:.1f} s)")
+    print(f"  speedup {s['speedup_wall']:.1f}x wall, {s['speedup_cpu_time']:.1f}x CPU time (goal >= 10x); "
+          f"top-1000 vs PLINK: {s['top1000_found_in_plink_output']} found, max rel diff stat "
+          f"{s['top1000_max_rel_diff_stat']:.1e}, beta {s['top1000_max_rel_diff_beta']:.1e}")
+    if "scan_1d" in res:
+        d = res["scan_1d"]
+        print(f"1D: plink2 --glm {d['plink2_wall']:.2f} s, epiflow {d['ours_wall']:.2f} s ({d['speedup_wall']:.1f}x)")
+    print(f"load average start {res['load_avg_start'][0]:.1f}, end {res['load_avg_end'][0]:.1f}")
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "gemma"))
@@ -72,13 +147,11 @@ def main(argv=None):
     t_imp = time.perf_counter()
     import scipy.special  # noqa: F401
 
-    from models.scans.scan1d import scan_1d
-    from models.scans.scan2d import Scan2D, Scan2DOptions, int8_matmul
+    from models.scans.scan2d import int8_matmul
+    from pipelines.workflows.scan import load_scan_inputs, run_scan  # noqa: F401
 
     int8 = int8_matmul() is not None  # imports PyTorch when present
     t_imp = time.perf_counter() - t_imp
-    from pipelines.io.pheno import join, read_table
-    from pipelines.io.plink import read_bed
 
     threads = args.threads or len(os.sched_getaffinity(0))
     data = Path(args.data)
@@ -97,80 +170,16 @@ def main(argv=None):
             tmp / "cd8.txt", sep=" ", header=False, index=False)
 
         # ---- inputs of this package: the same samples and SNPs
-        t0 = time.perf_counter()
-        g = read_bed(data / "mouse_hs1940")
-        j = join(g.samples, read_table(data / "mouse_hs1940.pheno.txt.gz", samples=g.samples), [1])
-        G = np.ascontiguousarray(g.dosage[j.geno_index].T)
-        poly = np.array([len(np.unique(r)) > 1 for r in G]) & (g.snps["bp"].to_numpy() >= 0)
-        G = G[poly]
-        snps = g.snps[poly].reset_index(drop=True)
-        y = j.values[:, 0]
+        t0 = time.perf_counter()  # polymorphic SNPs with a position, samples with CD8 (as PLINK scans)
+        inp = load_scan_inputs(data / "mouse_hs1940", pheno=data / "mouse_hs1940.pheno.txt.gz", pheno_col="1",
+                               trait="qt", log=lambda msg: None)
         t_load = time.perf_counter() - t0
-        # ---- PLINK 1.9 --epistasis and this package, interleaved
-        plink_runs, ours = [], []
-        for _ in range(args.repeats):
-            wall, cpu = _run([plink1, "--bfile", str(tmp / "m"), "--pheno", str(tmp / "cd8.txt"), "--epistasis",
-                              "--allow-no-sex", "--threads", str(threads), "--out", str(tmp / "epi")])
-            plink_runs.append({"wall": wall, "cpu": cpu, "load": os.getloadavg()[0]})
-            print(f"  plink1.9 --epistasis: {wall:.1f} s wall, {cpu:.1f} s CPU, load {os.getloadavg()[0]:.1f}", flush=True)
-            for workers in args.workers.split(","):
-                c0, t0, k0 = time.process_time(), time.perf_counter(), _child_cpu()
-                scan = Scan2D(G, y, snps["chrom"].to_numpy(), Scan2DOptions(top_k=1000, threads=threads, workers=workers),
-                              device="cpu")
-                scan.run()
-                r = scan.results()
-                ours.append({"workers": workers, "wall": time.perf_counter() - t0,
-                             "cpu": time.process_time() - c0 + _child_cpu() - k0, "load": os.getloadavg()[0]})
-                print(f"  epiflow exact 2D ({workers}): {ours[-1]['wall']:.1f} s wall, {ours[-1]['cpu']:.1f} s CPU, "
-                      f"load {ours[-1]['load']:.1f}", flush=True)
-        log = (tmp / "epi.log").read_text()
-        n_valid = int(next(ln for ln in log.splitlines() if "valid tests performed" in ln).split()[0])
-        ref = pd.read_csv(tmp / "epi.epi.qt", sep=r"\s+")
-        # agreement with PLINK on the pairs it reports
-        pos = pd.Series(np.arange(len(snps)), index=snps["snp"].to_numpy())
-        top = pd.DataFrame({"SNP1": snps["snp"].to_numpy()[r["top"]["i"]], "SNP2": snps["snp"].to_numpy()[r["top"]["j"]],
-                            "stat": r["top"]["stat"], "beta": r["top"]["effect"]})
-        m = top.merge(ref, on=["SNP1", "SNP2"], how="left")
-        rel_stat = (m["stat"] - m["STAT"]).abs() / m["STAT"]
-        rel_beta = (m["beta"] - m["BETA_INT"]).abs() / m["BETA_INT"].abs()
-        pw = min(x["wall"] for x in plink_runs)
-        ow = min(x["wall"] for x in ours)
-        res["scan_2d"] = {
-            "n_snps": int(scan.p), "n_samples": int(scan.n), "n_pairs": int(scan.n_pairs), "tile": scan.tile,
-            "plink_valid_tests": n_valid, "ours_tested": int(r["tested"]), "plink_runs": plink_runs, "ours_runs": ours,
-            "ours_seconds_load_inputs": t_load, "plink_wall": pw, "ours_wall": ow, "speedup_wall": pw / ow,
-            "plink_cpu": min(x["cpu"] for x in plink_runs), "ours_cpu": min(x["cpu"] for x in ours),
-            "speedup_cpu_time": min(x["cpu"] for x in plink_runs) / min(x["cpu"] for x in ours),
-            "ours_pairs_per_second": scan.n_pairs / ow, "plink_pairs_per_second": n_valid / pw,
-            "top1000_found_in_plink_output": int(m["STAT"].notna().sum()),
-            "top1000_max_rel_diff_stat": float(rel_stat.max()), "top1000_max_rel_diff_beta": float(rel_beta.max()),
-            "goal_speedup": 10.0,
-        }
-        # ---- 1D: plink2 --glm vs scan_1d
+        res["scan_2d"] = _bench_2d(args, tmp, inp, threads, t_load)
         if plink2:
-            wall2, cpu2 = _run([plink2, "--bfile", str(tmp / "m"), "--pheno", str(tmp / "cd8.txt"), "--glm",
-                                "allow-no-covars", "--threads", str(threads), "--out", str(tmp / "glm")])
-            scan_1d(G[:10], y, None, snp_major=True, device="cpu")  # imports and first-call costs
-            t0 = time.perf_counter()
-            r1 = scan_1d(G, y, None, snp_major=True, device="cpu")
-            t1 = time.perf_counter() - t0
-            res["scan_1d"] = {"n_snps": int(G.shape[0]), "plink2_wall": wall2, "ours_wall": t1,
-                              "speedup_wall": wall2 / t1, "n_tests": int(np.isfinite(r1.p).sum())}
+            res["scan_1d"] = _bench_1d(plink2, tmp, inp, threads)
     res["load_avg_end"] = os.getloadavg()
     (out_dir / "scan_cpu.json").write_text(json.dumps(res, indent=1) + "\n")
-    s = res["scan_2d"]
-    print(f"2D exact, mouse_hs1940 ({s['n_snps']} SNPs, {s['n_samples']} mice, {s['n_pairs']:,} pairs, {threads} threads)")
-    print(f"  PLINK 1.9 --epistasis  {s['plink_wall']:8.1f} s wall {s['plink_cpu']:8.1f} s CPU  "
-          f"({s['plink_pairs_per_second']:.3g} pairs/s)")
-    print(f"  epiflow exact 2D       {s['ours_wall']:8.1f} s wall {s['ours_cpu']:8.1f} s CPU  "
-          f"({s['ours_pairs_per_second']:.3g} pairs/s; int8 GEMMs: {int8}; imports before timing {t_imp:.1f} s)")
-    print(f"  speedup {s['speedup_wall']:.1f}x wall, {s['speedup_cpu_time']:.1f}x CPU time (goal >= 10x); "
-          f"top-1000 vs PLINK: {s['top1000_found_in_plink_output']} found, max rel diff stat "
-          f"{s['top1000_max_rel_diff_stat']:.1e}, beta {s['top1000_max_rel_diff_beta']:.1e}")
-    if "scan_1d" in res:
-        d = res["scan_1d"]
-        print(f"1D: plink2 --glm {d['plink2_wall']:.2f} s, epiflow {d['ours_wall']:.2f} s ({d['speedup_wall']:.1f}x)")
-    print(f"load average start {res['load_avg_start'][0]:.1f}, end {res['load_avg_end'][0]:.1f}")
+    _report(res, threads, int8, t_imp)
     return 0
 
 

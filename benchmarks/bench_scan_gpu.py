@@ -65,21 +65,16 @@ def gemm_peaks(cp, size=8192, reps=10):
 def bench_hlc(cp, data: Path, top_k: int, tile: int, limit_s: float, res: dict, dump):
     from models.scans.scan2d import Scan2D, Scan2DOptions
     from models.scans.pyramid import build_levels
-    from pipelines.io.pheno import join, read_table
-    from pipelines.io.plink import read_bed
+    from pipelines.workflows.genotypes import GenotypeSet, Phenotype, SnpFilter, align
 
     t0 = time.perf_counter()
-    g = read_bed(data / "HLC")
+    g = GenotypeSet.load(data / "HLC", unique_ids=False)
     t_read = time.perf_counter() - t0
-    j = join(g.samples, read_table(data / "HLC.simu.pheno.txt.gz", samples=g.samples, columns=[1]), [1])
-    G = np.ascontiguousarray(g.dosage[j.geno_index].T)
-    called = G >= 0
-    cnt = called.sum(1)
-    alt = np.where(called, G, 0).sum(1)
-    poly = (alt > 0) & (alt < 2 * cnt)
-    G = G[poly]
-    chrom = g.snps["chrom"].to_numpy()[poly]
-    y = j.values[:, 0]
+    used, ph, _ = align(g, Phenotype.load(data / "HLC.simu.pheno.txt.gz", g, 1))
+    poly = SnpFilter().apply(used.snp_stats(), used.snps).keep  # polymorphic among the phenotyped samples
+    G = used.dosage[poly]
+    chrom = used.snps["chrom"].to_numpy()[poly]
+    y = ph.y
     out = {"n_samples": int(G.shape[1]), "n_snps_file": int(g.p), "n_snps": int(G.shape[0]),
            "missing_rate": float((G < 0).mean()), "seconds_read_bed": t_read}
     res["hlc_2d"] = out

@@ -33,7 +33,7 @@ import optuna  # noqa: E402
 from pipelines.tune_ngg import NGG_DEFAULTS, ngg_study_spec  # noqa: E402
 
 
-def main(argv=None):
+def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "gemma")
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "bench_tune_ngg.json")
@@ -45,7 +45,51 @@ def main(argv=None):
     ap.add_argument("--score", default="recall@10")
     ap.add_argument("--multi-objective", action="store_true", help="score and seconds per repetition")
     ap.add_argument("--device", default="cpu")
-    args = ap.parse_args(argv)
+    return ap
+
+
+def _create_study(spec, args):
+    """The Optuna study: TPE (with the median pruner) or NSGA-II for two objectives; NGG's defaults first."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    sampler = optuna.samplers.TPESampler(seed=args.sampler_seed, multivariate=True)
+    if args.multi_objective:
+        study = optuna.create_study(directions=spec.directions,
+                                    sampler=optuna.samplers.NSGAIISampler(seed=args.sampler_seed))
+    else:
+        study = optuna.create_study(direction=spec.directions[0], sampler=sampler,
+                                    pruner=optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=0))
+    study.enqueue_trial(dict(NGG_DEFAULTS))
+    return study
+
+
+def _report(args, obj, study, states, best, front, held, t_study, t_rerun) -> dict:
+    """The benchmark's JSON record (without the total time)."""
+    return {
+        "benchmark": "tune_ngg",
+        "machine": {"python": platform.python_version(), "numpy": np.__version__, "optuna": optuna.__version__,
+                    "cpus": os.cpu_count(), "loadavg_end": os.getloadavg(), "platform": platform.platform()},
+        "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "panel": {"n": int(obj.data.X.shape[0]), "p": int(obj.data.X.shape[1]),
+                  "pairs": int(obj.data.X.shape[1] * (obj.data.X.shape[1] - 1) // 2), "window": obj.cfg["window"],
+                  "min_gap": obj.min_gap, "h2_add": obj.cfg["h2_add"], "h2_int": obj.cfg["h2_int"],
+                  "n_snps": obj.cfg["n_snps"], "n_pairs": obj.cfg["n_pairs"]},
+        "tune_phenotypes": [{"seed": s, "pairs": p.pairs.tolist(), "snps": p.snps.tolist(), "realized": p.realized}
+                            for s, p in zip(args.tune_seeds, obj.tune_phenos)],
+        "holdout_phenotype": {"seed": args.holdout_seed, "pairs": obj.holdout_pheno.pairs.tolist(),
+                              "snps": obj.holdout_pheno.snps.tolist(), "realized": obj.holdout_pheno.realized},
+        "defaults": dict(NGG_DEFAULTS),
+        "study": {"n_trials": len(states), "complete": states.count("COMPLETE"), "pruned": states.count("PRUNED"),
+                  "wall_s": t_study, "best_number": best.number, "best_params": best.params,
+                  "best_values": best.values, "pareto_front": front,
+                  "trials": [{"number": t.number, "state": t.state.name, "params": t.params, "values": t.values,
+                              "intermediate": t.intermediate_values, "user_attrs": t.user_attrs}
+                             for t in study.trials]},
+        "heldout": held, "rerun_wall_s": t_rerun,
+    }
+
+
+def main(argv=None):
+    args = _parser().parse_args(argv)
     prefix = args.data / "mouse_hs1940"
     if not (args.data / "mouse_hs1940.bed.gz").exists() and not (args.data / "mouse_hs1940.bed").exists():
         print(f"bench_tune_ngg: {prefix}.bed not found", file=sys.stderr)
@@ -65,14 +109,7 @@ def main(argv=None):
         + "; ".join(f"seed {s}: {p.pairs.tolist()}" for s, p in zip(args.tune_seeds, obj.tune_phenos))
         + f"; held out: {obj.holdout_pheno.pairs.tolist()}")
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    sampler = optuna.samplers.TPESampler(seed=args.sampler_seed, multivariate=True)
-    if args.multi_objective:
-        study = optuna.create_study(directions=spec.directions, sampler=optuna.samplers.NSGAIISampler(seed=args.sampler_seed))
-    else:
-        study = optuna.create_study(direction=spec.directions[0], sampler=sampler,
-                                    pruner=optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=0))
-    study.enqueue_trial(dict(NGG_DEFAULTS))
+    study = _create_study(spec, args)
 
     def objective(trial):
         def report(step, value, metrics=None):
@@ -110,28 +147,8 @@ def main(argv=None):
     log("held-out phenotype (seed {}): tuned recall@10 {:.2f} @100 {:.2f}, defaults recall@10 {:.2f} @100 {:.2f}".format(
         args.holdout_seed, held["tuned_recall_at_10"], held["tuned_recall_at_100"], held["default_recall_at_10"],
         held["default_recall_at_100"]))
-    report = {
-        "benchmark": "tune_ngg",
-        "machine": {"python": platform.python_version(), "numpy": np.__version__, "optuna": optuna.__version__,
-                    "cpus": os.cpu_count(), "loadavg_end": os.getloadavg(), "platform": platform.platform()},
-        "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-        "panel": {"n": int(obj.data.X.shape[0]), "p": int(obj.data.X.shape[1]),
-                  "pairs": int(obj.data.X.shape[1] * (obj.data.X.shape[1] - 1) // 2), "window": obj.cfg["window"],
-                  "min_gap": obj.min_gap, "h2_add": obj.cfg["h2_add"], "h2_int": obj.cfg["h2_int"],
-                  "n_snps": obj.cfg["n_snps"], "n_pairs": obj.cfg["n_pairs"]},
-        "tune_phenotypes": [{"seed": s, "pairs": p.pairs.tolist(), "snps": p.snps.tolist(), "realized": p.realized}
-                            for s, p in zip(args.tune_seeds, obj.tune_phenos)],
-        "holdout_phenotype": {"seed": args.holdout_seed, "pairs": obj.holdout_pheno.pairs.tolist(),
-                              "snps": obj.holdout_pheno.snps.tolist(), "realized": obj.holdout_pheno.realized},
-        "defaults": dict(NGG_DEFAULTS),
-        "study": {"n_trials": len(states), "complete": states.count("COMPLETE"), "pruned": states.count("PRUNED"),
-                  "wall_s": t_study, "best_number": best.number, "best_params": best.params,
-                  "best_values": best.values, "pareto_front": front,
-                  "trials": [{"number": t.number, "state": t.state.name, "params": t.params, "values": t.values,
-                              "intermediate": t.intermediate_values, "user_attrs": t.user_attrs}
-                             for t in study.trials]},
-        "heldout": held, "rerun_wall_s": t_rerun, "total_s": time.perf_counter() - t0,
-    }
+    report = _report(args, obj, study, states, best, front, held, t_study, t_rerun)
+    report["total_s"] = time.perf_counter() - t0
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=1, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o)))
     log(f"wrote {args.out}")

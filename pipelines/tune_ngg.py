@@ -32,15 +32,22 @@ Settings come from the ``tune_ngg:`` section of params.yaml (keys of :data:`CONF
 """
 from __future__ import annotations
 
-import gzip
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
-from pipelines.errors import EpiflowError
+from models.ngg.heritability import pair_features, pcr_curve, snp_features
+from models.ngg.ngg import ngg_fit
+from models.simulate.pheno import simulate_phenotype
+from models.simulate.recovery import found_pairs, recall_metrics
+from pipelines.errors import EpiflowError, InputError
+from pipelines.io.plink import plink_paths
 from pipelines.tune_api import StudySpec
+from pipelines.workflows.genotypes import GenotypeSet, Phenotype, SnpFilter, SnpStats, load_dosage, read_id_list
 
 __all__ = ["NGG_DEFAULTS", "CONFIG_DEFAULTS", "NGGStudyData", "ngg_study_spec", "resolve_config", "load_study_data",
            "suggest", "searched_defaults", "metric_name", "recall_eval", "r2_eval", "heldout_r2", "NGGObjective"]
@@ -180,20 +187,16 @@ class NGGStudyData:
 
 
 def _read_ids(path) -> set:
-    path = Path(path)
-    if not path.is_file():
-        raise EpiflowError(f"tune_ngg.extract: {path}: file not found")
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt") as f:
-        return {ln.split()[0] for ln in f if ln.strip()}
+    try:
+        return read_id_list(path)
+    except InputError:
+        raise EpiflowError(f"tune_ngg.extract: {path}: file not found") from None
 
 
 def _default_genotypes(params: dict) -> str:
     """The pipeline's own SNP genotypes: the NGG stages' input (``ngg.input``), the ingest stage's
     dosage folder (``ingest.out``) or encode's SNP dosage matrix (``encode.snp_dosage``), the first
     that exists; else ``ingest.bfile``."""
-    from pipelines.io.plink import plink_paths
-
     def sec(name):
         v = params.get(name)
         return v if isinstance(v, dict) else {}
@@ -215,21 +218,18 @@ def _default_genotypes(params: dict) -> str:
                        "(dvc repro encode)")
 
 
-def _panel_columns(X, snp_ids, max_snps: int, min_maf: float, extract=None) -> np.ndarray:
-    """Evenly spaced columns among SNPs with MAF >= min_maf (and in ``extract``), at most max_snps."""
-    X = np.asarray(X)
-    if X.dtype.kind in "iu":
-        called = X >= 0
-        alt = np.where(called, X, 0).sum(axis=0, dtype=np.float64)
-    else:
+def _panel_columns(X, snp_ids, max_snps: int, min_maf: float, extract=None,
+                   stats: SnpStats | None = None) -> np.ndarray:
+    """Evenly spaced columns among SNPs with MAF >= min_maf (and in ``extract``), at most max_snps.
+
+    ``stats``: the per-SNP counts of int8 genotypes (:meth:`GenotypeSet.snp_stats`); without them
+    X is float dosages (NaN missing, as a mean-imputed dosage folder holds them)."""
+    if stats is None:
+        X = np.asarray(X)
         called = np.isfinite(X)
-        alt = np.where(called, X, 0).sum(axis=0, dtype=np.float64)
-    cnt = called.sum(axis=0)
-    freq = alt / (2.0 * np.maximum(cnt, 1))
-    maf = np.minimum(freq, 1 - freq)
-    ok = (cnt > 0) & (maf >= max(min_maf, 1e-12))
-    if extract is not None:
-        ok &= np.isin(np.asarray(snp_ids).astype(str), np.asarray(sorted(extract)))
+        stats = SnpStats(X.shape[0], called.sum(axis=0), np.where(called, X, 0).sum(axis=0, dtype=np.float64))
+    flt = SnpFilter(maf_min=max(min_maf, 1e-12), extract=None if extract is None else frozenset(extract))
+    ok = flt.apply(stats, pd.DataFrame({"snp": np.asarray(snp_ids).astype(str), "bp": np.zeros(len(snp_ids))})).keep
     eligible = np.flatnonzero(ok)
     if eligible.size < 4:
         raise EpiflowError(f"tune_ngg: only {eligible.size} SNPs pass MAF >= {min_maf}"
@@ -241,78 +241,50 @@ def _panel_columns(X, snp_ids, max_snps: int, min_maf: float, extract=None) -> n
 
 def load_study_data(cfg: dict, params: dict | None = None, need_pheno: bool = False) -> NGGStudyData:
     """Read the genotypes (dosage directory or PLINK prefix) and cut the SNP panel."""
-    from pipelines.io.plink import plink_paths, read_bed
-    from pipelines.stages.ingest_bed import load_dosage
-
     src = cfg.get("genotypes") or _default_genotypes(params or {})
     path = Path(src)
-    y = None
-    if path.is_dir():
-        dm = load_dosage(path)
-        X = dm.X
-        ids = dm.snps["id"].astype(str).to_numpy()
-        chrom = dm.snps["chrom"].astype(str).to_numpy()
-        if need_pheno:
-            y = _dosage_dir_pheno(path, dm.samples, cfg)
+    y = stats = None
+    if path.is_dir() and (path / "X.npy").is_file() and np.load(path / "X.npy", mmap_mode="r").dtype != np.int8:
+        dm = load_dosage(path)  # mean-imputed float dosages: NGG takes them as they are
+        X, ids, chrom = dm.X, dm.snps["id"].astype(str).to_numpy(), dm.snps["chrom"].astype(str).to_numpy()
+        samples = pd.DataFrame({"fid": list(dm.samples), "iid": list(dm.samples)})
     else:
         try:
-            plink_paths(path)
-        except Exception:
+            gs = GenotypeSet.load(path, unique_ids=False)
+        except InputError as exc:
+            if "neither a SNP dosage directory" not in str(exc):
+                raise
             raise EpiflowError(f"tune_ngg.genotypes: {src} is neither a SNP dosage directory nor a PLINK "
                                "prefix (.bed/.bim/.fam)") from None
-        g = read_bed(path)
-        X = g.dosage
-        ids = g.snps["snp"].astype(str).to_numpy()
-        chrom = g.snps["chrom"].astype(str).to_numpy()
-        if need_pheno:
-            y = _plink_pheno(path, g.samples, cfg)
+        X, stats = gs.dosage.T, gs.snp_stats()
+        ids, chrom, samples = gs.snps["snp"].astype(str).to_numpy(), gs.snps["chrom"].to_numpy(), gs
+    if need_pheno:
+        y = _study_pheno(path, samples, cfg)
     extract = _read_ids(cfg["extract"]) if cfg.get("extract") else None
-    cols = _panel_columns(X, ids, int(cfg["max_snps"]), float(cfg["min_maf"]), extract)
+    cols = _panel_columns(X, ids, int(cfg["max_snps"]), float(cfg["min_maf"]), extract, stats=stats)
     Xp = np.asarray(X)[:, cols]
     return NGGStudyData(X=np.asfortranarray(Xp), snp_ids=ids[cols], chrom=chrom[cols], source=str(src),
                         n_snps_source=int(np.asarray(X).shape[1]), y=y)
 
 
-def _plink_pheno(prefix, samples, cfg) -> np.ndarray:
-    from pipelines.io.pheno import Table, join, read_table
-
-    if cfg.get("pheno"):
-        table = read_table(cfg["pheno"], cfg["pheno_format"], samples=samples, columns=[cfg["pheno_col"]])
-        col = table.columns[0]
-    else:
-        import pandas as pd
-
-        vals = pd.to_numeric(samples["pheno"], errors="coerce").to_numpy(dtype=float)
-        vals[vals == -9] = np.nan
-        table = Table(str(prefix) + ".fam", "fam", samples["iid"].to_numpy(), samples["fid"].to_numpy(),
-                      pd.DataFrame({"pheno": vals}), row_aligned=True)
-        col = "pheno"
-    jn = join(samples, table, [col])
+def _study_pheno(path: Path, genotypes, cfg) -> np.ndarray:
+    """The phenotype over all genotyped samples (NaN where missing): ``tune_ngg.pheno``, else the
+    .fam phenotype of a PLINK fileset or the ``y`` column of an ingested folder's samples.tsv."""
+    samples = genotypes.samples if isinstance(genotypes, GenotypeSet) else genotypes
+    table_s = None
+    if path.is_dir():  # an ingested folder names its samples by the .fam FID/IID in samples.tsv
+        tsv = path / "samples.tsv"
+        table_s = pd.read_csv(tsv, sep="\t", dtype=str, keep_default_na=False) if tsv.is_file() else None
+        if table_s is not None and {"fid", "iid"} <= set(table_s.columns):
+            genotypes = samples = table_s[["fid", "iid"]].copy()
+        if not cfg.get("pheno"):
+            if table_s is not None and "y" in table_s.columns:
+                return pd.to_numeric(table_s["y"], errors="coerce").to_numpy(dtype=float)
+            raise EpiflowError(f"tune_ngg: mode r2 needs a phenotype: set tune_ngg.pheno, or ingest {path} with --pheno")
+    ph = Phenotype.load(cfg.get("pheno") or None, genotypes, cfg["pheno_col"], cfg["pheno_format"])
     y = np.full(len(samples), np.nan)
-    y[jn.geno_index] = jn.values[:, 0]
+    y[ph.geno_index] = ph.y
     return y
-
-
-def _dosage_dir_pheno(path: Path, sample_ids, cfg) -> np.ndarray:
-    import pandas as pd
-
-    from pipelines.io.pheno import join, read_table
-
-    tsv = path / "samples.tsv"
-    table_s = pd.read_csv(tsv, sep="\t", dtype=str, keep_default_na=False) if tsv.is_file() else None
-    if table_s is not None and {"fid", "iid"} <= set(table_s.columns):
-        samples = table_s[["fid", "iid"]].copy()
-    else:
-        samples = pd.DataFrame({"fid": list(sample_ids), "iid": list(sample_ids)})
-    if cfg.get("pheno"):
-        table = read_table(cfg["pheno"], cfg["pheno_format"], samples=samples, columns=[cfg["pheno_col"]])
-        jn = join(samples, table, [table.columns[0]])
-        y = np.full(len(samples), np.nan)
-        y[jn.geno_index] = jn.values[:, 0]
-        return y
-    if table_s is not None and "y" in table_s.columns:
-        return pd.to_numeric(table_s["y"], errors="coerce").to_numpy(dtype=float)
-    raise EpiflowError(f"tune_ngg: mode r2 needs a phenotype: set tune_ngg.pheno, or ingest {path} with --pheno")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -321,10 +293,6 @@ def _dosage_dir_pheno(path: Path, sample_ids, cfg) -> np.ndarray:
 
 def fit(X, y, config: dict, *, cfg: dict):
     """NGG at one configuration; returns the NGGResult."""
-    from contextlib import nullcontext
-
-    from models.ngg.ngg import ngg_fit
-
     threads = cfg.get("blas_threads")
     if threads:
         from threadpoolctl import threadpool_limits
@@ -349,8 +317,6 @@ def _score(metrics: dict, score: str) -> float:
 
 def recall_eval(data: NGGStudyData, sim, config: dict, cfg: dict) -> dict:
     """Fit NGG to one simulated phenotype; locus-level recovery of its planted pairs."""
-    from models.simulate.recovery import found_pairs, recall_metrics
-
     t0 = time.perf_counter()
     res = fit(data.X, sim.y, config, cfg=cfg)
     wall = time.perf_counter() - t0
@@ -366,8 +332,6 @@ def recall_eval(data: NGGStudyData, sim, config: dict, cfg: dict) -> dict:
 def heldout_r2(X, y, train, test, snps, pairs) -> float:
     """R^2 on ``test`` rows of a least-squares fit on ``train`` rows of y on the given SNP dosages and
     pair products (standardised over train + test genotypes; y never enters the features)."""
-    from models.ngg.heritability import pcr_curve, pair_features, snp_features
-
     rows = np.concatenate([train, test])
     Xr = np.asarray(X)[rows]
     F = np.hstack([snp_features(Xr, snps), pair_features(Xr, pairs)])
@@ -402,8 +366,6 @@ class NGGObjective:
     """``objective(trial, report)`` of the study, plus the held-out comparison (``rerun``)."""
 
     def __init__(self, data: NGGStudyData, cfg: dict):
-        from models.simulate.pheno import simulate_phenotype
-
         self.data, self.cfg = data, cfg
         self.mode = cfg["mode"]
         if self.mode == "recall":
@@ -486,16 +448,17 @@ class NGGObjective:
         return out
 
 
-def ngg_study_spec(params: dict, args=None) -> StudySpec:
+def ngg_study_spec(params: dict, device: str | None = None) -> StudySpec:
     """The StudySpec of ``epiflow tune --ngg`` from the ``tune_ngg:`` section of params.yaml.
 
-    ``args`` (the runner's namespace) may carry ``device`` to override ``tune_ngg.device``.
+    ``device`` overrides ``tune_ngg.device``. (Transitional: an object with a ``device`` attribute,
+    as pipelines/stages/tune.py still passes its namespace, is read the same way.)
     """
     sec = params.get("tune_ngg") or {}
     if not isinstance(sec, dict):
         raise EpiflowError("params.yaml: section 'tune_ngg' must be a mapping")
     cfg = resolve_config(sec)
-    dev = getattr(args, "device", None) if args is not None else None
+    dev = device if device is None or isinstance(device, str) else getattr(device, "device", None)
     if dev:
         cfg["device"] = dev
     data = load_study_data(cfg, params, need_pheno=cfg["mode"] == "r2")

@@ -8,12 +8,12 @@ from models.ngg.heritability import (
     heritability_table,
     pair_features,
     pcr_curve,
-    plot_heritability,
     random_pairs,
     summarize_table,
 )
 from models.ngg.ngg import ngg_fit
 from models.simulate.pheno import simulate_phenotype
+from pipelines.plots.heritability import plot_heritability
 
 
 def _cohort(seed, n=1000, p=60):

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from pipelines.cli import main
-from pipelines.stages.ingest_bed import load_dosage
+from pipelines.workflows.genotypes import load_dosage
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -183,7 +183,7 @@ def test_failed_rerun_keeps_previous_outputs(stages, tmp_path, monkeypatch, caps
 
 def test_cohort_case_control_sheet(stages, tmp_path, monkeypatch):
     """ngg.pheno may be a sample sheet with a case/control column (the embedded cohort's own trait)."""
-    from pipelines.stages.ngg import load_data
+    from pipelines.workflows.ngg import load_data
 
     sheet = tmp_path / "samples.tsv"
     ids = [f"S{i:03d}" for i in range(N)]
@@ -192,8 +192,8 @@ def test_cohort_case_control_sheet(stages, tmp_path, monkeypatch):
     cfg = {"input": str(stages / "geno"), "pheno": str(sheet), "pheno_col": "status", "pheno_format": "auto",
            "trait": "auto", "maf": 0.05, "geno": 0.1}
     data = load_data(cfg)
-    assert data["trait"] == "binary" and data["y"].sum() == (np.arange(N) % 3 == 0).sum()
-    assert data["G"].dtype == np.int8 and data["G"].shape == (P - 1, N)
+    assert data.trait == "binary" and data.y.sum() == (np.arange(N) % 3 == 0).sum()
+    assert data.G.dtype == np.int8 and data.G.shape == (P - 1, N)
 
 
 def test_stage_deps_in_dvc_yaml():
@@ -208,7 +208,7 @@ def test_stage_deps_in_dvc_yaml():
         assert dvc[name]["cmd"] == cmd
     assert "${encode.snp_dosage}" in dvc["encode"]["outs"]
     assert params["ngg"]["input"] == params["encode"]["snp_dosage"]
-    from pipelines.stages.ngg import DEFAULTS
+    from pipelines.workflows.ngg import DEFAULTS
 
     assert set(params["ngg"]) <= set(DEFAULTS)
 
@@ -231,8 +231,8 @@ def _write_bed(prefix, X, chrom, bp):
 
 def test_plink_input_matches_dosage_dir(stages, tmp_path):
     """ngg.input may be a PLINK fileset (prefix or .bed path): same genotypes, same phenotype join."""
-    from pipelines.stages.ingest_bed import load_dosage
-    from pipelines.stages.ngg import load_data
+    from pipelines.workflows.genotypes import load_dosage
+    from pipelines.workflows.ngg import load_data
 
     dm = load_dosage(stages / "geno")
     _write_bed(tmp_path / "cohort", dm.X, dm.snps["chrom"].str.removeprefix("chr"), dm.snps["pos"])
@@ -241,8 +241,8 @@ def test_plink_input_matches_dosage_dir(stages, tmp_path):
     a = load_data({**base, "input": str(stages / "geno")})
     for spec in (tmp_path / "cohort", tmp_path / "cohort.bed"):
         b = load_data({**base, "input": str(spec)})
-        assert np.array_equal(a["G"], b["G"]) and np.array_equal(a["y"], b["y"])
-        assert b["snps"]["snp"].tolist() == [f"rs{j}" for j in range(P) if j != 7]
+        assert np.array_equal(a.G, b.G) and np.array_equal(a.y, b.y)
+        assert b.snps["snp"].tolist() == [f"rs{j}" for j in range(P) if j != 7]
 
 
 def test_ngg_method_2d(stages, tmp_path, monkeypatch):

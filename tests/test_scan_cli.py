@@ -79,9 +79,8 @@ def test_killed_scan_resumes_to_identical_outputs(mouse, tmp_path, monkeypatch):
         if s.next_block == 2:
             raise Killed
 
-    ns._on_block = kill_after_two
     with pytest.raises(Killed):
-        stage.run(ns)
+        stage.run(ns, on_block=kill_after_two)
     assert (out / stage.CKPT_NAME).exists() and not (out / "top_pairs.tsv").exists()
     assert cli.main(_argv(mouse, out, *args)) == 0
     s = json.loads((out / "summary.json").read_text())

@@ -21,12 +21,11 @@ the NGG estimator scores.
 """
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
+import pandas as pd
 
 from models.ngg.pairs import n_pairs, pair_from_index, pair_index
-from models.simulate.pheno import as_float_dosage
+from models.scans.design import as_float_dosage, standardize_columns
 
 __all__ = [
     "snp_features",
@@ -35,18 +34,13 @@ __all__ = [
     "random_pairs",
     "heritability_table",
     "summarize_table",
-    "plot_heritability",
 ]
 
 FEATURE_SETS = ("1d", "1d+top_pairs", "1d+random_pairs")
 
 
 def _standardize_cols(F):
-    F = np.asarray(F, dtype=np.float64)
-    mu = np.nanmean(F, axis=0) if F.size else np.zeros(F.shape[1])
-    F = np.where(np.isnan(F), 0.0, F - mu)
-    sd = F.std(axis=0)
-    return np.where(sd > 1e-12, F / np.where(sd > 1e-12, sd, 1.0), 0.0)
+    return standardize_columns(F, tol=1e-12)[0]
 
 
 def snp_features(X, snps) -> np.ndarray:
@@ -163,8 +157,6 @@ def heritability_table(
     Columns: feature_set, draw (0 for 1d and top pairs), n_features, n_components, r2, adj_r2
     [, r2_test]. :func:`summarize_table` averages the random draws.
     """
-    import pandas as pd
-
     X = np.asarray(X)
     y = np.asarray(y, dtype=np.float64).ravel()
     n = X.shape[0]
@@ -222,44 +214,3 @@ def summarize_table(table):
     out = out.join(sd).reset_index()
     out["n_features"] = out["n_features"].round().astype(int)
     return out
-
-
-def plot_heritability(table, path, *, title: str | None = None, value: str = "adj_r2") -> Path:
-    """Write a PNG of ``value`` (adjusted R^2 by default) against the number of components.
-
-    One line per feature set; the random-pairs line is the mean over draws with a +-1 sd band.
-    Uses matplotlib's Agg canvas directly (no global backend change, no display needed).
-    """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    summary = summarize_table(table)
-    fig = Figure(figsize=(6.4, 4.2), dpi=120)
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot(1, 1, 1)
-    styles = {"1d": ("tab:blue", "1D SNPs"), "1d+top_pairs": ("tab:red", "1D + top 2D pairs"),
-              "1d+random_pairs": ("tab:gray", "1D + random pairs")}
-    for name in FEATURE_SETS:
-        sub = summary[summary["feature_set"] == name]
-        if sub.empty:
-            continue
-        color, label = styles[name]
-        x = sub["n_components"].to_numpy()
-        v = sub[value].to_numpy()
-        ax.plot(x, v, color=color, label=label, lw=1.6)
-        sdc = f"{value}_sd"
-        if name == "1d+random_pairs" and sdc in sub and (sub[sdc] > 0).any():
-            s = sub[sdc].to_numpy()
-            ax.fill_between(x, v - s, v + s, color=color, alpha=0.25, lw=0)
-    ax.set_xlabel("number of principal components")
-    ax.set_ylabel({"adj_r2": "adjusted R$^2$", "r2": "R$^2$", "r2_test": "held-out R$^2$"}.get(value, value))
-    ax.axhline(0, color="k", lw=0.5)
-    ax.grid(alpha=0.3)
-    ax.legend(loc="best", frameon=False)
-    if title:
-        ax.set_title(title)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, format="png")
-    return path

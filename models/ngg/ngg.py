@@ -62,9 +62,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from models.backend import get_xp, is_gpu, synchronize, to_numpy
 from models.ngg.pairs import FeistelPermutation, counter_normal, derive_key, n_pairs, pair_from_index
+from models.scans.design import covariate_basis, standardize_genotypes
 
 __all__ = ["NGGResult", "ngg_fit", "standardize_genotypes", "default_lambda", "resolve_xp", "to_numpy"]
 
@@ -88,57 +90,7 @@ def _sync(xp):
 
 
 # ---------------------------------------------------------------------------------------------
-# preprocessing
-
-
-def standardize_genotypes(X, xp=np, dtype=np.float32, covariates_q=None, chunk: int = 8192):
-    """Column-standardised genotypes as a (p, n) array of module xp (transposed: rows are SNPs).
-
-    X: (n, p) dosages, float (NaN = missing) or integer (negative = missing, as PLINK readers
-    return int8 with -1). Missing dosages are set to the column mean (0 after standardisation). With
-    ``covariates_q`` (an n x c orthonormal basis that includes the intercept) each column is
-    residualised on it and re-standardised. Returns (ZT, sd) where sd is each column's standard
-    deviation after these steps (0 for monomorphic columns, whose rows are all zero).
-    """
-    X = np.asarray(X)
-    n, p = X.shape
-    ZT = xp.empty((p, n), dtype=dtype)
-    sd_all = np.empty(p, dtype=np.float64)
-    Q = None if covariates_q is None else xp.asarray(covariates_q, dtype=dtype)
-    for c0 in range(0, p, chunk):
-        c1 = min(p, c0 + chunk)
-        raw = np.ascontiguousarray(X[:, c0:c1].T)
-        miss = xp.asarray(raw < 0 if raw.dtype.kind in "iu" else np.isnan(raw))
-        blk = xp.asarray(raw, dtype=xp.float64)
-        cnt = (~miss).sum(axis=1)
-        blk = xp.where(miss, 0.0, blk)
-        mean = blk.sum(axis=1) / xp.maximum(cnt, 1)
-        blk = xp.where(miss, 0.0, blk - mean[:, None])
-        sd0 = xp.sqrt((blk * blk).sum(axis=1) / n)
-        if Q is not None:
-            blk = blk - (blk @ Q.astype(xp.float64)) @ Q.astype(xp.float64).T
-        sd = xp.sqrt((blk * blk).sum(axis=1) / n)
-        ok = (sd > 1e-8) & (sd > 1e-6 * sd0)  # constant, or explained by the covariates
-        blk = xp.where(ok[:, None], blk / xp.where(ok, sd, 1.0)[:, None], 0.0)
-        ZT[c0:c1] = blk.astype(dtype)
-        sd_all[c0:c1] = to_numpy(xp.where(ok, sd, 0.0))
-    return ZT, sd_all
-
-
-def _covariate_basis(covariates, n):
-    """Orthonormal basis (n x c) of [1, covariates]."""
-    cols = [np.ones((n, 1))]
-    if covariates is not None:
-        C = np.asarray(covariates, dtype=np.float64)
-        if C.ndim == 1:
-            C = C[:, None]
-        if C.shape[0] != n:
-            raise ValueError(f"covariates have {C.shape[0]} rows, expected {n}")
-        cols.append(C)
-    M = np.hstack(cols)
-    q, r = np.linalg.qr(M)
-    keep = np.abs(np.diag(r)) > 1e-10 * max(1.0, np.abs(np.diag(r)).max())
-    return q[:, keep]
+# preprocessing (column standardisation: models.scans.design.standardize_genotypes)
 
 
 def default_lambda(n: int, B: int, d: int, scale: float = 1.0) -> float:
@@ -176,16 +128,12 @@ class NGGResult:
     extra: dict = field(default_factory=dict)
 
     def snps_frame(self, snp_ids=None):
-        import pandas as pd
-
         df = pd.DataFrame(self.top_snps)
         if snp_ids is not None:
             df.insert(1, "snp_id", np.asarray(snp_ids)[df["snp"].to_numpy()])
         return df
 
     def pairs_frame(self, snp_ids=None):
-        import pandas as pd
-
         df = pd.DataFrame(self.top_pairs)
         if snp_ids is not None:
             ids = np.asarray(snp_ids)
@@ -569,9 +517,33 @@ def ngg_fit(
                     dtype=dtype, profile=profile, max_pieces=max_pieces, checkpoint=checkpoint)
 
 
-def _ngg_fit(X, y, *, mode, B, d, lam, lam_scale, R, iters, seed, xp, top, covariates, candidates,
-             progress, batch, block_cols, ridge, dtype, profile, max_pieces, checkpoint) -> NGGResult:
-    t_start = time.perf_counter()
+@dataclass
+class _Plan:
+    """Columns, pieces and blocks of one fit (see :func:`_plan`)."""
+
+    rows: object            # (n1 + 1, n) standardised SNP rows and a row of ones (device)
+    yz: object              # standardised residual phenotype (device)
+    yr: np.ndarray          # residual phenotype (host)
+    kept: np.ndarray        # polymorphic SNPs: the 1D columns, in this order
+    n1: int
+    ones_row: int
+    pair_local: np.ndarray  # rows of `rows` whose pairs are columns
+    pair_local_x: object
+    m: int
+    n2: int
+    N: int
+    Beff: int
+    lam_v: float
+    chunk: int
+    batch: int
+    block_cols: int
+    n_blocks: int
+    block_pieces: list
+    inv_sqrt_d: float
+
+
+def _ngg_inputs(X, y, covariates, mode, candidates, B, d, R, iters, top):
+    """Checked inputs on the samples with a phenotype (and complete covariates): (X, y, Q, p)."""
     if mode not in ("1d", "2d"):
         raise ValueError(f"mode must be '1d' or '2d', got {mode!r}")
     if mode == "1d" and candidates is not None:
@@ -595,56 +567,58 @@ def _ngg_fit(X, y, *, mode, B, d, lam, lam_scale, R, iters, seed, xp, top, covar
     X = X[ok]
     y = y[ok]
     n = X.shape[0]
-    Q = _covariate_basis(None if covariates is None else C[ok], n)
-    dtype = np.dtype(dtype)
-    timer = _Timer(xp, enabled=profile)
+    Q = covariate_basis(n, None if covariates is None else C[ok], standardize=False)
+    return X, y, Q, p
 
-    # --- standardise genotypes and phenotype ---------------------------------------------------
-    with timer("prepare"):
-        ZT, sd = standardize_genotypes(X, xp=xp, dtype=dtype, covariates_q=Q)
-        yr = y - Q @ (Q.T @ y)
-        ysd = np.sqrt((yr * yr).sum() / n)
-        if not ysd > 0:
-            raise ValueError("phenotype is constant after removing covariates")
-        yz = xp.asarray(yr / ysd, dtype=dtype)
-        kept = np.flatnonzero(sd > 0)  # polymorphic SNPs: the 1D columns, in this order
-        n1 = kept.size
-        if n1 == 0:
-            raise ValueError("no polymorphic SNP column")
-        rows = xp.concatenate([ZT[xp.asarray(kept)], xp.ones((1, n), dtype=dtype)], axis=0)
-        ones_row = n1
-        del ZT
-        if mode == "2d":
-            if candidates is None:
-                pair_local = np.arange(n1)
-            else:
-                cand = np.unique(np.asarray(candidates, dtype=np.int64))
-                if cand.size and (cand.min() < 0 or cand.max() >= p):
-                    raise ValueError("candidate SNP index out of range")
-                pos = np.searchsorted(kept, cand)
-                pos = np.clip(pos, 0, n1 - 1)
-                pair_local = pos[kept[pos] == cand]  # drop monomorphic candidates
-            m = pair_local.size
-            n2 = n_pairs(m) if m >= 2 else 0
-        else:
-            pair_local = np.arange(0)
-            m, n2 = 0, 0
-        pair_local_x = xp.asarray(pair_local)
-        N = n1 + n2
-        Beff = int(min(B, N))
-        lam_v = float(lam) if lam is not None else default_lambda(n, Beff, d, lam_scale)
-        # pieces per sketch chunk: the gathered pair columns (chunk x B x n) fit a memory budget;
-        # pieces per FISTA batch: many more (its arrays are only batch x d x B)
-        budget = (1 << 30) if is_gpu(xp) else (1 << 24)
-        chunk = max(1, budget // (Beff * n * dtype.itemsize))
-        if batch is None:  # FISTA batch: ~2**25 sketch entries on a GPU, ~2**16 columns on a CPU
-            batch = max(1, (2**25 // (d * Beff)) if is_gpu(xp) else (2**16 // Beff))
-        batch = max(1, int(batch))
-        chunk = min(chunk, batch)
-        block_cols = int(max(Beff, block_cols))
-        block_cols -= block_cols % Beff  # blocks hold whole pieces
-        n_blocks = -(-N // block_cols)
-        inv_sqrt_d = 1.0 / math.sqrt(d)
+
+def _pair_snps(candidates, kept, n1, p, mode):
+    """Rows whose pairs are columns (all polymorphic SNPs, or the polymorphic candidates)."""
+    if mode != "2d":
+        return np.arange(0), 0, 0
+    if candidates is None:
+        pair_local = np.arange(n1)
+    else:
+        cand = np.unique(np.asarray(candidates, dtype=np.int64))
+        if cand.size and (cand.min() < 0 or cand.max() >= p):
+            raise ValueError("candidate SNP index out of range")
+        pos = np.searchsorted(kept, cand)
+        pos = np.clip(pos, 0, n1 - 1)
+        pair_local = pos[kept[pos] == cand]  # drop monomorphic candidates
+    m = pair_local.size
+    return pair_local, m, n_pairs(m) if m >= 2 else 0
+
+
+def _plan(X, y, Q, p, *, mode, B, d, lam, lam_scale, xp, candidates, batch, block_cols, dtype,
+          max_pieces) -> _Plan:
+    """Standardise genotypes and phenotype; size pieces, sketch chunks, FISTA batches and blocks."""
+    n = X.shape[0]
+    ZT, sd = standardize_genotypes(X, xp=xp, dtype=dtype, covariates_q=Q)
+    yr = y - Q @ (Q.T @ y)
+    ysd = np.sqrt((yr * yr).sum() / n)
+    if not ysd > 0:
+        raise ValueError("phenotype is constant after removing covariates")
+    yz = xp.asarray(yr / ysd, dtype=dtype)
+    kept = np.flatnonzero(sd > 0)  # polymorphic SNPs: the 1D columns, in this order
+    n1 = kept.size
+    if n1 == 0:
+        raise ValueError("no polymorphic SNP column")
+    rows = xp.concatenate([ZT[xp.asarray(kept)], xp.ones((1, n), dtype=dtype)], axis=0)
+    del ZT
+    pair_local, m, n2 = _pair_snps(candidates, kept, n1, p, mode)
+    N = n1 + n2
+    Beff = int(min(B, N))
+    lam_v = float(lam) if lam is not None else default_lambda(n, Beff, d, lam_scale)
+    # pieces per sketch chunk: the gathered pair columns (chunk x B x n) fit a memory budget;
+    # pieces per FISTA batch: many more (its arrays are only batch x d x B)
+    budget = (1 << 30) if is_gpu(xp) else (1 << 24)
+    chunk = max(1, budget // (Beff * n * dtype.itemsize))
+    if batch is None:  # FISTA batch: ~2**25 sketch entries on a GPU, ~2**16 columns on a CPU
+        batch = max(1, (2**25 // (d * Beff)) if is_gpu(xp) else (2**16 // Beff))
+    batch = max(1, int(batch))
+    chunk = min(chunk, batch)
+    block_cols = int(max(Beff, block_cols))
+    block_cols -= block_cols % Beff  # blocks hold whole pieces
+    n_blocks = -(-N // block_cols)
     # pieces per repetition in each block (max_pieces caps the total, taken from the first blocks)
     block_pieces = []
     left = int(max_pieces) if max_pieces else None
@@ -654,118 +628,79 @@ def _ngg_fit(X, y, *, mode, B, d, lam, lam_scale, R, iters, seed, xp, top, covar
             pb = min(pb, left)
             left -= pb
         block_pieces.append(pb)
-    pieces_per_rep = sum(block_pieces)
-    total_pieces = pieces_per_rep
+    return _Plan(rows, yz, yr, kept, n1, n1, pair_local, xp.asarray(pair_local), m, n2, N, Beff, lam_v, chunk,
+                 batch, block_cols, n_blocks, block_pieces, 1.0 / math.sqrt(d))
 
-    snp_mean = np.zeros(n1)
-    snp_cnt = np.zeros(n1, dtype=np.int64)
-    best = None
-    pieces_done = 0
-    first_block = 0
-    signature = None
-    if checkpoint is not None:
-        signature = _signature(X, yr, dict(mode=mode, B=Beff, d=d, lam=lam_v, R=R, iters=iters,
-                                           seed=seed, top=top, block_cols=block_cols, m=m,
-                                           pair_local=pair_local.tolist() if candidates is not None
-                                           else None, ridge=ridge, dtype=dtype.name,
-                                           max_pieces=max_pieces))
-        state = _load_checkpoint(checkpoint, signature)
-        if state is not None:
-            first_block, snp_mean, snp_cnt, best = state
-    resumed_blocks = first_block
-    total_pieces -= sum(block_pieces[:first_block])
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
 
-        bar = tqdm(total=total_pieces * R, unit="piece", desc=f"NGG {mode} (R={R})", leave=False)
+def _fit_pieces(pl: _Plan, perm, key_a, c0, Mb, q0, q1, *, d, iters, ridge, dtype, xp, timer):
+    """Pieces q0:q1 of one block and repetition: columns, sketch, normal equations, FISTA.
+    Returns (column within the block, valid slots, theta)."""
+    Beff, ones_row = pl.Beff, pl.ones_row
+    nb = q1 - q0
+    with timer("index"):
+        slots = xp.arange(q0 * Beff, q1 * Beff, dtype=xp.int64).reshape(nb, Beff)
+        valid = slots < Mb
+        local = perm(xp.where(valid, slots, 0), xp)  # column within block
+        col = local + c0
+        is_snp = col < pl.n1
+        ri = xp.where(is_snp, col, ones_row)
+        rj = xp.full(col.shape, ones_row, dtype=xp.int64)
+        if pl.n2:
+            kp = xp.where(is_snp, 0, col - pl.n1)
+            ia, ib = pair_from_index(kp, pl.m, xp)
+            ri = xp.where(is_snp, ri, pl.pair_local_x[ia])
+            rj = xp.where(is_snp, rj, pl.pair_local_x[ib])
+        ri = xp.where(valid, ri, ones_row)
+        rj = xp.where(valid, rj, ones_row)
+    with timer("rng"):
+        A = counter_normal(key_a, q0 * d * Beff, nb * d * Beff, xp, dtype)
+        A = A.reshape(nb, d, Beff)
+        A *= dtype.type(pl.inv_sqrt_d)
+    with timer("sketch"):
+        Am, V, h = _sketch_normal_equations(pl.rows, ri, rj, valid, A, pl.yz, pl.chunk, xp)
+    with timer("solve"):
+        tr = xp.trace(V, axis1=1, axis2=2) / d
+        V += (ridge * tr + 1e-12)[:, None, None] * xp.eye(d, dtype=xp.float64)[None]
+        w = xp.linalg.solve(V, h[:, :, None])  # (nb, d, 1)
+        Am64 = Am.astype(xp.float64)
+        nu = (Am64 @ (xp.swapaxes(Am64, 1, 2) @ w))[:, :, 0].astype(dtype)
+        del Am64
+    with timer("fista"):
+        theta = fista_lasso(Am, nu, pl.lam_v, iters, xp)
+    return local, valid, theta
 
-    t_loop = time.perf_counter()
-    for b in range(first_block, n_blocks):
-        c0 = b * block_cols
-        Mb = min(block_cols, N - c0)
-        pb = block_pieces[b]
-        if pb == 0:
-            continue
-        acc_sum = xp.zeros(Mb, dtype=xp.float64)
-        acc_cnt = xp.zeros(Mb, dtype=xp.int32)
-        for rep in range(R):
-            perm = FeistelPermutation(Mb, derive_key(seed, _SALT_PERM, b, rep))
-            key_a = derive_key(seed, _SALT_A, b, rep)
-            for q0 in range(0, pb, batch):
-                q1 = min(pb, q0 + batch)
-                nb = q1 - q0
-                with timer("index"):
-                    slots = xp.arange(q0 * Beff, q1 * Beff, dtype=xp.int64).reshape(nb, Beff)
-                    valid = slots < Mb
-                    local = perm(xp.where(valid, slots, 0), xp)  # column within block
-                    col = local + c0
-                    is_snp = col < n1
-                    ri = xp.where(is_snp, col, ones_row)
-                    rj = xp.full(col.shape, ones_row, dtype=xp.int64)
-                    if n2:
-                        kp = xp.where(is_snp, 0, col - n1)
-                        ia, ib = pair_from_index(kp, m, xp)
-                        ri = xp.where(is_snp, ri, pair_local_x[ia])
-                        rj = xp.where(is_snp, rj, pair_local_x[ib])
-                    ri = xp.where(valid, ri, ones_row)
-                    rj = xp.where(valid, rj, ones_row)
-                with timer("rng"):
-                    A = counter_normal(key_a, q0 * d * Beff, nb * d * Beff, xp, dtype)
-                    A = A.reshape(nb, d, Beff)
-                    A *= dtype.type(inv_sqrt_d)
-                with timer("sketch"):
-                    Am, V, h = _sketch_normal_equations(rows, ri, rj, valid, A, yz, chunk, xp)
-                with timer("solve"):
-                    tr = xp.trace(V, axis1=1, axis2=2) / d
-                    V += (ridge * tr + 1e-12)[:, None, None] * xp.eye(d, dtype=xp.float64)[None]
-                    w = xp.linalg.solve(V, h[:, :, None])  # (nb, d, 1)
-                    Am64 = Am.astype(xp.float64)
-                    nu = (Am64 @ (xp.swapaxes(Am64, 1, 2) @ w))[:, :, 0].astype(dtype)
-                    del Am64
-                with timer("fista"):
-                    theta = fista_lasso(Am, nu, lam_v, iters, xp)
-                with timer("accumulate"):
-                    sel = local[valid]
-                    th = theta[valid].astype(xp.float64)
-                    acc_sum[sel] += th
-                    acc_cnt[sel] += (th != 0).astype(xp.int32)
-                pieces_done += nb
-                if bar is not None:
-                    bar.update(nb)
-        with timer("topk"):
-            mean = acc_sum / R
-            sup = acc_cnt.astype(xp.float64) / R
-            score = sup * xp.abs(mean)
-            n_snp_here = int(max(0, min(n1 - c0, Mb)))
-            if n_snp_here:
-                snp_mean[c0:c0 + n_snp_here] = to_numpy(mean[:n_snp_here])
-                snp_cnt[c0:c0 + n_snp_here] = to_numpy(acc_cnt[:n_snp_here])
-            if n2 and Mb > n_snp_here:
-                ps = score[n_snp_here:]
-                # only scores that can enter the running top-k (> 0, >= its current k-th score)
-                thr = float(best[1][-1]) if best is not None and best[1].size >= top else 0.0
-                idx = xp.nonzero((ps >= thr) & (ps > 0))[0]
-                if int(idx.size) > top:  # keep the best `top` and every tie with the k-th
-                    cs = ps[idx]
-                    kth = -xp.partition(-cs, top - 1)[top - 1]
-                    idx = idx[cs >= kth]
-                ids = to_numpy(idx + (c0 + n_snp_here - n1)).astype(np.int64)  # pair index
-                best = _topk_merge(best, ids, to_numpy(ps[idx]), to_numpy(mean[n_snp_here:][idx]),
-                                   to_numpy(sup[n_snp_here:][idx]), top)
-        del acc_sum, acc_cnt
-        if checkpoint is not None:
-            _save_checkpoint(checkpoint, signature, b + 1, snp_mean, snp_cnt, best)
-    _sync(xp)
-    t_loop = time.perf_counter() - t_loop
-    if bar is not None:
-        bar.close()
 
-    # --- assemble ---------------------------------------------------------------------------
+def _block_reduce(pl: _Plan, acc_sum, acc_cnt, c0, Mb, R, top, best, snp_mean, snp_cnt, xp):
+    """Fold one block's sums into the SNP effects/counts (in place) and the running pair top-k."""
+    mean = acc_sum / R
+    sup = acc_cnt.astype(xp.float64) / R
+    score = sup * xp.abs(mean)
+    n1, n2 = pl.n1, pl.n2
+    n_snp_here = int(max(0, min(n1 - c0, Mb)))
+    if n_snp_here:
+        snp_mean[c0:c0 + n_snp_here] = to_numpy(mean[:n_snp_here])
+        snp_cnt[c0:c0 + n_snp_here] = to_numpy(acc_cnt[:n_snp_here])
+    if n2 and Mb > n_snp_here:
+        ps = score[n_snp_here:]
+        # only scores that can enter the running top-k (> 0, >= its current k-th score)
+        thr = float(best[1][-1]) if best is not None and best[1].size >= top else 0.0
+        idx = xp.nonzero((ps >= thr) & (ps > 0))[0]
+        if int(idx.size) > top:  # keep the best `top` and every tie with the k-th
+            cs = ps[idx]
+            kth = -xp.partition(-cs, top - 1)[top - 1]
+            idx = idx[cs >= kth]
+        ids = to_numpy(idx + (c0 + n_snp_here - n1)).astype(np.int64)  # pair index
+        best = _topk_merge(best, ids, to_numpy(ps[idx]), to_numpy(mean[n_snp_here:][idx]),
+                           to_numpy(sup[n_snp_here:][idx]), top)
+    return best
+
+
+def _top_tables(pl: _Plan, p, R, top, snp_mean, snp_cnt, best):
+    """Per-SNP effect, support and score over all p SNPs, and the top SNP and pair tables."""
     snp_effect = np.zeros(p)
     snp_support = np.zeros(p)
-    snp_effect[kept] = snp_mean
-    snp_support[kept] = snp_cnt / R
+    snp_effect[pl.kept] = snp_mean
+    snp_support[pl.kept] = snp_cnt / R
     snp_score = snp_support * np.abs(snp_effect)
     order = np.lexsort((np.arange(p), -snp_score))
     order = order[snp_score[order] > 0][:top]
@@ -776,13 +711,95 @@ def _ngg_fit(X, y, *, mode, B, d, lam, lam_scale, R, iters, seed, xp, top, covar
         "score": snp_score[order],
     }
     if best is not None and best[0].size:
-        ia, ib = pair_from_index(best[0], m)
-        gi, gj = kept[pair_local[ia]], kept[pair_local[ib]]
+        ia, ib = pair_from_index(best[0], pl.m)
+        gi, gj = pl.kept[pl.pair_local[ia]], pl.kept[pl.pair_local[ib]]
         top_pairs = {"i": gi, "j": gj, "effect": best[2], "support": best[3], "score": best[1]}
     else:
         e = np.zeros(0)
         top_pairs = {"i": np.zeros(0, np.int64), "j": np.zeros(0, np.int64), "effect": e,
                      "support": e, "score": e}
+    return snp_effect, snp_support, snp_score, top_snps, top_pairs
+
+
+def _start_state(pl: _Plan, checkpoint, signature):
+    """(first block, SNP effect sums, SNP support counts, pair top-k): fresh, or from a checkpoint."""
+    if checkpoint is not None:
+        state = _load_checkpoint(checkpoint, signature)
+        if state is not None:
+            return state
+    return 0, np.zeros(pl.n1), np.zeros(pl.n1, dtype=np.int64), None
+
+
+def _plan_params(pl: _Plan) -> dict:
+    return {"n_snp_columns": int(pl.n1), "n_pair_snps": int(pl.m), "n_pair_columns": int(pl.n2),
+            "block_cols": int(pl.block_cols), "n_blocks": int(pl.n_blocks), "batch": int(pl.batch)}
+
+
+def _ngg_fit(X, y, *, mode, B, d, lam, lam_scale, R, iters, seed, xp, top, covariates, candidates,
+             progress, batch, block_cols, ridge, dtype, profile, max_pieces, checkpoint) -> NGGResult:
+    t_start = time.perf_counter()
+    X, y, Q, p = _ngg_inputs(X, y, covariates, mode, candidates, B, d, R, iters, top)
+    n = X.shape[0]
+    dtype = np.dtype(dtype)
+    timer = _Timer(xp, enabled=profile)
+    with timer("prepare"):  # standardise genotypes and phenotype, size the work
+        pl = _plan(X, y, Q, p, mode=mode, B=B, d=d, lam=lam, lam_scale=lam_scale, xp=xp, candidates=candidates,
+                   batch=batch, block_cols=block_cols, dtype=dtype, max_pieces=max_pieces)
+    Beff, N, n_blocks, block_pieces = pl.Beff, pl.N, pl.n_blocks, pl.block_pieces
+    pieces_per_rep = sum(block_pieces)
+    total_pieces = pieces_per_rep
+    pieces_done = 0
+    signature = None
+    if checkpoint is not None:
+        signature = _signature(X, pl.yr, dict(mode=mode, B=Beff, d=d, lam=pl.lam_v, R=R, iters=iters,
+                                              seed=seed, top=top, block_cols=pl.block_cols, m=pl.m,
+                                              pair_local=pl.pair_local.tolist() if candidates is not None
+                                              else None, ridge=ridge, dtype=dtype.name,
+                                              max_pieces=max_pieces))
+    first_block, snp_mean, snp_cnt, best = _start_state(pl, checkpoint, signature)
+    resumed_blocks = first_block
+    total_pieces -= sum(block_pieces[:first_block])
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=total_pieces * R, unit="piece", desc=f"NGG {mode} (R={R})", leave=False)
+
+    t_loop = time.perf_counter()
+    for b in range(first_block, n_blocks):
+        c0 = b * pl.block_cols
+        Mb = min(pl.block_cols, N - c0)
+        pb = block_pieces[b]
+        if pb == 0:
+            continue
+        acc_sum = xp.zeros(Mb, dtype=xp.float64)
+        acc_cnt = xp.zeros(Mb, dtype=xp.int32)
+        for rep in range(R):
+            perm = FeistelPermutation(Mb, derive_key(seed, _SALT_PERM, b, rep))
+            key_a = derive_key(seed, _SALT_A, b, rep)
+            for q0 in range(0, pb, pl.batch):
+                q1 = min(pb, q0 + pl.batch)
+                local, valid, theta = _fit_pieces(pl, perm, key_a, c0, Mb, q0, q1, d=d, iters=iters, ridge=ridge,
+                                                  dtype=dtype, xp=xp, timer=timer)
+                with timer("accumulate"):
+                    sel = local[valid]
+                    th = theta[valid].astype(xp.float64)
+                    acc_sum[sel] += th
+                    acc_cnt[sel] += (th != 0).astype(xp.int32)
+                pieces_done += q1 - q0
+                if bar is not None:
+                    bar.update(q1 - q0)
+        with timer("topk"):
+            best = _block_reduce(pl, acc_sum, acc_cnt, c0, Mb, R, top, best, snp_mean, snp_cnt, xp)
+        del acc_sum, acc_cnt
+        if checkpoint is not None:
+            _save_checkpoint(checkpoint, signature, b + 1, snp_mean, snp_cnt, best)
+    _sync(xp)
+    t_loop = time.perf_counter() - t_loop
+    if bar is not None:
+        bar.close()
+
+    snp_effect, snp_support, snp_score, top_snps, top_pairs = _top_tables(pl, p, R, top, snp_mean, snp_cnt, best)
     total = time.perf_counter() - t_start
     timings = {"total_s": total, "loop_s": t_loop, "per_repetition_s": t_loop / R,
                "pieces_per_s": pieces_done / t_loop if t_loop > 0 else float("nan"),
@@ -790,13 +807,11 @@ def _ngg_fit(X, y, *, mode, B, d, lam, lam_scale, R, iters, seed, xp, top, covar
                "pieces_done": int(pieces_done), "resumed_blocks": int(resumed_blocks)}
     if profile:
         timings.update({f"{k}_s": v for k, v in timer.t.items()})
-    params = {"mode": mode, "B": Beff, "B_requested": int(B), "d": int(d), "lam": lam_v,
-              "lam_scale": float(lam_scale) if lam is None else None, "R": int(R),
-              "iters": int(iters), "seed": int(seed), "top": int(top), "n": int(n), "p": int(p),
-              "n_snp_columns": int(n1), "n_pair_snps": int(m), "n_pair_columns": int(n2),
-              "block_cols": int(block_cols), "n_blocks": int(n_blocks), "batch": int(batch),
+    params = {"mode": mode, "B": Beff, "B_requested": int(B), "d": int(d), "lam": pl.lam_v,
+              "lam_scale": float(lam_scale) if lam is None else None, "R": int(R), "iters": int(iters),
+              "seed": int(seed), "top": int(top), "n": int(n), "p": int(p), **_plan_params(pl),
               "ridge": float(ridge), "dtype": dtype.name, "backend": xp.__name__,
               "covariates": 0 if covariates is None else int(Q.shape[1] - 1),
-              "candidates": None if candidates is None else int(m), "max_pieces": max_pieces}
+              "candidates": None if candidates is None else int(pl.m), "max_pieces": max_pieces}
     return NGGResult(snp_effect, snp_support, snp_score, top_snps, top_pairs, params, timings,
                      n_columns=int(N), pieces_per_repetition=int(pieces_per_rep))

@@ -22,8 +22,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from scipy import special
 
 from models.backend import get_xp, synchronize, to_numpy
+from models.scans.design import covariate_basis
 
 __all__ = ["Scan1DResult", "scan_1d", "scan_1d_device", "covariate_basis", "t_pvalues"]
 
@@ -41,31 +43,8 @@ class Scan1DResult:
     k_covariates: int  # columns of [1, C] after dropping collinear ones
 
 
-def covariate_basis(n: int, covariates=None, tol: float = 1e-10) -> np.ndarray:
-    """Orthonormal (n x k) basis of [1, covariates] (numpy float64); collinear columns dropped."""
-    cols = [np.ones((n, 1))]
-    if covariates is not None:
-        c = np.asarray(covariates, dtype=np.float64)
-        if c.ndim == 1:
-            c = c[:, None]
-        if c.shape[0] != n:
-            raise ValueError(f"covariates have {c.shape[0]} rows for {n} samples")
-        if not np.isfinite(c).all():
-            raise ValueError("covariates contain missing values; drop those samples first")
-        sd = c.std(axis=0)
-        c = (c - c.mean(axis=0)) / np.where(sd > 0, sd, 1.0)
-        cols.append(c)
-    m = np.hstack(cols)
-    q, r = np.linalg.qr(m)
-    d = np.abs(np.diag(r))
-    keep = d > tol * max(1.0, d.max())
-    return np.ascontiguousarray(q[:, keep])
-
-
 def t_pvalues(t: np.ndarray, df) -> np.ndarray:
     """Two-sided Student-t p-values (numpy; NaN stays NaN)."""
-    from scipy import special
-
     t = np.asarray(t, dtype=np.float64)
     return 2.0 * special.stdtr(np.asarray(df, dtype=np.float64), -np.abs(t))
 
@@ -120,24 +99,7 @@ def scan_1d(genotypes, y, covariates=None, xp=None, chunk: int = 65536, snp_majo
         syy = xp.full(b - a, yty)
         anym = bool(to_numpy(nmiss.max()) > 0) if b > a else False
         if anym:
-            rows = xp.nonzero(nmiss > 0)[0]
-            called = (~miss[rows]).astype(xp.float64)  # (r, n)
-            gcc = (called @ prod_cc).reshape(-1, k, k)  # sum over called samples of q q'
-            gcy = called @ cy  # (r, k)
-            gyy = called @ y2
-            gcx = xq[rows]
-            rhs = xp.stack([gcx, gcy], axis=2)  # (r, k, 2)
-            # tiny ridge guards SNPs called in almost no samples; results there are NaN anyway
-            eye = xp.eye(k)[None] * 1e-12
-            sol = xp.linalg.solve(gcc + eye, rhs)
-            u, v = sol[..., 0], sol[..., 1]
-            sxx_m = xx[rows] - (gcx * u).sum(axis=1)
-            sxy_m = xy[rows] - (gcx * v).sum(axis=1)
-            syy_m = gyy - (gcy * v).sum(axis=1)
-            sxx[rows] = sxx_m
-            sxy = sxy.copy()
-            sxy[rows] = sxy_m
-            syy[rows] = syy_m
+            sxy = _missing_call_sums(miss, nmiss, xx, xy, xq, sxx, sxy, syy, prod_cc, cy, y2, k, xp)
         df = m_used - k - 1
         ok = (sxx > 1e-9 * xp.maximum(xx, 1.0)) & (df > 0)
         sxx_s = xp.where(ok, sxx, 1.0)
@@ -155,6 +117,30 @@ def scan_1d(genotypes, y, covariates=None, xp=None, chunk: int = 65536, snp_majo
     pv = t_pvalues(out["t"], out["df"])
     return Scan1DResult(out["beta"], out["se"], out["t"], pv, out["n"].astype(np.int64),
                         out["df"].astype(np.int64), k)
+
+
+def _missing_call_sums(miss, nmiss, xx, xy, xq, sxx, sxy, syy, prod_cc, cy, y2, k, xp):
+    """Sums of SNPs with missing calls, each with its own covariate Gram matrix over the called
+    samples: overwrites their rows of sxx and syy in place and returns sxy with theirs."""
+    rows = xp.nonzero(nmiss > 0)[0]
+    called = (~miss[rows]).astype(xp.float64)  # (r, n)
+    gcc = (called @ prod_cc).reshape(-1, k, k)  # sum over called samples of q q'
+    gcy = called @ cy  # (r, k)
+    gyy = called @ y2
+    gcx = xq[rows]
+    rhs = xp.stack([gcx, gcy], axis=2)  # (r, k, 2)
+    # tiny ridge guards SNPs called in almost no samples; results there are NaN anyway
+    eye = xp.eye(k)[None] * 1e-12
+    sol = xp.linalg.solve(gcc + eye, rhs)
+    u, v = sol[..., 0], sol[..., 1]
+    sxx_m = xx[rows] - (gcx * u).sum(axis=1)
+    sxy_m = xy[rows] - (gcx * v).sum(axis=1)
+    syy_m = gyy - (gcy * v).sum(axis=1)
+    sxx[rows] = sxx_m
+    sxy = sxy.copy()
+    sxy[rows] = sxy_m
+    syy[rows] = syy_m
+    return sxy
 
 
 def scan_1d_device(g_dev, y, covariates=None, xp=None, chunk: int = 262144):

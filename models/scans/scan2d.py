@@ -56,6 +56,13 @@ are reported as untestable. PLINK's ``--fast-epistasis`` (its Ueki/BOOST-style a
 not reproduced: its statistic is an approximation by design, and the exact logistic test above is
 what the tables afford at the same cost.
 
+Statistics: the per-pair statistic is a declared :class:`models.scans.statistics.ScanStatistic`
+(the trait's default, or ``Scan2D(..., statistic=name)``): its ``inputs`` say which sufficient
+statistics the tiles compute (moments, or case/total cell tables) and its ``fit`` turns them into
+(effect, Wald chi-square, validity). The int8 / complete-genotype / GPU kernels are specialised
+implementations of the linear interaction (``fast_kernels``); any other statistic runs the generic
+tile path. The per-pair functions themselves live in :mod:`models.scans.pair_stats`.
+
 Parallelism: the CPU path splits each block's tile pairs over worker threads (forked worker
 processes from 4 cores, or with ``workers="process"``) that return only tile reductions, with one
 BLAS / PyTorch thread each; the GPU path (CuPy) is in
@@ -66,15 +73,22 @@ from __future__ import annotations
 
 import hashlib
 import math
+import multiprocessing as mp
+import os
 import threading
 import time
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
+from types import SimpleNamespace
 
 import numpy as np
+from scipy import special
 
 from models.backend import get_xp, is_gpu, to_numpy
+from models.scans.pair_stats import _chi2_sf1, binary_stats, qt_stats
 from models.scans.pyramid import PyramidGrid
+from models.scans.scan2d_gpu import GpuEngine
+from models.scans.statistics import statistic_for
 from models.scans.topk import TopK
 
 __all__ = [
@@ -200,64 +214,6 @@ def _cell_base(n: int) -> int:
 
 # ---------------------------------------------------------------------------------------------
 # per-pair statistics from moments (numpy or cupy, broadcasting)
-
-
-def qt_stats(m: dict, xp=np, tol: float = 1e-10):
-    """Interaction effect, Wald chi-square and validity for every pair from its moments.
-
-    m: dict of float64 arrays (broadcastable) named N, Sa, Sb, Saa, Sbb, Sab, Saab, Sabb, Saabb,
-    Sy, Say, Sby, Saby, Syy (sums over the pair's complete samples). Returns (beta, stat, valid);
-    beta and stat are NaN where not valid.
-    """
-    N = m["N"]
-    ia = 1.0 / xp.maximum(N, 1.0)
-    ma, mb, my = m["Sa"] * ia, m["Sb"] * ia, m["Sy"] * ia
-    Sab = m["Sab"]
-    caa = m["Saa"] - m["Sa"] * ma
-    cbb = m["Sbb"] - m["Sb"] * mb
-    cab = Sab - m["Sa"] * mb
-    cay = m["Say"] - ma * m["Sy"]
-    cby = m["Sby"] - mb * m["Sy"]
-    cyy = m["Syy"] - m["Sy"] * my
-    t1 = m["Saab"] - 2.0 * ma * Sab + ma * ma * m["Sb"]
-    t2 = m["Sabb"] - 2.0 * mb * Sab + mb * mb * m["Sa"]
-    sAAB = t1 - mb * caa
-    sABB = t2 - ma * cbb
-    sWW = m["Saabb"] - 2.0 * ma * m["Sabb"] + ma * ma * m["Sbb"] - 2.0 * mb * t1 + mb * mb * caa
-    cWy = m["Saby"] - ma * m["Sby"] - mb * m["Say"] + ma * mb * m["Sy"] - my * cab
-    w33 = sWW - cab * cab * ia
-    return _chol3(caa, cbb, cab, sAAB, sABB, w33, cay, cby, cWy, cyy, N, xp, tol)
-
-
-def _chol3(caa, cbb, cab, sAAB, sABB, w33, cay, cby, cWy, cyy, N, xp, tol):
-    ok = caa > tol * xp.maximum(caa, 1.0)
-    l11 = xp.sqrt(xp.where(ok, caa, 1.0))
-    i11 = 1.0 / l11
-    l21 = cab * i11
-    l31 = sAAB * i11
-    l22sq = cbb - l21 * l21
-    ok = ok & (l22sq > tol * xp.maximum(cbb, 1.0))
-    i22 = 1.0 / xp.sqrt(xp.where(ok, l22sq, 1.0))
-    l32 = (sABB - l31 * l21) * i22
-    l33sq = w33 - l31 * l31 - l32 * l32
-    ok = ok & (l33sq > tol * xp.maximum(w33, 1.0))
-    l33sq = xp.where(ok, l33sq, 1.0)
-    z1 = cay * i11
-    z2 = (cby - l21 * z1) * i22
-    z3n = cWy - l31 * z1 - l32 * z2  # z3 * L33
-    z3sq = z3n * z3n / l33sq
-    rss = cyy - z1 * z1 - z2 * z2 - z3sq
-    df = N - 4.0
-    ok = ok & (df > 0) & (rss > tol * xp.maximum(cyy, 1e-300))
-    beta = xp.where(ok, z3n / l33sq, xp.nan)
-    stat = xp.where(ok, z3sq * df / xp.where(ok, rss, 1.0), xp.nan)
-    return beta, stat, ok
-
-
-def _chi2_sf1(stat):
-    from scipy import special
-
-    return special.chdtrc(1.0, np.asarray(stat, dtype=np.float64))
 
 
 class _Work:
@@ -446,93 +402,6 @@ def _pool_into(acc, r_lo, c_lo, rows_abs0, h, cols_abs0, o, cell):
 # case/control: logistic regression on 3 x 3 cell tables
 
 
-_CELL_A = np.repeat([0.0, 1.0, 2.0], 3)
-_CELL_B = np.tile([0.0, 1.0, 2.0], 3)
-_CELL_X = np.stack([np.ones(9), _CELL_A, _CELL_B, _CELL_A * _CELL_B], axis=1)  # (9, 4): 1, a, b, ab
-_HESS_PAIRS = [(r, c) for r in range(4) for c in range(r, 4)]
-_CELL_C = np.stack([_CELL_X[:, r] * _CELL_X[:, c] for r, c in _HESS_PAIRS], axis=1)  # (9, 10)
-
-
-def _chol4_solve(H, g, xp):
-    """Unrolled Cholesky of stacked SPD 4 x 4 matrices (10 unique entries, (P, 10) in _HESS_PAIRS
-    order) solving H x = g (P, 4). Returns (x, L44^2, ok)."""
-    h = {pc: H[:, k] for k, pc in enumerate(_HESS_PAIRS)}
-    ok = h[(0, 0)] > 0
-    l00 = xp.sqrt(xp.where(ok, h[(0, 0)], 1.0))
-    l10, l20, l30 = h[(0, 1)] / l00, h[(0, 2)] / l00, h[(0, 3)] / l00
-    d1 = h[(1, 1)] - l10 * l10
-    ok = ok & (d1 > 1e-12 * xp.abs(h[(1, 1)]))
-    l11 = xp.sqrt(xp.where(ok, d1, 1.0))
-    l21 = (h[(1, 2)] - l20 * l10) / l11
-    l31 = (h[(1, 3)] - l30 * l10) / l11
-    d2 = h[(2, 2)] - l20 * l20 - l21 * l21
-    ok = ok & (d2 > 1e-12 * xp.abs(h[(2, 2)]))
-    l22 = xp.sqrt(xp.where(ok, d2, 1.0))
-    l32 = (h[(2, 3)] - l30 * l20 - l31 * l21) / l22
-    d3 = h[(3, 3)] - l30 * l30 - l31 * l31 - l32 * l32
-    ok = ok & (d3 > 1e-12 * xp.abs(h[(3, 3)]))
-    d3 = xp.where(ok, d3, 1.0)
-    l33 = xp.sqrt(d3)
-    z0 = g[:, 0] / l00
-    z1 = (g[:, 1] - l10 * z0) / l11
-    z2 = (g[:, 2] - l20 * z0 - l21 * z1) / l22
-    z3 = (g[:, 3] - l30 * z0 - l31 * z1 - l32 * z2) / l33
-    x3 = z3 / l33
-    x2 = (z2 - l32 * x3) / l22
-    x1 = (z1 - l21 * x2 - l31 * x3) / l11
-    x0 = (z0 - l10 * x1 - l20 * x2 - l30 * x3) / l00
-    return xp.stack([x0, x1, x2, x3], axis=1), d3, ok
-
-
-def binary_stats(cases, total, xp=np, max_iter: int = 25, tol: float = 1e-10):
-    """Logistic y ~ 1 + a + b + ab per pair from 3 x 3 genotype cell counts (PLINK 1.9 ``--epistasis``
-    on a case/control trait: OR_INT = exp(beta_int), STAT = Wald chi-square).
-
-    cases, total: (..., 3, 3) float64 counts of cases and of all samples with genotypes (a, b)
-    (pairwise complete). Newton-Raphson from the intercept-only fit, all pairs at once, with an
-    unrolled 4 x 4 Cholesky; var(beta_int) = 1 / L44^2 of the final information matrix. Returns
-    (beta_int, wald_chi2, valid). Pairs without a finite maximum-likelihood estimate (complete or
-    quasi-complete separation: the fit does not converge or |beta| runs past 30) or with a
-    singular information matrix are not valid; PLINK prints arbitrary numbers for those.
-    """
-    shape = cases.shape[:-2]
-    c = cases.reshape(-1, 9)
-    t = total.reshape(-1, 9)
-    X = xp.asarray(_CELL_X)
-    C = xp.asarray(_CELL_C)
-    n_all = t.sum(axis=1)
-    n_case = c.sum(axis=1)
-    P = c.shape[0]
-    beta = xp.zeros((P, 4))
-    p0 = xp.clip(n_case / xp.maximum(n_all, 1.0), 1e-12, 1 - 1e-12)
-    beta[:, 0] = xp.log(p0 / (1 - p0))
-    ok = (n_case > 0) & (n_case < n_all)
-    conv = ~ok
-    act = xp.nonzero(ok)[0]  # pairs still iterating
-    for _ in range(max_iter):
-        if act.size == 0:
-            break
-        ca, ta, ba = c[act], t[act], beta[act]
-        pr = 1.0 / (1.0 + xp.exp(-(ba @ X.T)))
-        grad = (ca - ta * pr) @ X
-        H = (ta * pr * (1.0 - pr)) @ C
-        step, _, good = _chol4_solve(H, grad, xp)
-        ba = ba + xp.where(good[:, None], step, 0.0)
-        beta[act] = ba
-        done = good & (xp.abs(step).max(axis=1) < 1e-10 * (1.0 + xp.abs(ba).max(axis=1)))
-        ok[act[~good]] = False
-        conv[act[done]] = True
-        act = act[good & ~done]
-    pr = 1.0 / (1.0 + xp.exp(-(beta @ X.T)))
-    H = (t * pr * (1.0 - pr)) @ C
-    _, d3, good = _chol4_solve(H, xp.zeros((P, 4)), xp)
-    good = ok & conv & good & (xp.abs(beta).max(axis=1) < 30.0)
-    b3 = beta[:, 3]
-    stat = xp.where(good, b3 * b3 * d3, xp.nan)
-    b3 = xp.where(good, b3, xp.nan)
-    return b3.reshape(shape), stat.reshape(shape), good.reshape(shape)
-
-
 # ---------------------------------------------------------------------------------------------
 # direct per-pair fits (float64, numpy): reference values for the final top-k and for tests
 
@@ -576,7 +445,8 @@ def pair_logistic(a: np.ndarray, b: np.ndarray, case: np.ndarray, max_iter: int 
 
 
 def dense_pair_stats(ga: np.ndarray, gb: np.ndarray, y: np.ndarray, trait: str = "qt",
-                     tol: float = 1e-10) -> tuple[np.ndarray, np.ndarray]:
+                     tol: float = 1e-10, statistic: str | None = None,
+                     max_iter: int = 25) -> tuple[np.ndarray, np.ndarray]:
     """(effect, statistic) of every pair between SNP sets a and b by plain float64 sums.
 
     ga: (ra, n), gb: (rb, n) int8 dosages (-1 missing); y: (n,) (binary: 0/1). A reference
@@ -589,7 +459,8 @@ def dense_pair_stats(ga: np.ndarray, gb: np.ndarray, y: np.ndarray, trait: str =
     xa = np.where(ca, ga, 0).astype(np.float64)
     xb = np.where(cb, gb, 0).astype(np.float64)
     y = np.asarray(y, dtype=np.float64)
-    if trait == "binary":
+    st = statistic_for("2d", trait, statistic)
+    if st.inputs == "cells":
         ia = [(ga == g).astype(np.float64) for g in (0, 1, 2)]
         ib = [(gb == g).astype(np.float64) for g in (0, 1, 2)]
         cases = np.empty((len(ga), len(gb), 3, 3))
@@ -598,7 +469,7 @@ def dense_pair_stats(ga: np.ndarray, gb: np.ndarray, y: np.ndarray, trait: str =
             for v in range(3):
                 cases[:, :, u, v] = (ia[u] * y) @ ib[v].T
                 total[:, :, u, v] = ia[u] @ ib[v].T
-        beta, stat, _ = binary_stats(cases, total, np, tol=tol)
+        beta, stat, _ = st.fit((cases, total), np, tol, max_iter)
         return beta, stat
     yc = y - y.mean()
     m = {"N": Ma @ Mb.T, "Sa": xa @ Mb.T, "Sb": Ma @ xb.T, "Saa": (xa * xa) @ Mb.T, "Sbb": Ma @ (xb * xb).T,
@@ -606,7 +477,7 @@ def dense_pair_stats(ga: np.ndarray, gb: np.ndarray, y: np.ndarray, trait: str =
          "Sy": (Ma * yc) @ Mb.T, "Say": (xa * yc) @ Mb.T, "Sby": (Ma * yc) @ xb.T, "Saby": (xa * yc) @ xb.T,
          "Syy": (Ma * yc * yc) @ Mb.T}
     with np.errstate(all="ignore"):
-        beta, stat, _ = qt_stats(m, np, tol)
+        beta, stat, _ = st.fit(m, np, tol, max_iter)
     return beta, stat
 
 
@@ -640,10 +511,13 @@ class Scan2D:
     the rows of ``geno``.
     """
 
-    def __init__(self, geno, y, chrom, options: Scan2DOptions | None = None, xp=None, device=None):
+    def __init__(self, geno, y, chrom, options: Scan2DOptions | None = None, xp=None, device=None,
+                 statistic: str | None = None):
         self.opt = options or Scan2DOptions()
         if self.opt.trait not in TRAITS:
             raise ValueError(f"unknown trait {self.opt.trait!r}: use {' or '.join(TRAITS)}")
+        # the pair statistic (models.scans.statistics): the trait's default unless named
+        self.statistic = statistic_for("2d", self.opt.trait, statistic)
         self.xp = get_xp(xp if xp is not None else device)
         self.gpu = is_gpu(self.xp)
         geno = np.asarray(geno)
@@ -674,12 +548,10 @@ class Scan2D:
         self.blocks = [self.tile_pairs[k:k + per_block] for k in range(0, len(self.tile_pairs), per_block)]
         self.n_pairs = p * (p - 1) // 2
         sig_p = self.opt.sig_p if self.opt.sig_p else 0.05 / self.n_pairs
-        from scipy import special
-
         self.sig_p = float(sig_p)
         self.sig_stat = float(special.chdtri(1.0, self.sig_p))
         G = np.ascontiguousarray(geno[self.order])
-        if self.opt.trait == "binary":
+        if self.statistic.case_control:
             vals = set(np.unique(y).tolist())
             if not vals <= {0.0, 1.0}:
                 raise ValueError("binary trait must be coded 0 (control) / 1 (case)")
@@ -697,7 +569,7 @@ class Scan2D:
             self.prep.ysq_digits = square_digits(yq, n)
         if self.opt.cpu_gemm not in ("auto", "int8", "float64"):
             raise ValueError(f"unknown cpu_gemm {self.opt.cpu_gemm!r}: use auto, int8 or float64")
-        self._int8 = (not self.gpu and self.opt.trait == "qt" and self.opt.cpu_gemm != "float64"
+        self._int8 = (not self.gpu and self.statistic.fast_kernels and self.opt.cpu_gemm != "float64"
                       and no_missing and int8_matmul() is not None)
         if self.opt.cpu_gemm == "int8" and not self._int8 and not self.gpu:
             raise ValueError("cpu_gemm='int8' needs PyTorch with torch._int_mm, complete genotypes and a quantitative trait")
@@ -710,9 +582,7 @@ class Scan2D:
         self.tile_hook = None  # hook(i0, j0, stat, beta) sees every CPU tile (tests, debugging)
         self.engine = None
         self.reset()
-        if self.gpu and self.opt.trait == "qt":
-            from models.scans.scan2d_gpu import GpuEngine
-
+        if self.gpu and self.statistic.fast_kernels:
             self.engine = GpuEngine(self)
 
     # -- state --------------------------------------------------------------------------------
@@ -794,7 +664,7 @@ class Scan2D:
         s["N"] = called.sum(axis=1).astype(np.float64)
         s["Sa"] = x.sum(axis=1)
         s["Saa"] = (x * x).sum(axis=1)
-        if self.opt.trait == "qt":
+        if self.statistic.inputs == "moments":
             s["Say"] = x @ P.yq
             s["Sy_all"] = float(P.yq.sum())
             s["Syy_all"] = float(np.dot(P.yq, P.yq))
@@ -963,163 +833,186 @@ class Scan2D:
         Cbb', Ww and the residual sum of squares above ``tol`` times their scale). Reductions run
         on rho = STAT / (n - 4); the effect is computed only for top-k candidates.
         """
+        c = self._int8_context(ti, tj)
+        err = np.seterr(all="ignore")
+        try:
+            for R0 in range(0, c.T1, c.H):
+                R1 = min(c.T1, R0 + c.H)
+                c0 = (R0 // c.cell) * c.cell if c.diag else 0  # columns left of c0 are below the diagonal
+                w = c.T2 - c0
+                band = c.work.band[:(R1 - R0) * w].reshape(R1 - R0, w)
+                band_bad = c.work.band_bad[:(R1 - R0) * w].reshape(R1 - R0, w)
+                for r0 in range(R0, R1, c.h):
+                    self._int8_slab(c, R0, r0, min(R1, r0 + c.h), c0, w, band, band_bad)
+                self._int8_band(c, R0, R1, c0, w, band, band_bad)
+        finally:
+            np.seterr(**err)
+        if c.hook is not None:
+            c.hook(c.i0, c.j0, c.stat_full, c.beta_full)
+        return self._int8_reductions(c)
+
+    def _int8_context(self, ti: int, tj: int) -> SimpleNamespace:
+        """GEMMs, scratch buffers, per-column vectors and reduction accumulators of one int8 tile."""
         mm = int8_matmul()
-        i0, i1 = self._bounds(ti)
-        j0, j1 = self._bounds(tj)
-        T1, T2 = i1 - i0, j1 - j0
-        nd = len(self._ydig)
+        c = SimpleNamespace()
+        c.i0, c.i1 = self._bounds(ti)
+        c.j0, c.j1 = self._bounds(tj)
+        i0, i1, j0, j1 = c.i0, c.i1, c.j0, c.j1
+        c.T1, c.T2 = T1, T2 = i1 - i0, j1 - j0
+        c.nd = nd = len(self._ydig)
         Ei, Ej = self._int8_enc(ti), self._int8_enc(tj)
         gout = getattr(self._tls, "gemm_out", None)  # reused GEMM outputs (no page faults per tile)
         if gout is None or gout.size < (4 + nd) * self.tile * self.tile:
             gout = self._tls.gemm_out = np.empty((4 + nd) * self.tile * self.tile, dtype=np.int32)
-        M1 = mm(Ei[:2 * T1], Ej[:2 * T2], out=gout[:4 * T1 * T2].reshape(2 * T1, 2 * T2))  # [[Sab, Sabb], [Saab, Saabb]]
-        M2 = mm(Ei[2 * T1:], Ej[:T2], out=gout[4 * T1 * T2:(4 + nd) * T1 * T2].reshape(nd * T1, T2))  # Saby digits
-        F, tol, n = self._f, self.opt.tol, float(self.n)
-        fs = n - 4.0
-        diag = ti == tj
-        cell = self.pyr.cell
-        hook = self.tile_hook
-        k_top = self.topk.k
-        thr = max(self.topk.threshold, 0.0) / fs * (1.0 - 1e-12)
-        sig = self.sig_stat / fs
-        tcyy = tol * self._cyy
+        # [[Sab, Sabb], [Saab, Saabb]]
+        c.M1 = mm(Ei[:2 * T1], Ej[:2 * T2], out=gout[:4 * T1 * T2].reshape(2 * T1, 2 * T2))
+        c.M2 = mm(Ei[2 * T1:], Ej[:T2], out=gout[4 * T1 * T2:(4 + nd) * T1 * T2].reshape(nd * T1, T2))  # Saby digits
+        c.F, c.tol, c.n = self._f, self.opt.tol, float(self.n)
+        c.fs = c.n - 4.0
+        c.diag = ti == tj
+        c.cell = cell = self.pyr.cell
+        c.hook = self.tile_hook
+        c.k_top = self.topk.k
+        c.thr = max(self.topk.threshold, 0.0) / c.fs * (1.0 - 1e-12)
+        c.sig = self.sig_stat / c.fs
+        c.tcyy = c.tol * self._cyy
         # slabs of h rows (the kernel's buffers stay in L2) inside bands of H rows (reductions)
-        h = 1 << max(0, (_INT8_SLAB // T2).bit_length() - 1)
-        H = h * max(1, _INT8_BAND // (h * T2))
+        c.h = h = 1 << max(0, (_INT8_SLAB // T2).bit_length() - 1)
+        c.H = h * max(1, _INT8_BAND // (h * T2))
         work = getattr(self._tls, "work8", None)
-        if work is None or work.size < h * T2 or work.band.size < H * T2:
+        if work is None or work.size < h * T2 or work.band.size < c.H * T2:
             work = self._tls.work8 = _Work(max(_INT8_SLAB, h * T2), k=10)
             work.tmp = np.empty(h * T2, dtype=bool)
-            work.band = np.empty(H * T2)
-            work.band_bad = np.empty(H * T2, dtype=bool)
+            work.band = np.empty(c.H * T2)
+            work.band_bad = np.empty(c.H * T2, dtype=bool)
             work.views = {}
+        c.work = work
         # per-column vectors replicated over a slab's rows: same-shape operations run at about
         # twice the speed of broadcasting ones in NumPy
-        cols_f = {k: np.repeat(F[k][None, j0:j1], h, axis=0) for k in ("ma", "caa", "tolc", "say")}
-        rows_ok = F["ok"][i0:i1]
-        all_rows_ok = bool(rows_ok.all())
-        r_lo, c_lo = i0 // cell, j0 // cell
-        pyr = np.full(((i1 - 1) // cell - r_lo + 1, (j1 - 1) // cell - c_lo + 1), -1.0)
-        colv = np.full(T2, -1.0)
-        cola = np.zeros(T2, dtype=np.int64)
-        rc = self.chrom_code[i0:i1]
+        c.cols_f = {k: np.repeat(c.F[k][None, j0:j1], h, axis=0) for k in ("ma", "caa", "tolc", "say")}
+        c.rows_ok = c.F["ok"][i0:i1]
+        c.all_rows_ok = bool(c.rows_ok.all())
+        c.r_lo, c.c_lo = i0 // cell, j0 // cell
+        c.pyr = np.full(((i1 - 1) // cell - c.r_lo + 1, (j1 - 1) // cell - c.c_lo + 1), -1.0)
+        c.colv = np.full(T2, -1.0)
+        c.cola = np.zeros(T2, dtype=np.int64)
+        c.rc = self.chrom_code[i0:i1]
         cc = self.chrom_code[j0:j1]
-        cb = np.flatnonzero(np.r_[True, cc[1:] != cc[:-1], True])
-        nb = len(cb) - 1
-        rv_b = np.full((T1, nb), -1.0)  # per row and partner chromosome block: best rho,
-        ra_b = np.zeros((T1, nb), dtype=np.int64)  # its column,
-        nv_b = np.zeros((T1, nb), dtype=np.int64)  # valid pairs,
-        ns_b = np.zeros((T1, nb), dtype=np.int64)  # significant pairs
-        cand = []
-        n_cand = 0
-        if hook is not None:
-            stat_full = np.full((T1, T2), -1.0)
-            beta_full = np.full((T1, T2), np.nan)
+        c.cc = cc
+        c.cb = np.flatnonzero(np.r_[True, cc[1:] != cc[:-1], True])
+        c.nb = nb = len(c.cb) - 1
+        c.rv_b = np.full((T1, nb), -1.0)  # per row and partner chromosome block: best rho,
+        c.ra_b = np.zeros((T1, nb), dtype=np.int64)  # its column,
+        c.nv_b = np.zeros((T1, nb), dtype=np.int64)  # valid pairs,
+        c.ns_b = np.zeros((T1, nb), dtype=np.int64)  # significant pairs
+        c.cand = []
+        c.n_cand = 0
+        if c.hook is not None:
+            c.stat_full = np.full((T1, T2), -1.0)
+            c.beta_full = np.full((T1, T2), np.nan)
+        return c
+
+    def _int8_slab(self, c, R0: int, r0: int, r1: int, c0: int, w: int, band, band_bad) -> None:
+        """rho = STAT / (n - 4) of rows r0:r1 (columns c0:) into the band, invalid pairs -1."""
         mul, sub = np.multiply, np.subtract
-        err = np.seterr(all="ignore")
-        try:
-            for R0 in range(0, T1, H):
-                R1 = min(T1, R0 + H)
-                c0 = (R0 // cell) * cell if diag else 0  # columns left of c0 are below the diagonal
-                w = T2 - c0
-                band = work.band[:(R1 - R0) * w].reshape(R1 - R0, w)
-                band_bad = work.band_bad[:(R1 - R0) * w].reshape(R1 - R0, w)
-                for r0 in range(R0, R1, h):
-                    r1 = min(R1, r0 + h)
-                    sh = (r1 - r0, w)
-                    views = work.views.get(sh)
-                    if views is None:
-                        views = work.views[sh] = tuple(work.get(sh, k) for k in range(10)) + (
-                            work.tmp[:sh[0] * w].reshape(sh),)
-                    x, Cab, Caw, Cbw, Cww, Cwy, t, Cbb1, Cby1, Sab, tmp = views
-                    bad = band_bad[r0 - R0:r1 - R0]
-                    mb_j, cbb_j, tolc_j, say_j = (cols_f[k][:r1 - r0, c0:] for k in ("ma", "caa", "tolc", "say"))
-                    o = band[r0 - R0:r1 - R0]
-                    np.copyto(Sab, M1[r0:r1, c0:T2])
-                    ri = slice(i0 + r0, i0 + r1)
-                    sa_i, ma_i, icaa_i, say_i, tay_i = (F[k][ri, None] for k in ("sa", "ma", "icaa", "say", "tay"))
-                    mul(sa_i, mb_j, out=x); sub(Sab, x, out=Cab)
-                    mul(Sab, ma_i, out=x); sub(M1[T1 + r0:T1 + r1, c0:T2], x, out=Caw)
-                    mul(Sab, mb_j, out=x); sub(M1[r0:r1, T2 + c0:], x, out=Cbw)
-                    mul(Sab, 1.0 / n, out=x); mul(x, Sab, out=x); sub(M1[T1 + r0:T1 + r1, T2 + c0:], x, out=Cww)
-                    np.copyto(Cwy, M2[(nd - 1) * T1 + r0:(nd - 1) * T1 + r1, c0:])
-                    for k in range(nd - 2, -1, -1):  # Horner over the base-128 digits (exact)
-                        mul(Cwy, 128.0, out=Cwy); np.add(Cwy, M2[k * T1 + r0:k * T1 + r1, c0:], out=Cwy)
-                    mul(Cab, icaa_i, out=t)
-                    mul(t, Cab, out=x); sub(cbb_j, x, out=Cbb1)
-                    mul(t, Caw, out=x); sub(Cbw, x, out=Cbw)
-                    mul(t, say_i, out=x); sub(say_j, x, out=Cby1)
-                    np.less_equal(Cbb1, tolc_j, out=bad)
-                    mul(Caw, icaa_i, out=t)
-                    mul(t, Caw, out=x); sub(Cww, x, out=Cww)
-                    mul(Caw, tay_i, out=x); sub(Cwy, x, out=Cwy)
-                    tw = Caw
-                    mul(Cww, tol, out=tw); np.maximum(tw, tol, out=tw)
-                    np.divide(1.0, Cbb1, out=Cbb1)
-                    u = Cab
-                    mul(Cbw, Cbb1, out=u)
-                    mul(u, Cbw, out=x); sub(Cww, x, out=Cww)  # Ww
-                    mul(u, Cby1, out=x); sub(Cwy, x, out=Cwy)  # Wy
-                    Yy = Cbw
-                    mul(Cby1, Cby1, out=x); mul(x, Cbb1, out=x); sub(F["cyy1"][ri, None], x, out=Yy)
-                    np.less_equal(Cww, tw, out=tmp); bad |= tmp  # finite here unless Cbb' failed
-                    mul(Cww, Yy, out=Yy)  # Ww Yy
-                    num = Cby1
-                    mul(Cwy, Cwy, out=num)
-                    sub(Yy, num, out=Yy)  # Ww * (RSS of the full model)
-                    mul(Cww, tcyy, out=x); np.less_equal(Yy, x, out=tmp); bad |= tmp
-                    np.divide(num, Yy, out=o)
-                    if not all_rows_ok:
-                        bad |= ~rows_ok[r0:r1, None]
-                    if diag and r1 > c0:  # pairs j <= i of the diagonal tile
-                        bad[:, :r1 - c0] |= np.arange(c0, r1)[None, :] <= np.arange(r0, r1)[:, None]
-                    np.copyto(o, -1.0, where=bad)
-                    if hook is not None:
-                        stat_full[r0:r1, c0:] = np.where(bad, -1.0, o * fs)
-                        beta_full[r0:r1, c0:] = np.where(bad, np.nan, Cwy / Cww)
-                # band reductions: top-k candidates, pyramid cells, column maxima, per-row maxima
-                # and counts per partner chromosome block
-                hb = R1 - R0
-                idx = np.flatnonzero(band >= thr)
-                if len(idx):
-                    cand.append((R0 + idx // w, c0 + idx % w, band.ravel()[idx]))
-                    n_cand += len(idx)
-                    if n_cand > 4 * k_top:
-                        cr, ccn, cv = (np.concatenate(z) for z in zip(*cand))
-                        kth = np.partition(cv, len(cv) - k_top)[len(cv) - k_top]
-                        keep = cv >= kth
-                        cand = [(cr[keep], ccn[keep], cv[keep])]
-                        n_cand = int(keep.sum())
-                        thr = max(thr, kth)
-                m = _pool_into(pyr, r_lo, c_lo, i0 + R0, hb, j0 + c0, band, cell)
-                cm = m.max(axis=0) if m.shape[0] > 1 else m[0]
-                cur = colv[c0:]
-                upd = np.flatnonzero(cm > cur)
-                if len(upd):
-                    cur[upd] = cm[upd]
-                    cola[c0 + upd] = R0 + band[:, upd].argmax(axis=0)
-                ar = np.arange(hb)
-                for bi in range(nb):
-                    b0, b1 = cb[bi], cb[bi + 1]
-                    if b1 <= c0:
-                        continue
-                    lo = max(b0, c0)
-                    sub_o = band[:, lo - c0:b1 - c0]
-                    ra = sub_o.argmax(axis=1)
-                    rv = sub_o[ar, ra]
-                    rv_b[R0:R1, bi] = rv
-                    ra_b[R0:R1, bi] = lo + ra
-                    nv_b[R0:R1, bi] = (b1 - lo) - np.add.reduce(band_bad[:, lo - c0:b1 - c0], axis=1, dtype=np.int64)
-                    hot = np.flatnonzero(rv >= sig)
-                    if len(hot):
-                        ns_b[R0 + hot, bi] = np.count_nonzero(sub_o[hot] >= sig, axis=1)
-        finally:
-            np.seterr(**err)
-        if hook is not None:
-            hook(i0, j0, stat_full, beta_full)
-        # the tile's reductions in STAT units and global indices
-        if cand:
-            cr, ccn, cv = (np.concatenate(z) for z in zip(*cand))
+        M1, M2, F, T1, T2, nd, n = c.M1, c.M2, c.F, c.T1, c.T2, c.nd, c.n
+        i0, tol = c.i0, c.tol
+        sh = (r1 - r0, w)
+        views = c.work.views.get(sh)
+        if views is None:
+            views = c.work.views[sh] = tuple(c.work.get(sh, k) for k in range(10)) + (
+                c.work.tmp[:sh[0] * w].reshape(sh),)
+        x, Cab, Caw, Cbw, Cww, Cwy, t, Cbb1, Cby1, Sab, tmp = views
+        bad = band_bad[r0 - R0:r1 - R0]
+        mb_j, cbb_j, tolc_j, say_j = (c.cols_f[k][:r1 - r0, c0:] for k in ("ma", "caa", "tolc", "say"))
+        o = band[r0 - R0:r1 - R0]
+        np.copyto(Sab, M1[r0:r1, c0:T2])
+        ri = slice(i0 + r0, i0 + r1)
+        sa_i, ma_i, icaa_i, say_i, tay_i = (F[k][ri, None] for k in ("sa", "ma", "icaa", "say", "tay"))
+        mul(sa_i, mb_j, out=x); sub(Sab, x, out=Cab)
+        mul(Sab, ma_i, out=x); sub(M1[T1 + r0:T1 + r1, c0:T2], x, out=Caw)
+        mul(Sab, mb_j, out=x); sub(M1[r0:r1, T2 + c0:], x, out=Cbw)
+        mul(Sab, 1.0 / n, out=x); mul(x, Sab, out=x); sub(M1[T1 + r0:T1 + r1, T2 + c0:], x, out=Cww)
+        np.copyto(Cwy, M2[(nd - 1) * T1 + r0:(nd - 1) * T1 + r1, c0:])
+        for k in range(nd - 2, -1, -1):  # Horner over the base-128 digits (exact)
+            mul(Cwy, 128.0, out=Cwy); np.add(Cwy, M2[k * T1 + r0:k * T1 + r1, c0:], out=Cwy)
+        mul(Cab, icaa_i, out=t)
+        mul(t, Cab, out=x); sub(cbb_j, x, out=Cbb1)
+        mul(t, Caw, out=x); sub(Cbw, x, out=Cbw)
+        mul(t, say_i, out=x); sub(say_j, x, out=Cby1)
+        np.less_equal(Cbb1, tolc_j, out=bad)
+        mul(Caw, icaa_i, out=t)
+        mul(t, Caw, out=x); sub(Cww, x, out=Cww)
+        mul(Caw, tay_i, out=x); sub(Cwy, x, out=Cwy)
+        tw = Caw
+        mul(Cww, tol, out=tw); np.maximum(tw, tol, out=tw)
+        np.divide(1.0, Cbb1, out=Cbb1)
+        u = Cab
+        mul(Cbw, Cbb1, out=u)
+        mul(u, Cbw, out=x); sub(Cww, x, out=Cww)  # Ww
+        mul(u, Cby1, out=x); sub(Cwy, x, out=Cwy)  # Wy
+        Yy = Cbw
+        mul(Cby1, Cby1, out=x); mul(x, Cbb1, out=x); sub(F["cyy1"][ri, None], x, out=Yy)
+        np.less_equal(Cww, tw, out=tmp); bad |= tmp  # finite here unless Cbb' failed
+        mul(Cww, Yy, out=Yy)  # Ww Yy
+        num = Cby1
+        mul(Cwy, Cwy, out=num)
+        sub(Yy, num, out=Yy)  # Ww * (RSS of the full model)
+        mul(Cww, c.tcyy, out=x); np.less_equal(Yy, x, out=tmp); bad |= tmp
+        np.divide(num, Yy, out=o)
+        if not c.all_rows_ok:
+            bad |= ~c.rows_ok[r0:r1, None]
+        if c.diag and r1 > c0:  # pairs j <= i of the diagonal tile
+            bad[:, :r1 - c0] |= np.arange(c0, r1)[None, :] <= np.arange(r0, r1)[:, None]
+        np.copyto(o, -1.0, where=bad)
+        if c.hook is not None:
+            c.stat_full[r0:r1, c0:] = np.where(bad, -1.0, o * c.fs)
+            c.beta_full[r0:r1, c0:] = np.where(bad, np.nan, Cwy / Cww)
+
+    def _int8_band(self, c, R0: int, R1: int, c0: int, w: int, band, band_bad) -> None:
+        """Band reductions: top-k candidates, pyramid cells, column maxima, per-row maxima and
+        counts per partner chromosome block."""
+        hb = R1 - R0
+        idx = np.flatnonzero(band >= c.thr)
+        if len(idx):
+            c.cand.append((R0 + idx // w, c0 + idx % w, band.ravel()[idx]))
+            c.n_cand += len(idx)
+            if c.n_cand > 4 * c.k_top:
+                cr, ccn, cv = (np.concatenate(z) for z in zip(*c.cand))
+                kth = np.partition(cv, len(cv) - c.k_top)[len(cv) - c.k_top]
+                keep = cv >= kth
+                c.cand = [(cr[keep], ccn[keep], cv[keep])]
+                c.n_cand = int(keep.sum())
+                c.thr = max(c.thr, kth)
+        m = _pool_into(c.pyr, c.r_lo, c.c_lo, c.i0 + R0, hb, c.j0 + c0, band, c.cell)
+        cm = m.max(axis=0) if m.shape[0] > 1 else m[0]
+        cur = c.colv[c0:]
+        upd = np.flatnonzero(cm > cur)
+        if len(upd):
+            cur[upd] = cm[upd]
+            c.cola[c0 + upd] = R0 + band[:, upd].argmax(axis=0)
+        ar = np.arange(hb)
+        cb = c.cb
+        for bi in range(c.nb):
+            b0, b1 = cb[bi], cb[bi + 1]
+            if b1 <= c0:
+                continue
+            lo = max(b0, c0)
+            sub_o = band[:, lo - c0:b1 - c0]
+            ra = sub_o.argmax(axis=1)
+            rv = sub_o[ar, ra]
+            c.rv_b[R0:R1, bi] = rv
+            c.ra_b[R0:R1, bi] = lo + ra
+            c.nv_b[R0:R1, bi] = (b1 - lo) - np.add.reduce(band_bad[:, lo - c0:b1 - c0], axis=1, dtype=np.int64)
+            hot = np.flatnonzero(rv >= c.sig)
+            if len(hot):
+                c.ns_b[R0 + hot, bi] = np.count_nonzero(sub_o[hot] >= c.sig, axis=1)
+
+    def _int8_reductions(self, c) -> dict:
+        """The tile's reductions in STAT units and global indices (the dict of :meth:`_reduce`)."""
+        i0, j0, fs, k_top = c.i0, c.j0, c.fs, c.k_top
+        if c.cand:
+            cr, ccn, cv = (np.concatenate(z) for z in zip(*c.cand))
             if len(cv) > k_top:
                 kth = np.partition(cv, len(cv) - k_top)[len(cv) - k_top]
                 keep = cv >= kth
@@ -1127,26 +1020,28 @@ class Scan2D:
         else:
             cr = ccn = np.empty(0, np.int64)
             cv = np.empty(0)
-        cbeta = self._int8_effects(M1, M2, T1, T2, i0, j0, cr, ccn)
+        cbeta = self._int8_effects(c.M1, c.M2, c.T1, c.T2, i0, j0, cr, ccn)
         scale = lambda v: np.where(v >= 0, v * fs, -1.0)  # noqa: E731
         red = {"i0": i0, "j0": j0, "cand": (cr + i0, ccn + j0, cv * fs, cbeta)}
-        red["pyr"] = (slice(r_lo, r_lo + pyr.shape[0]), slice(c_lo, c_lo + pyr.shape[1]), scale(pyr).astype(np.float32))
-        red["col_best"] = (np.arange(j0, j1), scale(colv), cola + i0)
-        kb = rv_b.argmax(axis=1)  # first block with the best value: the smallest partner on ties
-        ar = np.arange(T1)
-        red["row_best"] = (np.arange(i0, i1), scale(rv_b[ar, kb]), ra_b[ar, kb] + j0)
+        red["pyr"] = (slice(c.r_lo, c.r_lo + c.pyr.shape[0]), slice(c.c_lo, c.c_lo + c.pyr.shape[1]),
+                      scale(c.pyr).astype(np.float32))
+        red["col_best"] = (np.arange(j0, c.j1), scale(c.colv), c.cola + i0)
+        kb = c.rv_b.argmax(axis=1)  # first block with the best value: the smallest partner on ties
+        ar = np.arange(c.T1)
+        red["row_best"] = (np.arange(i0, c.i1), scale(c.rv_b[ar, kb]), c.ra_b[ar, kb] + j0)
+        rc, cc, cb = c.rc, c.cc, c.cb
         rseg = np.flatnonzero(np.r_[True, rc[1:] != rc[:-1], True])
         blocks = []
         for a0, a1 in zip(rseg[:-1], rseg[1:]):
-            for bi in range(nb):
+            for bi in range(c.nb):
                 u, v = rc[a0], cc[cb[bi]]
                 if u > v:
                     u, v = v, u
-                col = rv_b[a0:a1, bi]
+                col = c.rv_b[a0:a1, bi]
                 kk = int(np.argmax(col))
                 best = float(col[kk])
-                blocks.append((u, v, int(nv_b[a0:a1, bi].sum()), int(ns_b[a0:a1, bi].sum()),
-                               best * fs if best >= 0 else -1.0, i0 + a0 + kk, j0 + int(ra_b[a0 + kk, bi])))
+                blocks.append((u, v, int(c.nv_b[a0:a1, bi].sum()), int(c.ns_b[a0:a1, bi].sum()),
+                               best * fs if best >= 0 else -1.0, i0 + a0 + kk, j0 + int(c.ra_b[a0 + kk, bi])))
         red["blocks"] = blocks
         return red
 
@@ -1169,21 +1064,17 @@ class Scan2D:
     def _cpu_tile(self, ti: int, tj: int, xp=np):
         i0, i1 = self._bounds(ti)
         j0, j1 = self._bounds(tj)
-        if xp is not np:
-            cases, total = self._cells_cpu(i0, i1, j0, j1, xp)
-            beta, stat, ok = binary_stats(cases, total, xp, self.opt.max_iter, self.opt.tol)
-            beta, stat, ok = to_numpy(beta), to_numpy(stat), to_numpy(ok)
-            stat = np.where(ok, stat, -1.0)
-        elif self.opt.trait == "qt" and self.prep.complete:
+        st = self.statistic
+        if st.fast_kernels and self.prep.complete and xp is np:
             stat, beta = self._qt_complete_tile(i0, i1, j0, j1)
             ok = stat >= 0
-        else:
-            if self.opt.trait == "qt":
-                m = self._moments_cpu(i0, i1, j0, j1)
-                beta, stat, ok = qt_stats(m, np, self.opt.tol)
+        else:  # the statistic from its sufficient statistics, on the host or the device
+            if st.inputs == "moments":  # host moments (the GPU engine runs the fast statistic)
+                beta, stat, ok = st.fit(self._moments_cpu(i0, i1, j0, j1), np, self.opt.tol, self.opt.max_iter)
             else:
-                cases, total = self._cells_cpu(i0, i1, j0, j1)
-                beta, stat, ok = binary_stats(cases, total, np, self.opt.max_iter, self.opt.tol)
+                beta, stat, ok = st.fit(self._cells_cpu(i0, i1, j0, j1, xp), xp, self.opt.tol, self.opt.max_iter)
+            if xp is not np:
+                beta, stat, ok = to_numpy(beta), to_numpy(stat), to_numpy(ok)
             stat = np.where(ok, stat, -1.0)
         if ti == tj:  # keep i < j only
             lower = np.tril(np.ones((i1 - i0, j1 - j0), dtype=bool))
@@ -1393,9 +1284,9 @@ class Scan2D:
         o = self.order
         ti, tj = o[self.topk.i], o[self.topk.j]
         lo, hi = np.minimum(ti, tj), np.maximum(ti, tj)
-        scale = self.y_scale if self.opt.trait == "qt" else 1.0
+        scale = self.y_scale if self.statistic.effect_in_phenotype_units else 1.0
         top = {"i": lo, "j": hi, "stat": self.topk.stat.copy(), "effect": self.topk.effect * scale,
-               "p": _chi2_sf1(self.topk.stat)}
+               "p": self.statistic.pvalue(self.topk.stat)}
         best_stat = np.full(self.p, np.nan)
         best_partner = np.full(self.p, -1, dtype=np.int64)
         has = self.best_stat >= 0
@@ -1463,8 +1354,6 @@ def _forked_tile(tp):
 
 
 def _fork_context():
-    import multiprocessing as mp
-
     try:
         return mp.get_context("fork")
     except ValueError:  # platforms without fork
@@ -1472,8 +1361,6 @@ def _fork_context():
 
 
 def _cpu_count() -> int:
-    import os
-
     try:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:

@@ -28,8 +28,11 @@ GEMMs, Newton fits with CuPy) and fold on the host.
 from __future__ import annotations
 
 import math
+import time
 
 import numpy as np
+
+from models.scans.topk import TopK
 
 __all__ = ["GpuEngine", "KERNEL_SOURCE"]
 
@@ -317,8 +320,6 @@ class GpuEngine:
 
     def to_host(self) -> None:
         """Fill the scan's host accumulators (the CPU layout) from the device ones."""
-        from models.scans.topk import TopK
-
         s, cp = self.scan, self.cp
         t = TopK(self.k)
         t.i, t.j = cp.asnumpy(self.top_i), cp.asnumpy(self.top_j)
@@ -416,8 +417,6 @@ class GpuEngine:
                 "ys": f["ys"][: 4 * ti * tj].reshape(2 * ti, 2 * tj), "yy": f["yy"][: ti * tj].reshape(ti, tj)}
 
     def run_block(self, tile_pairs) -> None:
-        import time
-
         cp, s = self.cp, self.scan
         for a, b in tile_pairs:
             i0, _ = s._bounds(a)
@@ -436,8 +435,6 @@ class GpuEngine:
             self._merge(buf, ti, tj, i0, j0)
 
     def _launch(self, buf, ti, tj, i0, j0, mode: int) -> None:
-        import time
-
         cp, s = self.cp, self.scan
         t0 = time.perf_counter()
         self.cand_count.fill(0)
@@ -451,8 +448,6 @@ class GpuEngine:
         self.timing["kernel"] += time.perf_counter() - t0
 
     def _merge(self, buf, ti, tj, i0, j0) -> None:
-        import time
-
         cp = self.cp
         t0 = time.perf_counter()
         while True:

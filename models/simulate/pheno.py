@@ -22,6 +22,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from models.scans.design import as_float_dosage, standardize_columns
+
 __all__ = ["SimulatedPhenotype", "simulate_phenotype", "as_float_dosage", "pair_recall", "snp_recall", "pair_hits",
            "clump_pairs"]
 
@@ -42,22 +44,10 @@ class SimulatedPhenotype:
     seed: int
 
 
-def as_float_dosage(X):
-    """Float dosages with NaN for missing (integer inputs use negative values for missing)."""
-    X = np.asarray(X)
-    if X.dtype.kind in "iu":
-        out = X.astype(np.float64)
-        out[X < 0] = np.nan
-        return out
-    return X.astype(np.float64)
-
-
 def _standardize(X):
     X = as_float_dosage(X)
-    mu = np.nanmean(X, axis=0)
-    Z = np.where(np.isnan(X), 0.0, X - mu)
-    sd = Z.std(axis=0)
-    return np.where(sd > 0, Z / np.where(sd > 0, sd, 1), 0.0), sd, np.where(np.isnan(X), mu, X)
+    Z, sd, mu = standardize_columns(X)
+    return Z, sd, np.where(np.isnan(X), mu, X)
 
 
 def _pair_term(xa, xb, za, zb, model):
@@ -81,6 +71,42 @@ def _minor(x):
     """Count of the minor allele from a 0..2 dosage column (rounded)."""
     x = np.rint(np.asarray(x, dtype=np.float64))
     return x if x.mean() <= 1.0 else 2.0 - x
+
+
+def _choose_loci(rng, eligible, snps, pairs, n_snps, n_pairs, min_gap):
+    """Planted SNP indices and (k, 2) pairs: the given ones, or drawn among ``eligible`` SNPs at
+    least ``min_gap`` columns apart from each other and from the given ones."""
+    need_pairs = 0 if pairs is not None else n_pairs
+    need_snps = 0 if snps is not None else n_snps
+    chosen: list[int] = []
+    taken = set()
+    if snps is not None:
+        chosen_fixed = list(np.asarray(snps, dtype=np.int64).ravel())
+    else:
+        chosen_fixed = []
+    if pairs is not None:
+        chosen_fixed += list(np.asarray(pairs, dtype=np.int64).ravel())
+    for c in chosen_fixed:
+        taken.add(int(c))
+
+    def far(c):
+        return all(abs(c - t) >= min_gap for t in taken)
+
+    order = rng.permutation(eligible)
+    for c in order:
+        if len(chosen) >= need_snps + 2 * need_pairs:
+            break
+        if far(int(c)):
+            chosen.append(int(c))
+            taken.add(int(c))
+    if len(chosen) < need_snps + 2 * need_pairs:
+        raise ValueError("not enough eligible SNPs far enough apart; lower min_gap or min_maf")
+    snp_idx = np.asarray(snps if snps is not None else chosen[:need_snps], dtype=np.int64)
+    if pairs is not None:
+        pair_idx = np.sort(np.asarray(pairs, dtype=np.int64).reshape(-1, 2), axis=1)
+    else:
+        pair_idx = np.sort(np.asarray(chosen[need_snps:], dtype=np.int64).reshape(-1, 2), axis=1)
+    return snp_idx, pair_idx
 
 
 def simulate_phenotype(
@@ -115,36 +141,7 @@ def simulate_phenotype(
     maf = np.minimum(maf, 1 - maf)
     eligible = np.flatnonzero((maf >= min_maf) & (sd > 0))
 
-    need_pairs = 0 if pairs is not None else n_pairs
-    need_snps = 0 if snps is not None else n_snps
-    chosen: list[int] = []
-    taken = set()
-    if snps is not None:
-        chosen_fixed = list(np.asarray(snps, dtype=np.int64).ravel())
-    else:
-        chosen_fixed = []
-    if pairs is not None:
-        chosen_fixed += list(np.asarray(pairs, dtype=np.int64).ravel())
-    for c in chosen_fixed:
-        taken.add(int(c))
-
-    def far(c):
-        return all(abs(c - t) >= min_gap for t in taken)
-
-    order = rng.permutation(eligible)
-    for c in order:
-        if len(chosen) >= need_snps + 2 * need_pairs:
-            break
-        if far(int(c)):
-            chosen.append(int(c))
-            taken.add(int(c))
-    if len(chosen) < need_snps + 2 * need_pairs:
-        raise ValueError("not enough eligible SNPs far enough apart; lower min_gap or min_maf")
-    snp_idx = np.asarray(snps if snps is not None else chosen[:need_snps], dtype=np.int64)
-    if pairs is not None:
-        pair_idx = np.sort(np.asarray(pairs, dtype=np.int64).reshape(-1, 2), axis=1)
-    else:
-        pair_idx = np.sort(np.asarray(chosen[need_snps:], dtype=np.int64).reshape(-1, 2), axis=1)
+    snp_idx, pair_idx = _choose_loci(rng, eligible, snps, pairs, n_snps, n_pairs, min_gap)
 
     def draw_signs(k):
         if signs == "positive":

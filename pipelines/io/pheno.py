@@ -21,6 +21,7 @@ PLINK: values {1, 2} mean control/case (0 and -9 missing), {0, 1} are read as co
 """
 from __future__ import annotations
 
+import gzip
 import io
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -141,7 +142,6 @@ def _lines(path: Path, tabs: bool = False) -> list[tuple[int, list[str]]]:
         raise InputError(path, "file not found")
     raw = path.read_bytes()
     if path.name.endswith(".gz"):
-        import gzip
         try:
             raw = gzip.decompress(raw)
         except (OSError, EOFError) as exc:
@@ -164,7 +164,6 @@ def _lines(path: Path, tabs: bool = False) -> list[tuple[int, list[str]]]:
 
 
 def _raw_head(path: Path) -> list[str]:
-    import gzip
     opener = gzip.open if path.name.endswith(".gz") else open
     with opener(path, "rt", errors="replace") as fh:
         for line in fh:
@@ -200,33 +199,7 @@ def read_table(path, fmt: str = "auto", samples: pd.DataFrame | None = None, col
     head = [t.strip().lstrip("#").lower() for t in rows[0][1]]
     if fmt == "auto":
         fmt = _detect(path, rows, head, samples)
-    if fmt == "plink":
-        has_header = len(head) >= 2 and head[0] == "fid" and head[1] == "iid"
-        if len(rows[0][1]) < 3:
-            raise InputError(path, "a PLINK table needs FID, IID and at least one value column", line=rows[0][0])
-        n_id, header = 2, (rows[0][1][2:] if has_header else None)
-        body = rows[1:] if has_header else rows
-        id_cols = (0, 1)
-    elif fmt == "tsv":
-        if any("\t" in ln for ln in _raw_head(path)):
-            rows = _lines(path, tabs=True)
-            rows = [rows[0]] + [(no, f + [""] * (len(rows[0][1]) - len(f))) for no, f in rows[1:]]
-            head = [t.strip().lstrip("#").lower() for t in rows[0][1]]
-        raw_head = [t.strip().lstrip("#") for t in rows[0][1]]
-        id_col = next((k for k, h in enumerate(head) if h in ID_COLUMNS), None)
-        if id_col is None:
-            raise InputError(path, f"header names no id column ({', '.join(ID_COLUMNS)})", line=rows[0][0])
-        fid_col = head.index("fid") if "fid" in head else None
-        body = rows[1:]
-        id_cols = (fid_col, id_col)
-        n_id = None
-    else:
-        body, id_cols, n_id, header = rows, (), 0, None
-        if samples is None:
-            raise InputError(path, "a GEMMA-style table has no ids: give the genotype samples to align it")
-        if len(rows) != len(samples):
-            raise InputError(path, f"GEMMA-style table has {len(rows)} rows but the genotypes have "
-                                   f"{len(samples)} samples (rows must follow .fam order)")
+    rows, body, id_cols, n_id, header, raw_head = _layout(path, fmt, rows, head, samples)
     if not body:
         raise InputError(path, "no data rows")
     width = max(len(f) for _, f in body)
@@ -269,6 +242,40 @@ def read_table(path, fmt: str = "auto", samples: pd.DataFrame | None = None, col
     fid = None if fidc is None else np.array([f[fidc].strip() for _, f in body], dtype=object).astype(str)
     _check_dups(path, fid, iid, [no for no, _ in body])
     return Table(str(path), fmt, iid, fid, frame)
+
+
+def _layout(path, fmt, rows, head, samples):
+    """Where the ids, header and data rows of a table of format ``fmt`` are: (rows, body, id
+    columns, number of leading id columns, header value names, raw header)."""
+    header = raw_head = None
+    if fmt == "plink":
+        has_header = len(head) >= 2 and head[0] == "fid" and head[1] == "iid"
+        if len(rows[0][1]) < 3:
+            raise InputError(path, "a PLINK table needs FID, IID and at least one value column", line=rows[0][0])
+        n_id, header = 2, (rows[0][1][2:] if has_header else None)
+        body = rows[1:] if has_header else rows
+        id_cols = (0, 1)
+    elif fmt == "tsv":
+        if any("\t" in ln for ln in _raw_head(path)):
+            rows = _lines(path, tabs=True)
+            rows = [rows[0]] + [(no, f + [""] * (len(rows[0][1]) - len(f))) for no, f in rows[1:]]
+            head = [t.strip().lstrip("#").lower() for t in rows[0][1]]
+        raw_head = [t.strip().lstrip("#") for t in rows[0][1]]
+        id_col = next((k for k, h in enumerate(head) if h in ID_COLUMNS), None)
+        if id_col is None:
+            raise InputError(path, f"header names no id column ({', '.join(ID_COLUMNS)})", line=rows[0][0])
+        fid_col = head.index("fid") if "fid" in head else None
+        body = rows[1:]
+        id_cols = (fid_col, id_col)
+        n_id = None
+    else:
+        body, id_cols, n_id, header = rows, (), 0, None
+        if samples is None:
+            raise InputError(path, "a GEMMA-style table has no ids: give the genotype samples to align it")
+        if len(rows) != len(samples):
+            raise InputError(path, f"GEMMA-style table has {len(rows)} rows but the genotypes have "
+                                   f"{len(samples)} samples (rows must follow .fam order)")
+    return rows, body, id_cols, n_id, header, raw_head
 
 
 def _resolve(path, names, col) -> str:

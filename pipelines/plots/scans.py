@@ -8,7 +8,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from scipy import special
 
+from models.scans.pyramid import build_levels
+from models.scans.scan2d import chrom_order
 from pipelines.atomic import atomic_path
 
 __all__ = ["manhattan", "map_overview", "map_zoom", "pair_boxplots", "chrom_axis"]
@@ -38,8 +41,6 @@ def chrom_axis(chrom, bp=None):
     rank when positions are missing or zero), each chromosome getting a width proportional to its
     SNP count.
     """
-    from models.scans.scan2d import chrom_order
-
     chrom = np.asarray(chrom).astype(str)
     order = chrom_order(chrom)
     x = np.empty(len(chrom))
@@ -93,8 +94,6 @@ def manhattan(path, chrom, bp, pvalues, title: str = "", threshold: float | None
 
 
 def _neglog10_chi2(stat):
-    from scipy import special
-
     with np.errstate(divide="ignore", invalid="ignore"):
         return -np.log10(np.clip(special.chdtrc(1.0, stat), 1e-300, 1.0))
 
@@ -107,8 +106,6 @@ def map_overview(path, level: np.ndarray, cell: int, chrom_bounds=None, chrom_la
     max-pools until it is at most ``max_px`` pixels wide. chrom_bounds: SNP-axis boundaries
     (sorted order) of chromosomes, drawn as lines.
     """
-    from models.scans.pyramid import build_levels
-
     plt = _plt()
     levels = build_levels(level)
     k = 0

@@ -1,0 +1,106 @@
+"""Shared design-matrix helpers of the scans, NGG, the heritability proxy and the simulators.
+
+One home for the three operations every consumer used to reimplement:
+
+* :func:`as_float_dosage`: float64 dosages with NaN for missing calls (integer inputs mark missing
+  calls with negative values, as the PLINK readers' int8 ``-1``);
+* :func:`standardize_columns`: column centring and scaling (mean-imputed missing values, population
+  standard deviation; columns whose sd is at most ``tol`` become zeros);
+* :func:`covariate_basis`: the orthonormal basis of ``[1, covariates]`` (collinear columns dropped)
+  that the exact 1D scan, the 2D phenotype residualisation and NGG project on.
+
+* :func:`standardize_genotypes`: the chunked, device-side (NumPy or CuPy) variant of
+  :func:`standardize_columns` for genotype matrices too large to hold in float64, optionally
+  residualised on a covariate basis (NGG's preprocessing).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from models.backend import to_numpy
+
+__all__ = ["as_float_dosage", "standardize_columns", "standardize_genotypes", "covariate_basis"]
+
+
+def as_float_dosage(X) -> np.ndarray:
+    """Float dosages with NaN for missing (integer inputs use negative values for missing)."""
+    X = np.asarray(X)
+    if X.dtype.kind in "iu":
+        out = X.astype(np.float64)
+        out[X < 0] = np.nan
+        return out
+    return X.astype(np.float64)
+
+
+def standardize_columns(F, tol: float = 0.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Centred, unit-variance columns of a float (n, q) array with NaN for missing values.
+
+    Missing values become the column mean (0 after centring); columns with sd <= ``tol`` become 0.
+    Returns (Z, sd, mean); sd is the population standard deviation of the mean-imputed column.
+    """
+    F = np.asarray(F, dtype=np.float64)
+    mu = np.nanmean(F, axis=0) if F.size else np.zeros(F.shape[1])
+    Z = np.where(np.isnan(F), 0.0, F - mu)
+    sd = Z.std(axis=0)
+    return np.where(sd > tol, Z / np.where(sd > tol, sd, 1.0), 0.0), sd, mu
+
+
+def standardize_genotypes(X, xp=np, dtype=np.float32, covariates_q=None, chunk: int = 8192):
+    """Column-standardised genotypes as a (p, n) array of module xp (transposed: rows are SNPs).
+
+    X: (n, p) dosages, float (NaN = missing) or integer (negative = missing, as PLINK readers
+    return int8 with -1). Missing dosages are set to the column mean (0 after standardisation). With
+    ``covariates_q`` (an n x c orthonormal basis that includes the intercept) each column is
+    residualised on it and re-standardised. Returns (ZT, sd) where sd is each column's standard
+    deviation after these steps (0 for monomorphic columns, whose rows are all zero).
+    """
+    X = np.asarray(X)
+    n, p = X.shape
+    ZT = xp.empty((p, n), dtype=dtype)
+    sd_all = np.empty(p, dtype=np.float64)
+    Q = None if covariates_q is None else xp.asarray(covariates_q, dtype=dtype)
+    for c0 in range(0, p, chunk):
+        c1 = min(p, c0 + chunk)
+        raw = np.ascontiguousarray(X[:, c0:c1].T)
+        miss = xp.asarray(raw < 0 if raw.dtype.kind in "iu" else np.isnan(raw))
+        blk = xp.asarray(raw, dtype=xp.float64)
+        cnt = (~miss).sum(axis=1)
+        blk = xp.where(miss, 0.0, blk)
+        mean = blk.sum(axis=1) / xp.maximum(cnt, 1)
+        blk = xp.where(miss, 0.0, blk - mean[:, None])
+        sd0 = xp.sqrt((blk * blk).sum(axis=1) / n)
+        if Q is not None:
+            blk = blk - (blk @ Q.astype(xp.float64)) @ Q.astype(xp.float64).T
+        sd = xp.sqrt((blk * blk).sum(axis=1) / n)
+        ok = (sd > 1e-8) & (sd > 1e-6 * sd0)  # constant, or explained by the covariates
+        blk = xp.where(ok[:, None], blk / xp.where(ok, sd, 1.0)[:, None], 0.0)
+        ZT[c0:c1] = blk.astype(dtype)
+        sd_all[c0:c1] = to_numpy(xp.where(ok, sd, 0.0))
+    return ZT, sd_all
+
+
+def covariate_basis(n: int, covariates=None, tol: float = 1e-10, standardize: bool = True) -> np.ndarray:
+    """Orthonormal (n x k) basis of [1, covariates] (numpy float64); collinear columns dropped.
+
+    Covariates must be finite (drop incomplete samples first). ``standardize`` centres and scales
+    them before the QR decomposition (the exact scans); NGG projects on the basis of the raw
+    columns (``standardize=False``). Both span the same space; the two bases differ in rounding.
+    """
+    cols = [np.ones((n, 1))]
+    if covariates is not None:
+        c = np.asarray(covariates, dtype=np.float64)
+        if c.ndim == 1:
+            c = c[:, None]
+        if c.shape[0] != n:
+            raise ValueError(f"covariates have {c.shape[0]} rows for {n} samples")
+        if not np.isfinite(c).all():
+            raise ValueError("covariates contain missing values; drop those samples first")
+        if standardize:
+            sd = c.std(axis=0)
+            c = (c - c.mean(axis=0)) / np.where(sd > 0, sd, 1.0)
+        cols.append(c)
+    m = np.hstack(cols)
+    q, r = np.linalg.qr(m)
+    d = np.abs(np.diag(r))
+    keep = d > tol * max(1.0, d.max())
+    return np.ascontiguousarray(q[:, keep])
