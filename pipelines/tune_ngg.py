@@ -451,16 +451,14 @@ class NGGObjective:
 def ngg_study_spec(params: dict, device: str | None = None) -> StudySpec:
     """The StudySpec of ``epiflow tune --ngg`` from the ``tune_ngg:`` section of params.yaml.
 
-    ``device`` overrides ``tune_ngg.device``. (Transitional: an object with a ``device`` attribute,
-    as pipelines/stages/tune.py still passes its namespace, is read the same way.)
+    ``device`` overrides ``tune_ngg.device``.
     """
     sec = params.get("tune_ngg") or {}
     if not isinstance(sec, dict):
         raise EpiflowError("params.yaml: section 'tune_ngg' must be a mapping")
     cfg = resolve_config(sec)
-    dev = device if device is None or isinstance(device, str) else getattr(device, "device", None)
-    if dev:
-        cfg["device"] = dev
+    if device:
+        cfg["device"] = device
     data = load_study_data(cfg, params, need_pheno=cfg["mode"] == "r2")
     obj = NGGObjective(data, cfg)
     score_name = metric_name(cfg["score"]) if cfg["mode"] == "recall" else "r2_validation"

@@ -52,11 +52,9 @@ def add_arguments(p):
 
 def build_spec(args, params: dict):
     if args.ngg or args.model == "ngg":
-        try:
-            from pipelines.tune_ngg import ngg_study_spec
-        except ImportError as exc:
-            raise EpiflowError(f"NGG studies are not available here ({exc})") from None
-        return ngg_study_spec(params, args)
+        from pipelines.tune_ngg import ngg_study_spec
+
+        return ngg_study_spec(params, device=args.device)
     from pipelines.tune import ZooTuneInputs, zoo_study_spec
 
     model = args.model or section(params, "tune", args.params).get("model")
