@@ -22,6 +22,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from pipelines import tracking
+from pipelines.atomic import atomic_path, write_text
 from pipelines.errors import EpiflowError
 
 FOLD_COLUMNS = ["repeat", "fold", "auc", "n_train", "n_test"]
@@ -117,8 +119,6 @@ def load_stage_scores(name: str, train_dir="work/train", metrics_dir="metrics/tr
 def connect(start: Path | None = None) -> None:
     """Point MLflow at the project store (or MLFLOW_TRACKING_URI) without creating anything."""
     import logging
-
-    from pipelines import tracking
 
     logging.getLogger("alembic").setLevel(logging.WARNING)
     tracking.use_tracking_uri(start)
@@ -301,33 +301,13 @@ def select_runs(experiments: list[str] | None = None, filter_string: str = "", t
     adds child runs other than single folds) that carry an AUC (fold children or ``auc_mean``)
     are kept, and only the latest run per label (``all_runs`` keeps every one).
     """
-    import mlflow
-    from mlflow.exceptions import MlflowException
-
     notes: list[str] = []
     run_ids = list(run_ids or [])
-    if experiments:
-        exp_ids = experiment_ids(experiments)
-    else:
-        exp_ids, every = [], None
-        for rid in run_ids:
-            try:
-                eid = mlflow.get_run(rid).info.experiment_id
-            except MlflowException:  # an id prefix: look it up across experiments
-                if every is None:
-                    every = mlflow.search_runs(search_all_experiments=True)
-                hit = every[every["run_id"].astype(str).str.startswith(rid)] if len(rid) >= 6 and len(every) else []
-                if len(hit) != 1:
-                    raise EpiflowError(f"{'no' if len(hit) == 0 else 'more than one'} MLflow run '{rid}' "
-                                       f"in {mlflow.get_tracking_uri()}") from None
-                eid = str(hit.iloc[0]["experiment_id"])
-            if eid not in exp_ids:
-                exp_ids.append(eid)
-        if not exp_ids:
-            raise EpiflowError("name an experiment (--experiment) or runs (--runs) to compare")
+    exp_ids = experiment_ids(experiments) if experiments else _experiments_of_runs(run_ids)
+    where = ", ".join(experiments or exp_ids)
     everything = _runs(exp_ids)
     if everything.empty:
-        raise EpiflowError(f"no runs in experiment(s) {', '.join(experiments or exp_ids)}")
+        raise EpiflowError(f"no runs in experiment(s) {where}")
     tag_keys = {c[len("tags."):] for c in everything.columns if c.startswith("tags.")}
     if filter_string:
         expanded = expand_filter(filter_string, tag_keys)
@@ -336,46 +316,12 @@ def select_runs(experiments: list[str] | None = None, filter_string: str = "", t
             notes.append(f"filter: {expanded}")
     else:
         chosen = everything
-    for key, value in (tags or {}).items():
-        cols = [c for c in (f"tags.{key}", f"tags.epiflow.{key}") if c in chosen.columns]
-        mask = np.zeros(len(chosen), bool)
-        for c in cols:
-            mask |= (chosen[c].astype("string") == value).fillna(False).to_numpy(bool)
-        chosen = chosen[mask]
-    if run_ids:
-        ids = chosen["run_id"].astype(str)
-        picked = []
-        for rid in run_ids:
-            hit = chosen[(ids == rid) | ids.str.startswith(rid)] if len(rid) >= 6 else chosen[ids == rid]
-            if hit.empty:
-                why = "does not match the filter/tags" if rid in set(everything["run_id"]) else "not found"
-                raise EpiflowError(f"run '{rid}' {why} in experiment(s) {', '.join(experiments or exp_ids)}")
-            picked.append(hit.iloc[0])
-        chosen = pd.DataFrame(picked)
-    else:
-        is_child = chosen["tags.mlflow.parentRunId"].notna()
-        is_fold = chosen["params.fold"].notna() if "params.fold" in chosen.columns else np.zeros(len(chosen), bool)
-        chosen = chosen[~is_fold & (~is_child if not nested else True)]
-        running = chosen["status"] == "RUNNING"
-        if running.any():
-            notes.append(f"left out {int(running.sum())} run(s) still running")
-            chosen = chosen[~running]
+    chosen = _with_tags(chosen, tags or {})
+    chosen = (_pick_ids(chosen, everything, run_ids, where) if run_ids
+              else _top_level(chosen, nested, notes))
     scores = [scores_from_run(row, everything) for _, row in chosen.iterrows()]
     if not run_ids:
-        kept = [s for s in scores if s.has_folds or s.auc_mean is not None]
-        if len(kept) < len(scores):
-            notes.append(f"skipped {len(scores) - len(kept)} run(s) with no AUC (e.g. report or compare runs)")
-        scores = kept
-        if not all_runs:
-            seen, latest = set(), []
-            for s in scores:  # newest first
-                if s.label not in seen:
-                    seen.add(s.label)
-                    latest.append(s)
-            if len(latest) < len(scores):
-                notes.append(f"kept the latest run of each label ({len(scores) - len(latest)} older run(s) "
-                             f"left out; --all-runs keeps them)")
-            scores = latest
+        scores = _with_auc_latest(scores, all_runs, notes)
     inner = [s.label for s in scores if not s.has_folds and s.extra.get("auc_metric") == "inner_auc"]
     if inner:
         notes.append(f"AUC of {', '.join(inner[:3])}{' ...' if len(inner) > 3 else ''} is the inner-CV mean "
@@ -386,6 +332,83 @@ def select_runs(experiments: list[str] | None = None, filter_string: str = "", t
         if counts.get(s.label, 0) > 1:
             s.label = f"{s.label}@{s.run_id[:8]}"
     return scores, notes
+
+
+def _experiments_of_runs(run_ids: list[str]) -> list[str]:
+    """The experiments holding the given runs (ids or prefixes of at least 6 characters)."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    exp_ids, every = [], None
+    for rid in run_ids:
+        try:
+            eid = mlflow.get_run(rid).info.experiment_id
+        except MlflowException:  # an id prefix: look it up across experiments
+            if every is None:
+                every = mlflow.search_runs(search_all_experiments=True)
+            hit = every[every["run_id"].astype(str).str.startswith(rid)] if len(rid) >= 6 and len(every) else []
+            if len(hit) != 1:
+                raise EpiflowError(f"{'no' if len(hit) == 0 else 'more than one'} MLflow run '{rid}' "
+                                   f"in {mlflow.get_tracking_uri()}") from None
+            eid = str(hit.iloc[0]["experiment_id"])
+        if eid not in exp_ids:
+            exp_ids.append(eid)
+    if not exp_ids:
+        raise EpiflowError("name an experiment (--experiment) or runs (--runs) to compare")
+    return exp_ids
+
+
+def _with_tags(chosen: pd.DataFrame, tags: dict) -> pd.DataFrame:
+    """Runs carrying every key=value (a short key also matches ``epiflow.<key>``)."""
+    for key, value in tags.items():
+        cols = [c for c in (f"tags.{key}", f"tags.epiflow.{key}") if c in chosen.columns]
+        mask = np.zeros(len(chosen), bool)
+        for c in cols:
+            mask |= (chosen[c].astype("string") == value).fillna(False).to_numpy(bool)
+        chosen = chosen[mask]
+    return chosen
+
+
+def _pick_ids(chosen: pd.DataFrame, everything: pd.DataFrame, run_ids: list[str], where: str) -> pd.DataFrame:
+    ids = chosen["run_id"].astype(str)
+    picked = []
+    for rid in run_ids:
+        hit = chosen[(ids == rid) | ids.str.startswith(rid)] if len(rid) >= 6 else chosen[ids == rid]
+        if hit.empty:
+            why = "does not match the filter/tags" if rid in set(everything["run_id"]) else "not found"
+            raise EpiflowError(f"run '{rid}' {why} in experiment(s) {where}")
+        picked.append(hit.iloc[0])
+    return pd.DataFrame(picked)
+
+
+def _top_level(chosen: pd.DataFrame, nested: bool, notes: list) -> pd.DataFrame:
+    """Top-level runs (``nested``: child runs too), never single folds, none still running."""
+    is_child = chosen["tags.mlflow.parentRunId"].notna()
+    is_fold = chosen["params.fold"].notna() if "params.fold" in chosen.columns else np.zeros(len(chosen), bool)
+    chosen = chosen[~is_fold & (~is_child if not nested else True)]
+    running = chosen["status"] == "RUNNING"
+    if running.any():
+        notes.append(f"left out {int(running.sum())} run(s) still running")
+        chosen = chosen[~running]
+    return chosen
+
+
+def _with_auc_latest(scores: list, all_runs: bool, notes: list) -> list:
+    """Runs with an AUC; the latest per label unless ``all_runs``."""
+    kept = [s for s in scores if s.has_folds or s.auc_mean is not None]
+    if len(kept) < len(scores):
+        notes.append(f"skipped {len(scores) - len(kept)} run(s) with no AUC (e.g. report or compare runs)")
+    if all_runs:
+        return kept
+    seen, latest = set(), []
+    for s in kept:  # newest first
+        if s.label not in seen:
+            seen.add(s.label)
+            latest.append(s)
+    if len(latest) < len(kept):
+        notes.append(f"kept the latest run of each label ({len(kept) - len(latest)} older run(s) "
+                     f"left out; --all-runs keeps them)")
+    return latest
 
 
 # ---------------------------------------------------------------------------------------------
@@ -604,3 +627,52 @@ def plot(scores: list[Scores], tests: pd.DataFrame | None, path, reference: str 
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+# ---------------------------------------------------------------------------------------------
+# outputs
+def write_outputs(out: Path, scores, table, tests, notes, with_run, reference) -> list[Path]:
+    """table.tsv, table.md, tests.tsv (when tested) and compare.png in ``out``; the paths."""
+    out.mkdir(parents=True, exist_ok=True)
+    files = []
+    with atomic_path(out / "table.tsv") as tmp:
+        table.to_csv(tmp, sep="\t", index=False, float_format="%.6f")
+    files.append(out / "table.tsv")
+    write_text(out / "table.md", markdown_report(table, tests, notes, with_run=with_run))
+    files.append(out / "table.md")
+    if tests is not None:
+        with atomic_path(out / "tests.tsv") as tmp:
+            tests.to_csv(tmp, sep="\t", index=False, float_format="%.6g")
+        files.append(out / "tests.tsv")
+    with atomic_path(out / "compare.png") as tmp:
+        plot(scores, tests, tmp, reference)
+    files.append(out / "compare.png")
+    return files
+
+
+def log_comparison(scores, tests, files, experiment, *, reference=None, filter_string="", source="") -> str:
+    """A `compare` MLflow run with the table and figure as artifacts and the tests as metrics."""
+    import mlflow
+
+    tracking.setup(experiment)
+    inputs = [s.source for s in scores if Path(s.source).is_file()]  # folds.tsv files, not runs
+    tags = tracking.run_tags(inputs, extra={"stage": "compare",
+                                            "compared": ",".join(s.label for s in scores)})
+    params = {"models": ",".join(s.label for s in scores), "reference": reference or scores[0].label,
+              "source": source[:500]}
+    if filter_string:
+        params["filter"] = filter_string[:500]
+    run_ids = [s.run_id for s in scores if s.run_id]
+    if run_ids:
+        tags["epiflow.compared_runs"] = ",".join(run_ids)[:5000]
+    with mlflow.start_run(run_name="compare", tags=tags) as run:
+        mlflow.log_params(params)
+        for f in files:
+            mlflow.log_artifact(str(f))
+        if tests is not None:
+            for r in tests.itertuples():
+                key = f"{r.reference}_vs_{r.other}"
+                key = "".join(c if c.isalnum() or c in "_-./ " else "_" for c in key)
+                mlflow.log_metrics({f"p_corrected.{key}": r.p_corrected, f"mean_diff.{key}": r.mean_diff,
+                                    f"p_uncorrected.{key}": r.p_uncorrected})
+        return run.info.run_id

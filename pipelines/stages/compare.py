@@ -17,7 +17,9 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
+from pipelines import compare
 from pipelines.errors import EpiflowError
+from pipelines.params import load_params
 
 
 def add_arguments(p):
@@ -47,9 +49,6 @@ def add_arguments(p):
 
 
 def run(args) -> int:
-    from pipelines import compare
-    from pipelines.params import load_params
-
     selecting = bool(args.filter or args.tag or args.runs)
     if args.models and selecting:
         raise EpiflowError("give model names or a run selection (--filter/--tag/--runs), not both")
@@ -111,62 +110,14 @@ def run(args) -> int:
 
     if args.out or args.log:
         if args.out:
-            written = _write(Path(args.out), compare, scores, table, tests, notes, with_run, args.reference)
+            written = compare.write_outputs(Path(args.out), scores, table, tests, notes, with_run, args.reference)
             print(f"\nwritten: {', '.join(str(p) for p in written)}")
         if args.log:
             with tempfile.TemporaryDirectory() as tmp:
-                files = (_write(Path(tmp), compare, scores, table, tests, notes, with_run, args.reference)
+                files = (compare.write_outputs(Path(tmp), scores, table, tests, notes, with_run, args.reference)
                          if not args.out else written)
-                run_id = _log(scores, tests, files, study if by_name and not use_mlflow else
-                              ((args.experiment or [study])[0]), args, source)
+                experiment = study if by_name and not use_mlflow else (args.experiment or [study])[0]
+                run_id = compare.log_comparison(scores, tests, files, experiment, reference=args.reference,
+                                                filter_string=args.filter, source=source)
             print(f"logged MLflow run {run_id}")
     return 0
-
-
-def _write(out: Path, compare, scores, table, tests, notes, with_run, reference) -> list[Path]:
-    from pipelines.atomic import atomic_path, write_text
-
-    out.mkdir(parents=True, exist_ok=True)
-    files = []
-    with atomic_path(out / "table.tsv") as tmp:
-        table.to_csv(tmp, sep="\t", index=False, float_format="%.6f")
-    files.append(out / "table.tsv")
-    write_text(out / "table.md", compare.markdown_report(table, tests, notes, with_run=with_run))
-    files.append(out / "table.md")
-    if tests is not None:
-        with atomic_path(out / "tests.tsv") as tmp:
-            tests.to_csv(tmp, sep="\t", index=False, float_format="%.6g")
-        files.append(out / "tests.tsv")
-    with atomic_path(out / "compare.png") as tmp:
-        compare.plot(scores, tests, tmp, reference)
-    files.append(out / "compare.png")
-    return files
-
-
-def _log(scores, tests, files, experiment, args, source) -> str:
-    import mlflow
-
-    from pipelines import tracking
-
-    tracking.setup(experiment)
-    inputs = [s.source for s in scores if Path(s.source).is_file()]  # folds.tsv files, not runs
-    tags = tracking.run_tags(inputs, extra={"stage": "compare",
-                                            "compared": ",".join(s.label for s in scores)})
-    params = {"models": ",".join(s.label for s in scores), "reference": args.reference or scores[0].label,
-              "source": source[:500]}
-    if args.filter:
-        params["filter"] = args.filter[:500]
-    run_ids = [s.run_id for s in scores if s.run_id]
-    if run_ids:
-        tags["epiflow.compared_runs"] = ",".join(run_ids)[:5000]
-    with mlflow.start_run(run_name="compare", tags=tags) as run:
-        mlflow.log_params(params)
-        for f in files:
-            mlflow.log_artifact(str(f))
-        if tests is not None:
-            for r in tests.itertuples():
-                key = f"{r.reference}_vs_{r.other}"
-                key = "".join(c if c.isalnum() or c in "_-./ " else "_" for c in key)
-                mlflow.log_metrics({f"p_corrected.{key}": r.p_corrected, f"mean_diff.{key}": r.mean_diff,
-                                    f"p_uncorrected.{key}": r.p_uncorrected})
-        return run.info.run_id
