@@ -439,8 +439,8 @@ def _pick_kegg(rng, kegg_sets: dict, n_k: int) -> list:
     return sorted(chosen)
 
 
-def _layout(p: dict, kegg_syms: list, other_syms: list, kegg_sets: dict) -> _Layout:
-    rng = _stream(p["seed"], 1)
+def _pick_symbols(rng, p: dict, kegg_syms: list, other_syms: list, kegg_sets: dict):
+    """The cohort's symbols in genome order, whether each is a KEGG gene, and symbol numbers."""
     n = p["n_genes"]
     n_k = int(round(n * p["kegg_fraction"]))
     n_o = n - n_k
@@ -460,6 +460,65 @@ def _layout(p: dict, kegg_syms: list, other_syms: list, kegg_sets: dict) -> _Lay
     order = rng.permutation(n)
     syms = [syms[i] for i in order]
     is_kegg = is_kegg[order]
+    return syms, is_kegg, number
+
+
+def _gene_gaps(rng, b: np.ndarray, usable: int) -> tuple[np.ndarray, np.ndarray]:
+    """The gap before each of one chromosome's ``m`` genes (and after the last: ``m + 1`` gaps),
+    and the bodies, shrunk where they do not fit. Negative gaps overlap the previous gene."""
+    m = len(b)
+    # internal gaps: a few overlapping gene pairs, a few closer than the VEP flank
+    u = rng.random(m)
+    kind = np.where(u < 0.04, 1, np.where(u < 0.12, 2, 0))
+    kind[0] = 0
+    special = np.zeros(m, np.int64)
+    prev_body = np.concatenate([[0], b[:-1]])
+    special[kind == 1] = -np.round(prev_body[kind == 1] * rng.uniform(0.1, 0.6, m)[kind == 1])
+    special[kind == 2] = np.round(rng.uniform(200, 6_000, m)[kind == 2])
+    w = rng.exponential(1.0, m + 1)
+    normal = np.concatenate([kind == 0, [True]])
+    free = usable - int(b.sum()) - int(special.sum())
+    if free < 20_000 * (m + 1):   # too many genes for this chromosome: shrink the bodies
+        scale = max(0.05, (usable - 20_000 * (m + 1) - int(special.clip(0).sum())) / max(1, b.sum()))
+        b = np.maximum(1_000, np.floor(b * scale)).astype(np.int64)
+        special[kind == 1] = -np.floor(prev_body[kind == 1] * scale * 0.3).astype(np.int64)
+        free = usable - int(b.sum()) - int(special.sum())
+    gaps = np.zeros(m + 1, np.int64)
+    wn = np.where(normal, w, 0.0)
+    gaps[normal] = np.floor(free * wn[normal] / wn.sum()).astype(np.int64)
+    gaps[:m][kind != 0] = special[kind != 0]
+    return gaps, b
+
+
+def _place_chrom(rng, c: int, b: np.ndarray):
+    """Start, end, (possibly shrunk) body and intergenic interval of one chromosome's genes, whose
+    bodies in genome order are ``b``."""
+    m = len(b)
+    usable_lo, usable_hi = CHROM_MARGIN, GRCH38[c][1] - CHROM_MARGIN
+    usable = usable_hi - usable_lo
+    gaps, b = _gene_gaps(rng, b, usable)
+    s = np.zeros(m, np.int64)
+    e = np.zeros(m, np.int64)
+    pos = usable_lo
+    for i in range(m):          # one step per gene (not per genotype)
+        s[i] = pos + gaps[i] + 1
+        e[i] = s[i] + b[i] - 1
+        pos = e[i]
+    cum_end = np.maximum.accumulate(e)
+    nxt = np.concatenate([s[1:], [usable_hi + VEP_FLANK]])
+    lo = cum_end + VEP_FLANK + 1
+    hi = nxt - VEP_FLANK - 1
+    # where the gap after a gene is too small, use the gap before it
+    prev_lo = np.concatenate([[usable_lo], lo[:-1]])
+    prev_hi = np.concatenate([[s[0] - VEP_FLANK - 1], hi[:-1]])
+    use_prev = hi < lo
+    return s, e, b, np.where(use_prev, prev_lo, lo), np.where(use_prev, prev_hi, hi)
+
+
+def _layout(p: dict, kegg_syms: list, other_syms: list, kegg_sets: dict) -> _Layout:
+    rng = _stream(p["seed"], 1)
+    n = p["n_genes"]
+    syms, is_kegg, number = _pick_symbols(rng, p, kegg_syms, other_syms, kegg_sets)
 
     counts = _apportion(n, AUTOSOME_GENES)
     chrom = np.repeat(np.arange(22), counts)
@@ -478,47 +537,7 @@ def _layout(p: dict, kegg_syms: list, other_syms: list, kegg_sets: dict) -> _Lay
             continue
         sl = slice(first, first + m)
         ranges.append((c, first, first + m))
-        usable_lo, usable_hi = CHROM_MARGIN, GRCH38[c][1] - CHROM_MARGIN
-        usable = usable_hi - usable_lo
-        b = body[sl].copy()
-        # internal gaps: a few overlapping gene pairs, a few closer than the VEP flank
-        u = rng.random(m)
-        kind = np.where(u < 0.04, 1, np.where(u < 0.12, 2, 0))
-        kind[0] = 0
-        special = np.zeros(m, np.int64)
-        prev_body = np.concatenate([[0], b[:-1]])
-        special[kind == 1] = -np.round(prev_body[kind == 1] * rng.uniform(0.1, 0.6, m)[kind == 1])
-        special[kind == 2] = np.round(rng.uniform(200, 6_000, m)[kind == 2])
-        w = rng.exponential(1.0, m + 1)
-        normal = np.concatenate([kind == 0, [True]])
-        free = usable - int(b.sum()) - int(special.sum())
-        if free < 20_000 * (m + 1):   # too many genes for this chromosome: shrink the bodies
-            scale = max(0.05, (usable - 20_000 * (m + 1) - int(special.clip(0).sum())) / max(1, b.sum()))
-            b = np.maximum(1_000, np.floor(b * scale)).astype(np.int64)
-            special[kind == 1] = -np.floor(prev_body[kind == 1] * scale * 0.3).astype(np.int64)
-            free = usable - int(b.sum()) - int(special.sum())
-        gaps = np.zeros(m + 1, np.int64)
-        wn = np.where(normal, w, 0.0)
-        gaps[normal] = np.floor(free * wn[normal] / wn.sum()).astype(np.int64)
-        gaps[:m][kind != 0] = special[kind != 0]
-        s = np.zeros(m, np.int64)
-        e = np.zeros(m, np.int64)
-        pos = usable_lo
-        for i in range(m):          # one step per gene (not per genotype)
-            s[i] = pos + gaps[i] + 1
-            e[i] = s[i] + b[i] - 1
-            pos = e[i]
-        start[sl], end[sl], body[sl] = s, e, b
-        cum_end = np.maximum.accumulate(e)
-        nxt = np.concatenate([s[1:], [usable_hi + VEP_FLANK]])
-        lo = cum_end + VEP_FLANK + 1
-        hi = nxt - VEP_FLANK - 1
-        # where the gap after a gene is too small, use the gap before it
-        prev_lo = np.concatenate([[usable_lo], lo[:-1]])
-        prev_hi = np.concatenate([[s[0] - VEP_FLANK - 1], hi[:-1]])
-        use_prev = hi < lo
-        ig_lo[sl] = np.where(use_prev, prev_lo, lo)
-        ig_hi[sl] = np.where(use_prev, prev_hi, hi)
+        start[sl], end[sl], body[sl], ig_lo[sl], ig_hi[sl] = _place_chrom(rng, c, body[sl].copy())
         first += m
     return _Layout(symbols=syms, kegg=is_kegg, gene_num=np.array([number[s] for s in syms]),
                    chrom=chrom, start=start, end=end, strand=strand, seg_len=seg,
@@ -767,78 +786,146 @@ def simulate_cohort(out_dir, *, n_samples: int = 2000, n_genes: int = 2000,
     return summary
 
 
+@dataclass
+class _ChromSim:
+    """One chromosome's genealogy with mutations, for cohort genes ``g0:g1``."""
+    ci: int                  # index into GRCH38
+    g0: int
+    g1: int
+    ts: object               # tskit tree sequence
+    gene: np.ndarray         # per site, the cohort gene index
+    ac: np.ndarray           # per site, the derived allele count
+    mu: float                # mutation rate
+    cls: np.ndarray | None = None   # per site, the CLASSES index (set once all sites are known)
+
+
+@dataclass
+class _Accum:
+    """What writing the VCF accumulates, chromosome by chromosome."""
+    weights: np.ndarray      # burden weight per CLASSES index
+    burden: np.ndarray       # (genes, samples) class-weighted carrier counts
+    damaging: np.ndarray     # (genes, samples) carries an allele of a damaging class (weight >= 0.5)
+    n_entries: np.ndarray    # CSQ entries naming each gene
+    class_counts: np.ndarray  # CSQ entries per CLASSES index
+    records: int = 0
+    multiallelic: int = 0
+    two_gene_records: int = 0
+    missing_calls: int = 0
+
+
 def _build(p: dict, lay: _Layout, kegg_sets: dict, tmp: Path, bar) -> dict:
     import pysam
 
     n, G = p["n_samples"], p["n_genes"]
-    width = max(4, len(str(n)))
-    sample_ids = [f"S{i + 1:0{width}d}" for i in range(n)]
-    rng_s = _stream(p["seed"], 4)
-    sex = np.where(rng_s.random(n) < 0.5, "female", "male")
-    miss_weight = rng_s.gamma(2.0, 0.5, n)
-    miss_weight /= miss_weight.sum()
-    weights = np.array([p["class_weights"].get(c.name, 0.0) for c in CLASSES])
+    sample_ids, sex, miss_weight = _samples(p)
 
     # 1. ancestry and mutations per chromosome
-    mean_seg = float(lay.seg_len.mean())
-    sims = []
-    for ci, g0, g1 in lay.chrom_ranges:
-        bar.set_description(f"simulate {GRCH38[ci][0]}")
-        target = p["variants_per_gene"] * float(lay.seg_len[g0:g1].sum()) / mean_seg
-        ts, gene, mu = _simulate_chrom(p, lay, g0, g1, target, ci)
-        sims.append((ci, g0, g1, ts, gene, _allele_counts(ts), mu))
-        bar.update(1)
-
-    site_gene = np.concatenate([s[4] for s in sims])
-    site_ac = np.concatenate([s[5] for s in sims])
-    site_cls = _assign_classes(p, site_gene, site_ac, lay)
-    offsets = np.concatenate([[0], np.cumsum([s[3].num_sites for s in sims])]).astype(np.int64)
-
-    burden = np.zeros((G, n), np.float32)
-    damaging = np.zeros((G, n), bool)   # carries an allele of a damaging class (weight >= 0.5)
-    n_entries = np.zeros(G, np.int64)   # CSQ entries naming each gene
-    class_counts = np.zeros(len(CLASSES), np.int64)
-    n_records = n_multi = n_two_gene = n_missing = 0
+    sims = _simulate_all(p, lay, bar)
+    site_ac, n_sites = _classify_sites(p, lay, sims)
     vcf_path = tmp / "cohort.vcf.gz"
-    writer = _BGZFWriter(vcf_path)
-    try:
-        writer.write(_header(p, sample_ids))
-        for k, (ci, g0, g1, ts, gene, ac, mu) in enumerate(sims):
-            bar.set_description(f"write {GRCH38[ci][0]}")
-            res = _write_chrom(p, lay, ci, g0, g1, ts, gene, site_cls[offsets[k]:offsets[k + 1]],
-                               weights, miss_weight, writer, burden, damaging, n_entries)
-            class_counts += res["class_counts"]
-            n_records += res["records"]
-            n_multi += res["multiallelic"]
-            n_two_gene += res["two_gene_records"]
-            n_missing += res["missing_calls"]
-            bar.update(1)
-    finally:
-        writer.close()
+    acc = _write_vcf(p, lay, sims, sample_ids, miss_weight, vcf_path, bar)
     bar.set_description("index")
     pysam.tabix_index(str(vcf_path), preset="vcf", force=True)
     bar.update(1)
 
     # 2. phenotype
     bar.set_description("phenotype")
-    in_vcf = n_entries > 0
-    truth = _phenotype(p, lay, kegg_sets, burden, damaging, in_vcf)
+    in_vcf = acc.n_entries > 0
+    truth = _phenotype(p, lay, kegg_sets, acc.burden, acc.damaging, in_vcf)
     status = truth.pop("_status")
+    _write_samples(tmp / "samples.tsv", sample_ids, status, sex)
+    n_gene_sets = _write_gmt(tmp / "genesets.gmt", lay, kegg_sets, in_vcf)
+    truth.update(_truth_meta(p, lay, sims, site_ac, n_sites, acc, in_vcf, sample_ids, n_gene_sets))
+    (tmp / "truth.json").write_text(json_text(truth))
+    bar.update(1)
+    return {
+        "n_samples": n, "n_genes": G, "n_genes_in_vcf": int(in_vcf.sum()), "n_sites": n_sites,
+        "n_records": acc.records, "n_multiallelic_records": acc.multiallelic,
+        "n_cases": truth["liability"]["n_cases"], "n_controls": truth["liability"]["n_controls"],
+        "case_fraction": truth["liability"]["case_fraction_realised"],
+        "h2_liability": truth["liability"]["h2"],
+    }
+
+
+def _samples(p: dict) -> tuple[list, np.ndarray, np.ndarray]:
+    """Sample ids, sexes and the per-sample weights of missing calls."""
+    n = p["n_samples"]
+    width = max(4, len(str(n)))
+    sample_ids = [f"S{i + 1:0{width}d}" for i in range(n)]
+    rng_s = _stream(p["seed"], 4)
+    sex = np.where(rng_s.random(n) < 0.5, "female", "male")
+    miss_weight = rng_s.gamma(2.0, 0.5, n)
+    miss_weight /= miss_weight.sum()
+    return sample_ids, sex, miss_weight
+
+
+def _simulate_all(p: dict, lay: _Layout, bar) -> list[_ChromSim]:
+    """Ancestry and mutations of every chromosome that holds cohort genes."""
+    mean_seg = float(lay.seg_len.mean())
+    sims = []
+    for ci, g0, g1 in lay.chrom_ranges:
+        bar.set_description(f"simulate {GRCH38[ci][0]}")
+        target = p["variants_per_gene"] * float(lay.seg_len[g0:g1].sum()) / mean_seg
+        ts, gene, mu = _simulate_chrom(p, lay, g0, g1, target, ci)
+        sims.append(_ChromSim(ci, g0, g1, ts, gene, _allele_counts(ts), mu))
+        bar.update(1)
+    return sims
+
+
+def _classify_sites(p: dict, lay: _Layout, sims: list[_ChromSim]) -> tuple[np.ndarray, int]:
+    """Give every site its class (``sim.cls``); return all sites' allele counts and their number."""
+    site_gene = np.concatenate([s.gene for s in sims])
+    site_ac = np.concatenate([s.ac for s in sims])
+    site_cls = _assign_classes(p, site_gene, site_ac, lay)
+    offsets = np.concatenate([[0], np.cumsum([s.ts.num_sites for s in sims])]).astype(np.int64)
+    for k, sim in enumerate(sims):
+        sim.cls = site_cls[offsets[k]:offsets[k + 1]]
+    return site_ac, int(offsets[-1])
+
+
+def _write_vcf(p: dict, lay: _Layout, sims: list[_ChromSim], sample_ids: list,
+               miss_weight: np.ndarray, vcf_path: Path, bar) -> _Accum:
+    """Write the BGZF VCF chromosome by chromosome; return the burdens and counts it accumulates."""
+    n, G = p["n_samples"], p["n_genes"]
+    acc = _Accum(weights=np.array([p["class_weights"].get(c.name, 0.0) for c in CLASSES]),
+                 burden=np.zeros((G, n), np.float32), damaging=np.zeros((G, n), bool),
+                 n_entries=np.zeros(G, np.int64), class_counts=np.zeros(len(CLASSES), np.int64))
+    writer = _BGZFWriter(vcf_path)
+    try:
+        writer.write(_header(p, sample_ids))
+        for sim in sims:
+            bar.set_description(f"write {GRCH38[sim.ci][0]}")
+            _write_chrom(p, lay, sim, miss_weight, writer, acc)
+            bar.update(1)
+    finally:
+        writer.close()
+    return acc
+
+
+def _write_samples(path: Path, sample_ids: list, status: np.ndarray, sex: np.ndarray) -> None:
     lines = ["sample_id\tstatus\tsex"]
     lines += [f"{s}\t{'case' if c else 'control'}\t{x}" for s, c, x in zip(sample_ids, status, sex)]
-    (tmp / "samples.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
+
+def _write_gmt(path: Path, lay: _Layout, kegg_sets: dict, in_vcf: np.ndarray) -> int:
+    """The KEGG pathways restricted to the genes in the VCF; return how many are not empty."""
     cohort_genes = {lay.symbols[g] for g in np.flatnonzero(in_vcf)}
     gmt = []
     for name, genes in kegg_sets.items():
         hit = [g for g in genes if g in cohort_genes]
         if hit:
             gmt.append("\t".join([name, "KEGG_2021_Human"] + hit))
-    (tmp / "genesets.gmt").write_text("\n".join(gmt) + ("\n" if gmt else ""), encoding="utf-8")
+    path.write_text("\n".join(gmt) + ("\n" if gmt else ""), encoding="utf-8")
+    return len(gmt)
 
-    n_sites = int(offsets[-1])
-    counts = {c.name: int(class_counts[i]) for i, c in enumerate(CLASSES)}
-    truth.update({
+
+def _truth_meta(p: dict, lay: _Layout, sims: list[_ChromSim], site_ac: np.ndarray, n_sites: int,
+                acc: _Accum, in_vcf: np.ndarray, sample_ids: list, n_gene_sets: int) -> dict:
+    """The generator, parameters and cohort summary sections of truth.json."""
+    n, G = p["n_samples"], p["n_genes"]
+    counts = {c.name: int(acc.class_counts[i]) for i, c in enumerate(CLASSES)}
+    return {
         "generator": {"name": GENERATOR, "version": VERSION},
         "parameters": {**p, "intergene_recombination": INTERGENE_RECOMBINATION,
                        "gene_recombination_rate": GENE_RECOMBINATION_RATE,
@@ -846,40 +933,63 @@ def _build(p: dict, lay: _Layout, kegg_sets: dict, tmp: Path, bar) -> dict:
         "cohort": {
             "n_samples": n, "n_genes": G, "n_genes_in_vcf": int(in_vcf.sum()),
             "n_kegg_genes_in_vcf": int((in_vcf & lay.kegg).sum()),
-            "n_sites": n_sites, "n_records": n_records, "n_multiallelic_records": n_multi,
-            "n_two_gene_records": n_two_gene,
-            "missing_call_fraction": _r(n_missing / max(1, n_records * n), 6),
+            "n_sites": n_sites, "n_records": acc.records, "n_multiallelic_records": acc.multiallelic,
+            "n_two_gene_records": acc.two_gene_records,
+            "missing_call_fraction": _r(acc.missing_calls / max(1, acc.records * n), 6),
             "singleton_fraction": _r(float(np.mean(site_ac == 1)) if n_sites else 0.0, 6),
             "rare_fraction_af_below_1pct": _r(float(np.mean(site_ac < 0.01 * 2 * n)) if n_sites else 0.0, 6),
             "csq_entries_per_class": counts,
-            "n_gene_sets": len(gmt),
-            "mutation_rate_per_chrom": {GRCH38[s[0]][0]: s[6] for s in sims},
+            "n_gene_sets": n_gene_sets,
+            "mutation_rate_per_chrom": {GRCH38[s.ci][0]: s.mu for s in sims},
             "sample_ids": [sample_ids[0], sample_ids[-1]],
         },
-    })
-    (tmp / "truth.json").write_text(json_text(truth))
-    bar.update(1)
-    return {
-        "n_samples": n, "n_genes": G, "n_genes_in_vcf": int(in_vcf.sum()), "n_sites": n_sites,
-        "n_records": n_records, "n_multiallelic_records": n_multi,
-        "n_cases": truth["liability"]["n_cases"], "n_controls": truth["liability"]["n_controls"],
-        "case_fraction": truth["liability"]["case_fraction_realised"],
-        "h2_liability": truth["liability"]["h2"],
     }
 
 
-def _write_chrom(p, lay, ci, g0, g1, ts, gene, cls, weights, miss_weight, writer, burden, damaging,
-                 n_entries):
-    """Annotate, write and accumulate the burdens of one chromosome's sites."""
-    import scipy.sparse as sp
+# ------------------------------------------------------------------- one chromosome's records
+@dataclass
+class _Records:
+    """One chromosome's VCF records: merges, positions, alleles and missing calls."""
+    chrom: str
+    merge_b: np.ndarray      # per site: the site merged into its record as second ALT, or -1
+    a_sites: np.ndarray      # sites whose record has a second ALT
+    b_sites: np.ndarray      # the sites merged into them
+    is_b: np.ndarray         # per site: merged into another site's record
+    order: np.ndarray        # record -> its (first) site
+    rpos: np.ndarray         # record -> POS
+    refs: list               # per site REF, ALT and CSQ Allele string
+    alts: list
+    vep: list
+    alt2: dict               # a site -> its record's second ALT base
+    term_u: np.ndarray       # per site, the uniform draw that picks its SO term
+    miss_r: np.ndarray       # missing calls: record ...
+    miss_s: np.ndarray       # ... and sample
+    csq: list | None = None  # record -> its CSQ text
 
-    n = p["n_samples"]
-    chrom = GRCH38[ci][0]
-    rng = _stream(p["seed"], 5, ci)
+
+def _write_chrom(p: dict, lay: _Layout, sim: _ChromSim, miss_weight: np.ndarray, writer: _BGZFWriter,
+                 acc: _Accum) -> None:
+    """Annotate, write and accumulate the burdens of one chromosome's sites."""
+    H = _haplotypes(sim.ts)
+    rec = _records(p, lay, sim, H, miss_weight)
+    rec.csq, e_site, e_gene, e_cls, two_gene = _csq(lay, sim, rec)
+    carrier, n_missing = _write_records(writer, p["n_samples"], H, rec)
+    _add_burdens(acc, sim, carrier, e_site, e_gene, e_cls)
+    cls, b_sites = sim.cls, rec.b_sites
+    class_counts = np.bincount(e_cls, minlength=len(CLASSES))
+    class_counts[_INTERGENIC] += int(np.sum(cls[~rec.is_b] == _INTERGENIC) + np.sum(cls[b_sites] == _INTERGENIC))
+    acc.class_counts += class_counts
+    acc.records += len(rec.order)
+    acc.multiallelic += len(rec.a_sites)
+    acc.two_gene_records += two_gene
+    acc.missing_calls += n_missing
+
+
+def _merge_pairs(rng, p: dict, cls: np.ndarray, gene: np.ndarray, H: np.ndarray) -> np.ndarray:
+    """Multi-allelic merges: consecutive mergeable SNVs of one gene sharing no haplotype.
+    Per site A, the site B merged into A's record, or -1."""
     S = len(gene)
-    H = _haplotypes(ts)
-    # -- multi-allelic merges: consecutive mergeable SNVs of one gene sharing no haplotype
-    merge_b = np.full(S, -1, np.int64)      # site A -> the site B merged into A's record
+    merge_b = np.full(S, -1, np.int64)
     cand = np.flatnonzero(np.isin(cls, _MERGEABLE))
     k_want = int(np.floor(p["multiallelic_fraction"] * S + rng.random()))
     if len(cand) >= 2 and k_want:
@@ -893,6 +1003,15 @@ def _write_chrom(p, lay, ci, g0, g1, ts, gene, cls, weights, miss_weight, writer
         if len(a):
             pick = np.sort(rng.choice(len(a), min(k_want, len(a)), replace=False))
             merge_b[a[pick]] = b[pick]
+    return merge_b
+
+
+def _records(p: dict, lay: _Layout, sim: _ChromSim, H: np.ndarray, miss_weight: np.ndarray) -> _Records:
+    """Draw one chromosome's records: merges, positions, alleles, SO terms and missing calls."""
+    rng = _stream(p["seed"], 5, sim.ci)
+    cls, gene = sim.cls, sim.gene
+    S = len(gene)
+    merge_b = _merge_pairs(rng, p, cls, gene, H)
     a_sites = np.flatnonzero(merge_b >= 0)
     b_sites = merge_b[a_sites]
     is_b = np.zeros(S, bool)
@@ -911,39 +1030,59 @@ def _write_chrom(p, lay, ci, g0, g1, ts, gene, cls, weights, miss_weight, writer
     for s_a in a_sites:
         choices = [x for x in "ACGT" if x not in (refs[s_a], alts[s_a])]
         alt2[int(s_a)] = choices[int(rng.integers(0, len(choices)))]
-    # -- missing calls: records uniformly, samples with sample-specific rates
+    miss_r, miss_s = _missing_calls(rng, p, R, miss_weight)
+    return _Records(chrom=GRCH38[sim.ci][0], merge_b=merge_b, a_sites=a_sites, b_sites=b_sites,
+                    is_b=is_b, order=order, rpos=rpos, refs=refs, alts=alts, vep=vep, alt2=alt2,
+                    term_u=term_u, miss_r=miss_r, miss_s=miss_s)
+
+
+def _missing_calls(rng, p: dict, R: int, miss_weight: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Missing calls: records uniformly, samples with sample-specific rates."""
+    n = p["n_samples"]
     n_miss = int(rng.binomial(R * n, p["missing_rate"])) if R and p["missing_rate"] > 0 else 0
     miss_r = rng.integers(0, R, n_miss).astype(np.int64)
     miss_s = rng.choice(n, n_miss, p=miss_weight).astype(np.int64) if n_miss else np.zeros(0, np.int64)
-    # -- CSQ entries (own gene, plus neighbours whose body or 5 kb flank holds the position)
+    return miss_r, miss_s
+
+
+def _neighbours(lay: _Layout, g0: int, g1: int, gp: int, p_r: int) -> list:
+    """(gene, region) of the genes near gene ``gp`` whose body or 5 kb flank holds position ``p_r``."""
+    sec = []
+    for d in (-2, -1, 1, 2):
+        kg = gp + d
+        if kg < g0 or kg >= g1:
+            continue
+        s0, e0, st = int(lay.start[kg]), int(lay.end[kg]), int(lay.strand[kg])
+        if s0 <= p_r <= e0:
+            sec.append((kg, "body"))
+        elif s0 - VEP_FLANK <= p_r < s0:
+            sec.append((kg, "up" if st > 0 else "down"))
+        elif e0 < p_r <= e0 + VEP_FLANK:
+            sec.append((kg, "down" if st > 0 else "up"))
+    return sec
+
+
+def _csq(lay: _Layout, sim: _ChromSim, rec: _Records):
+    """CSQ entries (own gene, plus neighbours whose body or 5 kb flank holds the position).
+
+    Returns the CSQ text of each record, the counted entries as (site, gene, class) index arrays
+    and the number of records that name two or more genes."""
     e_site, e_gene, e_cls = [], [], []
     csq_text = []
     two_gene = 0
     syms = lay.symbols
-    for r in range(R):
-        s_a = int(order[r])
-        p_r = int(rpos[r])
-        gp = int(gene[s_a])
-        sec = []
-        for d in (-2, -1, 1, 2):
-            kg = gp + d
-            if kg < g0 or kg >= g1:
-                continue
-            s0, e0, st = int(lay.start[kg]), int(lay.end[kg]), int(lay.strand[kg])
-            if s0 <= p_r <= e0:
-                sec.append((kg, "body"))
-            elif s0 - VEP_FLANK <= p_r < s0:
-                sec.append((kg, "up" if st > 0 else "down"))
-            elif e0 < p_r <= e0 + VEP_FLANK:
-                sec.append((kg, "down" if st > 0 else "up"))
-        sites = (s_a, int(merge_b[s_a])) if merge_b[s_a] >= 0 else (s_a,)
+    for r in range(len(rec.order)):
+        s_a = int(rec.order[r])
+        gp = int(sim.gene[s_a])
+        sec = _neighbours(lay, sim.g0, sim.g1, gp, int(rec.rpos[r]))
+        sites = (s_a, int(rec.merge_b[s_a])) if rec.merge_b[s_a] >= 0 else (s_a,)
         entries = []
         genes_here = set()
         for j, s_i in enumerate(sites):
-            allele = vep[s_i] if j == 0 else alt2[s_a]
-            k_cls = int(cls[s_i])
+            allele = rec.vep[s_i] if j == 0 else rec.alt2[s_a]
+            k_cls = int(sim.cls[s_i])
             cdef = CLASSES[k_cls]
-            term, impact, _ = cdef.terms[_choose_term(cdef.terms, term_u[s_i])]
+            term, impact, _ = cdef.terms[_choose_term(cdef.terms, rec.term_u[s_i])]
             if k_cls == _INTERGENIC:
                 entries.append(f"{allele}|{term}|{impact}|||||")
             else:
@@ -960,27 +1099,24 @@ def _write_chrom(p, lay, ci, g0, g1, ts, gene, cls, weights, miss_weight, writer
                 genes_here.add(kg)
         two_gene += len(genes_here) >= 2
         csq_text.append(",".join(entries))
-    e_site = np.asarray(e_site, np.int64)
-    e_gene = np.asarray(e_gene, np.int64)
-    e_cls = np.asarray(e_cls, np.int64)
+    return (csq_text, np.asarray(e_site, np.int64), np.asarray(e_gene, np.int64),
+            np.asarray(e_cls, np.int64), two_gene)
 
-    # -- VCF text, in chunks of records (genotype text built with numpy, one row per record)
+
+def _write_records(writer: _BGZFWriter, n: int, H: np.ndarray, rec: _Records) -> tuple[np.ndarray, int]:
+    """VCF text, in chunks of records (genotype text built with numpy, one row per record).
+
+    Returns the (site, sample) carriers of each site's own allele (missing calls count 0) and the
+    number of missing calls."""
+    order, merge_b = rec.order, rec.merge_b
+    R = len(order)
     miss_mask_rows = np.zeros(R, np.int64)
     chunk = max(1, (1 << 24) // max(1, 4 * n))
-    carrier = np.zeros((S, n), np.uint8)
+    carrier = np.zeros((len(merge_b), n), np.uint8)
     for r0 in range(0, R, chunk):
         r1 = min(R, r0 + chunk)
         sa = order[r0:r1]
-        A = H[sa].copy()
-        sel = merge_b[sa] >= 0
-        if sel.any():
-            A[sel] += 2 * H[merge_b[sa][sel]]
-        h0, h1 = A[:, 0::2], A[:, 1::2]
-        lo, hi = np.minimum(h0, h1), np.maximum(h0, h1)
-        code = (lo * 3 + hi).astype(np.uint8)
-        inside = (miss_r >= r0) & (miss_r < r1)
-        code[miss_r[inside] - r0, miss_s[inside]] = _MISSING_CODE
-        called = code != _MISSING_CODE
+        code, h0, h1, called, sel = _genotype_codes(H, rec, sa, r0, r1)
         ac1 = ((h0 == 1) & called).sum(1) + ((h1 == 1) & called).sum(1)
         ac2 = ((h0 == 2) & called).sum(1) + ((h1 == 2) & called).sum(1)
         an = 2 * called.sum(1)
@@ -993,39 +1129,69 @@ def _write_chrom(p, lay, ci, g0, g1, ts, gene, cls, weights, miss_weight, writer
         gt[:, :, :3] = _GT_TEXT[code]
         gt[:, :, 3] = 9
         gt[:, -1, 3] = 10
-        parts = []
-        for i in range(r1 - r0):
-            r = r0 + i
-            s_a = int(order[r])
-            an_i = int(an[i])
-            if merge_b[s_a] >= 0:
-                alt = f"{alts[s_a]},{alt2[s_a]}"
-                acs = (int(ac1[i]), int(ac2[i]))
-            else:
-                alt = alts[s_a]
-                acs = (int(ac1[i]),)
-            ac_s = ",".join(str(x) for x in acs)
-            af_s = ",".join((f"{x / an_i:.6g}" if an_i else ".") for x in acs)
-            parts.append(f"{chrom}\t{int(rpos[r])}\t.\t{refs[s_a]}\t{alt}\t.\tPASS\t"
-                         f"AC={ac_s};AN={an_i};AF={af_s};CSQ={csq_text[r]}\tGT\t".encode())
-            parts.append(gt[i].tobytes())
-        writer.write(b"".join(parts))
+        writer.write(_record_text(rec, r0, ac1, ac2, an, gt))
+    return carrier, int(miss_mask_rows.sum())
 
-    # -- burdens: class-weighted carrier counts per (gene, sample)
-    if len(e_site):
-        np.add.at(n_entries, e_gene, 1)
-        W = sp.csr_matrix((weights[e_cls], (e_gene - g0, e_site)), shape=(g1 - g0, S))
-        dmg = weights[e_cls] >= DAMAGING_WEIGHT
-        Wd = sp.csr_matrix((np.ones(int(dmg.sum())), (e_gene[dmg] - g0, e_site[dmg])), shape=(g1 - g0, S))
-        step = 1024                      # sample blocks bound the float copy of the carrier matrix
-        for s0 in range(0, n, step):
-            block = carrier[:, s0:s0 + step]
-            burden[g0:g1, s0:s0 + step] += np.asarray(W @ block, dtype=np.float32)
-            damaging[g0:g1, s0:s0 + step] |= np.asarray(Wd @ block) > 0
-    class_counts = np.bincount(e_cls, minlength=len(CLASSES))
-    class_counts[_INTERGENIC] += int(np.sum(cls[~is_b] == _INTERGENIC) + np.sum(cls[b_sites] == _INTERGENIC))
-    return {"class_counts": class_counts, "records": R, "multiallelic": len(a_sites),
-            "two_gene_records": two_gene, "missing_calls": int(miss_mask_rows.sum())}
+
+def _genotype_codes(H: np.ndarray, rec: _Records, sa: np.ndarray, r0: int, r1: int):
+    """Records ``r0:r1`` (first sites ``sa``): genotype codes (3 * low allele + high allele, or
+    _MISSING_CODE), the allele (0, 1, 2) of each sample's two haplotypes, the called mask, and
+    which records are multi-allelic."""
+    A = H[sa].copy()
+    sel = rec.merge_b[sa] >= 0
+    if sel.any():
+        A[sel] += 2 * H[rec.merge_b[sa][sel]]
+    h0, h1 = A[:, 0::2], A[:, 1::2]
+    lo, hi = np.minimum(h0, h1), np.maximum(h0, h1)
+    code = (lo * 3 + hi).astype(np.uint8)
+    miss_r, miss_s = rec.miss_r, rec.miss_s
+    inside = (miss_r >= r0) & (miss_r < r1)
+    code[miss_r[inside] - r0, miss_s[inside]] = _MISSING_CODE
+    called = code != _MISSING_CODE
+    return code, h0, h1, called, sel
+
+
+def _record_text(rec: _Records, r0: int, ac1: np.ndarray, ac2: np.ndarray, an: np.ndarray,
+                 gt: np.ndarray) -> bytes:
+    """The VCF lines of records ``r0:r0 + len(gt)``, with genotype text ``gt``."""
+    parts = []
+    for i in range(len(gt)):
+        r = r0 + i
+        s_a = int(rec.order[r])
+        an_i = int(an[i])
+        if rec.merge_b[s_a] >= 0:
+            alt = f"{rec.alts[s_a]},{rec.alt2[s_a]}"
+            acs = (int(ac1[i]), int(ac2[i]))
+        else:
+            alt = rec.alts[s_a]
+            acs = (int(ac1[i]),)
+        ac_s = ",".join(str(x) for x in acs)
+        af_s = ",".join((f"{x / an_i:.6g}" if an_i else ".") for x in acs)
+        parts.append(f"{rec.chrom}\t{int(rec.rpos[r])}\t.\t{rec.refs[s_a]}\t{alt}\t.\tPASS\t"
+                     f"AC={ac_s};AN={an_i};AF={af_s};CSQ={rec.csq[r]}\tGT\t".encode())
+        parts.append(gt[i].tobytes())
+    return b"".join(parts)
+
+
+def _add_burdens(acc: _Accum, sim: _ChromSim, carrier: np.ndarray, e_site: np.ndarray,
+                 e_gene: np.ndarray, e_cls: np.ndarray) -> None:
+    """Burdens: class-weighted carrier counts per (gene, sample), from the counted CSQ entries."""
+    import scipy.sparse as sp
+
+    if not len(e_site):
+        return
+    g0, g1 = sim.g0, sim.g1
+    S, n = carrier.shape
+    weights = acc.weights
+    np.add.at(acc.n_entries, e_gene, 1)
+    W = sp.csr_matrix((weights[e_cls], (e_gene - g0, e_site)), shape=(g1 - g0, S))
+    dmg = weights[e_cls] >= DAMAGING_WEIGHT
+    Wd = sp.csr_matrix((np.ones(int(dmg.sum())), (e_gene[dmg] - g0, e_site[dmg])), shape=(g1 - g0, S))
+    step = 1024                      # sample blocks bound the float copy of the carrier matrix
+    for s0 in range(0, n, step):
+        block = carrier[:, s0:s0 + step]
+        acc.burden[g0:g1, s0:s0 + step] += np.asarray(W @ block, dtype=np.float32)
+        acc.damaging[g0:g1, s0:s0 + step] |= np.asarray(Wd @ block) > 0
 
 
 def _choose_term(terms, u: float) -> int:
@@ -1095,10 +1261,75 @@ def _informative_fraction(burden: np.ndarray) -> np.ndarray:
     return out
 
 
+@dataclass
+class _GeneStats:
+    """Per-gene burden statistics, and what the phenotype needs to pick causal genes and describe them."""
+    lay: _Layout
+    burden: np.ndarray
+    damaging: np.ndarray
+    carriers: np.ndarray       # fraction of samples with burden > 0
+    informative: np.ndarray    # fraction whose burden departs from the gene's most common value
+    dmg_frac: np.ndarray       # fraction carrying a damaging allele
+    mean: np.ndarray
+    sd: np.ndarray
+    f: float                   # min_carrier_fraction
+    eligible: np.ndarray       # may be causal
+    sym_index: dict            # symbol -> gene index
+    gene_pathways: dict        # gene index -> its KEGG pathways
+
+    def z(self, g):
+        return (self.burden[g].astype(np.float64) - self.mean[g]) / self.sd[g]
+
+    def gene_info(self, g):
+        lay = self.lay
+        return {"gene": lay.symbols[g], "gene_id": _gene_ids(int(lay.gene_num[g]))[0],
+                "chrom": GRCH38[int(lay.chrom[g])][0], "start": int(lay.start[g]), "end": int(lay.end[g]),
+                "kegg": bool(lay.kegg[g]), "carrier_fraction": _r(self.carriers[g], 6),
+                "informative_fraction": _r(self.informative[g], 6),
+                "damaging_carrier_fraction": _r(self.dmg_frac[g], 6),
+                "burden_mean": _r(self.mean[g]), "burden_sd": _r(self.sd[g])}
+
+
+@dataclass
+class _Liability:
+    """The liability, its parts (scaled to their variance shares) and the case status."""
+    A: np.ndarray              # additive
+    E: np.ndarray              # epistatic pairs
+    PW: np.ndarray             # pathway modules
+    noise: np.ndarray
+    scale_a: float             # raw -> liability scale of each part
+    scale_e: float
+    scale_p: float
+    n_cases: int
+    threshold: float
+    status: np.ndarray
+    vL: float                  # liability variance
+
+
 def _phenotype(p, lay: _Layout, kegg_sets, burden: np.ndarray, damaging: np.ndarray,
                in_vcf: np.ndarray) -> dict:
     rng = _stream(p["seed"], 6)
-    n, G = p["n_samples"], p["n_genes"]
+    st = _gene_stats(p, lay, kegg_sets, burden, damaging, in_vcf)
+    used = np.zeros(p["n_genes"], bool)
+    pairs, E_raw = _plant_pairs(rng, p, st, kegg_sets, used)
+    add, beta, A_raw = _plant_additive(rng, p, st, used)
+    used[add] = True
+    modules, P_raw = _plant_modules(rng, p, st, kegg_sets, used)
+    lb = _liability(rng, p, A_raw, E_raw, P_raw)
+    additive = []
+    for b, g in zip(beta, add):
+        additive.append({**st.gene_info(g), "effect": _r(b * lb.scale_a),
+                         "pathways": sorted(st.gene_pathways.get(g, []))})
+    for pr in pairs:
+        pr["effect"] = _r(pr["sign"] * pr.pop("_mag") * lb.scale_e)
+    for md in modules:
+        md["effect"] = _r(md.pop("_mag") * lb.scale_p)
+    return _truth(p, lb, additive, pairs, modules)
+
+
+def _gene_stats(p, lay: _Layout, kegg_sets, burden: np.ndarray, damaging: np.ndarray,
+                in_vcf: np.ndarray) -> _GeneStats:
+    G = p["n_genes"]
     carriers = (burden > 0).mean(axis=1)
     informative = _informative_fraction(burden)
     dmg_frac = damaging.mean(axis=1)
@@ -1116,22 +1347,18 @@ def _phenotype(p, lay: _Layout, kegg_sets, burden: np.ndarray, damaging: np.ndar
         for g in genes:
             if g in sym_index:
                 gene_pathways.setdefault(sym_index[g], []).append(name)
+    return _GeneStats(lay=lay, burden=burden, damaging=damaging, carriers=carriers,
+                      informative=informative, dmg_frac=dmg_frac, mean=mean, sd=sd, f=f,
+                      eligible=eligible, sym_index=sym_index, gene_pathways=gene_pathways)
 
-    def z(g):
-        return (burden[g].astype(np.float64) - mean[g]) / sd[g]
 
-    def gene_info(g):
-        return {"gene": lay.symbols[g], "gene_id": _gene_ids(int(lay.gene_num[g]))[0],
-                "chrom": GRCH38[int(lay.chrom[g])][0], "start": int(lay.start[g]), "end": int(lay.end[g]),
-                "kegg": bool(lay.kegg[g]), "carrier_fraction": _r(carriers[g], 6),
-                "informative_fraction": _r(informative[g], 6), "damaging_carrier_fraction": _r(dmg_frac[g], 6),
-                "burden_mean": _r(mean[g]), "burden_sd": _r(sd[g])}
-
-    # epistatic pairs: the first is reciprocal-sign (XOR-like), then products, signs alternating
-    used = np.zeros(G, bool)
-    base = eligible & lay.kegg
+def _plant_pairs(rng, p, st: _GeneStats, kegg_sets, used: np.ndarray) -> tuple[list, np.ndarray]:
+    """Epistatic pairs: the first is reciprocal-sign (XOR-like), then products, signs alternating.
+    Marks their genes in ``used``; returns the pair records and the raw epistatic liability."""
+    f, dmg_frac, informative = st.f, st.dmg_frac, st.informative
+    base = st.eligible & st.lay.kegg
     pairs = []
-    E_raw = np.zeros(n)
+    E_raw = np.zeros(p["n_samples"])
     for t in range(p["n_epistatic_pairs"]):
         avail = base & ~used
         kind = "xor" if t == 0 else "product"
@@ -1142,7 +1369,7 @@ def _phenotype(p, lay: _Layout, kegg_sets, burden: np.ndarray, damaging: np.ndar
             pools = [avail & (informative >= max(f, 0.1)), avail]
         got = None
         for pool in pools:
-            got = _pick_pair(rng, kegg_sets, sym_index, pool)
+            got = _pick_pair(rng, kegg_sets, st.sym_index, pool)
             if got is not None:
                 break
         if got is None:
@@ -1152,36 +1379,46 @@ def _phenotype(p, lay: _Layout, kegg_sets, burden: np.ndarray, damaging: np.ndar
         pathway, ga, gb = got
         used[[ga, gb]] = True
         if kind == "xor":
-            raw = (damaging[ga] ^ damaging[gb]).astype(np.float64)
+            raw = (st.damaging[ga] ^ st.damaging[gb]).astype(np.float64)
         else:
-            raw = z(ga) * z(gb)
+            raw = st.z(ga) * st.z(gb)
         term, tm, tsd = _standardise(raw)
         mag = float(rng.uniform(0.75, 1.25))
         E_raw += sign * mag * term
-        pairs.append({"genes": [lay.symbols[ga], lay.symbols[gb]], "pathway": pathway,
-                      "shared_pathways": sorted(set(gene_pathways.get(ga, [])) & set(gene_pathways.get(gb, []))),
+        shared = sorted(set(st.gene_pathways.get(ga, [])) & set(st.gene_pathways.get(gb, [])))
+        pairs.append({"genes": [st.lay.symbols[ga], st.lay.symbols[gb]], "pathway": pathway,
+                      "shared_pathways": shared,
                       "type": kind, "sign": int(sign), "_mag": mag, "term_mean": _r(tm), "term_sd": _r(tsd),
-                      "gene_a": gene_info(ga), "gene_b": gene_info(gb)})
+                      "gene_a": st.gene_info(ga), "gene_b": st.gene_info(gb)})
+    return pairs, E_raw
 
-    # additive genes: any gene with enough carriers that is not in a pair
+
+def _plant_additive(rng, p, st: _GeneStats, used: np.ndarray) -> tuple[list, np.ndarray, np.ndarray]:
+    """Additive genes: any gene with enough carriers that is not in a pair. Returns the genes,
+    their raw effects and the raw additive liability."""
+    f = st.f
     n_add = p["n_additive_genes"]
-    elig_idx = np.flatnonzero(eligible & ~used)
+    elig_idx = np.flatnonzero(st.eligible & ~used)
     if n_add > len(elig_idx):
         raise EpiflowError(f"simulate: n_additive_genes={n_add} but only {len(elig_idx)} other genes have burden "
                            f"carriers in {f:g}-{1 - f:g} of samples; lower it or raise n_genes/n_samples")
     add = [int(g) for g in rng.choice(elig_idx, n_add, replace=False)] if n_add else []
     beta = rng.uniform(0.5, 1.5, n_add) * np.where(rng.random(n_add) < 0.5, -1.0, 1.0)
-    A_raw = np.zeros(n)
+    A_raw = np.zeros(p["n_samples"])
     for b, g in zip(beta, add):
-        A_raw += b * z(g)
+        A_raw += b * st.z(g)
+    return add, beta, A_raw
 
-    # pathway threshold modules: genes specific to one pathway, a step in their summed burden
+
+def _plant_modules(rng, p, st: _GeneStats, kegg_sets, used: np.ndarray) -> tuple[list, np.ndarray]:
+    """Pathway threshold modules: genes specific to one pathway, a step in their summed burden.
+    Marks their genes in ``used``; returns the module records and the raw pathway liability."""
+    f = st.f
     modules = []
-    P_raw = np.zeros(n)
-    used[add] = True
+    P_raw = np.zeros(p["n_samples"])
     for m in range(p["n_pathway_modules"]):
-        pool = eligible & lay.kegg & ~used & (informative >= max(f, 0.1))
-        got = _pick_module(rng, kegg_sets, sym_index, gene_pathways, pool, p["module_size"])
+        pool = st.eligible & st.lay.kegg & ~used & (st.informative >= max(f, 0.1))
+        got = _pick_module(rng, kegg_sets, st.sym_index, st.gene_pathways, pool, p["module_size"])
         if got is None:
             raise EpiflowError(
                 f"simulate: n_pathway_modules={p['n_pathway_modules']} but only {m} KEGG pathways hold "
@@ -1189,17 +1426,22 @@ def _phenotype(p, lay: _Layout, kegg_sets, burden: np.ndarray, damaging: np.ndar
                 "module_size, or raise n_genes")
         pathway, genes = got
         used[genes] = True
-        s = np.sum([z(g) for g in genes], axis=0)
+        s = np.sum([st.z(g) for g in genes], axis=0)
         threshold = float(np.quantile(s, 1.0 - p["module_prevalence"]))
         term, tm, tsd = _standardise((s > threshold).astype(np.float64))
         mag = float(rng.uniform(0.75, 1.25))
         P_raw += mag * term
-        modules.append({"pathway": pathway, "genes": [lay.symbols[g] for g in genes],
-                        "n_pathways": [len(gene_pathways.get(g, [])) for g in genes],
+        modules.append({"pathway": pathway, "genes": [st.lay.symbols[g] for g in genes],
+                        "n_pathways": [len(st.gene_pathways.get(g, [])) for g in genes],
                         "threshold": _r(threshold), "prevalence": _r(float(np.mean(s > threshold)), 6),
                         "_mag": mag, "term_mean": _r(tm), "term_sd": _r(tsd),
-                        "gene_info": [gene_info(g) for g in genes]})
+                        "gene_info": [st.gene_info(g) for g in genes]})
+    return modules, P_raw
 
+
+def _liability(rng, p, A_raw: np.ndarray, E_raw: np.ndarray, P_raw: np.ndarray) -> _Liability:
+    """Scale the parts to their variance shares, add noise, and call the top liabilities cases."""
+    n = p["n_samples"]
     h2a, h2e, h2p = p["h2_additive"], p["h2_epistatic"], p["h2_pathway"]
     sa = np.sqrt(h2a / A_raw.var()) if A_raw.var() > 0 else 0.0
     se = np.sqrt(h2e / E_raw.var()) if E_raw.var() > 0 else 0.0
@@ -1214,15 +1456,14 @@ def _phenotype(p, lay: _Layout, kegg_sets, burden: np.ndarray, damaging: np.ndar
     threshold = 0.5 * (L[order[k - 1]] + L[order[k]])
     status = L > threshold
     vL = float(L.var())
+    return _Liability(A=A, E=E, PW=PW, noise=noise, scale_a=sa, scale_e=se, scale_p=sp_,
+                      n_cases=n_cases, threshold=threshold, status=status, vL=vL)
 
-    additive = []
-    for b, g in zip(beta, add):
-        additive.append({**gene_info(g), "effect": _r(b * sa),
-                         "pathways": sorted(gene_pathways.get(g, []))})
-    for pr in pairs:
-        pr["effect"] = _r(pr["sign"] * pr.pop("_mag") * se)
-    for md in modules:
-        md["effect"] = _r(md.pop("_mag") * sp_)
+
+def _truth(p, lb: _Liability, additive: list, pairs: list, modules: list) -> dict:
+    """The phenotype's part of truth.json (and ``_status``, the case status, for samples.tsv)."""
+    n = p["n_samples"]
+    A, E, PW, status, vL = lb.A, lb.E, lb.PW, lb.status, lb.vL
     pathway_parts = {}
     if modules:
         pathway_parts = {"variance": {"pathway": _r(PW.var())},
@@ -1244,11 +1485,11 @@ def _phenotype(p, lay: _Layout, kegg_sets, burden: np.ndarray, damaging: np.ndar
         "epistatic_pairs": pairs,
         **({"pathway_modules": modules} if modules else {}),
         "liability": {
-            "threshold": _r(threshold),
+            "threshold": _r(lb.threshold),
             "case_fraction_target": p["case_fraction"],
-            "case_fraction_realised": _r(n_cases / n),
-            "n_cases": n_cases, "n_controls": n - n_cases,
-            "variance": {"additive": _r(A.var()), "epistatic": _r(E.var()), "noise": _r(noise.var()),
+            "case_fraction_realised": _r(lb.n_cases / n),
+            "n_cases": lb.n_cases, "n_controls": n - lb.n_cases,
+            "variance": {"additive": _r(A.var()), "epistatic": _r(E.var()), "noise": _r(lb.noise.var()),
                          "total": _r(vL), **pathway_parts.get("variance", {})},
             "h2": {"additive": _r(A.var() / vL), "epistatic": _r(E.var() / vL),
                    "total": _r((A + E + PW).var() / vL), **pathway_parts.get("h2", {})},
