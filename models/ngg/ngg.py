@@ -66,7 +66,7 @@ import pandas as pd
 
 from models.backend import get_xp, is_gpu, synchronize, to_numpy
 from models.ngg.pairs import FeistelPermutation, counter_normal, derive_key, n_pairs, pair_from_index
-from models.scans.design import covariate_basis, standardize_genotypes
+from models.scans.design import check_phenotype, covariate_basis, standardize_genotypes
 
 __all__ = ["NGGResult", "ngg_fit", "standardize_genotypes", "default_lambda", "resolve_xp", "to_numpy"]
 
@@ -567,6 +567,7 @@ def _ngg_inputs(X, y, covariates, mode, candidates, B, d, R, iters, top):
     X = X[ok]
     y = y[ok]
     n = X.shape[0]
+    check_phenotype(y, None if covariates is None else C[ok])
     Q = covariate_basis(n, None if covariates is None else C[ok], standardize=False)
     return X, y, Q, p
 

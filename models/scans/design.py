@@ -104,3 +104,34 @@ def covariate_basis(n: int, covariates=None, tol: float = 1e-10, standardize: bo
     d = np.abs(np.diag(r))
     keep = d > tol * max(1.0, d.max())
     return np.ascontiguousarray(q[:, keep])
+
+
+def phenotype_problem(y, covariates=None, rel_tol: float = 1e-10) -> str | None:
+    """Why ``y`` cannot be scanned, or None: a constant phenotype, or one the covariates (with the
+    intercept) explain entirely. Either would turn rounding noise into t statistics (p = 0 on
+    effects of 1e-15), so scans refuse it instead of reporting a number."""
+    y = np.asarray(y, dtype=np.float64)
+    n = y.shape[0]
+    if n < 3:
+        return f"only {n} samples"
+    if not np.isfinite(y).all():
+        return None   # the caller's own missing-value check speaks
+    centred = y - y.mean()
+    tss = float(centred @ centred)
+    if tss == 0.0 or tss <= rel_tol * float(y @ y):
+        return f"the phenotype is constant over the {n} samples"
+    if covariates is not None:
+        Q = covariate_basis(n, covariates)
+        r = y - Q @ (Q.T @ y)
+        rss = float(r @ r)
+        if rss <= rel_tol * tss:
+            return (f"the covariates explain the phenotype entirely (residual variance {rss / n:.3g} "
+                    f"of {tss / n:.3g}): nothing is left to test")
+    return None
+
+
+def check_phenotype(y, covariates=None) -> None:
+    """:func:`phenotype_problem` as a ValueError."""
+    why = phenotype_problem(y, covariates)
+    if why:
+        raise ValueError(why)

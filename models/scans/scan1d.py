@@ -25,7 +25,7 @@ import numpy as np
 from scipy import special
 
 from models.backend import get_xp, synchronize, to_numpy
-from models.scans.design import covariate_basis
+from models.scans.design import check_phenotype, covariate_basis
 
 __all__ = ["Scan1DResult", "scan_1d", "scan_1d_device", "covariate_basis", "t_pvalues"]
 
@@ -67,6 +67,7 @@ def scan_1d(genotypes, y, covariates=None, xp=None, chunk: int = 65536, snp_majo
         raise ValueError(f"y has shape {y.shape}, expected ({n},)")
     if not np.isfinite(y).all():
         raise ValueError("y contains missing values; drop those samples first")
+    check_phenotype(y, covariates)
     Q = covariate_basis(n, covariates)
     k = Q.shape[1]
     yt = y - Q @ (Q.T @ y)

@@ -85,6 +85,7 @@ import numpy as np
 from scipy import special
 
 from models.backend import get_xp, is_gpu, to_numpy
+from models.scans.design import check_phenotype
 from models.scans.pair_stats import _chi2_sf1, binary_stats, qt_stats
 from models.scans.pyramid import PyramidGrid
 from models.scans.scan2d_gpu import GpuEngine
@@ -527,6 +528,7 @@ class Scan2D:
         y = np.asarray(y, dtype=np.float64)
         if y.shape != (n,) or not np.isfinite(y).all():
             raise ValueError(f"y must be ({n},) without missing values")
+        check_phenotype(y)
         if p < 2:
             raise ValueError("need at least 2 SNPs")
         self.p, self.n = p, n

@@ -26,7 +26,7 @@ from scipy import special
 
 from models.backend import BackendUnavailable, resolve_device
 from models.ngg.ngg import ngg_fit
-from models.scans.design import covariate_basis
+from models.scans.design import covariate_basis, phenotype_problem
 from models.scans.pyramid import build_levels, tile_level
 from models.scans.scan2d import Scan2D, Scan2DOptions, dense_pair_stats
 from models.scans.statistics import statistic_for
@@ -188,6 +188,9 @@ def run_scan(genotypes: GenotypeSet, phenotype: Phenotype, spec: ScanSpec, *, co
     if phenotype.trait not in ("qt", "binary"):
         raise ValueError("resolve the phenotype's trait first (Phenotype.with_trait)")
     covar = None if covariates is None else covariates.values
+    why = phenotype_problem(phenotype.y, covar)
+    if why:
+        raise EpiflowError(f"{phenotype.path}: phenotype '{phenotype.column}': {why}; no scan was run")
     ckdir = None if checkpoint_dir is None else Path(checkpoint_dir)
     if spec.method == "ngg":
         return _run_ngg(genotypes, phenotype, covar, spec, ckdir)
