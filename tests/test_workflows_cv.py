@@ -138,3 +138,24 @@ def test_splits_of_another_cohort_are_refused(project, tmp_path):
     with pytest.raises(EpiflowError, match="labels must be 0/1"):
         Cohort(counts=cohort.counts, variants=cohort.variants, y=cohort.y * 2, sample_ids=cohort.sample_ids,
                genes=cohort.genes, classes=cohort.classes)
+
+
+@pytest.mark.parametrize("gmt_text", ["", "KEGG_X\tna\tTP53\tBRCA1\nKEGG_Y\tna\tEGFR\n"])
+def test_gene_set_head_refuses_a_gmt_naming_no_cohort_gene(project, tmp_path, gmt_text):
+    """An empty GMT, or one naming no gene of the cohort, used to send every gene to biosparse's
+    dummy neuron without a word; logreg (not wired by gene sets) still runs."""
+    from pipelines.errors import EpiflowError
+    from pipelines.workflows.cohort import Cohort, load_splits
+    from pipelines.workflows.cv import ModelSpec, cross_validate
+
+    gmt = tmp_path / "sets.gmt"
+    gmt.write_text(gmt_text)
+    cohort = Cohort.load(project / "encoded", gmt)
+    splits = load_splits(project / "splits.npz", cohort)
+    folds = list(splits.iter_folds(1))[:1]
+    train = {"max_epochs": 1, "device": "cpu", "batch_size": 32}
+    with pytest.raises(EpiflowError, match="no gene set names a gene of the cohort") as e:
+        cross_validate(ModelSpec("biosparse", "biosparse", {"hidden": 4}), cohort, folds, train_cfg=train)
+    assert "\n" not in str(e.value) and str(gmt) in str(e.value)
+    res = cross_validate(ModelSpec("logreg", "logreg", {"hidden": 4}), cohort, folds, train_cfg=train)
+    assert 0.0 <= res.folds[0].auc <= 1.0

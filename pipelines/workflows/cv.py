@@ -122,6 +122,16 @@ def _score(y, proba, nonfinite_auc) -> float:
     return float(roc_auc_score(y, proba))
 
 
+def _check_pathways(spec: ModelSpec, mt, cohort: Cohort) -> None:
+    """A head wired by gene sets on a GMT that names no gene of the cohort would silently send
+    every gene to the dummy neuron: refuse it."""
+    if (mt.sparse or mt.members) and cohort.gene_pathways is not None and not cohort.pathway_names:
+        gmt = next((p for p in cohort.inputs[1:] if p), "the gene-set file")
+        raise EpiflowError(f"{gmt}: no gene set names a gene of the cohort ({len(cohort.genes)} genes, "
+                           f"e.g. {', '.join(cohort.genes[:3])}); model '{spec.name}' ({spec.type}) "
+                           "is wired by gene sets: check the gene identifiers (symbols vs Ensembl ids)")
+
+
 def cross_validate(spec: ModelSpec, cohort: Cohort, folds: Iterable, *, train_cfg: dict,
                    jobs: int = 1, train_subset: Callable | None = None,
                    on_fold: Callable[[FoldResult], None] | None = None, progress: str | None = None,
@@ -140,6 +150,7 @@ def cross_validate(spec: ModelSpec, cohort: Cohort, folds: Iterable, *, train_cf
     train = dict(train_cfg)
     base_seed = int(train.pop("seed", 0))
     mt = REGISTRY[spec.type]
+    _check_pathways(spec, mt, cohort)
     cfg = cohort.fit_config(spec.config)
     tasks = []
     for r, k, tr, te in folds:
