@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from pipelines.argtypes import count, fraction
 from pipelines.atomic import write_json
 from pipelines.errors import EpiflowError
 from pipelines.params import load_params, section
@@ -27,9 +28,9 @@ def add_arguments(p) -> None:
     p.add_argument("--fasta", default=None, help="indexed reference FASTA: lets the positional annotator "
                    "tell synonymous from nonsynonymous SNVs")
     p.add_argument("--genes", default=None, metavar="FILE", help="keep only the genes listed (one per line)")
-    p.add_argument("--min-maf", dest="min_maf", type=float, default=None, help="drop ALT alleles below this MAF")
-    p.add_argument("--max-maf", dest="max_maf", type=float, default=None, help="drop ALT alleles above this MAF")
-    p.add_argument("--min-call-rate", dest="min_call_rate", type=float, default=None,
+    p.add_argument("--min-maf", dest="min_maf", type=fraction, default=None, help="drop ALT alleles below this MAF")
+    p.add_argument("--max-maf", dest="max_maf", type=fraction, default=None, help="drop ALT alleles above this MAF")
+    p.add_argument("--min-call-rate", dest="min_call_rate", type=fraction, default=None,
                    help="drop records with a smaller fraction of fully called samples")
     p.add_argument("--count", default=None, choices=["carrier", "dosage"],
                    help="carrier: het and hom-alt count 1; dosage: ALT copies (default: encode.count)")
@@ -43,12 +44,12 @@ def add_arguments(p) -> None:
                    help="file with one sample id per line: encode only these samples")
     p.add_argument("--haploid", default=None, choices=["count", "error"],
                    help="haploid calls (chrX/Y): count allele copies and report, or refuse")
-    p.add_argument("--threads", type=int, default=None, help="htslib decompression threads")
+    p.add_argument("--threads", type=count(0), default=None, help="htslib decompression threads")
     p.add_argument("--snp-dosage", dest="snp_dosage", default=None, metavar="DIR",
                    help="also write the int8 SNP dosage matrix (X.npy, samples.txt, snps.tsv) for NGG")
     p.add_argument("--dosage-missing", dest="dosage_missing", default=None, choices=["mask", "mean"],
                    help="missing calls in the dosage matrix: -1 (mask) or the SNP mean (float32)")
-    p.add_argument("--dosage-min-maf", dest="dosage_min_maf", type=float, default=None,
+    p.add_argument("--dosage-min-maf", dest="dosage_min_maf", type=fraction, default=None,
                    help="drop SNPs below this MAF from the dosage matrix only (default: encode.dosage_min_maf, "
                         "else --min-maf)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -39,6 +39,7 @@ Every output is written atomically; a bad input is a one-line error with no outp
 """
 from __future__ import annotations
 
+from pipelines.argtypes import fraction
 from pipelines.atomic import write_json
 from pipelines.errors import EpiflowError
 from pipelines.params import load_params, section
@@ -61,9 +62,9 @@ def add_arguments(p) -> None:
     p.add_argument("--covar-cols", dest="covar_cols", default=None,
                    help="comma-separated covariate columns (default: all)")
     p.add_argument("--covar-format", dest="covar_format", default=None, choices=["auto", "plink", "gemma", "tsv"])
-    p.add_argument("--min-maf", dest="min_maf", type=float, default=None,
+    p.add_argument("--min-maf", dest="min_maf", type=fraction, default=None,
                    help="drop SNPs whose minor allele frequency is below this (default: 0)")
-    p.add_argument("--min-call-rate", dest="min_call_rate", type=float, default=None,
+    p.add_argument("--min-call-rate", dest="min_call_rate", type=fraction, default=None,
                    help="drop SNPs called in a smaller fraction of the kept samples (default: 0)")
     p.add_argument("--impute", default=None, choices=list(IMPUTE),
                    help="missing calls: none (int8, -1) or mean (float32 SNP mean) (default: none)")

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pipelines.argtypes import count
 from pipelines import curves, tracking
 from pipelines.atomic import atomic_dir, write_json, write_text
 from pipelines.params import load_params, section
@@ -38,7 +39,7 @@ def add_arguments(p):
     p.add_argument("--out", default="work/learning_curve", help="output folder (default: work/learning_curve)")
     p.add_argument("--metrics", default="metrics/learning_curve.json", help="metrics JSON")
     p.add_argument("--plots", default="plots/learning_curve", help="folder of per-model curve points for `dvc plots`")
-    p.add_argument("--repeats", type=int, default=None, help="override learning_curve.repeats")
+    p.add_argument("--repeats", type=count(1), default=None, help="override learning_curve.repeats")
     p.add_argument("--no-mlflow", action="store_true", help="do not log to MLflow")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from pipelines.argtypes import count, number
 from pipelines.atomic import write_json
 from pipelines.errors import EpiflowError
 from pipelines.workflows.scan import (CKPT_NAME, NGGSettings, ScanSpec, device_or_error, flat_metrics,  # noqa: F401
@@ -45,31 +46,31 @@ def add_arguments(p) -> None:
     p.add_argument("--method", choices=["exact", "ngg"], default="exact")
     p.add_argument("--trait", choices=["auto", "qt", "binary"], default="auto",
                    help="quantitative or case/control (auto: two levels {1,2} or {0,1} mean case/control)")
-    p.add_argument("--top", type=int, default=100, help="number of SNPs / pairs to report")
+    p.add_argument("--top", type=count(1), default=100, help="number of SNPs / pairs to report")
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    p.add_argument("--tile", type=int, default=None, help="SNPs per tile side of the 2D scan")
-    p.add_argument("--maf", type=float, default=0.0, help="drop SNPs with minor allele frequency below this")
+    p.add_argument("--tile", type=count(1), default=None, help="SNPs per tile side of the 2D scan")
+    p.add_argument("--maf", type=number(0.0, 0.5), default=0.0, help="drop SNPs with minor allele frequency below this")
     p.add_argument("--extract", help="file of SNP ids to keep (first whitespace-separated field per line)")
-    p.add_argument("--threads", type=int, default=0, help="CPU workers (0: all available cores)")
+    p.add_argument("--threads", type=count(0), default=0, help="CPU workers (0: all available cores)")
     p.add_argument("--workers", choices=["auto", "process", "thread"], default="auto",
                    help="CPU parallelism of the 2D scan (auto: forked processes from 4 cores)")
-    p.add_argument("--block-pairs", type=int, default=None,
+    p.add_argument("--block-pairs", type=count(1), default=None,
                    help="pairs per block of tiles (2D; default 2^27 on the CPU, 2^32 on the GPU)")
-    p.add_argument("--checkpoint-every", type=float, default=30.0,
+    p.add_argument("--checkpoint-every", type=number(0.0), default=30.0,
                    help="seconds between checkpoints (written after the block that crosses the interval; 0: every block)")
-    p.add_argument("--pyramid-side", type=int, default=4096, help="largest side of the map pyramid's level 0")
-    p.add_argument("--pyramid-tile", type=int, default=256, help="side of the stored pyramid tiles")
+    p.add_argument("--pyramid-side", type=count(1), default=4096, help="largest side of the map pyramid's level 0")
+    p.add_argument("--pyramid-tile", type=count(1), default=256, help="side of the stored pyramid tiles")
     p.add_argument("--restart", action="store_true", help="ignore an existing 2D checkpoint")
     p.add_argument("--no-plots", action="store_true", help="skip the figures")
     p.add_argument("--metrics", help="also write a flat JSON of the run's numbers here (DVC metrics)")
     p.add_argument("--mlflow", metavar="EXPERIMENT", help="log parameters, metrics, tables and figures to this "
                                                           "MLflow experiment of the project store")
-    p.add_argument("--seed", type=int, default=0, help="NGG seed")
-    p.add_argument("--ngg-B", type=int, default=1000, help="NGG piece size")
-    p.add_argument("--ngg-d", type=int, default=30, help="NGG sketch size")
-    p.add_argument("--ngg-R", type=int, default=10, help="NGG repetitions")
-    p.add_argument("--ngg-lam-scale", type=float, default=1.0, help="NGG lambda scale")
+    p.add_argument("--seed", type=count(0), default=0, help="NGG seed")
+    p.add_argument("--ngg-B", type=count(1), default=1000, help="NGG piece size")
+    p.add_argument("--ngg-d", type=count(1), default=30, help="NGG sketch size")
+    p.add_argument("--ngg-R", type=count(1), default=10, help="NGG repetitions")
+    p.add_argument("--ngg-lam-scale", type=number(0.0, lo_open=True), default=1.0, help="NGG lambda scale")
 
 
 def run(args, *, on_block=None) -> int:

@@ -8,17 +8,18 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from pipelines.argtypes import count
 from pipelines.params import load_params, section
 
 
 def add_arguments(p):
     p.add_argument("--out", default="data", help="output folder (default: data)")
     p.add_argument("--params", default="params.yaml", help="parameter file (default: params.yaml)")
-    p.add_argument("--n-samples", type=int, default=None, help="number of individuals (overrides params)")
-    p.add_argument("--n-genes", type=int, default=None, help="number of genes (overrides params)")
+    p.add_argument("--n-samples", type=count(1), default=None, help="number of individuals (overrides params)")
+    p.add_argument("--n-genes", type=count(1), default=None, help="number of genes (overrides params)")
     p.add_argument("--case-fraction", type=float, default=None,
                    help="fraction of cases, liability threshold model (overrides params)")
-    p.add_argument("--seed", type=int, default=None, help="random seed (overrides params)")
+    p.add_argument("--seed", type=count(0), default=None, help="random seed (overrides params)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 

@@ -6,6 +6,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from pipelines.argtypes import count
 from pipelines.atomic import write_json
 from pipelines.errors import InputError
 from pipelines.params import load_params, section
@@ -18,9 +19,9 @@ def add_arguments(p):
     p.add_argument("--out", default="work/splits.npz", help="output file (default: work/splits.npz)")
     p.add_argument("--metrics", default="metrics/splits.json", help="metrics JSON")
     p.add_argument("--params", default="params.yaml")
-    p.add_argument("--repeats", type=int, default=None, help="repeats R (default: splits.repeats)")
-    p.add_argument("--folds", type=int, default=None, help="folds K (default: splits.folds)")
-    p.add_argument("--seed", type=int, default=None, help="seed (default: splits.seed)")
+    p.add_argument("--repeats", type=count(1), default=None, help="repeats R (default: splits.repeats)")
+    p.add_argument("--folds", type=count(2), default=None, help="folds K (default: splits.folds)")
+    p.add_argument("--seed", type=count(0), default=None, help="seed (default: splits.seed)")
 
 
 def run(args) -> int:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pipelines.argtypes import count
 from pipelines import curves, tracking
 from pipelines.atomic import atomic_dir, write_json, write_text
 from pipelines.params import load_params, section
@@ -35,7 +36,7 @@ def add_arguments(p):
     p.add_argument("--out", default="work/sweep", help="output folder (default: work/sweep)")
     p.add_argument("--metrics", default="metrics/sweep.json", help="metrics JSON")
     p.add_argument("--plots", default="plots/sweep.json", help="sweep points for `dvc plots`")
-    p.add_argument("--repeats", type=int, default=None, help="override sweep.repeats")
+    p.add_argument("--repeats", type=count(1), default=None, help="override sweep.repeats")
     p.add_argument("--no-mlflow", action="store_true", help="do not log to MLflow")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 

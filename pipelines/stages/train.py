@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from models.registry import REGISTRY
+from pipelines.argtypes import count
 from pipelines import zoo
 from pipelines.cv_record import Record, run_and_record
 from pipelines.params import load_params, section
@@ -26,10 +27,10 @@ def add_arguments(p):
     p.add_argument("--out", default=None, help="output folder (default: work/train/MODEL)")
     p.add_argument("--metrics", default=None, help="metrics JSON (default: metrics/train/MODEL.json)")
     p.add_argument("--plots", default=None, help="ROC points JSON (default: plots/roc/MODEL.json)")
-    p.add_argument("--repeats", type=int, default=None, help="use only the first N repeats of the splits")
+    p.add_argument("--repeats", type=count(1), default=None, help="use only the first N repeats of the splits")
     p.add_argument("--no-mlflow", action="store_true", help="do not log to MLflow")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.add_argument("--jobs", type=int, default=0,
+    p.add_argument("--jobs", type=count(0), default=0,
                    help="folds fitted in parallel processes (default 0: one per CPU core, at most 4; "
                         "1 on a GPU). Results do not depend on it: every fold has its own seed")
 

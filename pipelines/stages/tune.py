@@ -13,6 +13,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from pipelines.argtypes import count, number
 from pipelines.atomic import write_json
 from pipelines.errors import EpiflowError
 from pipelines.params import load_params, section
@@ -24,16 +25,16 @@ def add_arguments(p):
                       help="a model under `models:` in params.yaml (default: tune.model); "
                            "`--model ngg` is the same as --ngg")
     what.add_argument("--ngg", action="store_true", help="tune NGG (B, d, lambda, R, iterations)")
-    p.add_argument("--n-trials", type=int, default=None,
+    p.add_argument("--n-trials", type=count(1), default=None,
                    help="trials run by THIS process (default: tune.n_trials); several processes add up")
-    p.add_argument("--timeout", type=float, default=None, help="stop starting trials after this many seconds")
-    p.add_argument("--n-jobs", type=int, default=1, help="trials run in parallel threads in this process")
+    p.add_argument("--timeout", type=number(0.0, lo_open=True), default=None, help="stop starting trials after this many seconds")
+    p.add_argument("--n-jobs", type=count(1), default=1, help="trials run in parallel threads in this process")
     p.add_argument("--storage", default=None,
                    help="Optuna storage: sqlite:///PATH.db (default: mlruns/optuna.db next to the "
                         "MLflow store), journal:PATH (journal file, for several local processes) or "
                         "any database URL, e.g. postgresql://user:pw@host/db")
     p.add_argument("--study-name", default=None, help="default: tune-<model> or tune-ngg")
-    p.add_argument("--seed", type=int, default=None, help="sampler seed (default: tune.seed)")
+    p.add_argument("--seed", type=count(0), default=None, help="sampler seed (default: tune.seed)")
     p.add_argument("--rerun-best", action="store_true",
                    help="re-run the study's best configuration on the outer CV, log it and register "
                         "the final model in the MLflow model registry (no new trials)")
@@ -45,7 +46,7 @@ def add_arguments(p):
     p.add_argument("--gmt", default=None, help="gene sets (default: encode.gmt in params.yaml)")
     p.add_argument("--metrics", default=None, help="summary JSON (default: metrics/tune/<study>.json)")
     p.add_argument("--out", default=None, help="folder for --rerun-best outputs (default: work/tune/<model>)")
-    p.add_argument("--repeats", type=int, default=None, help="--rerun-best: first N repeats of the splits only")
+    p.add_argument("--repeats", type=count(1), default=None, help="--rerun-best: first N repeats of the splits only")
     p.add_argument("--no-mlflow", action="store_true", help="do not log to MLflow")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 

@@ -1,0 +1,47 @@
+"""Typed command-line values: ranged integers and numbers that fail as one argparse error line
+("argument --tile: must be an integer >= 1, got '-4'") before any work starts."""
+from __future__ import annotations
+
+import argparse
+import math
+
+
+def count(lo: int = 1):
+    """An integer >= ``lo``."""
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be an integer >= {lo}, got {text!r}") from None
+        if v < lo:
+            raise argparse.ArgumentTypeError(f"must be an integer >= {lo}, got {text!r}")
+        return v
+    parse.__name__ = f"integer >= {lo}"
+    return parse
+
+
+def number(lo: float | None = None, hi: float | None = None, *, lo_open: bool = False,
+           hi_open: bool = False):
+    """A finite number in the given (closed unless ``*_open``) range."""
+    lb, rb = ("(" if lo_open else "["), (")" if hi_open else "]")
+    what = ("a number" if lo is None and hi is None else
+            f"a number > {lo:g}" if hi is None and lo_open else
+            f"a number >= {lo:g}" if hi is None else
+            f"a number in {lb}{lo:g}, {hi:g}{rb}")
+
+    def parse(text: str) -> float:
+        try:
+            v = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}") from None
+        bad = (not math.isfinite(v)
+               or (lo is not None and (v <= lo if lo_open else v < lo))
+               or (hi is not None and (v >= hi if hi_open else v > hi)))
+        if bad:
+            raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}")
+        return v
+    parse.__name__ = what
+    return parse
+
+
+fraction = number(0.0, 1.0)
