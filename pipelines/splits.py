@@ -5,6 +5,7 @@ every model (networks, baselines, learning curves) sees exactly the same partiti
 """
 from __future__ import annotations
 
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -69,8 +70,12 @@ def load_splits(path, sample_ids=None) -> Splits:
     path = Path(path)
     if not path.is_file():
         raise InputError(path, "splits file not found (run `epiflow splits` or `dvc repro splits`)")
-    with np.load(path, allow_pickle=False) as z:
-        s = Splits(fold=z["fold"], sample_ids=z["sample_ids"].astype(str), seed=int(z["seed"]))
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            s = Splits(fold=z["fold"], sample_ids=z["sample_ids"].astype(str), seed=int(z["seed"]))
+    except (ValueError, KeyError, OSError, EOFError, zipfile.BadZipFile) as exc:
+        raise InputError(path, f"not a readable splits file ({type(exc).__name__}: {exc}); rerun "
+                               "`epiflow splits`") from None
     if sample_ids is not None and not np.array_equal(s.sample_ids, np.asarray(sample_ids, dtype=str)):
         raise InputError(path, "splits were made for other samples than the encoded cohort; rerun splits")
     return s

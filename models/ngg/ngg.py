@@ -58,6 +58,8 @@ import json
 import math
 import os
 import time
+import warnings
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -441,7 +443,13 @@ def _load_checkpoint(path, signature):
     path = Path(path)
     if not path.is_file():
         return None
-    with np.load(path) as z:
+    try:
+        z = np.load(path, allow_pickle=False)
+        z.files  # noqa: B018  (a truncated zip fails here)
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+        warnings.warn(f"ignoring unreadable checkpoint {path} ({exc}); starting over", stacklevel=3)
+        return None
+    with z:
         if str(z["signature"]) != signature:
             raise ValueError(f"checkpoint {path} belongs to other data or parameters; "
                              "remove it or choose another path")

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import math
 import time
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -241,7 +242,7 @@ def _resume(scan: Scan2D, ckpt: Path | None, restart: bool, log) -> int:
             scan.load_state({k: z[k] for k in z.files})
         log(f"resuming from checkpoint: block {scan.next_block} of {len(scan.blocks)}")
         return scan.next_block
-    except (ValueError, KeyError, OSError) as exc:
+    except (ValueError, KeyError, OSError, EOFError, zipfile.BadZipFile) as exc:
         log(f"ignoring checkpoint {ckpt.name}: {exc}")
         scan.reset()
         return 0
