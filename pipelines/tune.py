@@ -23,7 +23,9 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
 import re
+import socket
 import tempfile
 import threading
 import time
@@ -48,6 +50,7 @@ STORAGE_TAG = f"{tracking.TAG_PREFIX}optuna.storage"
 KIND_TAG = f"{tracking.TAG_PREFIX}optuna.run"     # study | trial | step | rerun
 
 DEFAULT_PRUNER = {"type": "median", "n_startup_trials": 5, "n_warmup_steps": 0}
+HEARTBEAT_S, GRACE_S = 30, 120      # database storages: trial heartbeat, and silence that fails it
 
 
 # ----------------------------------------------------------------------------------- storage
@@ -98,7 +101,11 @@ def make_storage(url: str | None, start: Path | None = None):
     else:
         kwargs = {"pool_pre_ping": True}
     try:
-        storage = optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
+        # a worker that dies (SIGKILL, a lost machine) stops beating: its RUNNING trial is failed
+        # after the grace period by the next worker and retried once
+        storage = optuna.storages.RDBStorage(
+            url, engine_kwargs=kwargs, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S,
+            failed_trial_callback=optuna.storages.RetryFailedTrialCallback(max_retry=1))
     except ImportError as exc:
         raise EpiflowError(f"--storage {redact(url)}: database driver missing ({exc})") from None
     except Exception as exc:  # sqlalchemy.exc.OperationalError, ArgumentError...
@@ -571,6 +578,56 @@ def open_study(spec: StudySpec, storage, study_name: str, seed: int, pruner_cfg:
     return study, worker
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def recover_dead_trials(study) -> int:
+    """Fail the RUNNING trials whose worker process on this machine is dead (killed, crashed),
+    mark their MLflow trial runs FAILED, and enqueue each once more with the same parameters (a
+    retried trial is not retried again). Workers on other machines are covered by the database
+    heartbeat. Returns the number of trials recovered."""
+    import optuna
+
+    TS = optuna.trial.TrialState
+    host = socket.gethostname()
+    n = 0
+    for t in study.get_trials(deepcopy=False, states=(TS.RUNNING,)):
+        pid = t.user_attrs.get("pid")
+        if t.user_attrs.get("host") != host or not isinstance(pid, int) or _pid_alive(pid):
+            continue
+        try:
+            study._storage.set_trial_system_attr(t._trial_id, "fail_reason", f"worker {pid} on {host} died")
+            study._storage.set_trial_state_values(t._trial_id, TS.FAIL)
+        except (RuntimeError, optuna.exceptions.UpdateFinishedTrialError):
+            continue  # another worker got there first
+        n += 1
+        run = t.user_attrs.get("mlflow_run")
+        if run:
+            _fail_mlflow_run(run)
+        if "retry_of" not in t.user_attrs and t.params:
+            study.enqueue_trial(t.params, user_attrs={"retry_of": t.number,
+                                                      **({"default": True} if t.user_attrs.get("default") else {})})
+    return n
+
+
+def _fail_mlflow_run(run_id: str) -> None:
+    from mlflow.tracking import MlflowClient
+
+    try:
+        client = MlflowClient()
+        client.set_tag(run_id, f"{tracking.TAG_PREFIX}optuna.state", "failed")
+        client.set_terminated(run_id, status="FAILED")
+    except Exception:  # the store may be elsewhere now: the Optuna state is what counts
+        pass
+
+
 _ASK_LOCK = threading.Lock()
 
 
@@ -623,14 +680,19 @@ def run_study(spec: StudySpec, *, storage_url: str | None, study_name: str | Non
             study.set_user_attr("mlflow_run_id", log.run_id)
         else:
             log = StudyLog(experiment, study_name, url, {}, spec.defaults, spec, enabled=False)
+        n_recovered = recover_dead_trials(study)
     lock = threading.Lock()
     _serialise_ask(study, url, start)
 
     def wrapped(trial):
         trial.set_user_attr("worker", worker)
+        trial.set_user_attr("host", socket.gethostname())
+        trial.set_user_attr("pid", os.getpid())
         t0 = time.perf_counter()
         with lock:
             trial_run = log.start_trial(trial)
+        if trial_run is not None:
+            trial.set_user_attr("mlflow_run", trial_run)
 
         def report(step: int, value: float, metrics: dict | None = None):
             log.log_step(trial_run, trial.number, step, value, metrics)
@@ -661,7 +723,7 @@ def run_study(spec: StudySpec, *, storage_url: str | None, study_name: str | Non
     summary = study_summary(study, spec)
     mine = [t for t in study.get_trials(deepcopy=False) if t.user_attrs.get("worker") == worker]
     summary.update(study=study_name, storage=redact(url), worker=worker, seconds=seconds,
-                   mlflow_run_id=log.run_id, n_trials_this_process=len(mine),
+                   mlflow_run_id=log.run_id, n_trials_this_process=len(mine), n_recovered_at_start=n_recovered,
                    n_pruned_this_process=sum(t.state == optuna.trial.TrialState.PRUNED for t in mine))
     return summary
 

@@ -461,3 +461,74 @@ def test_every_pruner_type_of_the_schema_builds():
     assert isinstance(make_pruner({"type": "percentile", "percentile": 25.0}, False),
                       optuna.pruners.PercentilePruner)
     assert isinstance(make_pruner(None, True), optuna.pruners.NopPruner)
+
+
+KILL_SCRIPT = """
+import sys, time
+from pathlib import Path
+from pipelines import tune
+from pipelines.tune_api import StudySpec
+
+def objective(trial, report):
+    x = trial.suggest_float("x", 0.0, 1.0)
+    if sys.argv[2] == "hang":
+        time.sleep(300)
+    report(0, x)
+    return x
+
+spec = StudySpec(name="kill", directions=["maximize"], metric_names=["v"], objective=objective,
+                 defaults={"x": 0.25})
+s = tune.run_study(spec, storage_url=sys.argv[1], study_name="kill", n_trials=int(sys.argv[3]),
+                   timeout=None, n_jobs=1, seed=0, pruner_cfg={"type": "none"}, experiment="kill-tune",
+                   progress=False, start=Path.cwd())
+print("SUMMARY", s["metrics"]["n_complete"], s["metrics"]["n_fail"], s["n_recovered_at_start"])
+"""
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "journal"])
+def test_killed_worker_trial_is_failed_and_retried(tmp_path, kind):
+    """SIGKILL a worker in the middle of a trial: the next worker fails that trial (it stayed
+    RUNNING forever before, and the summary said 0 failed), marks its MLflow run FAILED and runs
+    its parameters once more."""
+    import signal
+
+    import optuna
+    from mlflow import MlflowClient
+
+    (tmp_path / "params.yaml").write_text("study: kill\n")
+    (tmp_path / "k.py").write_text(KILL_SCRIPT)
+    url = (f"sqlite:///{tmp_path / 'mlruns' / 'optuna.db'}" if kind == "sqlite"
+           else f"journal:{tmp_path / 'mlruns' / 'kill.log'}")
+    storage = (lambda: optuna.storages.RDBStorage(url)) if kind == "sqlite" else (
+        lambda: optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(url[8:])))
+    env = _env(tmp_path)
+    hung = subprocess.Popen([sys.executable, "k.py", url, "hang", "1"], cwd=tmp_path, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 120
+    running = []
+    while time.time() < deadline and not running:
+        time.sleep(0.3)
+        try:
+            running = optuna.load_study(study_name="kill", storage=storage()).get_trials(
+                states=(optuna.trial.TrialState.RUNNING,))
+        except Exception:
+            running = []
+        running = [t for t in running if "mlflow_run" in t.user_attrs]
+    assert running, hung.communicate(timeout=10)[0] if hung.poll() is not None else "no running trial"
+    hung.send_signal(signal.SIGKILL)
+    hung.wait(timeout=30)
+    dead = running[0]
+
+    r = subprocess.run([sys.executable, "k.py", url, "ok", "2"], cwd=tmp_path, env=env, capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "SUMMARY 2 1 1" in r.stdout, r.stdout
+    trials = optuna.load_study(study_name="kill", storage=storage()).get_trials()
+    by_number = {t.number: t for t in trials}
+    assert by_number[dead.number].state == optuna.trial.TrialState.FAIL
+    retry = [t for t in trials if t.user_attrs.get("retry_of") == dead.number]
+    assert len(retry) == 1 and retry[0].state == optuna.trial.TrialState.COMPLETE
+    assert retry[0].params == dead.params and retry[0].user_attrs.get("default")
+    assert not [t for t in trials if t.state == optuna.trial.TrialState.RUNNING]
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
+    assert client.get_run(dead.user_attrs["mlflow_run"]).info.status == "FAILED"
