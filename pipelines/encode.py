@@ -22,7 +22,8 @@ import json
 import sys
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import NamedTuple
 from pathlib import Path
 
 import numpy as np
@@ -130,6 +131,292 @@ def _read_gene_list(genes) -> set[str] | None:
     return set(genes)
 
 
+@dataclass
+class EncodeOptions:
+    """The settings of :func:`encode_vcf` (described there); :meth:`check` validates them."""
+
+    classes: list[str] = field(default_factory=lambda: list(DEFAULT_CLASSES))
+    count: str = "carrier"
+    pass_only: bool = False
+    annotation: str = "auto"
+    progress: bool = True
+    regions: list[str] | None = None
+    samples: list[str] | None = None
+    haploid: str = "count"
+    threads: int | None = None
+    genes: object = None                  # iterable of gene symbols, or a file of them
+    min_maf: float = 0.0
+    max_maf: float = 1.0
+    min_call_rate: float = 0.0
+    fasta: object = None
+
+    @property
+    def dosage(self) -> bool:
+        return self.count == "dosage"
+
+    @property
+    def filters(self) -> bool:
+        """Whether allele frequencies and call rates are needed (a MAF or call-rate filter is set)."""
+        return self.min_maf > 0 or self.max_maf < 1 or self.min_call_rate > 0
+
+    def check(self) -> None:
+        classes = self.classes
+        if self.count not in COUNT_MODES:
+            raise EpiflowError(f"count must be one of {', '.join(COUNT_MODES)}, not {self.count!r}")
+        if len(set(classes)) != len(classes) or not classes:
+            raise EpiflowError(f"classes must be a non-empty list of distinct names, got {classes}")
+        unknown_cls = [c for c in classes if c not in RANK or c in NOT_COUNTED]
+        if unknown_cls:
+            raise EpiflowError(f"unknown class name(s) {', '.join(unknown_cls)}; known: "
+                               f"{', '.join(c for c in RANK if c not in NOT_COUNTED)}")
+        for name in ("min_maf", "max_maf", "min_call_rate"):
+            val = getattr(self, name)
+            if not 0.0 <= float(val) <= 1.0:
+                raise EpiflowError(f"{name} must lie in [0, 1], not {val}")
+        if self.min_maf > self.max_maf:
+            raise EpiflowError(f"min_maf {self.min_maf} is above max_maf {self.max_maf}")
+
+
+def _is_symbolic(alt: str) -> bool:
+    return alt == "*" or alt[:1] == "<" or "[" in alt or "]" in alt
+
+
+@dataclass
+class _Columns:
+    """What the streaming pass collects: one variant-matrix column per counted ALT allele, and
+    its (class, gene) pairs (``pair_*``, the non-zeros of ``M``), plus the tallies of the rest."""
+
+    class_index: dict[str, int]
+    gene_filter: set[str] | None
+    gene_ids: dict[str, int] = field(default_factory=dict)
+    pair_allele: list[int] = field(default_factory=list)
+    pair_class: list[int] = field(default_factory=list)
+    pair_gene: list[int] = field(default_factory=list)
+    vrows: list[tuple] = field(default_factory=list)
+    col_record: list[int] = field(default_factory=list)   # queued-record index of each column (for filters)
+    skipped: Counter = field(default_factory=Counter)
+    unknown_terms: Counter = field(default_factory=Counter)
+    n_alleles: int = 0
+    n_counted: int = 0
+    n_queued: int = 0
+
+    def counted_pairs(self, alt: str, genes_: dict | None) -> list[tuple[str, str]] | None:
+        """The sorted (gene, class) pairs an ALT allele counts for, or None (reason tallied)."""
+        if not genes_:
+            self.skipped["symbolic_allele" if _is_symbolic(alt) else "no_gene"] += 1
+            return None
+        if _is_symbolic(alt):
+            self.skipped["symbolic_allele"] += 1
+            return None
+        counted = [(g, c) for g, c in genes_.items() if c in self.class_index]
+        if not counted:
+            best = min(genes_.values(), key=RANK.__getitem__)
+            self.skipped[best if best in NOT_COUNTED else "class_not_listed"] += 1
+            return None
+        if self.gene_filter is not None:
+            counted = [(g, c) for g, c in counted if g in self.gene_filter]
+            if not counted:
+                self.skipped["gene_not_listed"] += 1
+                return None
+        counted.sort()
+        return counted
+
+    def add_record(self, v, alts, per_alt: dict) -> list[int] | None:
+        """Columns for the counted ALT alleles of one record: the ``ALT index -> column`` map
+        :meth:`CarrierBatch.add` takes (index 0, REF, and skipped alleles -1), or None if none."""
+        colmap = None
+        for ai in range(len(alts)):
+            alt = alts[ai]
+            counted = self.counted_pairs(alt, per_alt.get(ai))
+            if counted is None:
+                continue
+            if colmap is None:
+                colmap = [-1] * (len(alts) + 1)
+            colmap[ai + 1] = self.n_counted
+            self.col_record.append(self.n_queued)
+            for g, c in counted:
+                gid = self.gene_ids.get(g)
+                if gid is None:
+                    gid = self.gene_ids[g] = len(self.gene_ids)
+                self.pair_allele.append(self.n_counted)
+                self.pair_class.append(self.class_index[c])
+                self.pair_gene.append(gid)
+            self.vrows.append((v.CHROM, v.POS, v.ID or ".", v.REF, alt,
+                               ";".join(g for g, _ in counted), ";".join(c for _, c in counted)))
+            self.n_counted += 1
+        return colmap
+
+
+def _open_inputs(vcf, samples_tsv, opts: EncodeOptions, log):
+    """(reader of the joined samples, the sample join, the annotator)."""
+    sheet = read_sample_sheet(samples_tsv)
+    head = VcfReader(vcf, samples=opts.samples)
+    head.require_gt()
+    join = join_samples(head.samples, sheet, samples_tsv, vcf_path=vcf)
+    keep = join.table["sample_id"].tolist()
+    head.close()
+    reader = VcfReader(vcf, samples=keep, regions=opts.regions, pass_only=opts.pass_only,
+                       haploid=opts.haploid, threads=opts.threads)
+    if reader.samples != keep:
+        raise EpiflowError(f"{vcf}: sample order changed while subsetting")  # cannot happen
+    for msg in join.messages():
+        log(f"encode: {msg}")
+    annotate = make_annotator(reader, opts.annotation, opts.classes, log, fasta=opts.fasta)
+    log(f"encode: {reader.path} ({reader.kind}), {reader.n_samples} samples, annotation from "
+        f"{annotate.name}, count={opts.count}, pass_only={opts.pass_only}")
+    return reader, join, annotate
+
+
+def _stream(reader: VcfReader, annotate, cols: _Columns, batch: CarrierBatch, progress: bool):
+    """The one pass over the VCF: fills ``cols`` and ``batch``; returns the carrier triples
+    (sample, column, value). Closes ``reader``."""
+    bar = None
+    if progress:
+        from tqdm import tqdm
+        bar = tqdm(desc="encode", unit=" rec", file=sys.stderr, mininterval=0.5)
+    pending = 0
+    try:
+        for v, index in reader.raw():
+            pending += 1
+            if pending == 4096 and bar is not None:
+                bar.update(pending)
+                pending = 0
+            alts = v.ALT
+            n_alt = len(alts)
+            if not n_alt:
+                continue
+            cols.n_alleles += n_alt
+            try:
+                res = annotate(v, alts)
+            except ValueError as exc:
+                raise InputError(reader.where(v, index), str(exc)) from None
+            if res is None:
+                cols.skipped["no_annotation"] += n_alt
+                continue
+            per_alt, unk = res
+            for t in unk:
+                cols.unknown_terms[t] += 1
+            colmap = cols.add_record(v, alts, per_alt)
+            if colmap is not None:
+                batch.add(v, index, colmap)
+                cols.n_queued += 1
+        return batch.triples()
+    finally:
+        if bar is not None:
+            bar.update(pending)
+            bar.close()
+        reader.close()
+
+
+def _filter_columns(cols: _Columns, batch: CarrierBatch, triples, pairs, opts: EncodeOptions, n: int):
+    """Drop the columns that fail the MAF / call-rate filters (frequencies among the called
+    alleles of the encoded samples); returns the kept triples and pairs, renumbered."""
+    samp, col, val = triples
+    pair_allele, pair_class, pair_gene = pairs
+    an, called = batch.record_stats()
+    ac = batch.column_copies(cols.n_counted)
+    rec = np.asarray(cols.col_record, np.int64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        af = np.where(an[rec] > 0, ac / np.maximum(an[rec], 1), 0.0)
+    maf = np.minimum(af, 1 - af)
+    call_rate = called[rec] / max(n, 1)
+    ok_cr = call_rate >= opts.min_call_rate
+    ok_maf = (maf >= opts.min_maf) & (maf <= opts.max_maf)
+    cols.skipped["call_rate"] += int(np.count_nonzero(~ok_cr))
+    cols.skipped["maf"] += int(np.count_nonzero(ok_cr & ~ok_maf))
+    keep_col = ok_cr & ok_maf
+    if not keep_col.all():
+        new_id = np.cumsum(keep_col) - 1
+        m = keep_col[col]
+        samp, col, val = samp[m], new_id[col[m]].astype(np.int32), val[m]
+        mp = keep_col[pair_allele]
+        pair_allele = new_id[pair_allele[mp]]
+        pair_class, pair_gene = pair_class[mp], pair_gene[mp]
+        cols.vrows = [r for r, k in zip(cols.vrows, keep_col) if k]
+        cols.n_counted = int(keep_col.sum())
+    return (samp, col, val), (pair_allele, pair_class, pair_gene)
+
+
+class _Matrices(NamedTuple):
+    genes: list[str]               # sorted
+    V: sp.csr_matrix               # the variant matrix
+    counts: sp.csr_matrix          # V @ M, in the narrowest unsigned dtype
+    class_counts: Counter          # counted (allele, class) pairs per class
+
+
+def _matrices(cols: _Columns, triples, pairs, classes: list[str], n: int) -> _Matrices:
+    """The variant matrix and the gene x class counts from the collected (kept) columns."""
+    samp, col, val = triples
+    pair_allele, pair_class, pair_gene = pairs
+    used = np.unique(pair_gene)
+    gene_names = list(cols.gene_ids)
+    genes = sorted(gene_names[i] for i in used)
+    remap = np.full(len(cols.gene_ids), -1, np.int64)
+    rank = {g: i for i, g in enumerate(genes)}
+    for i in used:
+        remap[i] = rank[gene_names[i]]
+    G, C = len(genes), len(classes)
+    class_counts = Counter(classes[c] for c in pair_class.tolist())
+
+    V = sp.csr_matrix((val, (samp, col)), shape=(n, cols.n_counted))
+    V.sort_indices()
+    pc = pair_class * G + remap[pair_gene]
+    M = sp.csr_matrix((np.ones(len(pair_allele), np.int32), (pair_allele, pc)), shape=(cols.n_counted, C * G))
+    counts = (V.astype(np.int32) @ M).tocsr()
+    counts.eliminate_zeros()
+    counts.sort_indices()
+    top = int(counts.data.max()) if counts.nnz else 0
+    counts = counts.astype(np.uint16 if top <= np.iinfo(np.uint16).max else np.uint32)
+    return _Matrices(genes, V, counts, class_counts)
+
+
+def _log_notes(log, reader: VcfReader, unknown_terms: Counter) -> None:
+    haploid_total = sum(reader.haploid_calls.values())
+    if haploid_total:
+        log(f"encode: {haploid_total} haploid call(s) counted as one allele copy: "
+            + ", ".join(f"{c}: {k}" for c, k in sorted(reader.haploid_calls.items())))
+    if unknown_terms:
+        log(f"encode: consequence terms not in the SO table (ignored): "
+            + ", ".join(f"{t} ({k})" for t, k in unknown_terms.most_common(10)))
+
+
+def _summary(vcf, samples_tsv, opts: EncodeOptions, annotate, reader: VcfReader, join, cols: _Columns,
+             mats: _Matrices) -> dict:
+    """The summary dict (``summary.json``): no wall-clock time, so equal inputs give equal bytes."""
+    gene_filter, counts, V = cols.gene_filter, mats.counts, mats.V
+    return {
+        "vcf": str(vcf), "samples_sheet": str(samples_tsv), "annotation": annotate.name,
+        "filters": {"genes": None if gene_filter is None else len(gene_filter), "min_maf": opts.min_maf,
+                    "max_maf": opts.max_maf, "min_call_rate": opts.min_call_rate},
+        "count": opts.count, "pass_only": bool(opts.pass_only), "regions": reader.regions,
+        "n_samples": reader.n_samples, "n_cases": int(join.table["y"].sum()),
+        "n_controls": int((join.table["y"] == 0).sum()),
+        "n_records": reader.n_records, "n_filtered": reader.n_filtered,
+        "n_alleles": cols.n_alleles, "n_counted": cols.n_counted, "n_genes": len(mats.genes),
+        "n_classes": len(opts.classes),
+        "class_counts": {c: int(mats.class_counts.get(c, 0)) for c in opts.classes},
+        "skipped": dict(sorted(cols.skipped.items())),
+        "haploid_calls": dict(sorted(reader.haploid_calls.items())),
+        "polyploid_calls": reader.polyploid_calls,
+        "unknown_terms": dict(cols.unknown_terms.most_common(50)),
+        "counts_nnz": int(counts.nnz), "variants_nnz": int(V.nnz),
+        "samples_join": join.report(),
+    }
+
+
+def _write_outputs(out_dir, mats: _Matrices, join, classes, vrows, summary: dict) -> None:
+    vt = pd.DataFrame(vrows, columns=["chrom", "pos", "id", "ref", "alt", "gene", "class"])
+    with atomic_dir(out_dir) as tmp:
+        save_csr(tmp / "gene_counts.npz", mats.counts)
+        save_csr(tmp / "variants.npz", mats.V)
+        join.table.assign(y=join.table["y"].astype(int)).to_csv(tmp / "samples.tsv", sep="\t", index=False)
+        (tmp / "genes.txt").write_text("".join(g + "\n" for g in mats.genes))
+        (tmp / "classes.txt").write_text("".join(c + "\n" for c in classes))
+        vt.to_csv(tmp / "variants.tsv", sep="\t", index=False)
+        # the cached output holds no wall-clock time, so equal inputs give byte-equal outputs
+        (tmp / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+
+
 def encode_vcf(vcf, samples_tsv, out_dir, *, classes=DEFAULT_CLASSES, count: str = "carrier",
                pass_only: bool = False, annotation: str = "auto", progress: bool = True,
                regions=None, samples=None, haploid: str = "count", threads: int | None = None,
@@ -156,213 +443,35 @@ def encode_vcf(vcf, samples_tsv, out_dir, *, classes=DEFAULT_CLASSES, count: str
 
     Returns the summary dict (also saved as ``summary.json`` in ``out_dir``).
     """
+    opts = EncodeOptions(classes=list(classes), count=count, pass_only=pass_only, annotation=annotation,
+                         progress=progress, regions=regions, samples=samples, haploid=haploid,
+                         threads=threads, genes=genes, min_maf=min_maf, max_maf=max_maf,
+                         min_call_rate=min_call_rate, fasta=fasta)
+    return encode(vcf, samples_tsv, out_dir, opts, log=log)
+
+
+def encode(vcf, samples_tsv, out_dir, opts: EncodeOptions, log=None) -> dict:
+    """:func:`encode_vcf` with its settings in an :class:`EncodeOptions`."""
     t0 = time.perf_counter()
     log = log or (lambda msg: print(msg, file=sys.stderr))
-    classes = list(classes)
-    if count not in COUNT_MODES:
-        raise EpiflowError(f"count must be one of {', '.join(COUNT_MODES)}, not {count!r}")
-    if len(set(classes)) != len(classes) or not classes:
-        raise EpiflowError(f"classes must be a non-empty list of distinct names, got {classes}")
-    unknown_cls = [c for c in classes if c not in RANK or c in NOT_COUNTED]
-    if unknown_cls:
-        raise EpiflowError(f"unknown class name(s) {', '.join(unknown_cls)}; known: "
-                           f"{', '.join(c for c in RANK if c not in NOT_COUNTED)}")
-    for name, val in (("min_maf", min_maf), ("max_maf", max_maf), ("min_call_rate", min_call_rate)):
-        if not 0.0 <= float(val) <= 1.0:
-            raise EpiflowError(f"{name} must lie in [0, 1], not {val}")
-    if min_maf > max_maf:
-        raise EpiflowError(f"min_maf {min_maf} is above max_maf {max_maf}")
-    dosage = count == "dosage"
-    gene_filter = _read_gene_list(genes)
-
-    sheet = read_sample_sheet(samples_tsv)
-    head = VcfReader(vcf, samples=samples)
-    head.require_gt()
-    join = join_samples(head.samples, sheet, samples_tsv, vcf_path=vcf)
-    keep = join.table["sample_id"].tolist()
-    head.close()
-    reader = VcfReader(vcf, samples=keep, regions=regions, pass_only=pass_only, haploid=haploid,
-                       threads=threads)
-    if reader.samples != keep:
-        raise EpiflowError(f"{vcf}: sample order changed while subsetting")  # cannot happen
-    for msg in join.messages():
-        log(f"encode: {msg}")
-    annotate = make_annotator(reader, annotation, classes, log, fasta=fasta)
-    log(f"encode: {reader.path} ({reader.kind}), {reader.n_samples} samples, annotation from "
-        f"{annotate.name}, count={count}, pass_only={pass_only}")
-
-    class_index = {c: i for i, c in enumerate(classes)}
-    gene_ids: dict[str, int] = {}
-    pair_allele: list[int] = []
-    pair_class: list[int] = []
-    pair_gene: list[int] = []
-    vrows: list[tuple] = []
-    col_record: list[int] = []            # queued-record index of each column (for filters)
-    skipped: Counter = Counter()
-    unknown_terms: Counter = Counter()
-    n_alleles = 0
-    n_counted = 0
-    n_queued = 0
-    filters = min_maf > 0 or max_maf < 1 or min_call_rate > 0
-    batch = CarrierBatch(reader, dosage=dosage, stats=filters)
-
-    bar = None
-    if progress:
-        from tqdm import tqdm
-        bar = tqdm(desc="encode", unit=" rec", file=sys.stderr, mininterval=0.5)
-    pending = 0
-    try:
-        for v, index in reader.raw():
-            pending += 1
-            if pending == 4096 and bar is not None:
-                bar.update(pending)
-                pending = 0
-            alts = v.ALT
-            n_alt = len(alts)
-            if not n_alt:
-                continue
-            n_alleles += n_alt
-            try:
-                res = annotate(v, alts)
-            except ValueError as exc:
-                raise InputError(reader.where(v, index), str(exc)) from None
-            if res is None:
-                skipped["no_annotation"] += n_alt
-                continue
-            per_alt, unk = res
-            for t in unk:
-                unknown_terms[t] += 1
-            colmap = None
-            for ai in range(n_alt):
-                alt = alts[ai]
-                genes_ = per_alt.get(ai)
-                if not genes_:
-                    if alt == "*" or alt[:1] == "<" or "[" in alt or "]" in alt:
-                        skipped["symbolic_allele"] += 1
-                    else:
-                        skipped["no_gene"] += 1
-                    continue
-                if alt == "*" or alt[:1] == "<" or "[" in alt or "]" in alt:
-                    skipped["symbolic_allele"] += 1
-                    continue
-                counted = [(g, c) for g, c in genes_.items() if c in class_index]
-                if not counted:
-                    best = min(genes_.values(), key=RANK.__getitem__)
-                    skipped[best if best in NOT_COUNTED else "class_not_listed"] += 1
-                    continue
-                if gene_filter is not None:
-                    counted = [(g, c) for g, c in counted if g in gene_filter]
-                    if not counted:
-                        skipped["gene_not_listed"] += 1
-                        continue
-                if colmap is None:
-                    colmap = [-1] * (n_alt + 1)
-                colmap[ai + 1] = n_counted
-                col_record.append(n_queued)
-                counted.sort()
-                for g, c in counted:
-                    gid = gene_ids.get(g)
-                    if gid is None:
-                        gid = gene_ids[g] = len(gene_ids)
-                    pair_allele.append(n_counted)
-                    pair_class.append(class_index[c])
-                    pair_gene.append(gid)
-                vrows.append((v.CHROM, v.POS, v.ID or ".", v.REF, alt,
-                              ";".join(g for g, _ in counted), ";".join(c for _, c in counted)))
-                n_counted += 1
-            if colmap is not None:
-                batch.add(v, index, colmap)
-                n_queued += 1
-        samp, col, val = batch.triples()
-    finally:
-        if bar is not None:
-            bar.update(pending)
-            bar.close()
-        reader.close()
+    opts.check()
+    gene_filter = _read_gene_list(opts.genes)
+    reader, join, annotate = _open_inputs(vcf, samples_tsv, opts, log)
+    cols = _Columns({c: i for i, c in enumerate(opts.classes)}, gene_filter)
+    batch = CarrierBatch(reader, dosage=opts.dosage, stats=opts.filters)
+    triples = _stream(reader, annotate, cols, batch, opts.progress)
 
     n = reader.n_samples
-    pair_allele_a = np.asarray(pair_allele, np.int64)
-    pair_class_a = np.asarray(pair_class, np.int64)
-    pair_gene_a = np.asarray(pair_gene, np.int64)
-    if filters and n_counted:
-        an, called = batch.record_stats()
-        ac = batch.column_copies(n_counted)
-        rec = np.asarray(col_record, np.int64)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            af = np.where(an[rec] > 0, ac / np.maximum(an[rec], 1), 0.0)
-        maf = np.minimum(af, 1 - af)
-        call_rate = called[rec] / max(n, 1)
-        ok_cr = call_rate >= min_call_rate
-        ok_maf = (maf >= min_maf) & (maf <= max_maf)
-        skipped["call_rate"] += int(np.count_nonzero(~ok_cr))
-        skipped["maf"] += int(np.count_nonzero(ok_cr & ~ok_maf))
-        keep_col = ok_cr & ok_maf
-        if not keep_col.all():
-            new_id = np.cumsum(keep_col) - 1
-            m = keep_col[col]
-            samp, col, val = samp[m], new_id[col[m]].astype(np.int32), val[m]
-            mp = keep_col[pair_allele_a]
-            pair_allele_a = new_id[pair_allele_a[mp]]
-            pair_class_a, pair_gene_a = pair_class_a[mp], pair_gene_a[mp]
-            vrows = [r for r, k in zip(vrows, keep_col) if k]
-            n_counted = int(keep_col.sum())
-    used = np.unique(pair_gene_a)
-    gene_names = list(gene_ids)
-    genes = sorted(gene_names[i] for i in used)
-    remap = np.full(len(gene_ids), -1, np.int64)
-    rank = {g: i for i, g in enumerate(genes)}
-    for i in used:
-        remap[i] = rank[gene_names[i]]
-    G, C = len(genes), len(classes)
-    class_counts = Counter(classes[c] for c in pair_class_a.tolist())
-
-    V = sp.csr_matrix((val, (samp, col)), shape=(n, n_counted))
-    V.sort_indices()
-    pc = pair_class_a * G + remap[pair_gene_a]
-    M = sp.csr_matrix((np.ones(len(pair_allele_a), np.int32), (pair_allele_a, pc)), shape=(n_counted, C * G))
-    counts = (V.astype(np.int32) @ M).tocsr()
-    counts.eliminate_zeros()
-    counts.sort_indices()
-    top = int(counts.data.max()) if counts.nnz else 0
-    counts = counts.astype(np.uint16 if top <= np.iinfo(np.uint16).max else np.uint32)
-
-    haploid_total = sum(reader.haploid_calls.values())
-    if haploid_total:
-        log(f"encode: {haploid_total} haploid call(s) counted as one allele copy: "
-            + ", ".join(f"{c}: {k}" for c, k in sorted(reader.haploid_calls.items())))
-    if unknown_terms:
-        log(f"encode: consequence terms not in the SO table (ignored): "
-            + ", ".join(f"{t} ({k})" for t, k in unknown_terms.most_common(10)))
-    summary = {
-        "vcf": str(vcf), "samples_sheet": str(samples_tsv), "annotation": annotate.name,
-        "filters": {"genes": None if gene_filter is None else len(gene_filter), "min_maf": min_maf,
-                    "max_maf": max_maf, "min_call_rate": min_call_rate},
-        "count": count, "pass_only": bool(pass_only), "regions": reader.regions,
-        "n_samples": n, "n_cases": int(join.table["y"].sum()),
-        "n_controls": int((join.table["y"] == 0).sum()),
-        "n_records": reader.n_records, "n_filtered": reader.n_filtered,
-        "n_alleles": n_alleles, "n_counted": n_counted, "n_genes": G, "n_classes": C,
-        "class_counts": {c: int(class_counts.get(c, 0)) for c in classes},
-        "skipped": dict(sorted(skipped.items())),
-        "haploid_calls": dict(sorted(reader.haploid_calls.items())),
-        "polyploid_calls": reader.polyploid_calls,
-        "unknown_terms": dict(unknown_terms.most_common(50)),
-        "counts_nnz": int(counts.nnz), "variants_nnz": int(V.nnz),
-        "samples_join": join.report(),
-    }
-    vt = pd.DataFrame(vrows, columns=["chrom", "pos", "id", "ref", "alt", "gene", "class"])
-    with atomic_dir(out_dir) as tmp:
-        save_csr(tmp / "gene_counts.npz", counts)
-        save_csr(tmp / "variants.npz", V)
-        join.table.assign(y=join.table["y"].astype(int)).to_csv(tmp / "samples.tsv", sep="\t", index=False)
-        (tmp / "genes.txt").write_text("".join(g + "\n" for g in genes))
-        (tmp / "classes.txt").write_text("".join(c + "\n" for c in classes))
-        vt.to_csv(tmp / "variants.tsv", sep="\t", index=False)
-        # the cached output holds no wall-clock time, so equal inputs give byte-equal outputs
-        (tmp / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    pairs = tuple(np.asarray(p, np.int64) for p in (cols.pair_allele, cols.pair_class, cols.pair_gene))
+    if opts.filters and cols.n_counted:
+        triples, pairs = _filter_columns(cols, batch, triples, pairs, opts, n)
+    mats = _matrices(cols, triples, pairs, opts.classes, n)
+    _log_notes(log, reader, cols.unknown_terms)
+    summary = _summary(vcf, samples_tsv, opts, annotate, reader, join, cols, mats)
+    _write_outputs(out_dir, mats, join, opts.classes, cols.vrows, summary)
     summary["seconds"] = round(time.perf_counter() - t0, 3)
-    log(f"encode: {reader.n_records} records, {n_alleles} ALT alleles, {n_counted} counted in {G} genes "
-        f"-> {out_dir} ({summary['seconds']:.1f} s)")
+    log(f"encode: {reader.n_records} records, {cols.n_alleles} ALT alleles, {cols.n_counted} counted in "
+        f"{len(mats.genes)} genes -> {out_dir} ({summary['seconds']:.1f} s)")
     return summary
 
 

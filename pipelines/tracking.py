@@ -194,7 +194,7 @@ def parent_run(name: str, tags: dict, params: dict):
 def log_child(parent_run_id: str, experiment_id: str, name: str, *, tags: dict, params: dict, metrics: dict):
     """A finished child run (one CV fold) under ``parent_run_id``, written in one batch."""
     from mlflow import MlflowClient
-    from mlflow.entities import Metric, Param, RunTag
+    from mlflow.entities import Metric, Param
     import time
 
     client = MlflowClient()

@@ -150,7 +150,6 @@ class PositionalAnnotator:
         self.classes = list(classes)
         self.name = name
         self.log = log or (lambda m: None)
-        self.n_models = len(models)
         self.bins: dict[tuple[str, int], list[Model]] = {}
         for m in models:
             for b in range((m.start - FLANK) // BIN, (m.end + FLANK) // BIN + 1):

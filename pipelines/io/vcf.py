@@ -142,10 +142,6 @@ class Site:
     def line(self) -> int | None:
         return self._reader.line_of(self.index)
 
-    @property
-    def passed(self) -> bool:
-        return self.filter is None or self.filter in ("PASS", ".")
-
     def info(self, key):
         return self.variant.INFO.get(key)
 
@@ -271,9 +267,6 @@ class VcfReader:
             if h["HeaderType"] == "INFO" and h["ID"] == key:
                 return h.info().get("Description", "").strip('"')
         return None
-
-    def has_info(self, key: str) -> bool:
-        return self.info_description(key) is not None
 
     def require_gt(self) -> None:
         if self.n_samples == 0:
@@ -482,16 +475,6 @@ def _gzip_problem(path: Path) -> str | None:
 def _first_line(exc) -> str:
     s = str(exc).strip()
     return s.splitlines()[0] if s else ""
-
-
-def sample_names(path) -> list[str]:
-    """The sample ids of a VCF/BCF header."""
-    r = VcfReader(path)
-    try:
-        return list(r.samples)
-    finally:
-        r.close()
-
 
 
 class CarrierBatch:
