@@ -34,35 +34,11 @@ from pipelines.annotate import (DEFAULT_CLASSES, NOT_COUNTED, RANK, ann_layout, 
                                 fields_from_description, ANN_DEFAULT_FIELDS, parse_info_annotation)
 from pipelines.atomic import atomic_dir
 from pipelines.errors import EpiflowError, InputError
+from pipelines.io.encoded import Encoded, load_encoded, save_csr  # noqa: F401  (re-exported)
 from pipelines.io.samples import join_samples, read_sample_sheet
 from pipelines.io.vcf import CarrierBatch, VcfReader
 
 COUNT_MODES = ("carrier", "dosage")
-
-
-@dataclass
-class Encoded:
-    """What :func:`load_encoded` returns."""
-
-    counts: sp.csr_matrix          # (n_samples, n_classes * n_genes)
-    variants: sp.csr_matrix        # (n_samples, n_variants)
-    samples: pd.DataFrame          # sample_id, y, sex
-    genes: list[str]
-    classes: list[str]
-    variant_table: pd.DataFrame    # chrom, pos, id, ref, alt, gene, class
-
-    @property
-    def n_samples(self) -> int:
-        return self.counts.shape[0]
-
-    def class_gene(self, cls: str, gene: str) -> np.ndarray:
-        """Dense count vector (per sample) of one (class, gene)."""
-        c, g = self.classes.index(cls), self.genes.index(gene)
-        return self.counts[:, c * len(self.genes) + g].toarray().ravel()
-
-    def dense3d(self) -> np.ndarray:
-        """(n, C, G) dense array; only for small cohorts and tests."""
-        return self.counts.toarray().reshape(self.n_samples, len(self.classes), len(self.genes))
 
 
 class InfoAnnotator:
@@ -473,38 +449,6 @@ def encode(vcf, samples_tsv, out_dir, opts: EncodeOptions, log=None) -> dict:
     log(f"encode: {reader.n_records} records, {cols.n_alleles} ALT alleles, {cols.n_counted} counted in "
         f"{len(mats.genes)} genes -> {out_dir} ({summary['seconds']:.1f} s)")
     return summary
-
-
-def save_csr(path, m: sp.csr_matrix, level: int = 1) -> None:
-    """Write a CSR matrix in scipy's ``save_npz`` layout (readable by ``scipy.sparse.load_npz``),
-    deflated at a fast level: ``savez_compressed`` spends more time than it saves on big cohorts."""
-    from pipelines.npz import save_npz
-
-    save_npz(path, {"indices": m.indices, "indptr": m.indptr, "format": np.array(b"csr"),
-                    "shape": np.array(m.shape), "data": m.data}, level=level)
-
-
-def load_encoded(path) -> Encoded:
-    """Load the output directory of :func:`encode_vcf`."""
-    d = Path(path)
-    need = ["gene_counts.npz", "variants.npz", "samples.tsv", "genes.txt", "classes.txt", "variants.tsv"]
-    missing = [f for f in need if not (d / f).is_file()]
-    if missing:
-        raise InputError(d, f"not an encoded cohort (missing {', '.join(missing)}); run `epiflow encode`")
-    counts = sp.load_npz(d / "gene_counts.npz").tocsr()
-    variants = sp.load_npz(d / "variants.npz").tocsr()
-    samples = pd.read_csv(d / "samples.tsv", sep="\t", dtype={"sample_id": str, "sex": str},
-                          keep_default_na=False)
-    genes = (d / "genes.txt").read_text().split("\n")[:-1]
-    classes = (d / "classes.txt").read_text().split("\n")[:-1]
-    vt = pd.read_csv(d / "variants.tsv", sep="\t", dtype={"chrom": str, "id": str, "ref": str, "alt": str,
-                                                          "gene": str, "class": str},
-                     keep_default_na=False)
-    n = len(samples)
-    if counts.shape != (n, len(classes) * len(genes)) or variants.shape != (n, len(vt)):
-        raise InputError(d, f"inconsistent encoded cohort: counts {counts.shape}, variants {variants.shape}, "
-                         f"{n} samples, {len(classes)} classes, {len(genes)} genes, {len(vt)} variants")
-    return Encoded(counts, variants, samples, genes, classes, vt)
 
 
 # ---------------------------------------------------------------- SNP dosage matrix (NGG, scans)

@@ -364,8 +364,3 @@ def sparse_pre(vt: torch.Tensor, w: torch.Tensor, ids_t: torch.Tensor, gene: tor
                               int(m_off), int(p_off))
 
 
-def sparse_pre_reference(vt, w, ids_t, gene, member, dst, n_neurons):
-    """The same layer with tensor ops (the tests' reference)."""
-    vals = vt[member[:, None], ids_t[gene]]                     # (E, B)
-    out = vals.new_zeros(n_neurons, ids_t.shape[1])
-    return out.index_add(0, dst, vals * w[:, None])

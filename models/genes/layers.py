@@ -197,12 +197,6 @@ class SparseLinear(nn.Module):
         out = x.new_zeros(x.shape[0], self.n_out).index_add_(1, self.dst, contrib)
         return out + self.bias if self.bias is not None else out
 
-    def set_edges(self, src: torch.Tensor, dst: torch.Tensor) -> None:
-        """Replace the edge list in place (same edge count; used by RigL)."""
-        assert src.numel() == self.weight.numel() and dst.numel() == self.weight.numel()
-        self.src.copy_(src)
-        self.dst.copy_(dst)
-
 
 class DenseLinear(nn.Module):
     """Fully connected layer with the same init rule as SparseLinear (U(+-1/sqrt(fan_in)))."""

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 from typing import Sequence
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -214,5 +213,3 @@ def closed_form_n_parameters(model_type: str, n_classes: int, n_genes: int, hidd
     return gene + HEADS[model_type].n_parameters(n_genes, dense_units, n_edges, n_neurons, n_gg_edges)
 
 
-def as_numpy(t: torch.Tensor) -> np.ndarray:
-    return t.detach().cpu().numpy()

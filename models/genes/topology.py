@@ -30,9 +30,6 @@ class Topology:
     def n_edges(self) -> int:
         return int(self.src.size)
 
-    def connected_genes(self) -> np.ndarray:
-        return np.unique(self.src)
-
 
 def _check_gene_pathways(gene_pathways: Sequence[Sequence[int]], n_genes: int) -> None:
     if gene_pathways is None:

@@ -42,9 +42,6 @@ class PyramidGrid:
         self.side = math.ceil(self.p / self.cell)
         self.grid = np.full((self.side, self.side), EMPTY, dtype=np.float32)
 
-    def add_tile(self, i0: int, j0: int, stat: np.ndarray) -> None:
-        """Pool a (Ti, Tj) tile of statistics whose first pair is (i0, j0); invalid entries < 0."""
-        self.merge_pooled(*self.pool_tile(i0, j0, stat))
 
     def pool_tile(self, i0: int, j0: int, stat: np.ndarray):
         """(row cells, column cells, pooled maxima) of one tile, without touching the grid
@@ -64,9 +61,6 @@ class PyramidGrid:
     def merge_pooled(self, r, c, pooled) -> None:
         self.grid[r, c] = np.maximum(self.grid[r, c], pooled)
 
-    def merge_grid(self, other: np.ndarray) -> None:
-        """Max-merge a grid of the same shape (e.g. accumulated on the GPU)."""
-        np.maximum(self.grid, other.astype(np.float32), out=self.grid)
 
     def level0(self) -> np.ndarray:
         g = self.grid.copy()

@@ -1204,9 +1204,6 @@ class Scan2D:
 
     # -- accumulation -------------------------------------------------------------------------
 
-    def _absorb(self, i0: int, j0: int, stat: np.ndarray, beta: np.ndarray) -> None:
-        """Fold one tile of statistics (sorted indices; invalid entries < 0) into the accumulators."""
-        self._merge(self._reduce(i0, j0, stat, beta))
 
     def _reduce(self, i0: int, j0: int, stat: np.ndarray, beta: np.ndarray) -> dict:
         """Tile-local reductions (run in the worker threads): candidates, pooled pyramid cells,

@@ -27,7 +27,6 @@ so HLC (427 x 358,499) loads from its .gz in about a second. A .bed whose size d
 """
 from __future__ import annotations
 
-import gzip
 import io
 import zlib
 from dataclasses import dataclass, field

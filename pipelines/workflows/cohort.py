@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import scipy.sparse as sp
 
-from pipelines.encode import load_encoded
+from pipelines.io.encoded import load_encoded
 from pipelines.errors import EpiflowError
 from pipelines.io.gmt import gene_pathway_index, read_gmt
 from pipelines.splits import Splits
