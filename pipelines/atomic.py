@@ -77,6 +77,15 @@ def _remove_stale(path: Path, kinds) -> None:
                 p.unlink(missing_ok=True)
 
 
+def remove_with_temps(path) -> None:
+    """Remove ``path`` and the temporary siblings that killed writers of it left (a file written
+    with :func:`atomic_path` that a run discards at its end, e.g. a checkpoint)."""
+    path = Path(path)
+    path.unlink(missing_ok=True)
+    if path.parent.is_dir():
+        _remove_stale(path, ("",))
+
+
 def check_output_dir(path, inputs=()) -> Path:
     """Refuse (one-line :class:`EpiflowError`) an output folder that would destroy anything:
     an existing file, a non-empty folder that is not a previous epiflow output, the working

@@ -568,9 +568,11 @@ def open_study(spec: StudySpec, storage, study_name: str, seed: int, pruner_cfg:
                            f"{[d.name.lower() for d in study.directions]}, not {spec.directions}; "
                            f"choose another --study-name")
     worker = int(study.user_attrs.get("workers_started", 0))
-    study.set_user_attr("workers_started", worker + 1)
+    # the defaults go in before the count: a worker killed in between leaves a study that the
+    # next worker still sees as new (worker 0, no trials), so the defaults are never lost
     if worker == 0 and not study.get_trials(deepcopy=False) and spec.defaults:
         study.enqueue_trial(spec.defaults, user_attrs={"default": True})
+    study.set_user_attr("workers_started", worker + 1)
     # each process draws its own random sequence (constant_liar keeps running trials in view)
     study.sampler = optuna.samplers.TPESampler(seed=seed + 7919 * worker, constant_liar=True,
                                                multivariate=True)
@@ -588,11 +590,16 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def recover_dead_trials(study) -> int:
+def recover_dead_trials(study, *, orphans: bool = False) -> int:
     """Fail the RUNNING trials whose worker process on this machine is dead (killed, crashed),
     mark their MLflow trial runs FAILED, and enqueue each once more with the same parameters (a
     retried trial is not retried again). Workers on other machines are covered by the database
-    heartbeat. Returns the number of trials recovered."""
+    heartbeat. Returns the number of trials recovered.
+
+    ``orphans``: the caller holds the local ask lock of a file-backed storage, whose workers are
+    all processes of this machine that label the trial they asked (host, pid) before they let go
+    of that lock (:func:`_serialise_ask`); a RUNNING trial without that label was then asked by a
+    process that died before labelling it, and is recovered too."""
     import optuna
 
     TS = optuna.trial.TrialState
@@ -600,30 +607,52 @@ def recover_dead_trials(study) -> int:
     n = 0
     for t in study.get_trials(deepcopy=False, states=(TS.RUNNING,)):
         pid = t.user_attrs.get("pid")
-        if t.user_attrs.get("host") != host or not isinstance(pid, int) or _pid_alive(pid):
+        if not isinstance(pid, int) or "host" not in t.user_attrs:
+            if not orphans:
+                continue
+            reason = f"its worker on {host} died before labelling it"
+        elif t.user_attrs["host"] != host or _pid_alive(pid):
             continue
+        else:
+            reason = f"worker {pid} on {host} died"
         try:
-            study._storage.set_trial_system_attr(t._trial_id, "fail_reason", f"worker {pid} on {host} died")
+            study._storage.set_trial_system_attr(t._trial_id, "fail_reason", reason)
             study._storage.set_trial_state_values(t._trial_id, TS.FAIL)
         except (RuntimeError, optuna.exceptions.UpdateFinishedTrialError):
             continue  # another worker got there first
         n += 1
-        run = t.user_attrs.get("mlflow_run")
-        if run:
-            _fail_mlflow_run(run)
-        if "retry_of" not in t.user_attrs and t.params:
-            study.enqueue_trial(t.params, user_attrs={"retry_of": t.number,
+        _fail_mlflow_run(t.user_attrs.get("mlflow_run"), study.user_attrs.get("mlflow_run_id"), t.number)
+        # an enqueued trial (the defaults, a retry) killed before it drew every parameter keeps
+        # its whole configuration in fixed_params
+        params = t.system_attrs.get("fixed_params") or t.params
+        if "retry_of" not in t.user_attrs and params:
+            study.enqueue_trial(params, user_attrs={"retry_of": t.number,
                                                       **({"default": True} if t.user_attrs.get("default") else {})})
     return n
 
 
-def _fail_mlflow_run(run_id: str) -> None:
+def _fail_mlflow_run(run_id: str | None, study_run: str | None = None, number: int | None = None) -> None:
+    """Mark a dead trial's MLflow run FAILED, and the step runs it left RUNNING. Without the
+    trial's ``mlflow_run`` (killed before it was recorded) the run is found under the study run
+    by its trial number."""
+    if not run_id and not study_run:
+        return
     from mlflow.tracking import MlflowClient
 
     try:
         client = MlflowClient()
-        client.set_tag(run_id, f"{tracking.TAG_PREFIX}optuna.state", "failed")
-        client.set_terminated(run_id, status="FAILED")
+        exp = client.get_run(run_id or study_run).info.experiment_id
+        ids = [run_id] if run_id else [
+            r.info.run_id for r in client.search_runs(
+                [exp], filter_string=f"tags.`mlflow.parentRunId` = '{study_run}' and "
+                                     f"tags.`{tracking.TAG_PREFIX}optuna.trial` = '{number}' and "
+                                     "attributes.status = 'RUNNING'")]
+        for rid in ids:
+            client.set_tag(rid, f"{tracking.TAG_PREFIX}optuna.state", "failed")
+            client.set_terminated(rid, status="FAILED")
+            for step in client.search_runs([exp], filter_string=f"tags.`mlflow.parentRunId` = '{rid}' and "
+                                                                "attributes.status = 'RUNNING'"):
+                client.set_terminated(step.info.run_id, status="FAILED")
     except Exception:  # the store may be elsewhere now: the Optuna state is what counts
         pass
 
@@ -631,21 +660,29 @@ def _fail_mlflow_run(run_id: str) -> None:
 _ASK_LOCK = threading.Lock()
 
 
-def _serialise_ask(study, url: str, start: Path | None) -> None:
+def _is_file_backed(url: str) -> bool:
+    return url.startswith("sqlite") or url.startswith("journal")
+
+
+def _serialise_ask(study, url: str, start: Path | None, label=None) -> None:
     """Make ``study.ask`` atomic between the threads of this process and, for file-backed storage
-    (SQLite, journal), between the processes of this machine.
+    (SQLite, journal), between the processes of this machine. ``label(trial)`` runs on the new
+    trial before the locks are released (see :func:`recover_dead_trials`).
 
     Optuna pops an enqueued trial by reading it as WAITING and then marking it RUNNING; SQLite
     has no ``SELECT ... FOR UPDATE``, so two threads or processes asking at once can both pop the
     same trial and the second ``tell`` fails ("Cannot tell a COMPLETE trial"). A server database
     (PostgreSQL, MySQL) locks the row itself and needs nothing here but the thread lock.
     """
-    file_backed = url.startswith("sqlite") or url.startswith("journal")
+    file_backed = _is_file_backed(url)
     plain_ask = study.ask
 
     def ask(*a, **k):
         with _ASK_LOCK, (local_lock("ask", start=start) if file_backed else contextlib.nullcontext()):
-            return plain_ask(*a, **k)
+            trial = plain_ask(*a, **k)
+            if label is not None:
+                label(trial)
+            return trial
 
     study.ask = ask
 
@@ -680,14 +717,21 @@ def run_study(spec: StudySpec, *, storage_url: str | None, study_name: str | Non
             study.set_user_attr("mlflow_run_id", log.run_id)
         else:
             log = StudyLog(experiment, study_name, url, {}, spec.defaults, spec, enabled=False)
-        n_recovered = recover_dead_trials(study)
+        if _is_file_backed(url):
+            with local_lock("ask", start=start):
+                n_recovered = recover_dead_trials(study, orphans=True)
+        else:
+            n_recovered = recover_dead_trials(study)
     lock = threading.Lock()
-    _serialise_ask(study, url, start)
 
-    def wrapped(trial):
+    def label(trial):
         trial.set_user_attr("worker", worker)
         trial.set_user_attr("host", socket.gethostname())
         trial.set_user_attr("pid", os.getpid())
+
+    _serialise_ask(study, url, start, label)
+
+    def wrapped(trial):
         t0 = time.perf_counter()
         with lock:
             trial_run = log.start_trial(trial)

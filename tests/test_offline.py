@@ -17,8 +17,7 @@ CI_MARKERS = ("PYTEST_CURRENT_TEST", "CI", "GITHUB_ACTIONS", "GITLAB_CI", "JENKI
 def _guarded(code: str, tmp_path: Path) -> tuple[subprocess.CompletedProcess, str]:
     log = tmp_path / "network.log"
     env = {k: v for k, v in os.environ.items()
-           if k not in ("MLFLOW_TRACKING_URI", "MLFLOW_DISABLE_TELEMETRY", "DO_NOT_TRACK",
-                         "DVC_NO_ANALYTICS", *CI_MARKERS)}
+           if not k.startswith("MLFLOW_") and k not in ("DO_NOT_TRACK", "DVC_NO_ANALYTICS", *CI_MARKERS)}
     env.update(PYTHONPATH=str(NETGUARD), EPIFLOW_TEST_NET_LOG=str(log))
     r = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True,
                        text=True, timeout=120)

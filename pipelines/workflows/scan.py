@@ -31,7 +31,7 @@ from models.scans.design import covariate_basis, phenotype_problem
 from models.scans.pyramid import build_levels, tile_level
 from models.scans.scan2d import Scan2D, Scan2DOptions, dense_pair_stats
 from models.scans.statistics import statistic_for
-from pipelines.atomic import atomic_dir, atomic_path
+from pipelines.atomic import atomic_dir, atomic_path, remove_with_temps
 from pipelines.errors import EpiflowError, InputError
 from pipelines.plots.scans import manhattan, map_overview, map_zoom, pair_boxplots
 from pipelines.workflows.genotypes import (Covariates, GenotypeSet, Phenotype, SnpFilter, align, is_aligned,
@@ -290,7 +290,9 @@ def _run_exact_2d(gs: GenotypeSet, ph: Phenotype, covariates: Covariates | None,
                       "n_pairs": res["n_pairs"], "n_tested": res["tested"], "sig_p": res["sig_p"], "tile": scan.tile,
                       "pairs_per_second": res["n_pairs"] / max(res["elapsed"], 1e-9), "y_scale": scan.y_scale}
     if ckpt is not None:
-        ckpt.unlink(missing_ok=True)
+        # with the temp file of a run killed while it saved a checkpoint: a resumed run that
+        # saves none (the rest took less than checkpoint_every) would leave it behind
+        remove_with_temps(ckpt)
     return result
 
 
