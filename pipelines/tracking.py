@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import socket
 import subprocess
 from pathlib import Path
 
@@ -183,12 +184,52 @@ def flatten_params(d: dict, prefix: str = "") -> dict[str, str]:
 
 @contextlib.contextmanager
 def parent_run(name: str, tags: dict, params: dict):
+    """A parent run tagged with this process (host, pid); runs of the experiment that a dead
+    process of this machine left RUNNING (a killed train, say) are marked FAILED first."""
     import mlflow
 
-    with mlflow.start_run(run_name=name, tags=tags) as run:
+    owner = {f"{TAG_PREFIX}host": socket.gethostname(), f"{TAG_PREFIX}pid": str(os.getpid())}
+    with mlflow.start_run(run_name=name, tags={**tags, **owner}) as run:
+        fail_dead_runs(run.info.experiment_id, keep=run.info.run_id)
         if params:
             mlflow.log_params(params)
         yield run
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def fail_dead_runs(experiment_id: str, keep: str | None = None) -> list[str]:
+    """Mark FAILED the RUNNING runs of ``experiment_id`` started by a process of this machine that
+    is gone (tags host/pid), and their RUNNING child runs (a fold killed mid-write). Returns the
+    run ids changed."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient()
+    host = socket.gethostname()
+    running = client.search_runs([experiment_id], filter_string="attributes.status = 'RUNNING'",
+                                 max_results=5000)
+    dead = set()
+    for r in running:
+        t = r.data.tags
+        pid = t.get(f"{TAG_PREFIX}pid", "")
+        if r.info.run_id != keep and t.get(f"{TAG_PREFIX}host") == host and pid.isdigit() \
+                and not _pid_alive(int(pid)):
+            dead.add(r.info.run_id)
+    changed = []
+    for r in running:
+        if r.info.run_id in dead or r.data.tags.get("mlflow.parentRunId") in dead:
+            client.set_tag(r.info.run_id, f"{TAG_PREFIX}ended", "process died")
+            client.set_terminated(r.info.run_id, status="FAILED")
+            changed.append(r.info.run_id)
+    return changed
 
 
 def log_child(parent_run_id: str, experiment_id: str, name: str, *, tags: dict, params: dict, metrics: dict):

@@ -517,9 +517,6 @@ def test_train_over_its_old_output_killed_at_each_rename(base, nth):
     assert not _strays(root), _strays(root)
 
 
-@pytest.mark.xfail(strict=True, reason="a train run killed after its MLflow parent run started leaves that run "
-                                       "RUNNING for ever (no process id is recorded, so no later run can tell it "
-                                       "is dead); `epiflow compare` then reports it as 'still running'")
 def test_killed_train_leaves_no_mlflow_run_running(base):
     ref = _reference("train", base)
     root = base / "train-mlflow-killed-in-fold"
