@@ -687,49 +687,13 @@ def _serialise_ask(study, url: str, start: Path | None, label=None) -> None:
     study.ask = ask
 
 
-def run_study(spec: StudySpec, *, storage_url: str | None, study_name: str | None, n_trials: int | None,
-              timeout: float | None, n_jobs: int, seed: int, pruner_cfg: dict | None,
-              experiment: str, mlflow_on: bool = True, progress: bool = True,
-              inputs=(), params_text: str | None = None, start: Path | None = None) -> dict:
-    """Run ``n_trials`` trials (or until ``timeout``) of the study; returns the study summary."""
-    import logging
-
+def _trial_runner(spec: StudySpec, log: "StudyLog"):
+    """The objective Optuna calls: the spec's objective with an MLflow run per trial, its steps
+    reported (and pruned) through ``report``, and the trial's end state logged."""
     import optuna
 
-    import warnings
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    logging.getLogger("alembic").setLevel(logging.WARNING)
-    # multivariate TPE and constant_liar are marked experimental; the marking is not news to users
-    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    study_name = study_name or spec.name
     multi = len(spec.directions) > 1
-    spec_tags = {k: v for k, v in spec.tags.items() if not k.startswith("_")}
-    inputs = list(inputs) + list(spec.tags.get("_inputs", []))
-    with local_lock(start=start):
-        storage, url = make_storage(storage_url, start)
-        study, worker = open_study(spec, storage, study_name, seed, pruner_cfg)
-        log = None
-        if mlflow_on:
-            tags = tracking.run_tags(inputs, params_text=params_text,
-                                     extra={"stage": "tune", **spec_tags})
-            log = StudyLog(experiment, study_name, url, tags, spec.defaults, spec)
-            study.set_user_attr("mlflow_run_id", log.run_id)
-        else:
-            log = StudyLog(experiment, study_name, url, {}, spec.defaults, spec, enabled=False)
-        if _is_file_backed(url):
-            with local_lock("ask", start=start):
-                n_recovered = recover_dead_trials(study, orphans=True)
-        else:
-            n_recovered = recover_dead_trials(study)
     lock = threading.Lock()
-
-    def label(trial):
-        trial.set_user_attr("worker", worker)
-        trial.set_user_attr("host", socket.gethostname())
-        trial.set_user_attr("pid", os.getpid())
-
-    _serialise_ask(study, url, start, label)
 
     def wrapped(trial):
         t0 = time.perf_counter()
@@ -756,6 +720,50 @@ def run_study(spec: StudySpec, *, storage_url: str | None, study_name: str | Non
         values = list(result) if isinstance(result, (tuple, list)) else [result]
         log.end_trial(trial_run, trial, "complete", values, time.perf_counter() - t0)
         return tuple(values) if multi else values[0]
+
+    return wrapped
+
+
+def run_study(spec: StudySpec, *, storage_url: str | None, study_name: str | None, n_trials: int | None,
+              timeout: float | None, n_jobs: int, seed: int, pruner_cfg: dict | None,
+              experiment: str, mlflow_on: bool = True, progress: bool = True,
+              inputs=(), params_text: str | None = None, start: Path | None = None) -> dict:
+    """Run ``n_trials`` trials (or until ``timeout``) of the study; returns the study summary."""
+    import logging
+    import warnings
+
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    # multivariate TPE and constant_liar are marked experimental; the marking is not news to users
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    study_name = study_name or spec.name
+    spec_tags = {k: v for k, v in spec.tags.items() if not k.startswith("_")}
+    inputs = list(inputs) + list(spec.tags.get("_inputs", []))
+    with local_lock(start=start):
+        storage, url = make_storage(storage_url, start)
+        study, worker = open_study(spec, storage, study_name, seed, pruner_cfg)
+        log = None
+        if mlflow_on:
+            tags = tracking.run_tags(inputs, params_text=params_text,
+                                     extra={"stage": "tune", **spec_tags})
+            log = StudyLog(experiment, study_name, url, tags, spec.defaults, spec)
+            study.set_user_attr("mlflow_run_id", log.run_id)
+        else:
+            log = StudyLog(experiment, study_name, url, {}, spec.defaults, spec, enabled=False)
+        if _is_file_backed(url):
+            with local_lock("ask", start=start):
+                n_recovered = recover_dead_trials(study, orphans=True)
+        else:
+            n_recovered = recover_dead_trials(study)
+    def label(trial):
+        trial.set_user_attr("worker", worker)
+        trial.set_user_attr("host", socket.gethostname())
+        trial.set_user_attr("pid", os.getpid())
+
+    _serialise_ask(study, url, start, label)
+    wrapped = _trial_runner(spec, log)
 
     t_start = time.perf_counter()
     if n_trials is None or n_trials > 0 or timeout:
