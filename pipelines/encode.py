@@ -443,6 +443,10 @@ def encode(vcf, samples_tsv, out_dir, opts: EncodeOptions, log=None) -> dict:
         triples, pairs = _filter_columns(cols, batch, triples, pairs, opts, n)
     mats = _matrices(cols, triples, pairs, opts.classes, n)
     _log_notes(log, reader, cols.unknown_terms)
+    if not mats.genes:
+        raise EpiflowError(f"{vcf}: no variant was counted in any gene ({reader.n_records} records, "
+                           f"{cols.n_alleles} ALT alleles read; none annotated to a counted class, or all "
+                           "removed by the filters): nothing to encode")
     summary = _summary(vcf, samples_tsv, opts, annotate, reader, join, cols, mats)
     _write_outputs(out_dir, mats, join, opts.classes, cols.vrows, summary)
     summary["seconds"] = round(time.perf_counter() - t0, 3)

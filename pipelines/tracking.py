@@ -130,6 +130,18 @@ def file_md5(path: Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+def _tag_path(p: Path, root: Path) -> tuple[str, Path]:
+    """(name in the tags, file): relative to the project root when inside it, else absolute
+    (a cohort kept outside the project)."""
+    if not p.is_absolute():
+        return os.path.normpath(str(p)), root / p
+    try:
+        rel = os.path.normpath(str(p.resolve().relative_to(root.resolve())))
+        return rel, root / rel
+    except ValueError:
+        return str(p.resolve()), p.resolve()
+
+
 def data_hashes(paths, root: Path | None = None) -> dict[str, str]:
     """DVC content hash of each input path (relative to the repo root).
 
@@ -142,8 +154,7 @@ def data_hashes(paths, root: Path | None = None) -> dict[str, str]:
     out = {}
     for p in paths:
         p = Path(p)
-        rel = os.path.normpath(str(p.resolve().relative_to(root.resolve()))) if p.is_absolute() else os.path.normpath(str(p))
-        full = root / rel
+        rel, full = _tag_path(p, root)
         if rel in recorded and full.is_dir():
             out[rel] = recorded[rel]
         elif full.is_file():

@@ -325,3 +325,23 @@ def test_cli_bad_inputs(tmp_path, case):
     assert re.search(want, last), last
     assert not out.exists() and not metrics.exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".enc")]
+
+
+@pytest.mark.parametrize("case", ["header_only", "all_filtered"])
+def test_cohort_with_no_gene_is_an_error(tmp_path, case):
+    """A header-only VCF, or filters that drop every allele, used to write an encoded cohort with
+    0 genes and exit 0 (logreg then reported AUC 0.500 +- 0)."""
+    from pipelines.errors import EpiflowError
+
+    vcf = DATA / "small_csq.vcf"
+    kw = {}
+    if case == "header_only":
+        text = "".join(line for line in vcf.read_text().splitlines(keepends=True) if line.startswith("#"))
+        vcf = tmp_path / "header_only.vcf"
+        vcf.write_text(text)
+    else:
+        kw = {"min_call_rate": 1.0, "min_maf": 0.5}   # no allele passes both
+    with pytest.raises(EpiflowError, match="no variant was counted in any gene") as e:
+        encode_vcf(vcf, DATA / "small_samples.tsv", tmp_path / "out", progress=False, log=lambda m: None, **kw)
+    assert "\n" not in str(e.value)
+    assert not (tmp_path / "out").exists()

@@ -34,6 +34,20 @@ def test_data_hashes_match_dvc_conventions(project):
     assert h["data/a.txt"] == hashlib.md5(b"hello\n").hexdigest()  # DVC 3 file md5 = md5 of bytes
 
 
+def test_inputs_outside_the_project_are_hashed_by_absolute_path(project, tmp_path_factory):
+    """A cohort kept outside the project, given by absolute path, crashed every train stage
+    ("... is not in the subpath of ..."); it is tagged under its absolute path."""
+    elsewhere = tmp_path_factory.mktemp("cohort")
+    (elsewhere / "sets.gmt").write_bytes(b"P\tna\tG1\n")
+    (elsewhere / "enc").mkdir()
+    (elsewhere / "enc" / "x.txt").write_bytes(b"x")
+    (project / "inside.txt").write_bytes(b"in")
+    h = tracking.data_hashes([elsewhere / "sets.gmt", elsewhere / "enc", project / "inside.txt"], root=project)
+    assert h[str(elsewhere / "sets.gmt")] == hashlib.md5(b"P\tna\tG1\n").hexdigest()
+    assert h[str(elsewhere / "enc")].endswith(".dir")
+    assert h["inside.txt"] == hashlib.md5(b"in").hexdigest()
+
+
 def test_parent_and_child_runs(project):
     import mlflow
 
