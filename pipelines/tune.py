@@ -103,15 +103,22 @@ def make_storage(url: str | None, start: Path | None = None):
     try:
         # a worker that dies (SIGKILL, a lost machine) stops beating: its RUNNING trial is failed
         # after the grace period by the next worker and retried once
-        storage = optuna.storages.RDBStorage(
-            url, engine_kwargs=kwargs, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S,
-            failed_trial_callback=optuna.storages.RetryFailedTrialCallback(max_retry=1))
+        storage = optuna.storages.RDBStorage(url, engine_kwargs=kwargs, heartbeat_interval=HEARTBEAT_S,
+                                             grace_period=GRACE_S, **_retry_once(optuna))
     except ImportError as exc:
         raise EpiflowError(f"--storage {redact(url)}: database driver missing ({exc})") from None
     except Exception as exc:  # sqlalchemy.exc.OperationalError, ArgumentError...
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise EpiflowError(f"--storage {redact(url)}: cannot open ({msg})") from None
     return storage, url
+
+
+def _retry_once(optuna) -> dict:
+    """The storage argument that re-queues a heartbeat-stale trial once (Optuna >= 4.9 names it
+    heartbeat_stale_trial_callback; earlier releases failed_trial_callback)."""
+    if hasattr(optuna.storages, "RetryHeartbeatStaleTrialCallback"):
+        return {"heartbeat_stale_trial_callback": optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1)}
+    return {"failed_trial_callback": optuna.storages.RetryFailedTrialCallback(max_retry=1)}
 
 
 def _postgres_driver(url: str) -> str:
