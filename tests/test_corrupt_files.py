@@ -38,10 +38,11 @@ def test_truncated_ngg_checkpoint_starts_over(tmp_path):
 
 def test_truncated_scan_checkpoint_is_ignored(tmp_path, capsys):
     from pipelines import cli
-    from test_degenerate import _data, _write_bed
+    from plink_files import write_bed
+    from test_degenerate import _data
 
     X, y = _data(n=80, p=12)
-    _write_bed(tmp_path / "g", X)
+    write_bed(tmp_path / "g", X)
     (tmp_path / "y.txt").write_text("".join(f"S{i:02d} S{i:02d} {float(v)!r}\n" for i, v in enumerate(y)))
     argv = ["scan", "--bfile", str(tmp_path / "g"), "--pheno", str(tmp_path / "y.txt"), "--mode", "2d",
             "--device", "cpu", "--top", "20"]

@@ -12,6 +12,7 @@ from models.scans.design import phenotype_problem
 from models.scans.scan1d import scan_1d
 from models.scans.scan2d import Scan2D
 from pipelines import cli
+from plink_files import write_bed
 
 
 def _data(n=60, p=8, seed=0):
@@ -49,25 +50,11 @@ def test_covariate_equal_to_phenotype_is_refused():
             ngg_fit(X.astype(float), y, covariates=covar, mode="1d", B=4, d=3, R=1, iters=5)
 
 
-def _write_bed(prefix, X):
-    n, p = X.shape
-    code = {2: 0b00, 1: 0b10, 0: 0b11, -1: 0b01}
-    out = bytearray(b"\x6c\x1b\x01")
-    for j in range(p):
-        col = np.full(-(-n // 4) * 4, 0b11, np.uint8)
-        col[:n] = [code[int(v)] for v in X[:, j]]
-        q = col.reshape(-1, 4)
-        out += (q[:, 0] | q[:, 1] << 2 | q[:, 2] << 4 | q[:, 3] << 6).astype(np.uint8).tobytes()
-    prefix.with_suffix(".bed").write_bytes(bytes(out))
-    prefix.with_suffix(".bim").write_text("".join(f"1\trs{j}\t0\t{100 * j + 10}\tG\tA\n" for j in range(p)))
-    prefix.with_suffix(".fam").write_text("".join(f"S{i:02d} S{i:02d} 0 0 0 -9\n" for i in range(n)))
-
-
 @pytest.mark.parametrize("mode", ["1d", "2d"])
 @pytest.mark.parametrize("case", ["constant", "covariate"])
 def test_scan_command_refuses_in_one_line(tmp_path, capsys, mode, case):
     X, y = _data(n=80, p=12)
-    _write_bed(tmp_path / "g", X)
+    write_bed(tmp_path / "g", X)
     ids = [f"S{i:02d}" for i in range(len(y))]
     yv = np.full(len(y), 2.5) if case == "constant" else y
     (tmp_path / "y.txt").write_text("".join(f"{i} {i} {float(v)!r}\n" for i, v in zip(ids, yv)))

@@ -155,13 +155,13 @@ def _write_vcf(d: Path, n_records: int = 8000, n_samples: int = 40) -> None:
 
 
 def _write_plink(d: Path, n: int = 100, p: int = 300) -> None:
-    from test_degenerate import _write_bed
+    from plink_files import write_bed
 
     rng = np.random.default_rng(0)
     X = rng.integers(0, 3, size=(n, p)).astype(np.int8)
     X[rng.random((n, p)) < 0.02] = -1
     y = 0.8 * (X[:, 3] == 2) * (X[:, 7] == 1) + rng.normal(size=n)
-    _write_bed(d / "g", X)
+    write_bed(d / "g", X)
     (d / "y.txt").write_text("".join(f"S{i:02d} S{i:02d} {float(v)!r}\n" for i, v in enumerate(y)))
 
 

@@ -15,6 +15,7 @@ import yaml
 
 from pipelines import cli
 from pipelines.encode import DosageMatrix, save_dosage
+from plink_files import write_bed
 
 N, P = 400, 40
 
@@ -213,29 +214,14 @@ def test_stage_deps_in_dvc_yaml():
     assert set(params["ngg"]) <= set(DEFAULTS)
 
 
-def _write_bed(prefix, X, chrom, bp):
-    """A PLINK 1 fileset whose A1 counts are X (n, p; -1 missing)."""
-    n, p = X.shape
-    code = {2: 0b00, 1: 0b10, 0: 0b11, -1: 0b01}
-    out = bytearray(b"\x6c\x1b\x01")
-    for j in range(p):
-        col = np.full(-(-n // 4) * 4, 0b11, np.uint8)
-        col[:n] = [code[int(v)] for v in X[:, j]]
-        q = col.reshape(-1, 4)
-        out += (q[:, 0] | q[:, 1] << 2 | q[:, 2] << 4 | q[:, 3] << 6).astype(np.uint8).tobytes()
-    (prefix.parent / (prefix.name + ".bed")).write_bytes(bytes(out))
-    (prefix.parent / (prefix.name + ".bim")).write_text(
-        "".join(f"{c}\trs{j}\t0\t{b}\tG\tA\n" for j, (c, b) in enumerate(zip(chrom, bp))))
-    (prefix.parent / (prefix.name + ".fam")).write_text("".join(f"F{i} S{i:03d} 0 0 0 -9\n" for i in range(n)))
-
-
 def test_plink_input_matches_dosage_dir(stages, tmp_path):
     """ngg.input may be a PLINK fileset (prefix or .bed path): same genotypes, same phenotype join."""
     from pipelines.workflows.genotypes import load_dosage
     from pipelines.workflows.ngg import load_data
 
     dm = load_dosage(stages / "geno")
-    _write_bed(tmp_path / "cohort", dm.X, dm.snps["chrom"].str.removeprefix("chr"), dm.snps["pos"])
+    write_bed(tmp_path / "cohort", dm.X, dm.snps["chrom"].str.removeprefix("chr"), dm.snps["pos"],
+              fam_ids=[(f"F{i}", f"S{i:03d}") for i in range(dm.X.shape[0])])
     base = {"pheno": str(stages / "work/ngg_pheno"), "pheno_col": "y", "pheno_format": "auto", "trait": "auto",
             "maf": 0.05, "geno": 0.1}
     a = load_data({**base, "input": str(stages / "geno")})

@@ -17,6 +17,7 @@ from pipelines.encode import DosageMatrix, save_dosage
 from pipelines.errors import EpiflowError, InputError
 from pipelines.workflows.genotypes import (GenotypeSet, Phenotype, SnpFilter, align, is_aligned, load_dosage)
 from pipelines.workflows.scan import ScanSpec, load_scan_inputs, run_scan
+from plink_files import write_bed
 
 N, P = 30, 12
 
@@ -29,21 +30,6 @@ def _genotypes(seed=3):
     chrom = np.array(["1"] * 6 + ["2"] * 6)
     bp = np.r_[np.arange(6), np.arange(6)] * 100 + 10
     return X, chrom, bp
-
-
-def _write_bed(prefix, X, chrom, bp):
-    n, p = X.shape
-    code = {2: 0b00, 1: 0b10, 0: 0b11, -1: 0b01}
-    out = bytearray(b"\x6c\x1b\x01")
-    for j in range(p):
-        col = np.full(-(-n // 4) * 4, 0b11, np.uint8)
-        col[:n] = [code[int(v)] for v in X[:, j]]
-        q = col.reshape(-1, 4)
-        out += (q[:, 0] | q[:, 1] << 2 | q[:, 2] << 4 | q[:, 3] << 6).astype(np.uint8).tobytes()
-    prefix.with_suffix(".bed").write_bytes(bytes(out))
-    prefix.with_suffix(".bim").write_text("".join(f"{c}\trs{j}\t0\t{b}\tG\tA\n"
-                                                  for j, (c, b) in enumerate(zip(chrom, bp))))
-    prefix.with_suffix(".fam").write_text("".join(f"S{i:02d} S{i:02d} 0 0 0 -9\n" for i in range(n)))
 
 
 def _write_vcf(path, X, chrom, bp):
@@ -61,7 +47,7 @@ def _write_vcf(path, X, chrom, bp):
 @pytest.fixture()
 def sources(tmp_path):
     X, chrom, bp = _genotypes()
-    _write_bed(tmp_path / "c", X, chrom, bp)
+    write_bed(tmp_path / "c", X, chrom, bp)
     snps = pd.DataFrame({"chrom": chrom, "pos": bp, "id": [f"rs{j}" for j in range(P)], "ref": "A", "alt": "G",
                          "af": 0.5, "call_rate": 1.0})
     save_dosage(DosageMatrix(X, X < 0, [f"S{i:02d}" for i in range(N)], snps), tmp_path / "folder")
@@ -120,7 +106,7 @@ def test_bad_genotype_inputs_are_one_line_errors(sources, tmp_path):
         GenotypeSet.load(tmp_path / "nothing")
     assert "\n" not in str(e.value)
     bad = tmp_path / "short"
-    _write_bed(bad, sources.X, *_genotypes()[1:])
+    write_bed(bad, sources.X, *_genotypes()[1:])
     bad.with_suffix(".bed").write_bytes(bad.with_suffix(".bed").read_bytes()[:-3])
     with pytest.raises(InputError) as e:
         GenotypeSet.load(bad)
