@@ -52,7 +52,8 @@ def _umask() -> int:
     return mask
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` of this machine still exists."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -69,7 +70,7 @@ def _remove_stale(path: Path, kinds) -> None:
         pat = re.compile(re.escape(f".{path.name}.{kind}") + r"(\d+)\.[a-z0-9_]{8}(\.[^/]*)?$")
         for p in path.parent.iterdir():
             m = pat.match(p.name)
-            if m is None or int(m.group(1)) == os.getpid() or _pid_alive(int(m.group(1))):
+            if m is None or int(m.group(1)) == os.getpid() or pid_alive(int(m.group(1))):
                 continue
             if p.is_dir() and not p.is_symlink():
                 shutil.rmtree(p, ignore_errors=True)

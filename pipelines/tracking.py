@@ -16,6 +16,7 @@ from pathlib import Path
 
 import yaml
 
+from pipelines.atomic import pid_alive
 from pipelines.params import repo_root
 
 TAG_PREFIX = "epiflow."
@@ -207,16 +208,6 @@ def parent_run(name: str, tags: dict, params: dict):
         yield run
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def fail_dead_runs(experiment_id: str, keep: str | None = None) -> list[str]:
     """Mark FAILED the RUNNING runs of ``experiment_id`` started by a process of this machine that
     is gone (tags host/pid), and their RUNNING child runs (a fold killed mid-write). Returns the
@@ -232,7 +223,7 @@ def fail_dead_runs(experiment_id: str, keep: str | None = None) -> list[str]:
         t = r.data.tags
         pid = t.get(f"{TAG_PREFIX}pid", "")
         if r.info.run_id != keep and t.get(f"{TAG_PREFIX}host") == host and pid.isdigit() \
-                and not _pid_alive(int(pid)):
+                and not pid_alive(int(pid)):
             dead.add(r.info.run_id)
     changed = []
     for r in running:

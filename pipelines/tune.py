@@ -38,6 +38,7 @@ import yaml
 
 from models.registry import REGISTRY
 from pipelines import tracking, zoo
+from pipelines.atomic import pid_alive
 from pipelines.cv_record import Record, run_and_record
 from pipelines.errors import EpiflowError
 from pipelines.params import section
@@ -532,21 +533,24 @@ def study_plots(study, spec: StudySpec, outdir: Path) -> list[Path]:
             study, target=target, target_name=spec.metric_names[0])))
     if not multi:
         jobs.append(("intermediate_values.png", lambda: ovm.plot_intermediate_values(study)))
-    for name, fn in jobs:
-        if not done:
-            break
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                ax = fn()
-            fig = ax.figure if hasattr(ax, "figure") else ax.flat[0].figure
-            fig.set_size_inches(8, 5)
-            fig.tight_layout()
-            fig.savefig(outdir / name, dpi=110)
-            plt.close(fig)
-            files.append(outdir / name)
-        except Exception as exc:  # a plot is optional; the study is not
-            print(f"tune: plot {name} skipped ({type(exc).__name__}: {exc})")
+    # Optuna's matplotlib plots switch the process-wide style (ggplot): keep that inside, so
+    # figures drawn later in the same process (scans, curves) are not restyled
+    with matplotlib.rc_context():
+        for name, fn in jobs:
+            if not done:
+                break
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    ax = fn()
+                fig = ax.figure if hasattr(ax, "figure") else ax.flat[0].figure
+                fig.set_size_inches(8, 5)
+                fig.tight_layout()
+                fig.savefig(outdir / name, dpi=110)
+                plt.close(fig)
+                files.append(outdir / name)
+            except Exception as exc:  # a plot is optional; the study is not
+                print(f"tune: plot {name} skipped ({type(exc).__name__}: {exc})")
     return files
 
 
@@ -587,16 +591,6 @@ def open_study(spec: StudySpec, storage, study_name: str, seed: int, pruner_cfg:
     return study, worker
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def recover_dead_trials(study, *, orphans: bool = False) -> int:
     """Fail the RUNNING trials whose worker process on this machine is dead (killed, crashed),
     mark their MLflow trial runs FAILED, and enqueue each once more with the same parameters (a
@@ -618,7 +612,7 @@ def recover_dead_trials(study, *, orphans: bool = False) -> int:
             if not orphans:
                 continue
             reason = f"its worker on {host} died before labelling it"
-        elif t.user_attrs["host"] != host or _pid_alive(pid):
+        elif t.user_attrs["host"] != host or pid_alive(pid):
             continue
         else:
             reason = f"worker {pid} on {host} died"
