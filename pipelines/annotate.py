@@ -307,10 +307,12 @@ def vep_allele_strings(ref: str, alts: list[str]) -> list[str]:
 
 
 def parse_info_annotation(value: str, layout: InfoLayout, ref: str, alts: list[str], *,
-                          classes=DEFAULT_CLASSES, cache: dict | None = None):
+                          classes=DEFAULT_CLASSES, cache: dict | None = None, matched: set | None = None):
     """Parse one record's CSQ/ANN string into ``{alt_index: {gene: class}}`` (alt_index 0-based).
 
-    Returns ``(per_alt, unknown_terms)``; entries whose allele matches no ALT are ignored.
+    Returns ``(per_alt, unknown_terms)``; entries whose allele matches no ALT are ignored. With
+    ``matched``, the index of every ALT that some entry names is added to it (annotated ALTs,
+    gene or not).
     Raises ``ValueError`` for an entry with the wrong number of fields.
     """
     per_alt: dict[int, dict[str, str]] = {}
@@ -344,6 +346,8 @@ def parse_info_annotation(value: str, layout: InfoLayout, ref: str, alts: list[s
             ai = lookup.get(allele, -1)
         if not 0 <= ai < n_alt:
             continue
+        if matched is not None:
+            matched.add(ai)
         gene = ""
         for g in layout.genes:
             if g < len(parts) and parts[g]:

@@ -97,6 +97,7 @@ def run_and_record(spec: ModelSpec, cohort: Cohort, splits: Splits, rec: Record,
         res = cross_validate(spec, cohort, folds, train_cfg=train_cfg, jobs=n_jobs, progress=progress)
         summary, oof = summary_of(res, time.perf_counter() - t_all), res.oof(cohort)
         roc = _roc_repeat0(oof)
+    summary["splits"] = splits.fingerprint
     _write(rec, spec, res, oof, roc, summary, run_id)
     return {**summary, "mlflow_run_id": run_id or ""}
 

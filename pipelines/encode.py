@@ -39,6 +39,9 @@ from pipelines.io.samples import join_samples, read_sample_sheet
 from pipelines.io.vcf import CarrierBatch, VcfReader
 
 COUNT_MODES = ("carrier", "dosage")
+# what an annotator gives for an ALT allele that its record's annotation does not name at all
+# (a CSQ/ANN Allele string matching no ALT): tallied apart from annotated alleles without a gene
+ALLELE_UNMATCHED = "allele_not_in_annotation"
 
 
 class InfoAnnotator:
@@ -75,7 +78,13 @@ class InfoAnnotator:
         value = v.INFO.get(self.key)
         if value is None:
             return None
-        return parse_info_annotation(value, self.layout, v.REF, alts, classes=self.classes, cache=self.cache)
+        matched: set[int] = set()
+        per_alt, unknown = parse_info_annotation(value, self.layout, v.REF, alts, classes=self.classes,
+                                                 cache=self.cache, matched=matched)
+        for ai in range(len(alts)):
+            if ai not in matched:       # no entry names this ALT allele (allele strings that match no ALT)
+                per_alt[ai] = ALLELE_UNMATCHED
+        return per_alt, unknown
 
 
 def make_annotator(reader: VcfReader, annotation: str, classes, log, fasta=None):
@@ -178,6 +187,9 @@ class _Columns:
 
     def counted_pairs(self, alt: str, genes_: dict | None) -> list[tuple[str, str]] | None:
         """The sorted (gene, class) pairs an ALT allele counts for, or None (reason tallied)."""
+        if genes_ is ALLELE_UNMATCHED:
+            self.skipped["symbolic_allele" if _is_symbolic(alt) else ALLELE_UNMATCHED] += 1
+            return None
         if not genes_:
             self.skipped["symbolic_allele" if _is_symbolic(alt) else "no_gene"] += 1
             return None

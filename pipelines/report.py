@@ -40,21 +40,35 @@ def read_folds(path) -> pd.DataFrame:
     return df
 
 
-def table_from_stage_outputs(models: dict, train_dir="work/train", metrics_dir="metrics/train") -> pd.DataFrame:
-    """One row per model of ``models`` that has a metrics JSON; ``folds`` holds its fold table."""
-    rows = []
+def table_from_stage_outputs(models: dict, train_dir="work/train", metrics_dir="metrics/train",
+                             splits_fingerprint: str | None = None) -> pd.DataFrame:
+    """One row per model of ``models`` that has a metrics JSON; ``folds`` holds its fold table.
+
+    With ``splits_fingerprint`` (:attr:`pipelines.splits.Splits.fingerprint` of the current
+    splits), a model whose metrics were computed on other splits (another cohort, other labels)
+    is left out and named in ``df.attrs["stale"]``; one whose metrics predate the fingerprint is
+    kept and named in ``df.attrs["unverified"]``."""
+    rows, stale, unverified = [], [], []
     for name, cfg in models.items():
         m = Path(metrics_dir) / f"{name}.json"
         folds = Path(train_dir) / name / "folds.tsv"
         if not m.is_file():
             continue
         met = json.loads(m.read_text())
+        if splits_fingerprint is not None:
+            if "splits" not in met:
+                unverified.append(name)
+            elif met["splits"] != splits_fingerprint:
+                stale.append(name)
+                continue
         ft = read_folds(folds) if folds.is_file() else pd.DataFrame(columns=[*FOLD_KEYS, "auc"])
         rows.append({"model": name, "type": (cfg or {}).get("type", name), "params": _fmt_params(cfg or {}),
                      "auc_mean": met["auc_mean"], "auc_sd": met["auc_sd"], "n_folds": met["n_folds"],
                      "n_parameters": met["n_parameters"], "train_time_s": met["train_time_s"],
                      "fold_aucs": ft["auc"].to_numpy(), "folds": ft})
-    return pd.DataFrame(rows)
+    df = pd.DataFrame(rows)
+    df.attrs["stale"], df.attrs["unverified"] = stale, unverified
+    return df
 
 
 def table_from_mlflow(experiment: str) -> pd.DataFrame:

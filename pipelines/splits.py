@@ -15,11 +15,23 @@ from pipelines.atomic import atomic_path
 from pipelines.errors import EpiflowError, InputError
 
 
+def label_hash(y) -> str:
+    """SHA-256 of the labels in sample order, as integers (the same labels give the same hash
+    whatever their dtype)."""
+    import hashlib
+
+    y = np.asarray(y)
+    if y.dtype.kind == "f" and not np.all(np.isfinite(y)):
+        raise EpiflowError("splits: the labels hold missing values")
+    return hashlib.sha256(np.ascontiguousarray(y, dtype="<i8").tobytes()).hexdigest()
+
+
 @dataclass(frozen=True)
 class Splits:
     fold: np.ndarray  # (repeats, n_samples) int8: test-fold index of each sample
     sample_ids: np.ndarray  # (n_samples,) str
     seed: int
+    label_sha256: str | None = None  # hash of the labels the splits were stratified on (None: older files)
 
     @property
     def repeats(self) -> int:
@@ -28,6 +40,18 @@ class Splits:
     @property
     def folds(self) -> int:
         return int(self.fold.max()) + 1
+
+    @property
+    def fingerprint(self) -> str:
+        """A short hash of the partition (samples, folds, labels): results carry it, so a report
+        can tell which ones were computed on these splits."""
+        import hashlib
+
+        h = hashlib.sha256()
+        h.update("\t".join(self.sample_ids.tolist()).encode())
+        h.update(np.ascontiguousarray(self.fold, dtype=np.int8).tobytes())
+        h.update((self.label_sha256 or "").encode())
+        return h.hexdigest()[:16]
 
     def iter_folds(self, repeats: int | None = None):
         """Yield (repeat, fold, train_index, test_index) in a fixed order."""
@@ -55,14 +79,18 @@ def make_splits(y, sample_ids, *, repeats: int = 10, folds: int = 3, seed: int =
     for i, (_, test) in enumerate(rskf.split(np.zeros(len(y)), y)):
         fold[i // folds, test] = i % folds
     assert (fold >= 0).all()
-    return Splits(fold=fold, sample_ids=np.asarray(sample_ids, dtype=str), seed=seed)
+    return Splits(fold=fold, sample_ids=np.asarray(sample_ids, dtype=str), seed=seed,
+                  label_sha256=label_hash(y))
 
 
 def save_splits(splits: Splits, path) -> None:
     from pipelines.npz import save_npz
 
     with atomic_path(path, suffix=".npz") as tmp:
-        save_npz(tmp, {"fold": splits.fold, "sample_ids": splits.sample_ids, "seed": np.array(splits.seed)})
+        arrays = {"fold": splits.fold, "sample_ids": splits.sample_ids, "seed": np.array(splits.seed)}
+        if splits.label_sha256 is not None:
+            arrays["label_sha256"] = np.array(splits.label_sha256)
+        save_npz(tmp, arrays)
 
 
 def load_splits(path, sample_ids=None) -> Splits:
@@ -72,7 +100,8 @@ def load_splits(path, sample_ids=None) -> Splits:
         raise InputError(path, "splits file not found (run `epiflow splits` or `dvc repro splits`)")
     try:
         with np.load(path, allow_pickle=False) as z:
-            s = Splits(fold=z["fold"], sample_ids=z["sample_ids"].astype(str), seed=int(z["seed"]))
+            s = Splits(fold=z["fold"], sample_ids=z["sample_ids"].astype(str), seed=int(z["seed"]),
+                       label_sha256=str(z["label_sha256"]) if "label_sha256" in z.files else None)
     except (ValueError, KeyError, OSError, EOFError, zipfile.BadZipFile) as exc:
         raise InputError(path, f"not a readable splits file ({type(exc).__name__}: {exc}); rerun "
                                "`epiflow splits`") from None

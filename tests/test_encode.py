@@ -345,3 +345,15 @@ def test_cohort_with_no_gene_is_an_error(tmp_path, case):
         encode_vcf(vcf, DATA / "small_samples.tsv", tmp_path / "out", progress=False, log=lambda m: None, **kw)
     assert "\n" not in str(e.value)
     assert not (tmp_path / "out").exists()
+
+
+def test_alleles_the_annotation_does_not_name_are_tallied_apart(tmp_path):
+    """An ALT allele that no CSQ entry names (its Allele string matches no ALT) is not an allele
+    without a gene: it is tallied as allele_not_in_annotation; intergenic stays no_gene."""
+    text = VCF.read_text().replace(
+        "frameshift_variant|GTT|ENSG0001", "frameshift_variant|GTTT|ENSG0001")   # names no ALT now
+    vcf = tmp_path / "in.vcf"
+    vcf.write_text(text)
+    s = encode_vcf(vcf, SHEET, tmp_path / "enc", progress=False, log=lambda m: None)
+    assert s["skipped"] == {"no_gene": 1, "synonymous": 1, "allele_not_in_annotation": 1}
+    assert s["n_counted"] == 7

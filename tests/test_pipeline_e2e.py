@@ -153,3 +153,44 @@ def test_every_subcommand_has_help():
     for name in COMMANDS:
         r = subprocess.run([str(BIN / "epiflow"), name, "--help"], capture_output=True, text=True)
         assert r.returncode == 0 and "usage: epiflow" in r.stdout, name
+
+
+def test_own_cohort_recipe_with_absolute_paths_outside_the_project(tiny_project, tmp_path_factory):
+    """README's "To use your own cohort", verbatim, on a cohort in a folder outside the project
+    named by absolute paths, after the demo (its metrics in metrics/train/): a subset of the
+    models, then `epiflow report`, which leaves out the demo's stale rows with a warning. Runs
+    after test_tiny_pipeline_end_to_end in this module (it needs the demo's outputs)."""
+    project = tiny_project
+    if not (project / "metrics" / "train" / "biosparse.json").is_file():
+        pytest.skip("needs the demo's outputs (test_tiny_pipeline_end_to_end runs first)")
+    outside = tmp_path_factory.mktemp("my_cohort")
+    _run([str(BIN / "epiflow"), "simulate", "--out", str(outside), "--n-samples", "150", "--n-genes", "100",
+          "--seed", "99", "--no-progress"], project)
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    vcf = next(p for p in outside.iterdir() if p.name.endswith(".vcf.gz"))
+    params["encode"].update(vcf=str(vcf.resolve()), samples=str((outside / "samples.tsv").resolve()),
+                            gmt=str(next(outside.glob("*.gmt")).resolve()))
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    inputs = {p: p.read_bytes() for p in outside.iterdir()}
+    recipe = (REPO / "README.md").read_text().split("To use your own cohort")[1].split("```bash\n")[1]
+    recipe = recipe.split("```")[0]
+    lines = [ln.split("#")[0].strip() for ln in recipe.splitlines()]
+    assert lines[:3] == [". .venv/bin/activate", "dvc repro train@logreg train@biosparse", "epiflow report"]
+    # `. .venv/bin/activate` is _env's PATH; the next two lines run as the README writes them
+    r = _run(["bash", "-c", "set -e; " + "; ".join(lines[1:3])], project)
+    assert "left out 1 model(s)" in r.stderr and "sgd_l2" in r.stderr, r.stderr
+    table = (project / "reports" / "table.tsv").read_text()
+    assert "logreg" in table and "biosparse" in table and "sgd_l2" not in table
+    enc = json.loads((project / "metrics" / "encode.json").read_text())
+    assert enc["n_samples"] == 150
+    # nothing outside the project changed, and the runs are tagged with the outside inputs
+    assert inputs == {p: p.read_bytes() for p in outside.iterdir()}
+    import mlflow
+
+    mlflow.set_tracking_uri(f"sqlite:///{project / 'mlruns' / 'mlflow.db'}")
+    runs = mlflow.search_runs([mlflow.get_experiment_by_name("tiny").experiment_id],
+                              filter_string="tags.`epiflow.model` = 'biosparse'", order_by=["start_time DESC"])
+    import hashlib
+
+    gmt = next(outside.glob("*.gmt")).resolve()
+    assert runs.iloc[0][f"tags.epiflow.dvc.{gmt}"] == hashlib.md5(gmt.read_bytes()).hexdigest()

@@ -202,3 +202,35 @@ def test_bad_report_section_is_one_line_error(project):
     with pytest.raises(EpiflowError, match="unknown key"):
         stage.run(_args())
     assert not (project / "reports").exists()
+
+
+def test_report_leaves_out_models_trained_on_other_splits(project, capsys):
+    """A user's own cohort after the demo: metrics of models not yet retrained (committed demo
+    rows) come from other splits; the report leaves them out, names them, and refuses an empty
+    table."""
+    from pipelines.errors import EpiflowError
+    from pipelines.splits import make_splits, save_splits
+    from pipelines.stages import report as stage
+
+    y = np.tile([0, 1], 30)
+    ids = [f"s{i}" for i in range(60)]
+    mine = make_splits(y, ids, repeats=2, folds=3, seed=1)
+    other = make_splits(y[::-1], ids, repeats=2, folds=3, seed=1)    # same ids, other labels
+    assert mine.fingerprint != other.fingerprint
+    save_splits(mine, project / "work" / "splits.npz")
+    for name in MODELS:
+        m = project / "metrics" / "train" / f"{name}.json"
+        met = json.loads(m.read_text())
+        met["splits"] = mine.fingerprint if name in ("logreg", "biosparse") else other.fingerprint
+        m.write_text(json.dumps(met))
+    before = {p: p.read_bytes() for p in (project / "metrics" / "train").iterdir()}
+    assert stage.run(_args("--no-mlflow")) == 0
+    err = capsys.readouterr().err
+    assert "left out 2 model(s)" in err and "sgd_l2" in err and "rf_genes" in err
+    tsv = pd.read_csv(project / "reports" / "table.tsv", sep="\t")
+    assert sorted(tsv["model"]) == ["biosparse", "logreg"]
+    assert before == {p: p.read_bytes() for p in (project / "metrics" / "train").iterdir()}
+    save_splits(make_splits(y, ids, repeats=2, folds=3, seed=2), project / "work" / "splits.npz")
+    with pytest.raises(EpiflowError, match="no model has metrics to report for these splits"):
+        stage.run(_args("--no-mlflow", "--out", "r2"))
+    assert not (project / "r2").exists()

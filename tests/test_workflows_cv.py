@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from models.simulate.genes import planted_burden
+from pipelines.errors import EpiflowError
 
 # folds.tsv of `epiflow train --model M` before the refactor (pipelines/stages/train.py with its
 # own fold loop), on write_project's cohort: repeat, fold, auc
@@ -138,6 +139,40 @@ def test_splits_of_another_cohort_are_refused(project, tmp_path):
     with pytest.raises(EpiflowError, match="labels must be 0/1"):
         Cohort(counts=cohort.counts, variants=cohort.variants, y=cohort.y * 2, sample_ids=cohort.sample_ids,
                genes=cohort.genes, classes=cohort.classes)
+
+
+def test_labels_changed_after_the_splits_are_refused(project, tmp_path):
+    """Labels edited under the same sample ids used to give AUC NaN in the metrics with exit 0;
+    the splits now carry a hash of the labels they were stratified on. Files written before the
+    hash existed still load."""
+    import shutil
+
+    from pipelines.cli import main
+    from pipelines.splits import load_splits as load_file, make_splits, save_splits
+    from pipelines.workflows.cohort import Cohort, load_splits
+
+    cohort = Cohort.load(project / "encoded")
+    splits = make_splits(cohort.y, cohort.sample_ids, repeats=1, folds=3)
+    save_splits(splits, tmp_path / "s.npz")
+    assert load_file(tmp_path / "s.npz").label_sha256 == splits.label_sha256
+    assert load_splits(tmp_path / "s.npz", cohort).label_sha256 == splits.label_sha256
+    enc = tmp_path / "encoded"
+    shutil.copytree(project / "encoded", enc)
+    samples = pd.read_csv(enc / "samples.tsv", sep="\t", dtype={"sample_id": str})
+    samples.loc[:9, "y"] = 1 - samples.loc[:9, "y"]
+    samples.to_csv(enc / "samples.tsv", sep="\t", index=False)
+    with pytest.raises(EpiflowError, match="labels differ from those the splits were made on"):
+        load_splits(tmp_path / "s.npz", Cohort.load(enc))
+    before = sorted(p.name for p in tmp_path.iterdir())
+    assert main(["train", "--model", "sgd_l2", "--params", str(project / "params.yaml"), "--encoded", str(enc),
+                 "--splits", str(tmp_path / "s.npz"), "--out", str(tmp_path / "o"), "--metrics",
+                 str(tmp_path / "m.json"), "--plots", str(tmp_path / "r.json"), "--no-mlflow", "--quiet"]) == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # no metrics, no folder
+    # a splits file from before the hash: loads, no check
+    with np.load(tmp_path / "s.npz") as z:
+        old = {k: z[k] for k in z.files if k != "label_sha256"}
+    np.savez(tmp_path / "old.npz", **old)
+    assert load_splits(tmp_path / "old.npz", Cohort.load(enc)).label_sha256 is None
 
 
 @pytest.mark.parametrize("gmt_text", ["", "KEGG_X\tna\tTP53\tBRCA1\nKEGG_Y\tna\tEGFR\n"])

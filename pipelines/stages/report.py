@@ -9,6 +9,7 @@ JSON, and logs the folder as the artifacts of an MLflow run named `report`.
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 from pipelines.atomic import atomic_dir, write_json
@@ -25,6 +26,9 @@ def add_arguments(p):
     p.add_argument("--experiment", default=None, help="MLflow experiment (default: `study` in params.yaml)")
     p.add_argument("--train-dir", default="work/train", help="train stage outputs (default: work/train)")
     p.add_argument("--metrics-dir", default="metrics/train", help="train stage metrics (default: metrics/train)")
+    p.add_argument("--splits", default="work/splits.npz",
+                   help="the splits the table must come from: models trained on other splits (another "
+                        "cohort, older labels) are left out with a warning (default: work/splits.npz)")
     p.add_argument("--roc-dir", default="plots/roc", help="ROC points of repeat 0 (default: plots/roc)")
     p.add_argument("--out", default="reports", help="folder for the table and figures (default: reports)")
     p.add_argument("--metrics", default="metrics/report.json")
@@ -58,10 +62,26 @@ def run(args) -> int:
         tracking.setup(study)
         df = report.table_from_mlflow(study)
     else:
-        df = report.table_from_stage_outputs(models, args.train_dir, args.metrics_dir)
+        fingerprint = None
+        if Path(args.splits).is_file():
+            from pipelines.splits import load_splits
+
+            fingerprint = load_splits(args.splits).fingerprint
+        else:
+            print(f"report: warning: {args.splits} not found; cannot check that every model was trained "
+                  f"on the same cohort and splits", file=sys.stderr)
+        df = report.table_from_stage_outputs(models, args.train_dir, args.metrics_dir, fingerprint)
+        if df.attrs.get("stale"):
+            print(f"report: warning: left out {len(df.attrs['stale'])} model(s) whose metrics come from other "
+                  f"splits than {args.splits} (another cohort or older labels): {', '.join(df.attrs['stale'])}; "
+                  f"rerun them (`dvc repro`) to include them", file=sys.stderr)
+        if df.attrs.get("unverified"):
+            print(f"report: warning: cannot tell which splits {', '.join(df.attrs['unverified'])} were trained "
+                  f"on (metrics from an older epiflow); rerun them to be sure", file=sys.stderr)
     if df.empty:
-        print(report.format_table(df))
-        return 1
+        raise EpiflowError("report: no model has metrics to report" + (
+            " for these splits (train them: `dvc repro`)" if args.source == "stages" else
+            f" in MLflow experiment {study!r}"))
     df = report.add_p_vs_best_additive(df, additive)
     print(report.format_table(df))
     table = report.tsv_table(df)

@@ -17,7 +17,7 @@ from pipelines.io.encoded import load_encoded
 from pipelines.errors import EpiflowError
 from pipelines.io.gmt import gene_pathway_index, read_gmt
 from pipelines.splits import Splits
-from pipelines.splits import load_splits as _load_splits_file
+from pipelines.splits import label_hash, load_splits as _load_splits_file
 from pipelines.zoo import load_gene_gene_edges
 
 
@@ -105,6 +105,9 @@ def load_splits(path, cohort: Cohort, repeats: int | None = None, what: str | No
     order; both labels in every test fold, as stratified splits of these labels have) and, with
     ``repeats``, that they hold that many repeats (``what`` names the stage in the error)."""
     splits = _load_splits_file(path, cohort.sample_ids)
+    if splits.label_sha256 is not None and splits.label_sha256 != label_hash(cohort.y):
+        raise EpiflowError(f"{path}: the cohort's labels differ from those the splits were made on "
+                           f"(same samples, other y); rerun splits (`epiflow splits` or `dvc repro`)")
     for r in range(splits.repeats):
         for k in range(splits.folds):
             labels = np.unique(cohort.y[splits.fold[r] == k])
