@@ -24,6 +24,17 @@ def fit_gene_net(mt, cfg, d, train, seed):
                         train={**net_train, "seed": seed})
 
 
+def fit_gene_net_model(mt, cfg, d, train, seed):
+    """:func:`fit_gene_net`, also returning the trained net and its standardiser in ``info``
+    (``model``, ``standardiser``): the same fit, seed for seed, for attributions."""
+    from models.genes import fit_predict
+
+    params, net_train = _split_train(cfg, train)
+    return fit_predict(mt.name, d["counts_train"], d["y_train"], d["counts_test"],
+                       n_classes=d["n_classes"], gene_pathways=d["gene_pathways"], params=params,
+                       train={**net_train, "seed": seed}, return_model=True)
+
+
 def fit_sgd(mt, cfg, d, train, seed):
     from models.baselines import fit_predict_sgd
 

@@ -39,7 +39,8 @@ PosInt = Annotated[int, Field(ge=1)]
 
 
 class _Schema(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
+    # inf and nan are no settings of any model (a learning rate of .inf trains nothing)
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
 
 class NetParams(_Schema):
@@ -50,7 +51,7 @@ class NetParams(_Schema):
     hidden: int = _f(50, "a positive integer", ge=1)
     focal_gamma: float = _f(2.0, "a number >= 0", ge=0)
     focal_alpha: Union[float, None] = _f(None, "a number in (0, 1) or empty", gt=0, lt=1)   # None: controls share
-    pathway_seed: int = _f(0, "an integer")
+    pathway_seed: int = _f(0, "an integer >= 0", ge=0)
     sparsity: float = _f(1.0, "in (0, 1]", gt=0, le=1)            # fraction of genes connected
     sparsity_source: Literal[SPARSITY_SOURCES] = _f("pathways", f"one of {', '.join(SPARSITY_SOURCES)}")
     dense_units: int = _f(64, "a positive integer", ge=1)

@@ -313,7 +313,8 @@ def parse_info_annotation(value: str, layout: InfoLayout, ref: str, alts: list[s
     Returns ``(per_alt, unknown_terms)``; entries whose allele matches no ALT are ignored. With
     ``matched``, the index of every ALT that some entry names is added to it (annotated ALTs,
     gene or not).
-    Raises ``ValueError`` for an entry with the wrong number of fields.
+    Raises ``ValueError`` for an entry with the wrong number of fields (too few to hold the
+    needed ones; for CSQ, also more than the header's Format names).
     """
     per_alt: dict[int, dict[str, str]] = {}
     unknown: set[str] = set()
@@ -335,6 +336,10 @@ def parse_info_annotation(value: str, layout: InfoLayout, ref: str, alts: list[s
             if len(parts) <= need:
                 raise ValueError(f"{layout.key} entry has {len(parts)} fields, header Format has "
                                  f"{layout.n_fields}: {entry[:80]!r}")
+        elif len(parts) > layout.n_fields and layout.key == "CSQ":
+            # more fields than the header names: which one is which cannot be told
+            raise ValueError(f"{layout.key} entry has {len(parts)} fields, header Format has "
+                             f"{layout.n_fields}: {entry[:80]!r}")
         if n_alt == 1:
             ai = 0
         elif layout.allele_num is not None and parts[layout.allele_num].isdigit():
@@ -434,7 +439,7 @@ class MultiannoAnnotator:
             if fh.read(2) == b"\x1f\x8b":
                 import gzip
                 opener = gzip.open
-        with opener(self.path, "rt", encoding="utf-8", errors="replace") as fh:
+        with opener(self.path, "rt", encoding="utf-8-sig", errors="replace") as fh:
             header = fh.readline().rstrip("\n").rstrip("\r").split("\t")
             idx = {h: i for i, h in enumerate(header)}
             if db is None:

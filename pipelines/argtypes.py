@@ -6,17 +6,19 @@ import argparse
 import math
 
 
-def count(lo: int = 1):
-    """An integer >= ``lo``."""
+def count(lo: int = 1, hi: int | None = None):
+    """An integer >= ``lo`` (and <= ``hi``)."""
+    what = f"an integer >= {lo}" if hi is None else f"an integer in [{lo}, {hi}]"
+
     def parse(text: str) -> int:
         try:
             v = int(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"must be an integer >= {lo}, got {text!r}") from None
-        if v < lo:
-            raise argparse.ArgumentTypeError(f"must be an integer >= {lo}, got {text!r}")
+            raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}") from None
+        if v < lo or (hi is not None and v > hi):
+            raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}")
         return v
-    parse.__name__ = f"integer >= {lo}"
+    parse.__name__ = what[3:]
     return parse
 
 

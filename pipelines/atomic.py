@@ -30,6 +30,7 @@ def atomic_path(path, suffix: str = ""):
     On any exception the temporary file is removed and ``path`` is untouched.
     """
     path = Path(path)
+    made = [p for p in (path.parent, *path.parent.parents) if not p.exists()]   # deepest first
     path.parent.mkdir(parents=True, exist_ok=True)
     _remove_stale(path, ("",))
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.",
@@ -43,6 +44,7 @@ def atomic_path(path, suffix: str = ""):
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
+        _remove_empty(made)
         raise
 
 
@@ -111,6 +113,86 @@ def check_output_dir(path, inputs=()) -> Path:
     return path
 
 
+def _dvc_outs(root: Path) -> set[Path]:
+    """The output paths dvc.lock records in ``root`` (resolved), or none without a dvc.lock."""
+    lock = root / "dvc.lock"
+    if not lock.is_file():
+        return set()
+    import yaml
+
+    try:
+        stages = (yaml.safe_load(lock.read_text()) or {}).get("stages", {}) or {}
+    except yaml.YAMLError:
+        return set()
+    return {(root / o["path"]).resolve() for st in stages.values() if isinstance(st, dict)
+            for o in st.get("outs", []) or [] if isinstance(o, dict) and "path" in o}
+
+
+def precheck_output_dir(path, inputs=()) -> Path:
+    """What :func:`atomic_dir` would refuse at the end, refused before any work starts:
+    :func:`check_output_dir`, a folder that cannot be written (a read-only file system), and an
+    existing non-empty folder that neither carries the marker nor is an output dvc.lock records
+    (DVC restores outputs without the marker)."""
+    path = check_output_dir(path, inputs)
+    target = path.resolve()
+    existing = next((p for p in (target, *target.parents) if p.exists()), None)
+    if existing is not None and existing.is_dir() and not os.access(existing, os.W_OK | os.X_OK):
+        import errno
+
+        reason = "read-only file system" if _read_only_fs(existing) else "permission denied"
+        raise OSError(errno.EROFS if reason.startswith("read") else errno.EACCES,
+                      reason[:1].upper() + reason[1:], str(existing))
+    if path.is_dir() and any(not _own_leftover(p.name) for p in path.iterdir()) \
+            and not (path / MARKER).is_file() and target not in _dvc_outs(Path.cwd()):
+        raise EpiflowError(f"output folder {path} exists and was not written by epiflow; remove "
+                           "it or give another folder (nothing was changed)")
+    return path
+
+
+def precheck_output_file(path, inputs=(), what: str = "output") -> Path:
+    """Refuse (one-line :class:`EpiflowError`), before any work starts, an output FILE (a metrics
+    JSON, a splits file) that :func:`atomic_path` could not write or that would destroy: the path
+    of one of ``inputs`` (or a file inside an input folder), an existing folder, a path under a
+    regular file. ``what`` names the flag in the message (``--metrics``)."""
+    path = Path(path)
+    target = path.resolve()
+    for inp in inputs:
+        if inp is None or inp == "":
+            continue
+        ip = Path(inp).resolve()
+        if ip == target or (ip.is_dir() and ip in target.parents):
+            raise EpiflowError(f"{what} {path} would overwrite the input {inp}; give another path")
+    for parent in path.parents:
+        if parent.exists() and not parent.is_dir():
+            raise EpiflowError(f"{what} {path}: {parent} is a file, not a folder")
+    if path.is_dir():
+        raise EpiflowError(f"{what} {path} is a folder; give a file path")
+    return path
+
+
+def mark_output_dir(path) -> Path:
+    """Create ``path`` (checked with :func:`precheck_output_dir` first) and mark it as an epiflow
+    output, for commands that write their files into the folder one by one (a scan, which also
+    keeps its checkpoint there): a run killed half-way leaves a folder the rerun may write into."""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    if not (path / MARKER).is_file():
+        write_text(path / MARKER, "written by epiflow; a later run may replace this folder\n")
+    return path
+
+
+def _own_leftover(name: str) -> bool:
+    """A file a killed run leaves in its output folder for the next run (a scan checkpoint)."""
+    return name.startswith(".") and ".ckpt." in name
+
+
+def _read_only_fs(path: Path) -> bool:
+    try:
+        return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
+
+
 def _replaceable(path: Path, new: Path) -> bool:
     """An existing folder may be replaced when it is empty, carries the marker, or holds nothing
     but names the new output holds too (a previous output of the same command, e.g. restored by
@@ -130,6 +212,7 @@ def atomic_dir(path, inputs=()):
     contents are complete; otherwise nothing is changed and a one-line error names the folder.
     """
     path = check_output_dir(path, inputs)
+    made = [p for p in (path.parent, *path.parent.parents) if not p.exists()]   # deepest first
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -138,6 +221,7 @@ def atomic_dir(path, inputs=()):
     try:
         tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp.{os.getpid()}.", dir=path.parent))
     except OSError as exc:
+        _remove_empty(made)
         raise EpiflowError(f"output folder {path}: cannot write in {path.parent} ({exc.strerror})") from None
     try:
         yield tmp
@@ -155,7 +239,17 @@ def atomic_dir(path, inputs=()):
             os.replace(tmp, path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
+        _remove_empty(made)
         raise
+
+
+def _remove_empty(folders) -> None:
+    """Remove the folders a failed write created for its output (deepest first), if empty."""
+    for p in folders:
+        try:
+            p.rmdir()
+        except OSError:
+            break
 
 
 def write_json(path, obj, indent: int = 2) -> None:

@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "learning-curve": ("pipelines.stages.learning_curve", "AUC against training-set size (nested subsets of each fold), corrected t-test and crossover"),
     "sweep": ("pipelines.stages.sweep", "sparsity-degree sweep of a sparse model on the shared splits"),
     "tune": ("pipelines.stages.tune", "Optuna study of a zoo model (inner CV) or of NGG; --rerun-best registers the winner"),
+    "interpret": ("pipelines.stages.interpret", "which genes and pathways drive a gene net, and which gene pairs interact (Captum)"),
     "report": ("pipelines.stages.report", "print and save the model comparison table"),
     "compare": ("pipelines.stages.compare", "models or MLflow runs side by side, with corrected t-tests over shared folds"),
     "scan": ("pipelines.stages.scan", "exact or NGG 1D/2D scans of a phenotype over a PLINK fileset"),
@@ -61,6 +62,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     module = importlib.import_module(COMMANDS[args.command][0])
     try:
+        if args.command != "demo":         # demo reads --params under the project root
+            from pipelines.params import check_params_flag
+
+            check_params_flag(getattr(args, "params", None))
         rc = module.run(args)
     except EpiflowError as exc:
         print(f"epiflow {args.command}: error: {exc}", file=sys.stderr)

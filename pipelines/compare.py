@@ -14,7 +14,6 @@ share folds can only be listed side by side (a paired test over different splits
 """
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,8 +21,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from models.jsonio import read_json
 from pipelines import tracking
-from pipelines.atomic import atomic_path, write_text
+from pipelines.atomic import MARKER, atomic_path, mark_output_dir, write_text
 from pipelines.errors import EpiflowError
 
 FOLD_COLUMNS = ["repeat", "fold", "auc", "n_train", "n_test"]
@@ -102,10 +102,13 @@ def load_stage_scores(name: str, train_dir="work/train", metrics_dir="metrics/tr
     s = Scores(label=name, folds=_clean_folds(df, str(path)), source=str(path))
     run = Path(train_dir) / name / "run.json"
     if run.is_file():
-        s.model_type = json.loads(run.read_text()).get("type")
+        info = read_json(run, "run.json of `epiflow train`")
+        s.model_type = info.get("type") if isinstance(info, dict) else None
     met = Path(metrics_dir) / f"{name}.json"
     if met.is_file():
-        m = json.loads(met.read_text())
+        m = read_json(met, "metrics JSON")
+        if not isinstance(m, dict):
+            raise EpiflowError(f"{met}: not the metrics of `epiflow train` (a JSON object); rerun it")
         s.n_parameters = int(m["n_parameters"]) if m.get("n_parameters") is not None else None
         s.train_time_s = float(m["train_time_s"]) if m.get("train_time_s") is not None else None
         s.run_id = m.get("mlflow_run_id") or None
@@ -117,11 +120,9 @@ def load_stage_scores(name: str, train_dir="work/train", metrics_dir="metrics/tr
 
 
 def connect(start: Path | None = None) -> None:
-    """Point MLflow at the project store (or MLFLOW_TRACKING_URI) without creating anything."""
-    import logging
-
-    logging.getLogger("alembic").setLevel(logging.WARNING)
-    tracking.use_tracking_uri(start)
+    """Point MLflow at the project store (or MLFLOW_TRACKING_URI) without creating anything: a
+    project without a store is a one-line error."""
+    tracking.connect_existing("compare: reading MLflow runs", start)
 
 
 def experiment_ids(names: list[str]) -> list[str]:
@@ -631,9 +632,13 @@ def plot(scores: list[Scores], tests: pd.DataFrame | None, path, reference: str 
 
 # ---------------------------------------------------------------------------------------------
 # outputs
+OUTPUT_NAMES = (MARKER, "table.tsv", "table.md", "tests.tsv", "compare.png")
+
+
 def write_outputs(out: Path, scores, table, tests, notes, with_run, reference) -> list[Path]:
-    """table.tsv, table.md, tests.tsv (when tested) and compare.png in ``out``; the paths."""
-    out.mkdir(parents=True, exist_ok=True)
+    """table.tsv, table.md, tests.tsv (when tested) and compare.png in ``out`` (marked as an
+    epiflow output); the paths."""
+    mark_output_dir(out)
     files = []
     with atomic_path(out / "table.tsv") as tmp:
         table.to_csv(tmp, sep="\t", index=False, float_format="%.6f")

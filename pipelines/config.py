@@ -452,6 +452,19 @@ class SweepSection(_Section):
     repeats: Int(1) = 3
 
 
+class InterpretSection(_Section):
+    """``interpret:`` (pipelines/workflows/interpret.py; stage interpret@<model>)."""
+    models: _names("model names under models:") = ["logreg", "biosparse", "dense"]
+    repeat: Int(0) = 0                  # the folds of this repeat of the shared splits
+    method: Choice("ig", "gradshap") = "ig"
+    n_steps: Int(2) = 16                # integration steps (IG) / samples (GradientSHAP)
+    top_genes: Int(2) = 30              # genes whose pairs get interaction scores
+    n_null: Int(10) = 200               # random gene pairs of the interaction null
+    top_k: Int(1) = 20                  # precision@k against a planted truth
+    alpha: Num(0.0, 1.0, lo_open=True) = 0.05      # nominated pairs: interaction p below this
+    truth: OptPath = None               # planted truth (truth.json of `epiflow simulate`); empty for real cohorts
+
+
 def _check_extras(v):
     if not isinstance(v, dict) or not all(isinstance(k, str) and isinstance(p, str) and p for k, p in v.items()):
         _bad(f"must map a section name to a folder, got {_show(v)}")
@@ -643,6 +656,7 @@ class Params(_Section):
     learning_curve: LearningCurveSection = LearningCurveSection()
     sweep: SweepSection = SweepSection()
     report: ReportSection = ReportSection()
+    interpret: InterpretSection = InterpretSection()
     tune: TuneSection = TuneSection()
     # read with `params.get("tune_ngg") or {}`: empty means all defaults
     tune_ngg: Annotated[TuneNggSection, _EMPTY_OK] = TuneNggSection()

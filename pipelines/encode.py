@@ -249,6 +249,8 @@ def _open_inputs(vcf, samples_tsv, opts: EncodeOptions, log):
         raise EpiflowError(f"{vcf}: sample order changed while subsetting")  # cannot happen
     for msg in join.messages():
         log(f"encode: {msg}")
+    for msg in reader.warnings:
+        log(f"encode: warning: {msg}")
     annotate = make_annotator(reader, opts.annotation, opts.classes, log, fasta=opts.fasta)
     log(f"encode: {reader.path} ({reader.kind}), {reader.n_samples} samples, annotation from "
         f"{annotate.name}, count={opts.count}, pass_only={opts.pass_only}")
@@ -280,6 +282,7 @@ def _stream(reader: VcfReader, annotate, cols: _Columns, batch: CarrierBatch, pr
                 raise InputError(reader.where(v, index), str(exc)) from None
             if res is None:
                 cols.skipped["no_annotation"] += n_alt
+                reader.check_gt(v, index)       # counted nowhere, but refused like a counted one
                 continue
             per_alt, unk = res
             for t in unk:
@@ -288,6 +291,8 @@ def _stream(reader: VcfReader, annotate, cols: _Columns, batch: CarrierBatch, pr
             if colmap is not None:
                 batch.add(v, index, colmap)
                 cols.n_queued += 1
+            else:
+                reader.check_gt(v, index)
         return batch.triples()
     finally:
         if bar is not None:
@@ -409,7 +414,7 @@ def encode_vcf(vcf, samples_tsv, out_dir, *, classes=DEFAULT_CLASSES, count: str
                pass_only: bool = False, annotation: str = "auto", progress: bool = True,
                regions=None, samples=None, haploid: str = "count", threads: int | None = None,
                genes=None, min_maf: float = 0.0, max_maf: float = 1.0, min_call_rate: float = 0.0,
-               fasta=None, log=None) -> dict:
+               fasta=None, log=None, before_write=None) -> dict:
     """Stream ``vcf`` once into gene x class counts and a variant matrix under ``out_dir``.
 
     Parameters
@@ -428,6 +433,9 @@ def encode_vcf(vcf, samples_tsv, out_dir, *, classes=DEFAULT_CLASSES, count: str
         samples, folded to the minor allele, lies in [min_maf, max_maf].
     min_call_rate: keep records whose fraction of fully called samples is at least this.
     fasta: indexed reference FASTA for the positional annotator (synonymous vs nonsynonymous).
+    before_write: optional ``f(sample_ids)`` called once everything is computed, before
+        ``out_dir`` is written (the encode stage runs its SNP dosage pass there, so a record that
+        pass refuses leaves no output behind).
 
     Returns the summary dict (also saved as ``summary.json`` in ``out_dir``).
     """
@@ -435,10 +443,10 @@ def encode_vcf(vcf, samples_tsv, out_dir, *, classes=DEFAULT_CLASSES, count: str
                          progress=progress, regions=regions, samples=samples, haploid=haploid,
                          threads=threads, genes=genes, min_maf=min_maf, max_maf=max_maf,
                          min_call_rate=min_call_rate, fasta=fasta)
-    return encode(vcf, samples_tsv, out_dir, opts, log=log)
+    return encode(vcf, samples_tsv, out_dir, opts, log=log, before_write=before_write)
 
 
-def encode(vcf, samples_tsv, out_dir, opts: EncodeOptions, log=None) -> dict:
+def encode(vcf, samples_tsv, out_dir, opts: EncodeOptions, log=None, before_write=None) -> dict:
     """:func:`encode_vcf` with its settings in an :class:`EncodeOptions`."""
     t0 = time.perf_counter()
     log = log or (lambda msg: print(msg, file=sys.stderr))
@@ -460,6 +468,8 @@ def encode(vcf, samples_tsv, out_dir, opts: EncodeOptions, log=None) -> dict:
                            f"{cols.n_alleles} ALT alleles read; none annotated to a counted class, or all "
                            "removed by the filters): nothing to encode")
     summary = _summary(vcf, samples_tsv, opts, annotate, reader, join, cols, mats)
+    if before_write is not None:
+        before_write(join.table["sample_id"].tolist())
     _write_outputs(out_dir, mats, join, opts.classes, cols.vrows, summary)
     summary["seconds"] = round(time.perf_counter() - t0, 3)
     log(f"encode: {reader.n_records} records, {cols.n_alleles} ALT alleles, {cols.n_counted} counted in "
@@ -485,15 +495,19 @@ class DosageMatrix:
 
 def dosage_matrix_vcf(vcf, *, samples=None, regions=None, pass_only: bool = False, missing: str = "mask",
                       snps_only: bool = True, min_maf: float = 0.0, min_call_rate: float = 0.0,
-                      progress: bool = False, block: int = 4096) -> DosageMatrix:
+                      progress: bool = False, block: int = 4096, haploid: str = "count",
+                      check_text: bool = True) -> DosageMatrix:
     """Stream a VCF into an int8 SNP dosage matrix (one column per ALT allele kept).
 
     ``snps_only`` keeps single-base REF/ALT alleles; ``min_maf`` / ``min_call_rate`` filter
-    columns. Haploid calls count one copy (and are counted on the reader as in :func:`encode_vcf`).
+    columns. Haploid calls count one copy (and are counted on the reader as in :func:`encode_vcf`);
+    ``haploid="error"`` refuses them. ``check_text=False`` skips the line-by-line checks of a
+    text VCF (:class:`VcfReader`) when a pass over the same file has made them.
     """
     if missing not in ("mask", "mean"):
         raise EpiflowError(f"missing must be 'mask' or 'mean', not {missing!r}")
-    reader = VcfReader(vcf, samples=samples, regions=regions, pass_only=pass_only)
+    reader = VcfReader(vcf, samples=samples, regions=regions, pass_only=pass_only, haploid=haploid,
+                       check_text=check_text)
     reader.require_gt()
     n = reader.n_samples
     blocks: list[np.ndarray] = []

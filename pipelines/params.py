@@ -26,7 +26,10 @@ def repo_root(start: Path | None = None) -> Path:
 def read_params(path: str | Path) -> tuple[dict, str]:
     """(parsed mapping, text) of an existing params file; a malformed one is a one-line error."""
     path = Path(path)
-    text = path.read_text()
+    try:
+        text = path.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise EpiflowError(f"{path}: not a text (YAML) file") from None
     try:
         data = yaml.safe_load(text) or {}
     except yaml.YAMLError as exc:
@@ -47,6 +50,8 @@ def load_params(path: str | Path = "params.yaml") -> dict:
     outputs depend on them); :func:`pipelines.config.load_config` gives the typed, defaulted view.
     """
     path = Path(path)
+    if path.is_dir():
+        raise EpiflowError(f"{path}: is a folder, not a params file")
     if not path.is_file():
         return {}
     data, text = read_params(path)
@@ -54,6 +59,21 @@ def load_params(path: str | Path = "params.yaml") -> dict:
 
     validate_params(data, path, text)
     return data
+
+
+DEFAULT_PARAMS = "params.yaml"
+
+
+def check_params_flag(value) -> None:
+    """A ``--params FILE`` the user named must exist; only the default ``params.yaml`` may be
+    absent (then every setting has its default). One-line error otherwise."""
+    if value is None:
+        return
+    path = Path(value)
+    if path.is_dir():
+        raise EpiflowError(f"--params {value}: is a folder, not a params file")
+    if not path.exists() and str(value) != DEFAULT_PARAMS:
+        raise EpiflowError(f"--params {value}: file not found")
 
 
 def section(params: dict, name: str, path: str | Path = "params.yaml") -> dict:

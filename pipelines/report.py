@@ -7,14 +7,17 @@ paired over the folds both models share, with n_train / n_test the mean fold siz
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from models.jsonio import read_json
+from pipelines.errors import InputError
+
 ADDITIVE_TYPES = ("logreg", "linear", "sgd_l1", "sgd_l2")
 FOLD_KEYS = ["repeat", "fold"]
+METRIC_KEYS = ("auc_mean", "auc_sd", "n_folds", "n_parameters", "train_time_s")
 
 
 def _flat(cfg: dict, prefix: str = "") -> dict:
@@ -33,10 +36,14 @@ def _fmt_params(cfg: dict) -> str:
 
 def read_folds(path) -> pd.DataFrame:
     """A train stage's folds.tsv: repeat, fold, auc, n_train, n_test (one row per CV fold)."""
-    df = pd.read_csv(path, sep="\t")
+    try:
+        df = pd.read_csv(path, sep="\t")
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise InputError(path, f"not a fold table ({str(exc).strip().splitlines()[0]}); rerun "
+                               "`epiflow train`") from None
     missing = [c for c in (*FOLD_KEYS, "auc") if c not in df]
     if missing:
-        raise ValueError(f"{path}: missing column(s) {', '.join(missing)}")
+        raise InputError(path, f"missing column(s) {', '.join(missing)}; rerun `epiflow train`")
     return df
 
 
@@ -54,7 +61,10 @@ def table_from_stage_outputs(models: dict, train_dir="work/train", metrics_dir="
         folds = Path(train_dir) / name / "folds.tsv"
         if not m.is_file():
             continue
-        met = json.loads(m.read_text())
+        met = read_json(m, "metrics JSON")
+        lacking = [k for k in METRIC_KEYS if not isinstance(met, dict) or k not in met]
+        if lacking:
+            raise InputError(m, f"not the metrics of `epiflow train` (no {', '.join(lacking)}); rerun it")
         if splits_fingerprint is not None:
             if "splits" not in met:
                 unverified.append(name)

@@ -26,6 +26,44 @@ def label_hash(y) -> str:
     return hashlib.sha256(np.ascontiguousarray(y, dtype="<i8").tobytes()).hexdigest()
 
 
+def check_labels(samples, path) -> np.ndarray:
+    """The ``y`` column of a samples table (``sample_id``, ``y``: 0 control, 1 case) as int64,
+    or a one-line :class:`InputError` naming ``path`` and the line of the first bad label or
+    repeated sample id."""
+    import pandas as pd
+
+    if "y" not in samples or "sample_id" not in samples:
+        raise InputError(path, f"expected columns sample_id and y (tab-separated; has: "
+                               f"{', '.join(map(str, samples.columns))})")
+    y = pd.to_numeric(samples["y"], errors="coerce")
+    bad = np.flatnonzero(~y.isin([0, 1]).to_numpy())
+    if bad.size:
+        i = int(bad[0])
+        raise InputError(path, f"y must be 0 (control) or 1 (case), got {str(samples['y'].iloc[i])!r} "
+                               f"({bad.size} such row(s))", line=i + 2)
+    dup = np.flatnonzero(samples["sample_id"].duplicated().to_numpy())
+    if dup.size:
+        i = int(dup[0])
+        raise InputError(path, f"sample id {str(samples['sample_id'].iloc[i])!r} appears twice", line=i + 2)
+    return y.to_numpy().astype(np.int64)
+
+
+def read_labels(path):
+    """A samples table (``epiflow encode``'s ``samples.tsv``): sample ids as text and the 0/1
+    labels (:func:`check_labels`) as int64; an empty or binary file is a one-line error."""
+    import pandas as pd
+
+    path = Path(path)
+    try:
+        df = pd.read_csv(path, sep="\t", dtype={"sample_id": str}, keep_default_na=False, encoding="utf-8-sig")
+    except pd.errors.EmptyDataError:
+        raise InputError(path, "empty file; expected a tab-separated table with columns sample_id and y") from None
+    except (UnicodeDecodeError, pd.errors.ParserError) as exc:
+        text = str(exc).strip()
+        raise InputError(path, f"not a tab-separated samples table ({text.splitlines()[0] if text else exc})") from None
+    return df.assign(y=check_labels(df, path))
+
+
 @dataclass(frozen=True)
 class Splits:
     fold: np.ndarray  # (repeats, n_samples) int8: test-fold index of each sample

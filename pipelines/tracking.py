@@ -55,10 +55,33 @@ def tracking_uri(start: Path | None = None) -> str:
     return f"sqlite:///{store / 'mlflow.db'}"
 
 
+def quiet_mlflow_logs() -> None:
+    """MLflow's and alembic's INFO lines (``Creating initial MLflow database tables...``) are no
+    news to a user of epiflow: warnings and errors only."""
+    import logging
+
+    for name in ("alembic", "mlflow.store.db.utils", "mlflow.store.tracking.sqlalchemy_store"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def connect_existing(what: str, start: Path | None = None) -> str:
+    """Point MLflow at the project store (or the user's URI) to READ it, creating nothing: a
+    project store that does not exist yet is a one-line error naming ``what`` was looked for."""
+    from pipelines.errors import EpiflowError
+
+    if not user_tracking_uri():
+        db = store_root(start) / "mlruns" / "mlflow.db"
+        if not db.is_file():
+            raise EpiflowError(f"{what}: no MLflow store at {db} (nothing was logged in this project; "
+                               "run the stages without --no-mlflow, or set MLFLOW_TRACKING_URI)")
+    return use_tracking_uri(start)
+
+
 def use_tracking_uri(start: Path | None = None) -> str:
     """``mlflow.set_tracking_uri`` on the project store (or the user's URI); returns the URI."""
     import mlflow
 
+    quiet_mlflow_logs()
     uri = tracking_uri(start)
     if not user_tracking_uri():
         os.environ[OWN_URI_ENV] = uri

@@ -44,7 +44,7 @@ from pipelines.errors import EpiflowError
 from pipelines.params import section
 from pipelines.tune_api import StudySpec
 from pipelines.workflows.cohort import Cohort, load_splits
-from pipelines.workflows.cv import ModelSpec, cross_validate
+from pipelines.workflows.cv import ModelSpec, check_device, cross_validate
 
 STUDY_TAG = f"{tracking.TAG_PREFIX}optuna.study"
 STORAGE_TAG = f"{tracking.TAG_PREFIX}optuna.storage"
@@ -73,6 +73,69 @@ def storage_key(url: str) -> str:
     if url.startswith("sqlite:///"):
         return "sqlite:///" + str(Path(url[len("sqlite:///"):]).expanduser().resolve())
     return redact(url)
+
+
+def check_storage(url: str | None) -> None:
+    """Refuse, before any lock, study or file is made, a ``--storage`` that cannot work: not
+    ``journal:PATH`` nor a URL, a path under a regular file or in a folder that cannot be
+    created, a journal that is not an Optuna journal, a file that is not a SQLite database (a
+    damaged file is never written to). One line, naming the storage."""
+    if not url:
+        return
+    if url.startswith("journal:"):
+        path = Path(url[len("journal:"):]).expanduser()
+        if not path.name:
+            raise EpiflowError("--storage journal:PATH needs a file path, e.g. journal:mlruns/study.log")
+        _check_storage_file(url, path)
+        if path.is_file() and path.stat().st_size:
+            with open(path, "rb") as fh:
+                first = fh.readline(1 << 20)
+            try:
+                head = json.loads(first)
+                ok = isinstance(head, dict) and "op_code" in head
+            except ValueError:          # JSON errors, binary data
+                ok = False
+            if not ok:
+                raise EpiflowError(f"--storage {url}: {path} is not an Optuna journal file "
+                                   "(give a new path, or remove it)")
+        return
+    if "://" not in url:
+        raise EpiflowError(f"--storage {url!r}: expected journal:PATH or a database URL "
+                           "(sqlite:///path.db, postgresql://user@host/db)")
+    if url.startswith("sqlite"):
+        p = url.split(":///", 1)[-1]
+        if p and p != ":memory:":
+            path = Path(p).expanduser()
+            _check_storage_file(redact(url), path)
+            if path.is_file() and path.stat().st_size:
+                with open(path, "rb") as fh:
+                    head = fh.read(16)
+                if head != b"SQLite format 3\x00":
+                    raise EpiflowError(f"--storage {redact(url)}: {path} is not a SQLite database "
+                                       "(give a new path, or remove it)")
+
+
+def _check_storage_file(shown: str, path: Path) -> None:
+    """The file of a storage: not a folder, not under a regular file, in a folder that exists or
+    can be created (a folder made here to find out is removed again)."""
+    if path.is_dir():
+        raise EpiflowError(f"--storage {shown}: {path} is a folder")
+    parent = path.absolute().parent
+    for p in (parent, *parent.parents):
+        if p.exists() and not p.is_dir():
+            raise EpiflowError(f"--storage {shown}: {p} is a file, not a folder")
+    missing = [p for p in (parent, *parent.parents) if not p.exists()]
+    if missing:
+        try:
+            parent.mkdir(parents=True)
+        except OSError as exc:
+            raise EpiflowError(f"--storage {shown}: cannot create {missing[-1]} "
+                               f"({exc.strerror or exc})") from None
+        for p in missing:               # deepest first: only what was made here
+            try:
+                p.rmdir()
+            except OSError:
+                break
 
 
 def make_storage(url: str | None, start: Path | None = None):
@@ -136,17 +199,41 @@ def _postgres_driver(url: str) -> str:
 
 @contextlib.contextmanager
 def local_lock(name: str = "tune", start: Path | None = None):
-    """An exclusive lock between processes of this machine (fcntl on mlruns/.NAME.lock)."""
+    """An exclusive lock between processes of this machine (fcntl on mlruns/.NAME.lock).
+
+    A block that fails removes the lock file (and mlruns/, when both were made for it and it is
+    empty), so a run refused early leaves nothing behind. A process that gets the lock on a file
+    another one has just removed retries on the path's current file."""
     import fcntl
 
     d = tracking.store_root(start) / "mlruns"
+    made_dir = not d.exists()
     d.mkdir(parents=True, exist_ok=True)
-    with open(d / f".{name}.lock", "a+") as fh:
+    path = d / f".{name}.lock"
+    while True:
+        created = not path.exists()
+        fh = open(path, "a+")
         fcntl.flock(fh, fcntl.LOCK_EX)
         try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+            if os.fstat(fh.fileno()).st_ino == os.stat(path).st_ino:
+                break
+        except FileNotFoundError:
+            pass
+        fh.close()                      # removed by a failed holder meanwhile: lock the new file
+    ok = False
+    try:
+        yield
+        ok = True
+    finally:
+        if not ok and created:
+            path.unlink(missing_ok=True)
+            if made_dir:
+                try:
+                    d.rmdir()
+                except OSError:
+                    pass
+        fcntl.flock(fh, fcntl.LOCK_UN)
+        fh.close()
 
 
 # ----------------------------------------------------------------------------- search space
@@ -317,6 +404,8 @@ def zoo_study_spec(model: str, params: dict, inputs: ZooTuneInputs) -> StudySpec
     train_cfg = dict(section(params, "train", inputs.params_path))
     if inputs.device:
         train_cfg["device"] = inputs.device
+    if REGISTRY[mtype].gene_net or REGISTRY[mtype].reads_net:
+        check_device(train_cfg.get("device"), "--device" if inputs.device else f"{inputs.params_path}: train.device")
     space = model_space(mtype, parse_space(tcfg.get("space", {})))
     n_inner = int(tcfg.get("inner_folds", 3))
     r0, k0 = int(tcfg.get("outer_repeat", 0)), int(tcfg.get("outer_fold", 0))

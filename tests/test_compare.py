@@ -131,7 +131,8 @@ def test_corrected_ttest_matches_hand_computation(in_project, capsys):
     table = pd.read_csv(root / "out" / "table.tsv", sep="\t")
     assert list(table["model"]) == ["a", "b"] and table.loc[0, "n_parameters"] == 1234
     assert table.loc[0, "auc_mean"] == pytest.approx(FOLDS_A["auc"].mean(), abs=1e-6)
-    assert {p.name for p in (root / "out").iterdir()} == {"table.tsv", "table.md", "tests.tsv", "compare.png"}
+    assert {p.name for p in (root / "out").iterdir()} == {"table.tsv", "table.md", "tests.tsv", "compare.png",
+                                                         ".epiflow-output"}   # marked as an epiflow output
     printed = capsys.readouterr().out
     assert "a - b" in printed and "p corrected" in printed
 

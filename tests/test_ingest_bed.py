@@ -53,9 +53,16 @@ def _write(tmp_path, bed=BED, gz=False, name="x") -> Path:
     return prefix
 
 
+def _no_params(d):
+    """An empty params file: every setting at its default (a --params FILE must exist)."""
+    p = d / "absent.yaml"
+    p.write_text("")
+    return p
+
+
 def _run(tmp_path, *args, out="out", metrics="m.json", params=None):
     argv = ["ingest-bed", "--out", str(tmp_path / out), "--metrics", str(tmp_path / metrics),
-            "--params", str(params or tmp_path / "absent.yaml"), *map(str, args)]
+            "--params", str(params or _no_params(tmp_path)), *map(str, args)]
     return main(argv)
 
 
@@ -178,7 +185,7 @@ def test_bed_size_disagreeing_with_bim_fam(tmp_path, capsys):
 def test_bed_size_error_through_the_console_entry(tmp_path):
     prefix = _write(tmp_path, bed=BED + b"\x00")
     r = subprocess.run([sys.executable, "-m", "pipelines.cli", "ingest-bed", "--bfile", str(prefix),
-                        "--out", str(tmp_path / "out"), "--params", str(tmp_path / "absent.yaml")],
+                        "--out", str(tmp_path / "out"), "--params", str(_no_params(tmp_path))],
                        capture_output=True, text=True, cwd=REPO)
     assert r.returncode == 2 and r.stdout == ""
     assert len(r.stderr.strip().splitlines()) == 1 and "disagrees with x.bim" in r.stderr

@@ -22,11 +22,16 @@ OLD_TRAIN_AUCS = {
 }
 
 
-def write_project(d: Path) -> Path:
+COHORT = dict(n=300, n_genes=30, n_causal=3, effect=2.0, seed=5, rate=0.05, n_damaging=10)
+
+
+def write_project(d: Path, **cohort) -> Path:
+    """A project folder (encoded/, splits.npz, params.yaml) on a planted-burden cohort
+    (``COHORT``, updated by ``cohort``)."""
     from pipelines.encode import save_csr
     from pipelines.splits import make_splits, save_splits
 
-    coh = planted_burden(n=300, n_genes=30, n_causal=3, effect=2.0, seed=5, rate=0.05, n_damaging=10)
+    coh = planted_burden(**{**COHORT, **cohort})
     enc = d / "encoded"
     enc.mkdir(parents=True, exist_ok=True)
     n, C = coh.X.shape[0], coh.n_classes

@@ -3,6 +3,7 @@ the variant matrix as sparse npz with sample, gene, class and variant tables. Re
 no VCF machinery, so the model stages depend on this file, not on the encoder."""
 from __future__ import annotations
 
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,6 +47,27 @@ def save_csr(path, m: sp.csr_matrix, level: int = 1) -> None:
                     "shape": np.array(m.shape), "data": m.data}, level=level)
 
 
+def _first_line(exc) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _load(path: Path, read):
+    """``read(path)``, with a damaged file (truncated, empty, not what it should be) as a
+    one-line :class:`InputError` naming it."""
+    try:
+        return read(path)
+    except (ValueError, OSError, EOFError, KeyError, zipfile.BadZipFile) as exc:   # (pandas' errors too)
+        why = _first_line(exc)
+        why = why if len(why) <= 80 else why[:77] + "..."
+        raise InputError(path, f"unreadable ({type(exc).__name__}: {why}); the encoded cohort is "
+                               "damaged: rerun `epiflow encode`") from None
+
+
+def _lines(path: Path) -> list[str]:
+    return path.read_text(encoding="utf-8").split("\n")[:-1]
+
+
 def load_encoded(path) -> Encoded:
     """Load the output directory of :func:`encode_vcf`."""
     d = Path(path)
@@ -53,15 +75,15 @@ def load_encoded(path) -> Encoded:
     missing = [f for f in need if not (d / f).is_file()]
     if missing:
         raise InputError(d, f"not an encoded cohort (missing {', '.join(missing)}); run `epiflow encode`")
-    counts = sp.load_npz(d / "gene_counts.npz").tocsr()
-    variants = sp.load_npz(d / "variants.npz").tocsr()
-    samples = pd.read_csv(d / "samples.tsv", sep="\t", dtype={"sample_id": str, "sex": str},
-                          keep_default_na=False)
-    genes = (d / "genes.txt").read_text().split("\n")[:-1]
-    classes = (d / "classes.txt").read_text().split("\n")[:-1]
-    vt = pd.read_csv(d / "variants.tsv", sep="\t", dtype={"chrom": str, "id": str, "ref": str, "alt": str,
-                                                          "gene": str, "class": str},
-                     keep_default_na=False)
+    counts = _load(d / "gene_counts.npz", lambda p: sp.load_npz(p).tocsr())
+    variants = _load(d / "variants.npz", lambda p: sp.load_npz(p).tocsr())
+    samples = _load(d / "samples.tsv", lambda p: pd.read_csv(p, sep="\t", dtype={"sample_id": str, "sex": str},
+                                                            keep_default_na=False))
+    genes = _load(d / "genes.txt", _lines)
+    classes = _load(d / "classes.txt", _lines)
+    vt = _load(d / "variants.tsv", lambda p: pd.read_csv(
+        p, sep="\t", dtype={"chrom": str, "id": str, "ref": str, "alt": str, "gene": str, "class": str},
+        keep_default_na=False))
     n = len(samples)
     if counts.shape != (n, len(classes) * len(genes)) or variants.shape != (n, len(vt)):
         raise InputError(d, f"inconsistent encoded cohort: counts {counts.shape}, variants {variants.shape}, "

@@ -17,8 +17,16 @@ def read_gmt(path) -> dict[str, list[str]]:
     if not path.is_file():
         raise InputError(path, "gene-set file not found")
     opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        sets = _read_sets(path, opener)
+    except UnicodeDecodeError:
+        raise InputError(path, "not a text gene-set file (binary data)") from None
+    return sets
+
+
+def _read_sets(path: Path, opener) -> dict[str, list[str]]:
     sets: dict[str, list[str]] = {}
-    with opener(path, "rt", encoding="utf-8") as fh:
+    with opener(path, "rt", encoding="utf-8-sig") as fh:
         for lineno, line in enumerate(fh, 1):
             line = line.rstrip("\r\n")
             if not line.strip():

@@ -26,6 +26,7 @@ from __future__ import annotations
 import gzip
 import importlib.util
 import re
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -297,7 +298,21 @@ def _chrom_key(chrom) -> str:
 def _open(path: Path):
     with open(path, "rb") as fh:
         gz = fh.read(2) == b"\x1f\x8b"
-    return gzip.open(path, "rt") if gz else open(path)
+    return gzip.open(path, "rt", encoding="utf-8-sig") if gz else open(path, encoding="utf-8-sig")
+
+
+def _numbered_lines(path: Path, what: str):
+    """``(line number, line)`` of a text (or gzipped text) file; binary or damaged compressed
+    data is a one-line :class:`InputError` naming the file."""
+    no = 0
+    try:
+        with _open(path) as fh:
+            for no, line in enumerate(fh, 1):
+                yield no, line
+    except UnicodeDecodeError:
+        raise InputError(path, f"not a text {what} (binary data near line {no + 1})") from None
+    except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
+        raise InputError(path, f"truncated or corrupt compressed file ({exc})") from None
 
 
 _ATTR = re.compile(r'(\S+)\s+"([^"]*)"')
@@ -309,34 +324,33 @@ def read_gtf(path) -> list[Model]:
     if not path.is_file():
         raise InputError(path, "GTF not found")
     tx: dict[str, dict] = {}
-    with _open(path) as fh:
-        for no, line in enumerate(fh, 1):
-            if line.startswith("#") or not line.strip():
-                continue
-            cols = line.rstrip("\n").split("\t")
-            if len(cols) != 9:
-                raise InputError(path, f"{len(cols)} columns, a GTF line has 9", line=no)
-            feature = cols[2]
-            if feature not in ("exon", "CDS", "stop_codon"):
-                continue
-            try:
-                s, e = int(cols[3]), int(cols[4])
-            except ValueError:
-                raise InputError(path, f"start/end not numbers: {cols[3]!r} {cols[4]!r}", line=no) from None
-            attrs = dict(_ATTR.findall(cols[8]))
-            tid = attrs.get("transcript_id")
-            if not tid:
-                raise InputError(path, f"{feature} without a transcript_id attribute", line=no)
-            t = tx.get(tid)
-            if t is None:
-                t = tx[tid] = {"gene": attrs.get("gene_name") or attrs.get("gene_id") or tid,
-                               "chrom": cols[0], "strand": cols[6], "exons": [], "cds": [],
-                               "type": attrs.get("transcript_type") or attrs.get("transcript_biotype")
-                               or attrs.get("gene_type") or attrs.get("gene_biotype") or ""}
-            if feature == "exon":
-                t["exons"].append((s, e))
-            else:
-                t["cds"].append((s, e))       # CDS and stop codon both code
+    for no, line in _numbered_lines(path, "GTF file"):
+        if line.startswith("#") or not line.strip():
+            continue
+        cols = line.rstrip("\n").split("\t")
+        if len(cols) != 9:
+            raise InputError(path, f"{len(cols)} columns, a GTF line has 9", line=no)
+        feature = cols[2]
+        if feature not in ("exon", "CDS", "stop_codon"):
+            continue
+        try:
+            s, e = int(cols[3]), int(cols[4])
+        except ValueError:
+            raise InputError(path, f"start/end not numbers: {cols[3]!r} {cols[4]!r}", line=no) from None
+        attrs = dict(_ATTR.findall(cols[8]))
+        tid = attrs.get("transcript_id")
+        if not tid:
+            raise InputError(path, f"{feature} without a transcript_id attribute", line=no)
+        t = tx.get(tid)
+        if t is None:
+            t = tx[tid] = {"gene": attrs.get("gene_name") or attrs.get("gene_id") or tid,
+                           "chrom": cols[0], "strand": cols[6], "exons": [], "cds": [],
+                           "type": attrs.get("transcript_type") or attrs.get("transcript_biotype")
+                           or attrs.get("gene_type") or attrs.get("gene_biotype") or ""}
+        if feature == "exon":
+            t["exons"].append((s, e))
+        else:
+            t["cds"].append((s, e))       # CDS and stop codon both code
     models = []
     for t in tx.values():
         if not t["exons"] or (t["type"] and t["type"] not in CODING_TYPES | NONCODING_TYPES):
@@ -356,28 +370,27 @@ def read_refgene(path) -> list[Model]:
     if not path.is_file():
         raise InputError(path, "refGene table not found")
     models = []
-    with _open(path) as fh:
-        for no, line in enumerate(fh, 1):
-            if line.startswith("#") or not line.strip():
-                continue
-            c = line.rstrip("\n").split("\t")
-            if len(c) >= 16 and c[0].isdigit():
-                c = c[1:]
-            if len(c) < 12:
-                raise InputError(path, f"{len(c)} columns, a refGene line has 15 or 16", line=no)
-            try:
-                name, chrom, strand = c[0], c[1], c[2]
-                tx_s, tx_e, cds_s, cds_e = int(c[3]) + 1, int(c[4]), int(c[5]) + 1, int(c[6])
-                starts = [int(x) + 1 for x in c[8].rstrip(",").split(",")]
-                ends = [int(x) for x in c[9].rstrip(",").split(",")]
-            except ValueError:
-                raise InputError(path, "malformed coordinates", line=no) from None
-            gene = c[11] if len(c) > 11 and c[11] else name
-            ex = list(zip(starts, ends))
-            cds = []
-            if cds_e >= cds_s and not name.startswith("NR_"):
-                cds = [(max(s, cds_s), min(e, cds_e)) for s, e in ex if s <= cds_e and e >= cds_s]
-            models.append(Model(gene, chrom, strand, tx_s, tx_e, ex, cds).finish())
+    for no, line in _numbered_lines(path, "refGene table"):
+        if line.startswith("#") or not line.strip():
+            continue
+        c = line.rstrip("\n").split("\t")
+        if len(c) >= 16 and c[0].isdigit():
+            c = c[1:]
+        if len(c) < 12:
+            raise InputError(path, f"{len(c)} columns, a refGene line has 15 or 16", line=no)
+        try:
+            name, chrom, strand = c[0], c[1], c[2]
+            tx_s, tx_e, cds_s, cds_e = int(c[3]) + 1, int(c[4]), int(c[5]) + 1, int(c[6])
+            starts = [int(x) + 1 for x in c[8].rstrip(",").split(",")]
+            ends = [int(x) for x in c[9].rstrip(",").split(",")]
+        except ValueError:
+            raise InputError(path, "malformed coordinates", line=no) from None
+        gene = c[11] if len(c) > 11 and c[11] else name
+        ex = list(zip(starts, ends))
+        cds = []
+        if cds_e >= cds_s and not name.startswith("NR_"):
+            cds = [(max(s, cds_s), min(e, cds_e)) for s, e in ex if s <= cds_e and e >= cds_s]
+        models.append(Model(gene, chrom, strand, tx_s, tx_e, ex, cds).finish())
     if not models:
         raise InputError(path, "no transcripts found")
     return models

@@ -132,6 +132,11 @@ def _to_float(tokens: np.ndarray, path, minus9_missing: bool, first_line: int, c
         raise InputError(path, f"value {tokens[r, c]!r} in column {col_names[c]!r} is not a number",
                          line=first_line + r) from None
     vals[miss] = np.nan
+    inf = np.isinf(vals)
+    if inf.any():
+        r, c = (int(k[0]) for k in np.nonzero(inf))
+        raise InputError(path, f"value {tokens[r, c]!r} in column {col_names[c]!r} is not a finite number "
+                               "(write NA for a missing value)", line=first_line + r)
     return vals
 
 
@@ -146,7 +151,7 @@ def _lines(path: Path, tabs: bool = False) -> list[tuple[int, list[str]]]:
             raw = gzip.decompress(raw)
         except (OSError, EOFError) as exc:
             raise InputError(path, f"cannot decompress ({exc})") from None
-    text = raw.decode("utf-8", errors="replace")
+    text = raw.decode("utf-8-sig", errors="replace")
     out = []
     for no, line in enumerate(io.StringIO(text), 1):
         if not line.strip() or line.startswith("##"):
@@ -165,7 +170,7 @@ def _lines(path: Path, tabs: bool = False) -> list[tuple[int, list[str]]]:
 
 def _raw_head(path: Path) -> list[str]:
     opener = gzip.open if path.name.endswith(".gz") else open
-    with opener(path, "rt", errors="replace") as fh:
+    with opener(path, "rt", encoding="utf-8-sig", errors="replace") as fh:
         for line in fh:
             if line.strip() and not line.startswith("##"):
                 return [line]
@@ -202,7 +207,7 @@ def read_table(path, fmt: str = "auto", samples: pd.DataFrame | None = None, col
     rows, body, id_cols, n_id, header, raw_head = _layout(path, fmt, rows, head, samples)
     if not body:
         raise InputError(path, "no data rows")
-    width = max(len(f) for _, f in body)
+    width = _row_width(path, fmt, body, header)
     if fmt == "tsv":
         val_pos = [k for k in range(len(raw_head)) if k not in id_cols]
         names = [raw_head[k] for k in val_pos]
@@ -242,6 +247,23 @@ def read_table(path, fmt: str = "auto", samples: pd.DataFrame | None = None, col
     fid = None if fidc is None else np.array([f[fidc].strip() for _, f in body], dtype=object).astype(str)
     _check_dups(path, fid, iid, [no for no, _ in body])
     return Table(str(path), fmt, iid, fid, frame)
+
+
+def _row_width(path, fmt, body, header) -> int:
+    """The number of fields of a complete data row. With a header, the longest row (checked
+    against the header by :func:`read_table`); without one, the most common row length, and a
+    row with MORE fields is an error naming its line (its values would be read into the wrong
+    columns). Shorter rows are judged by :func:`read_table`."""
+    if fmt == "tsv" or header is not None:
+        return max(len(f) for _, f in body)
+    from collections import Counter
+
+    lengths = Counter(len(f) for _, f in body)
+    width = max(lengths, key=lambda k: (lengths[k], k))
+    for no, f in body:
+        if len(f) > width:
+            raise InputError(path, f"{len(f)} fields where other rows have {width}", line=no)
+    return width
 
 
 def _layout(path, fmt, rows, head, samples):

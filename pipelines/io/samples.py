@@ -45,7 +45,7 @@ def read_sample_sheet(path) -> pd.DataFrame:
     path = Path(path)
     if not path.is_file():
         raise InputError(path, "sample sheet not found")
-    lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    lines = path.read_text(encoding="utf-8-sig", errors="replace").splitlines()
     rows = [(i, ln) for i, ln in enumerate(lines, 1) if ln.strip() and not ln.startswith("##")]
     if not rows:
         raise InputError(path, "sample sheet is empty")

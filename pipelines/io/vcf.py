@@ -15,12 +15,20 @@ Genotype conventions (from the allele indices of GT, so multi-allelic records ar
 
 Errors are :class:`~pipelines.errors.InputError` with the file and line (text VCF) or record
 number (BCF, region queries), with a diagnosis of the offending line where htslib gives none.
+htslib's own ``[E::...]`` / ``[W::...]`` lines are silenced (:func:`quiet_htslib`); what htslib
+lets through is refused as well: a header line among the records, POS beyond int32, an empty REF
+or ALT and, in a text VCF read whole (its lines are read beside htslib's), a record with another
+number of columns than the header or a QUAL that is not a number. A damaged compressed file is
+named as such ("truncated or corrupt compressed file (BGZF)"), a BGZF file without its
+end-of-file block gives a warning (:attr:`VcfReader.warnings`).
 """
 from __future__ import annotations
 
 import gzip
 import io
 import re
+import warnings
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +36,48 @@ import numpy as np
 from pipelines.errors import InputError
 
 _REGION_RE = re.compile(r"^([^:]+)(?::([\d,]+)(?:-([\d,]+))?)?$")
+MAX_POS = 2**31 - 1          # the largest VCF/BCF position (BCF stores it as int32)
+# the 28-byte empty block that ends every complete BGZF file (SAM/BAM spec, 4.1.2)
+BGZF_EOF = bytes.fromhex("1f8b08040000000000ff0600424302001b0003000000000000000000")
+_HTSLIB_QUIET = False
+
+
+def quiet_htslib() -> None:
+    """Turn off htslib's own ``[E::...]`` / ``[W::...]`` lines on stderr: every problem they
+    describe reaches the user as one :class:`InputError` line instead. htslib is linked into
+    cyvcf2's extension module, whose ``hts_set_log_level`` sets the level that copy reads."""
+    global _HTSLIB_QUIET
+    if _HTSLIB_QUIET:
+        return
+    _HTSLIB_QUIET = True
+    try:
+        import ctypes
+
+        import cyvcf2.cyvcf2 as ext
+
+        ctypes.CDLL(ext.__file__).hts_set_log_level(0)      # HTS_LOG_OFF
+    except (ImportError, OSError, AttributeError):           # pragma: no cover - other builds
+        pass
+
+
+def _is_bgzf(path: Path) -> bool:
+    """Whether the file starts with a BGZF block header (gzip with the ``BC`` extra subfield)."""
+    with open(path, "rb") as fh:
+        head = fh.read(16)
+    return len(head) == 16 and head[:4] == b"\x1f\x8b\x08\x04" and head[12:14] == b"BC"
+
+
+def bgzf_eof_missing(path) -> bool:
+    """A BGZF file (bgzipped VCF, BCF) without the end-of-file block: possibly truncated."""
+    path = Path(path)
+    if not _is_bgzf(path):
+        return False
+    with open(path, "rb") as fh:
+        fh.seek(0, 2)
+        if fh.tell() < len(BGZF_EOF):
+            return True
+        fh.seek(-len(BGZF_EOF), 2)
+        return fh.read() != BGZF_EOF
 
 
 def _open_text(path: Path):
@@ -211,10 +261,13 @@ class VcfReader:
     """
 
     def __init__(self, path, *, samples=None, regions=None, pass_only: bool = False,
-                 haploid: str = "count", threads: int | None = None):
+                 haploid: str = "count", threads: int | None = None, check_text: bool = True):
         import cyvcf2
 
+        quiet_htslib()
         self.path = Path(path)
+        if self.path.is_dir():
+            raise InputError(self.path, "is a folder, not a VCF file")
         if not self.path.is_file():
             raise InputError(self.path, "VCF not found")
         if haploid not in ("count", "error"):
@@ -223,11 +276,17 @@ class VcfReader:
         self.pass_only = pass_only
         self.haploid = haploid
         self.n_header_lines = None
+        self._n_columns = None        # columns of the #CHROM line (text VCF)
+        # what the user should hear about without an error (a BGZF file without its EOF block)
+        self.warnings: list[str] = []
         if self.kind != "bcf":
             n, cols, problems = _header_info(self.path)
             self.n_header_lines = n
             if problems:
                 raise InputError(self.path, problems[0])
+            self._n_columns = len(cols)
+        if self.kind != "vcf" and bgzf_eof_missing(self.path):
+            self.warnings.append(f"{self.path}: no BGZF end-of-file block: the file may be truncated")
         try:
             self._vcf = cyvcf2.VCF(str(self.path), gts012=False, lazy=True,
                                    threads=threads if threads and threads > 1 else None)
@@ -254,6 +313,9 @@ class VcfReader:
             self.samples = all_samples
         self.n_samples = len(self.samples)
         self.regions = self._merge_regions(regions) if regions else None
+        # the text VCF read whole is also read line by line beside htslib, to refuse what htslib
+        # lets through: extra sample columns, a QUAL that is not a number
+        self.check_text = bool(check_text) and self.kind != "bcf" and self.regions is None
         self._fmt = {h["ID"] for h in self._vcf.header_iter() if h["HeaderType"] == "FORMAT"}
         self.n_records = 0        # records read (all, before filters)
         self.n_filtered = 0       # records dropped by pass_only
@@ -313,27 +375,104 @@ class VcfReader:
         index = 0
         prev = None
         pass_only = self.pass_only
-        for it in iters:
-            while True:
-                try:
-                    v = next(it)
-                except StopIteration:
-                    break
-                except Exception as exc:
-                    self._raise_bad_record(index, prev, exc)
-                if not v.CHROM:
-                    # htslib turns an empty line into a record without alleles (touching its
-                    # REF would crash): refuse it here
-                    self._raise_bad_record(index, prev, Exception("empty line or record without CHROM"))
-                self.n_records += 1
-                prev = v
-                index += 1
-                if pass_only:
-                    f = v.FILTER
-                    if f is not None and f != "PASS" and f != ".":
-                        self.n_filtered += 1
-                        continue
-                yield v, index - 1
+        lines = self._text_lines() if self.check_text else None
+        try:
+            for it in iters:
+                first = self.regions is not None
+                while True:
+                    try:
+                        if first:
+                            first = False
+                            with warnings.catch_warnings():
+                                # a region without records: the caller reports what was read
+                                warnings.filterwarnings("ignore", message="no intervals found",
+                                                        category=UserWarning)
+                                v = next(it)
+                        else:
+                            v = next(it)
+                    except StopIteration:
+                        break
+                    except Exception as exc:
+                        self._raise_bad_record(index, prev, exc)
+                    chrom = v.CHROM
+                    if not chrom:
+                        # htslib turns an empty line into a record without alleles (touching its
+                        # REF would crash): refuse it here
+                        self._raise_bad_record(index, prev, Exception("empty line or record without CHROM"))
+                    why = self._check_record(v, chrom, lines)
+                    if why:
+                        self._refuse(index, prev, why)
+                    self.n_records += 1
+                    prev = v
+                    index += 1
+                    if pass_only:
+                        f = v.FILTER
+                        if f is not None and f != "PASS" and f != ".":
+                            self.n_filtered += 1
+                            continue
+                    yield v, index - 1
+        finally:
+            if lines is not None:
+                lines.close()
+
+    def _text_lines(self):
+        """The record lines of a text VCF (bytes), one per htslib record."""
+        if self.kind != "vcf":
+            fh = io.BufferedReader(gzip.GzipFile(self.path, "rb"), buffer_size=1 << 20)
+        else:
+            fh = open(self.path, "rb", buffering=1 << 20)
+        try:
+            for _ in range(self.n_header_lines):
+                fh.readline()
+            yield from fh
+        except (OSError, EOFError, zlib.error):
+            return                    # htslib reports a damaged stream itself
+        finally:
+            fh.close()
+
+    def _check_record(self, v, chrom: str, lines) -> str | None:
+        """What makes a record htslib parsed malformed anyway (None: nothing): a header line
+        among the records, in a text VCF a column count other than the header's or a QUAL that
+        is not a number, POS beyond int32, an empty REF or ALT."""
+        if chrom[0] == "#":
+            return (f"a header line ({chrom[:20]}...) among the records; is the #CHROM line "
+                    "repeated?")
+        if lines is not None:
+            line = next(lines, None)
+            if line is not None:
+                n_cols = line.count(b"\t") + 1
+                if n_cols != self._n_columns:
+                    if n_cols < 8:
+                        return f"{n_cols} tab-separated columns, a VCF record needs at least 8"
+                    n_s = self._n_columns - 9
+                    return (f"{n_cols} columns, expected {self._n_columns}"
+                            + (f" (9 + {n_s} samples)" if n_s > 0 else ""))
+                i = -1
+                for _ in range(5):
+                    i = line.index(b"\t", i + 1)
+                qual = line[i + 1:line.index(b"\t", i + 1)]
+                if qual != b".":
+                    try:
+                        float(qual)
+                    except ValueError:
+                        return f"QUAL is not a number: {qual.decode('utf-8', 'replace')[:30]!r}"
+        if v.start >= MAX_POS:
+            return f"POS {v.start + 1} is beyond {MAX_POS}, the largest VCF position"
+        alts = v.ALT
+        if alts:                      # (a record htslib left without alleles crashes on REF)
+            ref = v.REF
+            if not ref or ref == ".":
+                return "REF is empty"
+            for alt in alts:
+                if not alt or alt == ".":
+                    return "an ALT allele is empty"
+        return None
+
+    def _refuse(self, index, prev, reason: str):
+        line, where = self._where(index, (prev.CHROM, prev.POS) if prev is not None else None)
+        if line is not None:
+            raise InputError(self.path, f"malformed record: {reason}", line=line)
+        raise InputError(where, f"malformed record: {reason}")
 
     def line_of(self, index: int) -> int | None:
         """Line number of record ``index`` in a text VCF read whole, else None."""
@@ -351,11 +490,20 @@ class VcfReader:
 
     def _raise_bad_record(self, index, prev, exc):
         line, where = self._where(index, (prev.CHROM, prev.POS) if prev is not None else None)
+        msg = _first_line(exc)
+        if self.regions and "index" in msg.lower() and "load" in msg.lower():
+            idx = next((f"{self.path}{s}" for s in (".tbi", ".csi") if Path(f"{self.path}{s}").is_file()),
+                       f"{self.path}.tbi")
+            raise InputError(self.path, f"cannot load the index {idx} (damaged? rebuild it with "
+                                        "`tabix -p vcf` or `bcftools index`)")
+        if self.kind != "vcf":
+            why = _gzip_problem(self.path)
+            if why:
+                raise InputError(self.path, why)
         reason = None
         if self.kind != "bcf" and line is not None:
             reason = self._diagnose_line(line, rejected=True)
         if reason is None:
-            msg = _first_line(exc)
             reason = "htslib could not parse the record" + (f" ({msg})" if msg else "")
         raise InputError(self.path, f"malformed record: {reason}", line=line) if line is not None else \
             InputError(where, f"malformed record: {reason}")
@@ -424,10 +572,34 @@ class VcfReader:
             # (cyvcf2 may crash if the record is touched again after this failure)
             line = self.line_of(index)
             where = f"{self.path}:{line}" if line is not None else f"{self.path}: record {index + 1}"
+            why = _gzip_problem(self.path) if self.kind != "vcf" else None
+            if why:
+                raise InputError(self.path, why) from None
             why = self._diagnose_line(line) if line is not None and self.kind != "bcf" else None
             if why:
                 raise InputError(where, f"malformed record: {why}") from None
             raise InputError(where, "record has no GT field: genotypes are needed") from None
+
+    def check_gt(self, v, index: int) -> None:
+        """Refuse a record's GT as decoding it would (an allele beyond the ALTs, a haploid call
+        with ``haploid="error"``) without counting anything: for records a caller skips, so a
+        later pass over the same file never meets a call this one let through."""
+        a = self.genotype_array(v, index)
+        x = a[:, :-1]
+        if x.shape[1] == 0:
+            raise InputError(self.where(v, index), "record has an empty GT field")
+        n_alt = len(v.ALT)
+        mx = x.max(initial=-1)
+        if mx > n_alt:
+            raise InputError(self.where(v, index), f"GT refers to allele {int(mx)} but the record has "
+                             f"{n_alt} ALT allele(s)")
+        if self.haploid == "error" and (x.shape[1] != 2 or x.min(initial=0) < -1):
+            p = x.shape[1]
+            hap = int(np.count_nonzero(x[:, 0] >= 0)) if p == 1 else \
+                int(np.count_nonzero((x[:, 1] == -2) & (x[:, 0] >= 0)))
+            if hap:
+                raise InputError(self.where(v, index), f"{hap} haploid call(s) on {v.CHROM}; "
+                                 "use haploid='count' to count allele copies")
 
     def _note_ploidy(self, x: np.ndarray, chrom: str, where: str) -> None:
         """Count haploid (and >2-ploid) calls of one record's allele array ``x`` (n, ploidy)."""
@@ -461,14 +633,15 @@ class VcfReader:
 
 def _gzip_problem(path: Path) -> str | None:
     """Why a gzip/bgzip file cannot be decompressed to its end, or None if it can."""
+    kind = "BGZF" if _is_bgzf(path) else "gzip"
     try:
         with gzip.open(path, "rb") as fh:
             while fh.read(1 << 20):
                 pass
     except EOFError:
-        return "the compressed file is truncated (gzip stream ends early)"
-    except (OSError, gzip.BadGzipFile) as exc:
-        return f"corrupt compressed data ({exc})"
+        return f"truncated or corrupt compressed file ({kind}): the compressed file is truncated (its data ends early)"
+    except (OSError, zlib.error) as exc:
+        return f"truncated or corrupt compressed file ({kind}): {_first_line(exc)}"
     return None
 
 

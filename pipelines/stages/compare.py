@@ -18,6 +18,7 @@ import tempfile
 from pathlib import Path
 
 from pipelines import compare
+from pipelines.atomic import check_output_dir, precheck_output_dir
 from pipelines.errors import EpiflowError
 from pipelines.params import load_params
 
@@ -48,6 +49,15 @@ def add_arguments(p):
     p.add_argument("--metrics-dir", default="metrics/train", help="metrics of `epiflow train` (default: metrics/train)")
 
 
+def _precheck_out(out: Path, inputs) -> None:
+    """The --out folder, refused before any work when writing there would destroy anything (an
+    input folder, a folder epiflow did not write); a previous compare output may be rewritten."""
+    check_output_dir(out, inputs)
+    if out.is_dir() and all(p.name in compare.OUTPUT_NAMES for p in out.iterdir()):
+        return
+    precheck_output_dir(out, inputs)
+
+
 def run(args) -> int:
     selecting = bool(args.filter or args.tag or args.runs)
     if args.models and selecting:
@@ -64,6 +74,8 @@ def run(args) -> int:
     use_mlflow = (not by_name) or args.mlflow or bool(args.experiment)
     if by_name and len(args.models) < 2:
         raise EpiflowError("name at least two models to compare")
+    if args.out:
+        _precheck_out(Path(args.out), [args.train_dir, args.metrics_dir] if not use_mlflow else [])
     if use_mlflow:
         compare.connect()
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from pipelines.argtypes import count, fraction
-from pipelines.atomic import write_json
+from pipelines.atomic import precheck_output_dir, precheck_output_file, write_json
 from pipelines.errors import EpiflowError
 from pipelines.params import load_params, section
 
@@ -71,20 +71,51 @@ def run(args) -> int:
         raise EpiflowError("no VCF: give --vcf or set encode.vcf in params.yaml")
     if not samples:
         raise EpiflowError("no sample sheet: give --samples or set encode.samples in params.yaml")
-    subset = None
+    snp_dir = pick("snp_dosage")
     subset_file = args.subset or cfg.get("subset")
+    annotation = pick("annotation", "auto")
+    inputs = [vcf, samples, subset_file, pick("genes"), pick("fasta"),
+              str(annotation).partition(":")[2] or None]
+    precheck_output_dir(args.out, inputs)
+    if snp_dir:
+        out_r, snp_r = Path(args.out).resolve(), Path(snp_dir).resolve()
+        if out_r == snp_r or out_r in snp_r.parents or snp_r in out_r.parents:
+            raise EpiflowError(f"--snp-dosage {snp_dir} and --out {args.out} must be two separate folders")
+        precheck_output_dir(snp_dir, inputs)
+    precheck_output_file(args.metrics, inputs, "--metrics")
+    subset = None
     if subset_file:
         p = Path(subset_file)
         if not p.is_file():
             raise EpiflowError(f"{p}: sample subset file not found")
-        subset = [ln.strip() for ln in p.read_text().splitlines() if ln.strip() and not ln.startswith("#")]
+        try:
+            text = p.read_text(encoding="utf-8-sig")
+        except UnicodeDecodeError:
+            raise EpiflowError(f"{p}: sample subset file is not text (one sample id per line)") from None
+        subset = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.startswith("#")]
+        if not subset:
+            raise EpiflowError(f"{p}: sample subset file lists no sample id (one per line)")
     regions = args.region if args.region is not None else cfg.get("regions")
+    dosage = {}
+
+    def dosage_pass(kept_samples):
+        """The SNP dosage pass, run once the gene encoding is complete but before it is written:
+        a bad record it finds leaves no output behind."""
+        from pipelines.encode import dosage_matrix_vcf
+
+        dosage["dm"] = dosage_matrix_vcf(
+            vcf, samples=kept_samples, regions=regions or None, pass_only=bool(pick("pass_only", False)),
+            missing=pick("dosage_missing", "mask"),
+            min_maf=float(pick("dosage_min_maf", pick("min_maf", 0.0))),
+            min_call_rate=float(pick("min_call_rate", 0.0)), haploid=pick("haploid", "count"),
+            progress=not args.quiet, check_text=False)   # the encode pass has checked the text
+
     summary = encode_vcf(
         vcf, samples, args.out,
         classes=cfg.get("classes") or DEFAULT_CLASSES,
         count=pick("count", "carrier"),
         pass_only=bool(pick("pass_only", False)),
-        annotation=pick("annotation", "auto"),
+        annotation=annotation,
         progress=not args.quiet,
         regions=regions or None,
         samples=subset,
@@ -95,16 +126,12 @@ def run(args) -> int:
         max_maf=float(pick("max_maf", 1.0)),
         min_call_rate=float(pick("min_call_rate", 0.0)),
         fasta=pick("fasta"),
+        before_write=dosage_pass if snp_dir else None,
     )
-    snp_dir = pick("snp_dosage")
     if snp_dir:
-        from pipelines.encode import dosage_matrix_vcf, save_dosage
+        from pipelines.encode import save_dosage
 
-        dm = dosage_matrix_vcf(vcf, samples=summary_samples(args.out), regions=regions or None,
-                               pass_only=bool(pick("pass_only", False)), missing=pick("dosage_missing", "mask"),
-                               min_maf=float(pick("dosage_min_maf", pick("min_maf", 0.0))),
-                               min_call_rate=float(pick("min_call_rate", 0.0)),
-                               progress=not args.quiet)
+        dm = dosage["dm"]
         save_dosage(dm, snp_dir)
         summary["snp_dosage"] = {"dir": str(snp_dir), "n_snps": int(dm.X.shape[1]), "dtype": str(dm.X.dtype)}
     write_json(args.metrics, summary)

@@ -40,7 +40,7 @@ Every output is written atomically; a bad input is a one-line error with no outp
 from __future__ import annotations
 
 from pipelines.argtypes import fraction
-from pipelines.atomic import write_json
+from pipelines.atomic import precheck_output_dir, write_json
 from pipelines.errors import EpiflowError
 from pipelines.params import load_params, section
 from pipelines.workflows.ingest import IMPUTE, ingest_bed
@@ -86,6 +86,7 @@ def run(args) -> int:
         raise EpiflowError("no PLINK fileset: give --bfile or set ingest.bfile in params.yaml")
     if not out:
         raise EpiflowError("no output directory: give --out or set ingest.out in params.yaml")
+    precheck_output_dir(out, [f"{bfile}.bed", f"{bfile}.bim", f"{bfile}.fam", pick("pheno"), pick("covar")])
     covar_cols = pick("covar_cols")
     if isinstance(covar_cols, str):
         covar_cols = [c.strip() for c in covar_cols.split(",") if c.strip()]

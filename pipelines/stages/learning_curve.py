@@ -23,10 +23,11 @@ import numpy as np
 
 from pipelines.argtypes import count
 from pipelines import curves, tracking
-from pipelines.atomic import atomic_dir, write_json, write_text
+from pipelines.atomic import atomic_dir, precheck_output_dir, write_json, write_text
 from pipelines.params import load_params, section
 from pipelines.plots.curves import learning_curve_figure
 from pipelines.workflows.cohort import Cohort, load_splits
+from pipelines.workflows.cv import check_device
 
 WHAT = "learning_curve"
 
@@ -48,8 +49,10 @@ def run(args) -> int:
     params = load_params(args.params)
     cfg = curves.learning_curve_config(params, args.params, args.repeats)
     train_cfg = dict(section(params, "train", args.params))
+    check_device(train_cfg.get("device"), f"{args.params}: train.device")
     cohort = Cohort.load(args.encoded, args.gmt or section(params, "encode", args.params).get("gmt"))
     splits = load_splits(args.splits, cohort, cfg["repeats"], WHAT)
+    precheck_output_dir(args.out, [args.encoded, args.splits])
     t_all = time.perf_counter()
     df, timings = curves.learning_curve_fits(cfg, cohort, splits, train_cfg, quiet=args.quiet)
     summary = curves.compare_learning_curve(df, cfg)

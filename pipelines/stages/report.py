@@ -8,11 +8,10 @@ JSON, and logs the folder as the artifacts of an MLflow run named `report`.
 """
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
-from pipelines.atomic import atomic_dir, write_json
+from pipelines.atomic import atomic_dir, precheck_output_dir, precheck_output_file, write_json
 from pipelines.errors import EpiflowError
 from pipelines.params import load_params, section
 
@@ -58,8 +57,10 @@ def run(args) -> int:
     models = section(params, "models", args.params)
     additive, extra_dirs = _settings(params, args.params)
     study = args.experiment or params.get("study", "epiflow")
+    precheck_output_dir(args.out, [args.train_dir, args.metrics_dir, args.roc_dir])
+    precheck_output_file(args.metrics, [args.train_dir, args.metrics_dir, args.roc_dir, args.splits], "--metrics")
     if args.source == "mlflow":
-        tracking.setup(study)
+        tracking.connect_existing(f"report --source mlflow: experiment {study!r}")
         df = report.table_from_mlflow(study)
     else:
         fingerprint = None
@@ -86,11 +87,11 @@ def run(args) -> int:
     print(report.format_table(df))
     table = report.tsv_table(df)
     out = Path(args.out)
+    curves = {m: _read_roc(Path(args.roc_dir) / f"{m}.json") for m in table["model"]
+              if (Path(args.roc_dir) / f"{m}.json").is_file()}
     with atomic_dir(out) as tmp:
         table.to_csv(tmp / "table.tsv", sep="\t", index=False, float_format="%.6g")
         (tmp / "table.md").write_text(report.markdown_table(df))
-        curves = {m: json.loads((Path(args.roc_dir) / f"{m}.json").read_text()) for m in table["model"]
-                  if (Path(args.roc_dir) / f"{m}.json").is_file()}
         if not curves and "run_id" in df:      # --source mlflow: the runs' roc_repeat0.json
             curves = _roc_from_mlflow(df)
         figures = ["fold_auc.png"]
@@ -119,6 +120,17 @@ def run(args) -> int:
     if run_id:
         print(f"MLflow report run {run_id}: mlflow ui --backend-store-uri {tracking.tracking_uri()}")
     return 0
+
+
+def _read_roc(path: Path) -> list:
+    """ROC points of a train stage (``[{"fpr": .., "tpr": ..}, ...]``), or a one-line error."""
+    from models.jsonio import read_json
+    from pipelines.errors import InputError
+
+    pts = read_json(path, "ROC points JSON")
+    if not isinstance(pts, list) or not all(isinstance(p, dict) and "fpr" in p and "tpr" in p for p in pts):
+        raise InputError(path, "not the ROC points of `epiflow train` (a list of {fpr, tpr}); rerun it")
+    return pts
 
 
 def log_report(out: Path, df, metrics: dict, study: str, inputs) -> str:

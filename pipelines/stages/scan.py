@@ -26,10 +26,10 @@ import time
 from pathlib import Path
 
 from pipelines.argtypes import count, number
-from pipelines.atomic import write_json
+from pipelines.atomic import mark_output_dir, precheck_output_dir, precheck_output_file, write_json
 from pipelines.errors import EpiflowError
-from pipelines.workflows.scan import (CKPT_NAME, NGGSettings, ScanSpec, device_or_error, flat_metrics,  # noqa: F401
-                                      load_scan_inputs, run_scan, write_scan)
+from pipelines.workflows.scan import (CKPT_NAME, NGG_CKPT_NAME, NGGSettings, ScanSpec, device_or_error,  # noqa: F401
+                                      flat_metrics, load_scan_inputs, run_scan, write_scan)
 
 
 def add_arguments(p) -> None:
@@ -79,6 +79,15 @@ def run(args, *, on_block=None) -> int:
     if args.top < 1:
         raise EpiflowError("--top must be >= 1")
     device = device_or_error(args.device)
+    inputs = [args.bfile and f"{args.bfile}.bed", args.bfile and f"{args.bfile}.bim",
+              args.bfile and f"{args.bfile}.fam", args.pheno, args.covar, args.extract]
+    precheck_output_dir(out, inputs)
+    for name in (CKPT_NAME, NGG_CKPT_NAME):
+        ck = out / name
+        if (ck.exists() or ck.is_symlink()) and not ck.is_file():
+            raise EpiflowError(f"{ck}: the scan checkpoint is not a file (a folder?); remove it")
+    if args.metrics:
+        precheck_output_file(args.metrics, inputs, "--metrics")
     t0 = time.perf_counter()
     inp = load_scan_inputs(args.bfile, pheno=args.pheno, pheno_col=args.pheno_col, pheno_format=args.pheno_format,
                            covar=args.covar, covar_cols=args.covar_cols.split(",") if args.covar_cols else None,
@@ -95,6 +104,7 @@ def run(args, *, on_block=None) -> int:
                     ngg=NGGSettings(B=args.ngg_B, d=args.ngg_d, R=args.ngg_R, lam_scale=args.ngg_lam_scale,
                                     seed=args.seed))
     result = run_scan(inp.genotypes, ph, spec, covariates=inp.covariates, checkpoint_dir=out, on_block=on_block,
+                      on_start=lambda: mark_output_dir(out),
                       log=lambda msg: print(msg, flush=True))
     write_scan(result, out, plots=not args.no_plots, pyramid_tile=args.pyramid_tile)
     summary.update(result.numbers)

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 from pipelines.argtypes import count
+from pipelines.atomic import MARKER, atomic_dir, check_output_dir, precheck_output_dir
 from pipelines.params import load_params, section
 
 
@@ -31,8 +32,12 @@ def run(args) -> int:
         value = getattr(args, key)
         if value is not None:
             params[key] = value
+    out = Path(args.out)
+    _precheck_out(out)
     t0 = time.perf_counter()
-    s = simulate_cohort(Path(args.out), progress=not args.no_progress, **params)
+    with atomic_dir(out) as tmp:
+        s = simulate_cohort(tmp, progress=not args.no_progress, **params)
+    s["out_dir"] = str(out)
     took = time.perf_counter() - t0
     files = ", ".join(f"{name} ({_size(b)})" for name, b in s["files"].items())
     h2 = s["h2_liability"]
@@ -42,6 +47,22 @@ def run(args) -> int:
           f"{s['n_genes_in_vcf']} genes; liability h2 additive {h2['additive']:.2f}, epistatic "
           f"{h2['epistatic']:.2f}; planted effects in truth.json.")
     return 0
+
+
+FILES = ("genesets.gmt", "samples.tsv", "cohort.vcf.gz", "cohort.vcf.gz.tbi", "truth.json")
+
+
+def _precheck_out(out: Path) -> None:
+    """The output folder follows the rules of every epiflow output (:mod:`pipelines.atomic`): a
+    new or empty folder, a previous epiflow output, or a previous cohort of ``epiflow simulate``
+    without the marker (restored by DVC: its files and nothing else, truth.json among them); a
+    folder holding anything else (a user's own samples.tsv) is refused before any work."""
+    check_output_dir(out)
+    if out.is_dir():
+        names = {p.name for p in out.iterdir()}
+        if "truth.json" in names and names <= set(FILES) | {MARKER}:
+            return
+    precheck_output_dir(out)
 
 
 def _size(n: int) -> str:

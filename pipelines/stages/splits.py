@@ -4,13 +4,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from pipelines.argtypes import count
-from pipelines.atomic import write_json
+from pipelines.atomic import precheck_output_file, write_json
 from pipelines.errors import InputError
 from pipelines.params import load_params, section
-from pipelines.splits import make_splits, save_splits
+from pipelines.splits import make_splits, read_labels, save_splits
 
 
 def add_arguments(p):
@@ -21,7 +20,7 @@ def add_arguments(p):
     p.add_argument("--params", default="params.yaml")
     p.add_argument("--repeats", type=count(1), default=None, help="repeats R (default: splits.repeats)")
     p.add_argument("--folds", type=count(2), default=None, help="folds K (default: splits.folds)")
-    p.add_argument("--seed", type=count(0), default=None, help="seed (default: splits.seed)")
+    p.add_argument("--seed", type=count(0, 2**32 - 1), default=None, help="seed (default: splits.seed)")
 
 
 def run(args) -> int:
@@ -30,14 +29,16 @@ def run(args) -> int:
     folds = args.folds if args.folds is not None else int(cfg.get("folds", 3))
     seed = args.seed if args.seed is not None else int(cfg.get("seed", 7))
     path = Path(args.samples)
+    if path.is_dir():
+        raise InputError(path, "is a folder; give the samples table (work/encoded/samples.tsv)")
     if not path.is_file():
         raise InputError(path, "samples table not found (run `epiflow encode` first)")
-    samples = pd.read_csv(path, sep="\t", dtype={"sample_id": str})
-    if "y" not in samples or "sample_id" not in samples:
-        raise InputError(path, "expected columns sample_id and y")
+    out = precheck_output_file(args.out, [args.samples], "--out")
+    precheck_output_file(args.metrics, [args.samples, args.out], "--metrics")
+    samples = read_labels(path)
     y = samples["y"].to_numpy()
     splits = make_splits(y, samples["sample_id"], repeats=repeats, folds=folds, seed=seed)
-    save_splits(splits, args.out)
+    save_splits(splits, out)
     test_case_frac = [float(y[splits.fold[r] == k].mean()) for r in range(repeats) for k in range(folds)]
     write_json(args.metrics, {"repeats": repeats, "folds": folds, "n_samples": int(len(y)),
                               "case_fraction": float(np.mean(y)),

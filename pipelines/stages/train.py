@@ -11,11 +11,12 @@ from pathlib import Path
 
 from models.registry import REGISTRY
 from pipelines.argtypes import count
+from pipelines.atomic import precheck_output_dir, precheck_output_file
 from pipelines import zoo
 from pipelines.cv_record import Record, run_and_record
 from pipelines.params import load_params, section
 from pipelines.workflows.cohort import Cohort, load_splits
-from pipelines.workflows.cv import ModelSpec
+from pipelines.workflows.cv import ModelSpec, check_device
 
 
 def add_arguments(p):
@@ -42,8 +43,8 @@ def run(args) -> int:
     study = params.get("study", "epiflow")
     gmt = args.gmt or section(params, "encode").get("gmt")
     needs_gmt = REGISTRY[mtype].needs_pathways and gmt
-    cohort = Cohort.load(args.encoded, gmt if needs_gmt else None)
-    splits = load_splits(args.splits, cohort)
+    if REGISTRY[mtype].gene_net or REGISTRY[mtype].reads_net:
+        check_device(train_cfg.get("device", "auto"), f"{args.params}: train.device")
     inputs = [args.encoded, args.splits] + ([gmt] if needs_gmt else [])
     if isinstance(cfg.get("gene_gene_edges"), str):
         inputs.append(cfg["gene_gene_edges"])
@@ -52,7 +53,12 @@ def run(args) -> int:
                  metrics=Path(args.metrics or f"metrics/train/{args.model}.json"),
                  plots=Path(args.plots or f"plots/roc/{args.model}.json"), study=study,
                  mlflow=not args.no_mlflow, inputs=tuple(inputs),
-                 params_text=params_file.read_text() if params_file.exists() else None)
+                 params_text=params_file.read_text() if params_file.is_file() else None)
+    precheck_output_dir(rec.out, inputs)
+    precheck_output_file(rec.metrics, inputs, "--metrics")
+    precheck_output_file(rec.plots, inputs + [rec.metrics], "--plots")
+    cohort = Cohort.load(args.encoded, gmt if needs_gmt else None)
+    splits = load_splits(args.splits, cohort, args.repeats, "train --repeats")
     summary = run_and_record(ModelSpec(args.model, mtype, cfg), cohort, splits, rec, train_cfg=train_cfg,
                              repeats=args.repeats, jobs=args.jobs, quiet=args.quiet)
     print(f"{args.model} ({mtype}): AUC {summary['auc_mean']:.3f} +- {summary['auc_sd']:.3f} over "

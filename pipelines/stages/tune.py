@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from pipelines.argtypes import count, number
-from pipelines.atomic import write_json
+from pipelines.atomic import precheck_output_file, write_json
 from pipelines.errors import EpiflowError
 from pipelines.params import load_params, section
 
@@ -100,10 +100,16 @@ def run(args) -> int:
     experiment = tcfg.get("experiment") or f"{study_prefix}-tune"
     if args.storage is None and tcfg.get("storage"):
         args.storage = str(tcfg["storage"])
+    inputs = [args.params, args.encoded, args.splits, args.gmt]
+    if args.metrics:
+        precheck_output_file(args.metrics, inputs, "--metrics")
 
     t0 = time.perf_counter()
     spec = build_spec(args, params)
     study_name = args.study_name or spec.name
+    if not args.metrics:
+        precheck_output_file(f"metrics/tune/{study_name}.json", inputs, "metrics")
+    tune.check_storage(args.storage)
     if args.rerun_best:
         study, _ = tune.load_study(args.storage, study_name)
         result = tune.rerun_best(spec, study, experiment, mlflow_on=not args.no_mlflow)

@@ -9,6 +9,7 @@ its data here.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 import numpy as np
 import scipy.sparse as sp
@@ -17,7 +18,7 @@ from pipelines.io.encoded import load_encoded
 from pipelines.errors import EpiflowError
 from pipelines.io.gmt import gene_pathway_index, read_gmt
 from pipelines.splits import Splits
-from pipelines.splits import label_hash, load_splits as _load_splits_file
+from pipelines.splits import check_labels, label_hash, load_splits as _load_splits_file
 from pipelines.zoo import load_gene_gene_edges
 
 
@@ -64,13 +65,14 @@ class Cohort:
     def load(cls, encoded, gmt=None) -> "Cohort":
         """The cohort of an ``epiflow encode`` folder; with ``gmt``, its gene -> pathway index."""
         enc = load_encoded(encoded)
+        y = check_labels(enc.samples, Path(encoded) / "samples.tsv")
         inputs = [str(encoded)]
         gene_pathways, names = None, ()
         if gmt:
             gene_pathways, names = gene_pathway_index(enc.genes, read_gmt(gmt))
             inputs.append(str(gmt))
         return cls(counts=enc.counts.tocsr(), variants=enc.variants.tocsr(),
-                   y=enc.samples["y"].to_numpy().astype(np.int64),
+                   y=y,
                    sample_ids=enc.samples["sample_id"].astype(str).to_numpy(),
                    genes=tuple(enc.genes), classes=tuple(enc.classes), gene_pathways=gene_pathways,
                    pathway_names=tuple(names), inputs=tuple(inputs))

@@ -97,6 +97,12 @@ def resolve_jobs(jobs: int, n_folds: int, device: str = "auto") -> int:
     return max(1, min(jobs, n_folds))
 
 
+def check_device(device: str | None, where: str = "train.device") -> None:
+    """Refuse, before any work, a torch device this machine does not have (one line)."""
+    if device == "cuda" and not _cuda_available():
+        raise EpiflowError(f"{where}: device 'cuda' requested but no CUDA device is available")
+
+
 def _cuda_available() -> bool:
     import importlib.util
 

@@ -17,13 +17,13 @@ table (fid, iid, ...). :meth:`GenotypeSet.load` reads any of the three genotype 
 from __future__ import annotations
 
 import gzip
-import json
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from models.jsonio import read_json
 from pipelines.encode import DosageMatrix, dosage_matrix_vcf
 from pipelines.errors import EpiflowError, InputError
 from pipelines.io.pheno import ID_COLUMNS, JoinReport, Table, as_case_control, join, read_table, trait_kind
@@ -368,7 +368,10 @@ class Phenotype:
             p = Path(spec)
             if p.is_dir():
                 if (p / "truth.json").is_file():
-                    truth = json.loads((p / "truth.json").read_text())
+                    truth = read_json(p / "truth.json", "planted-truth JSON of `epiflow ngg pheno`")
+                    if not isinstance(truth, dict):
+                        raise InputError(p / "truth.json", "not the planted truth of `epiflow ngg pheno` "
+                                                           "(a JSON object); rerun it")
                 p = p / "pheno.tsv"
                 if not p.is_file():
                     raise InputError(spec, "phenotype directory without pheno.tsv (run `epiflow ngg pheno`)")

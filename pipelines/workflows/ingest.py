@@ -53,6 +53,9 @@ def ingest_bed(bfile, out_dir, *, pheno=None, pheno_col="1", pheno_format: str =
                                                             covar_format, log)
     used = g if len(keep_idx) == g.n else g.subset(samples=keep_idx)
     stats = used.snp_stats()
+    if not int(stats.called.sum()):
+        raise EpiflowError(f"{bed}: no called genotype: every call of the {used.n} samples x {g.p} SNPs "
+                           "is missing")
     res = flt.apply(stats, used.snps)
     kept = np.flatnonzero(res.keep)
     P, n, p = g.p, used.n, len(kept)

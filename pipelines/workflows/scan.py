@@ -175,14 +175,16 @@ def load_scan_inputs(genotypes, *, pheno=None, pheno_col="1", pheno_format: str 
 
 
 def run_scan(genotypes: GenotypeSet, phenotype: Phenotype, spec: ScanSpec, *, covariates: Covariates | None = None,
-             checkpoint_dir=None, on_block: Callable | None = None, log: Callable = print) -> ScanResult:
+             checkpoint_dir=None, on_block: Callable | None = None, log: Callable = print,
+             on_start: Callable | None = None) -> ScanResult:
     """Run one scan (``spec.mode`` x ``spec.method``) on aligned, filtered inputs.
 
     genotypes: SNP-major int8 (-1 missing) of the used samples; phenotype: with its trait resolved
     (:meth:`Phenotype.with_trait`); covariates: adjusted for exactly in 1D and NGG, regressed out
     of the phenotype before a 2D exact scan. checkpoint_dir: where a 2D exact (or NGG) scan keeps
     its checkpoint; on_block(scan): called after every block of a 2D exact scan (after the
-    checkpoint), e.g. to stop it.
+    checkpoint), e.g. to stop it. on_start(): called once the inputs are validated, before any
+    work (the scan command creates and marks its output folder there).
     """
     if not is_aligned(genotypes, phenotype, covariates):
         raise ValueError("run_scan needs genotypes, phenotype and covariates on the same samples (use align())")
@@ -193,6 +195,8 @@ def run_scan(genotypes: GenotypeSet, phenotype: Phenotype, spec: ScanSpec, *, co
     if why:
         raise EpiflowError(f"{phenotype.path}: phenotype '{phenotype.column}': {why}; no scan was run")
     ckdir = None if checkpoint_dir is None else Path(checkpoint_dir)
+    if on_start is not None:
+        on_start()
     if spec.method == "ngg":
         return _run_ngg(genotypes, phenotype, covar, spec, ckdir)
     if spec.mode == "1d":
