@@ -68,3 +68,42 @@ def test_scan_command_refuses_in_one_line(tmp_path, capsys, mode, case):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and ("constant" in err[0] or "covariates explain" in err[0]), err
     assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+@pytest.mark.parametrize("make", [
+    lambda c: np.c_[c[:, 0], c[:, 0]],                           # a duplicated column
+    lambda c: np.c_[c[:, 0], c[:, 1], c[:, 0] - 2 * c[:, 1]],   # one column a combination of two
+    lambda c: np.c_[c[:, 0], 3 * c[:, 0] + 1],                   # a rescaled, shifted copy
+])
+def test_collinear_covariates_are_refused(make):
+    X, y = _data()
+    c = np.random.default_rng(2).normal(size=(len(y), 2))
+    covar = make(c)
+    with pytest.raises(ValueError, match="collinear covariates"):
+        scan_1d(X, y, covariates=covar)
+    with pytest.raises(ValueError, match="collinear covariates"):
+        ngg_fit(X.astype(float), y, covariates=covar, mode="1d", B=4, d=3, R=1, iters=5)
+
+
+def test_intercept_column_of_gemma_covariates_is_allowed():
+    """GEMMA's covariate files hold the intercept as a column of 1s: allowed, same results."""
+    X, y = _data()
+    c = np.random.default_rng(3).normal(size=(len(y), 1))
+    a = scan_1d(X, y, covariates=c)
+    b = scan_1d(X, y, covariates=np.c_[np.ones(len(y)), c])
+    np.testing.assert_allclose(b.p, a.p, rtol=1e-10)
+
+
+def test_collinear_covariates_through_scan_are_one_line(tmp_path, capsys):
+    X, y = _data(n=80, p=12)
+    write_bed(tmp_path / "g", X)
+    ids = [f"S{i:02d}" for i in range(len(y))]
+    c = np.random.default_rng(4).normal(size=len(y))
+    (tmp_path / "y.txt").write_text("".join(f"{i} {i} {float(v)!r}\n" for i, v in zip(ids, y)))
+    (tmp_path / "c.txt").write_text("".join(f"{i} {i} {float(v)!r} {float(v)!r}\n" for i, v in zip(ids, c)))
+    before = sorted(p.name for p in tmp_path.iterdir())
+    assert cli.main(["scan", "--bfile", str(tmp_path / "g"), "--pheno", str(tmp_path / "y.txt"), "--covar",
+                     str(tmp_path / "c.txt"), "--mode", "1d", "--out", str(tmp_path / "out"), "--device", "cpu"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "collinear covariates" in err[0], err
+    assert sorted(p.name for p in tmp_path.iterdir()) == before

@@ -103,7 +103,41 @@ def covariate_basis(n: int, covariates=None, tol: float = 1e-10, standardize: bo
     q, r = np.linalg.qr(m)
     d = np.abs(np.diag(r))
     keep = d > tol * max(1.0, d.max())
-    return np.ascontiguousarray(q[:, keep])
+    if keep.all():
+        return np.ascontiguousarray(q)
+    # rank-deficient (a constant column: GEMMA's intercept): plain QR's columns after a dependent
+    # column need not span the others, so the basis comes from a column-pivoted QR
+    from scipy import linalg
+
+    q, r, _ = linalg.qr(m, mode="economic", pivoting=True)
+    d = np.abs(np.diag(r))
+    rank = int((d > tol * max(1.0, d[0])).sum())
+    return np.ascontiguousarray(q[:, :rank])
+
+
+def collinear_covariates(covariates, tol: float = 1e-8) -> str | None:
+    """Why the covariates cannot all be estimated, or None. A constant column is the intercept
+    (GEMMA's covariate files carry it as a column of 1s) and is allowed; any other column that
+    is a linear combination of the intercept and the columns before it (a duplicate, a sum of
+    others) is reported, 1-based: its coefficient would not be defined."""
+    c = np.asarray(covariates, dtype=np.float64)
+    if c.ndim == 1:
+        c = c[:, None]
+    if not np.isfinite(c).all():
+        return None   # the caller's own missing-value check speaks
+    sd = c.std(axis=0)
+    basis = [np.ones(c.shape[0]) / np.sqrt(c.shape[0])]
+    for j in range(c.shape[1]):
+        if sd[j] == 0:
+            continue
+        v = (c[:, j] - c[:, j].mean()) / sd[j]
+        r = v - np.column_stack(basis) @ (np.column_stack(basis).T @ v)
+        norm = float(np.linalg.norm(r))
+        if norm <= tol * np.sqrt(c.shape[0]):
+            return (f"covariate column {j + 1} of {c.shape[1]} is a linear combination of the intercept "
+                    f"and the columns before it (collinear covariates): drop it")
+        basis.append(r / norm)
+    return None
 
 
 def phenotype_problem(y, covariates=None, rel_tol: float = 1e-10) -> str | None:
@@ -121,6 +155,9 @@ def phenotype_problem(y, covariates=None, rel_tol: float = 1e-10) -> str | None:
     if tss == 0.0 or tss <= rel_tol * float(y @ y):
         return f"the phenotype is constant over the {n} samples"
     if covariates is not None:
+        why = collinear_covariates(covariates)
+        if why:
+            return why
         Q = covariate_basis(n, covariates)
         r = y - Q @ (Q.T @ y)
         rss = float(r @ r)
