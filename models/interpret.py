@@ -638,7 +638,9 @@ def truth_metrics(gene_rank_names: Sequence[str], pair_rank_names: Sequence[tupl
       min(k, #ranked); NaN when no additive gene is planted or nothing is ranked.
     - recall_at_k: planted genes (additive, pair and module genes) in the top k, divided by the
       number of planted genes; NaN when none is planted.
-    - additive_genes / additive_gene_ranks, pairs / pair_ranks, module_pathways /
+    - additive_genes / additive_gene_ranks, pairs / pair_ranks / pair_gene_ranks (the
+      importance rank of each gene of a planted pair: a pair is scored only when both genes
+      are among the top genes), module_pathways /
       module_pathway_ranks, module_genes / module_gene_ranks: names and ranks in truth order.
     - k, n_additive, n_planted_genes.
     """
@@ -674,6 +676,7 @@ def truth_metrics(gene_rank_names: Sequence[str], pair_rank_names: Sequence[tupl
         "additive_gene_ranks": [gene_rank.get(g) for g in additive],
         "pairs": [list(p) for p in pairs],
         "pair_ranks": [pair_rank.get(frozenset(p)) for p in pairs],
+        "pair_gene_ranks": [[gene_rank.get(g) for g in p] for p in pairs],
         "module_pathways": [pw for pw, _ in modules],
         "module_pathway_ranks": [pw_rank.get(pw) if pw is not None else None for pw, _ in modules],
         "module_genes": [mg for _, mg in modules],
