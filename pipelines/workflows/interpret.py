@@ -262,7 +262,8 @@ def _confirm(pairs: pd.DataFrame, cohort: Cohort, fitted, variant_table, setting
         for j, gs in enumerate(genes_of):
             for g in gs:
                 var_cols.setdefault(g, []).append(j)
-    cols = {c: [] for c in ("burden_beta", "burden_p", "n_heldout", "snp_a", "snp_b", "snp_beta", "snp_p", "n_snp_pairs")}
+    snp_cols = ("snp_a", "snp_b", "snp_beta", "snp_p", "n_snp_pairs", "snp_p_bonferroni")
+    cols = {c: [] for c in ("burden_beta", "burden_p", "n_heldout", *snp_cols)}
     for i, row in enumerate(pairs.itertuples()):
         if i >= settings.max_confirm:
             for c in cols:
@@ -274,7 +275,7 @@ def _confirm(pairs: pd.DataFrame, cohort: Cohort, fitted, variant_table, setting
         cols["burden_p"].append(t["p"])
         cols["n_heldout"].append(t["n"])
         best = _best_variant_pair(cohort, idx, y, var_cols, row.gene_a, row.gene_b, variant_table)
-        for c in ("snp_a", "snp_b", "snp_beta", "snp_p", "n_snp_pairs"):
+        for c in snp_cols:
             cols[c].append(best[c])
     return pairs.assign(**cols)
 
@@ -284,7 +285,8 @@ def _best_variant_pair(cohort: Cohort, idx, y, var_cols, ga: str, gb: str, vt) -
     over every variant pair of the two genes on the held-out samples: the strongest pair."""
     from scipy import stats as sps
 
-    none = {"snp_a": "", "snp_b": "", "snp_beta": np.nan, "snp_p": np.nan, "n_snp_pairs": 0}
+    none = {"snp_a": "", "snp_b": "", "snp_beta": np.nan, "snp_p": np.nan, "n_snp_pairs": 0,
+            "snp_p_bonferroni": np.nan}
     if var_cols is None or ga not in var_cols or gb not in var_cols:
         return none
     ja, jb = var_cols[ga], var_cols[gb]
@@ -318,4 +320,6 @@ def _best_variant_pair(cohort: Cohort, idx, y, var_cols, ga: str, gb: str, vt) -
                     return str(r["id"]) if str(r["id"]) not in (".", "", "nan") else f"{r['chrom']}:{r['pos']}:{r['ref']}>{r['alt']}"
                 best = {"snp_a": vid(i), "snp_b": vid(j), "snp_beta": float(beta[3]), "snp_p": p}
     best["n_snp_pairs"] = n_pairs
+    # the best of n_pairs tests: Bonferroni over the pairs tested
+    best["snp_p_bonferroni"] = min(1.0, best["snp_p"] * n_pairs) if np.isfinite(best["snp_p"]) else np.nan
     return best
