@@ -132,6 +132,15 @@ def _rows_per_pass(net, G: int, C: int) -> int:
     return max(1, _ELEMENT_BUDGET // max(1, G * (hidden + C)))
 
 
+def _attribution_setup(net, stats: Standardiser, X_test, n_classes: int):
+    """(X, C, G, n, device, logit function, (1, C*G) baseline row, rows per pass) for the
+    gradient attributions."""
+    X, C, G = _check_inputs(net, stats, X_test, n_classes)
+    dev = _device(net)
+    base = torch.as_tensor(baseline_row(stats), device=dev).unsqueeze(0)
+    return X, C, G, X.shape[0], dev, _logit_fn(net), base, _rows_per_pass(net, G, C)
+
+
 def _chunks(n: int, size: int) -> Iterable[np.ndarray]:
     size = max(1, int(size))
     for i in range(0, n, size):
@@ -201,12 +210,7 @@ def gene_attributions(net, stats: Standardiser, X_test, n_classes: int, *, metho
         raise ValueError(f"unknown attribution method '{method}'; valid: {', '.join(METHODS)}")
     from captum.attr import GradientShap, IntegratedGradients
 
-    X, C, G = _check_inputs(net, stats, X_test, n_classes)
-    n = X.shape[0]
-    dev = _device(net)
-    f = _logit_fn(net)
-    base = torch.as_tensor(baseline_row(stats), device=dev).unsqueeze(0)
-    per_pass = _rows_per_pass(net, G, C)
+    X, C, G, n, dev, f, base, per_pass = _attribution_setup(net, stats, X_test, n_classes)
     gene_abs = torch.zeros(G, dtype=torch.float64, device=dev)
     gene_signed = torch.zeros(G, dtype=torch.float64, device=dev)
     class_abs = torch.zeros(C, dtype=torch.float64, device=dev)
@@ -270,12 +274,7 @@ def pathway_importance(net, stats: Standardiser, X_test, n_classes: int, *, n_st
         return None
     from captum.attr import LayerIntegratedGradients
 
-    X, C, G = _check_inputs(net, stats, X_test, n_classes)
-    n = X.shape[0]
-    dev = _device(net)
-    f = _logit_fn(net)
-    base = torch.as_tensor(baseline_row(stats), device=dev).unsqueeze(0)
-    per_pass = _rows_per_pass(net, G, C)
+    X, C, G, n, dev, f, base, per_pass = _attribution_setup(net, stats, X_test, n_classes)
     total = None
     lig = LayerIntegratedGradients(f, layer)
     with _eval_mode(net), torch.enable_grad():
@@ -623,6 +622,16 @@ def _module(entry) -> tuple[str | None, list]:
     if genes is None:
         genes = [_gene_name(e) for e in entry.get("gene_info", [])]
     return (None if pw is None else str(pw)), [str(g) for g in genes if g is not None]
+
+
+def planted(truth: dict) -> tuple[set, set, set]:
+    """(planted gene names: additive, pair and module genes; planted pairs as frozensets;
+    planted module pathway names) of a truth dict, in the layouts :func:`truth_metrics` reads."""
+    additive = [g for g in (_gene_name(e) for e in (truth.get("additive_genes") or [])) if g]
+    pairs = [p for p in (_pair_names(e) for e in (truth.get("epistatic_pairs") or [])) if p]
+    modules = [_module(e) for e in (truth.get("pathway_modules") or [])]
+    genes = set(additive) | {g for p in pairs for g in p} | {g for _, mg in modules for g in mg}
+    return genes, {frozenset(p) for p in pairs}, {pw for pw, _ in modules if pw is not None}
 
 
 def truth_metrics(gene_rank_names: Sequence[str], pair_rank_names: Sequence[tuple],

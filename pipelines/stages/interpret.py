@@ -37,16 +37,9 @@ def add_arguments(p):
 
 
 def _planted(truth: dict | None):
-    if not truth:
-        return set(), set(), set()
-    genes = {g["gene"] for g in truth.get("additive_genes", []) if "gene" in g}
-    pairs = {frozenset(p["genes"]) for p in truth.get("epistatic_pairs", []) if len(p.get("genes", ())) == 2}
-    modules = truth.get("pathway_modules", []) or []
-    for p in pairs:
-        genes |= set(p)
-    for m in modules:
-        genes |= set(m.get("genes", []))
-    return genes, pairs, {m["pathway"] for m in modules if "pathway" in m}
+    from models.interpret import planted
+
+    return planted(truth) if truth else (set(), set(), set())
 
 
 def run(args) -> int:
