@@ -1,28 +1,40 @@
-"""CPU benchmark of the exact 2D scan against PLINK 1.9 ``--epistasis`` on the same machine and inputs.
+"""Whole-command CPU benchmark of ``epiflow scan`` against PLINK on the same files and machine.
 
-(a) mouse_hs1940 (GEMMA example data), phenotype column 1 (CD8, 1,410 mice), every SNP PLINK
-    tests (9,282 polymorphic autosomal SNPs with a position, 43 million pairs). PLINK 1.9 runs with
-    its defaults (``--epi1 0.0001`` report threshold) and as many threads as this package; this
-    package runs the full scan with a top-1000 list, per-SNP best partners, chromosome-pair
-    summaries and the map pyramid. Goal: >= 10x faster. Also times ``plink2 --glm`` against the
-    1D scan. Both tools see the same machine in the same run; the load average is recorded,
-    because other work on a shared machine slows both.
+Both tools run as whole commands from a shell, on the same decompressed PLINK fileset and the same
+phenotype file, interleaved (``--repeats`` rounds: PLINK, then each epiflow variant); wall-clock
+time and CPU time (user + system of the child process and its children, from
+``getrusage(RUSAGE_CHILDREN)``) are recorded for every run, and the fastest run of each counts.
+Everything a command does is inside its time: interpreter start, imports, reading and filtering
+the .bed, the scan, writing every output.
 
-    python benchmarks/bench_scan_cpu.py --data ../shared/data/gemma --out benchmarks/results
+(a) 2D, quantitative trait: mouse_hs1940 (GEMMA example data) phenotype column 1 (CD8, 1,410
+    mice), every SNP PLINK tests (9,282 polymorphic autosomal SNPs with a position; 43 million
+    pairs): ``plink1.9 --epistasis`` (its defaults: pairs with p < 1e-4 written) against
+    ``epiflow scan --mode 2d --top 1000`` with ``--no-plots`` (tables, per-SNP best partners,
+    chromosome-pair summaries, map pyramid, summary.json: more than PLINK writes) and, timed
+    too, with its figures (the command's default). Goal: >= 10x (wall). The top 200 pairs must
+    be the same and STAT equal within PLINK's printed precision (6 significant digits).
+(b) 2D, case/control trait: phenotype column 4 (757 mice with a 0/1 value, coded 1/2 for PLINK),
+    the first ``--cc-snps`` SNPs of the .bim (PLINK's logistic ``--epistasis`` is slow): same
+    comparison (OR_INT, STAT). PLINK fits this logistic model in single precision, so its STAT
+    differs from the float64 fit here by up to ~3e-5 relative (beyond its printed digits) and pairs
+    tied that closely at the 200th place may swap.
+(c) 1D: ``plink2 --glm allow-no-covars`` against ``epiflow scan --mode 1d --no-plots`` on (a)'s
+    phenotype (goal: at least as fast).
 
-The two tools run interleaved (``--repeats`` times each) and the fastest run of each counts, for
-wall-clock and for CPU time (user + system, children included) separately. Library imports of this
-package (NumPy, SciPy, PyTorch for the int8 GEMMs) happen once before timing and are reported as
-``ours_seconds_imports``; PLINK's process start is inside its time. ``--cpus 0,1`` pins both tools
-to those cores (for a like-for-like 2-core run on a larger host).
+    .venv/bin/python benchmarks/bench_scan_cpu.py [--repeats 2] [--cpus 0,1]
 
-Writes ``scan_cpu.json``; prints a table last. Needs the Debian packages plink1.9 and plink2.
+The machine may be shared: the load average before and after each run is recorded; other work
+slows both tools. ``--cpus 0,1`` pins both to those cores (a like-for-like 2-core run on a larger
+host). Writes ``benchmarks/results/scan_cpu.json`` and prints a table last. Needs plink1.9 (and
+plink2 for (c)).
 """
 from __future__ import annotations
 
 import argparse
 import gzip
 import json
+import math
 import os
 import platform
 import resource
@@ -37,93 +49,117 @@ import numpy as np
 import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+EPIFLOW = ROOT / ".venv" / "bin" / "epiflow"
 
 
-def _child_cpu():
+def _child_cpu() -> float:
     r = resource.getrusage(resource.RUSAGE_CHILDREN)
     return r.ru_utime + r.ru_stime
 
 
-def _run(cmd):
+def _timed(cmd: list, what: str) -> dict:
+    """One whole command: wall and CPU seconds (the child and everything it started)."""
+    load0 = os.getloadavg()[0]
     c0, t0 = _child_cpu(), time.perf_counter()
-    subprocess.run(cmd, check=True, capture_output=True)
-    return time.perf_counter() - t0, _child_cpu() - c0
+    p = subprocess.run([str(c) for c in cmd], capture_output=True, text=True)
+    wall, cpu = time.perf_counter() - t0, _child_cpu() - c0
+    if p.returncode != 0:
+        raise SystemExit(f"{what} failed ({p.returncode}): {(p.stderr or p.stdout).strip()[-2000:]}")
+    run = {"wall": wall, "cpu": cpu, "load_before": load0, "load_after": os.getloadavg()[0]}
+    print(f"  {what:34s} {wall:7.2f} s wall {cpu:7.2f} s CPU  (load {load0:.1f} -> {run['load_after']:.1f})",
+          flush=True)
+    return run
 
 
-def _bench_2d(args, tmp: Path, inp, threads: int, t_load: float) -> dict:
-    """PLINK 1.9 --epistasis and run_scan (2D), interleaved; the fastest run of each counts."""
-    from pipelines.workflows.scan import ScanSpec, run_scan  # imported (and timed) by main
+def _printed_tolerance(v: np.ndarray, digits: int = 6) -> np.ndarray:
+    """Half a unit in the last place of a number printed with ``digits`` significant digits (%g)."""
+    v = np.abs(np.asarray(v, dtype=np.float64))
+    e = np.floor(np.log10(np.where(v > 0, v, 1.0)))
+    return 0.5 * 10.0 ** (e - digits + 1)
 
-    G = inp.genotypes.dosage
+
+def _agreement(ours: pd.DataFrame, ref_path: Path, effect: str, ref_effect: str, k: int, log_effect: bool) -> dict:
+    """Top-k pairs of both tools: same pairs (up to ties at the cut), STAT within PLINK's printed digits."""
+    ref = pd.read_csv(ref_path, sep=r"\s+")
+    ref = ref[np.isfinite(ref["STAT"])].sort_values("STAT", ascending=False, kind="stable")
+    key = lambda a, b: [f"{min(x, y)}\t{max(x, y)}" for x, y in zip(a, b)]  # noqa: E731
+    ref["key"] = key(ref["SNP1"], ref["SNP2"])
+    ours = ours.copy()
+    ours["key"] = key(ours["snp1"], ours["snp2"])
+    top_o, top_r = ours.head(k), ref.head(k)
+    m = top_o.merge(ref, on="key", how="left")
+    found = int(m["STAT"].notna().sum())
+    tol = _printed_tolerance(m["STAT"])
+    stat_ok = bool((np.abs(m["stat"] - m["STAT"]) <= tol * 1.0001).all())
+    eff_ours = m[effect].to_numpy()
+    eff_ref = np.log(m[ref_effect].to_numpy()) if log_effect else m[ref_effect].to_numpy()
+    eff_tol = (_printed_tolerance(m[ref_effect]) / np.abs(m[ref_effect]) if log_effect
+               else _printed_tolerance(m[ref_effect]))
+    eff_ok = bool((np.abs(eff_ours - eff_ref) <= eff_tol * 1.0001 + 1e-12).all())
+    # same set of pairs: only pairs tied (within printed precision) with the k-th may differ
+    cut = float(top_r["STAT"].iloc[-1]) if len(top_r) else math.inf
+    diff = set(top_o["key"]) ^ set(top_r["key"])
+    stat_of = dict(zip(ref["key"], ref["STAT"])) | dict(zip(ours["key"], ours["stat"]))
+    only_ties = all(abs(stat_of.get(d, -1.0) - cut) <= _printed_tolerance(cut) * 1.0001 for d in diff)
+    return {"k": k, "found_in_plink_output": found, "same_pairs": only_ties, "pairs_differing": len(diff),
+            "stat_within_printed_precision": stat_ok, "effect_within_printed_precision": eff_ok,
+            "max_abs_diff_stat": float(np.nanmax(np.abs(m["stat"] - m["STAT"]))) if found else None,
+            "max_rel_diff_stat": float(np.nanmax(np.abs(m["stat"] - m["STAT"]) / m["STAT"])) if found else None}
+
+
+def _bench_2d(tag: str, args, tmp: Path, pheno: Path, extract: Path | None, threads: int) -> dict:
     plink1 = shutil.which(args.plink1)
-    plink_runs, ours = [], []
-    for _ in range(args.repeats):
-        wall, cpu = _run([plink1, "--bfile", str(tmp / "m"), "--pheno", str(tmp / "cd8.txt"), "--epistasis",
-                          "--allow-no-sex", "--threads", str(threads), "--out", str(tmp / "epi")])
-        plink_runs.append({"wall": wall, "cpu": cpu, "load": os.getloadavg()[0]})
-        print(f"  plink1.9 --epistasis: {wall:.1f} s wall, {cpu:.1f} s CPU, load {os.getloadavg()[0]:.1f}", flush=True)
-        for workers in args.workers.split(","):
-            c0, t0, k0 = time.process_time(), time.perf_counter(), _child_cpu()
-            spec = ScanSpec(mode="2d", top=1000, device="cpu", threads=threads, workers=workers)
-            r = run_scan(inp.genotypes, inp.phenotype, spec, log=lambda msg: None)
-            ours.append({"workers": workers, "wall": time.perf_counter() - t0,
-                         "cpu": time.process_time() - c0 + _child_cpu() - k0, "load": os.getloadavg()[0]})
-            print(f"  epiflow exact 2D ({workers}): {ours[-1]['wall']:.1f} s wall, {ours[-1]['cpu']:.1f} s CPU, "
-                  f"load {ours[-1]['load']:.1f}", flush=True)
-    log = (tmp / "epi.log").read_text()
+    ext = ["--extract", extract] if extract else []
+    plink_cmd = [plink1, "--bfile", tmp / "m", "--pheno", pheno, *ext, "--epistasis", "--allow-no-sex",
+                 "--threads", threads, "--out", tmp / f"epi_{tag}"]
+    variants = {"no_plots": ["--no-plots"], "with_figures": []}
+    if args.skip_figures:
+        variants.pop("with_figures")
+    runs = {"plink": [], **{v: [] for v in variants}}
+    for r in range(args.repeats):
+        runs["plink"].append(_timed(plink_cmd, f"{tag} plink1.9 --epistasis"))
+        for v, extra in variants.items():
+            out = tmp / f"ours_{tag}_{v}"
+            shutil.rmtree(out, ignore_errors=True)
+            cmd = [EPIFLOW, "scan", "--bfile", tmp / "m", "--pheno", pheno, *ext, "--mode", "2d", "--top", "1000",
+                   "--device", "cpu", "--jobs", threads, "--out", out, *extra]
+            runs[v].append(_timed(cmd, f"{tag} epiflow scan --mode 2d {' '.join(extra)}"))
+    cc = tag == "cc"
+    ours = pd.read_csv(tmp / f"ours_{tag}_no_plots" / "top_pairs.tsv", sep="\t")
+    summary = json.loads((tmp / f"ours_{tag}_no_plots" / "summary.json").read_text())
+    log = (tmp / f"epi_{tag}.log").read_text()
     n_valid = int(next(ln for ln in log.splitlines() if "valid tests performed" in ln).split()[0])
-    ref = pd.read_csv(tmp / "epi.epi.qt", sep=r"\s+")
-    # agreement with PLINK on the pairs it reports
-    top = r.top.rename(columns={"snp1": "SNP1", "snp2": "SNP2", "beta_int": "beta"})[["SNP1", "SNP2", "stat", "beta"]]
-    m = top.merge(ref, on=["SNP1", "SNP2"], how="left")
-    rel_stat = (m["stat"] - m["STAT"]).abs() / m["STAT"]
-    rel_beta = (m["beta"] - m["BETA_INT"]).abs() / m["BETA_INT"].abs()
-    pw = min(x["wall"] for x in plink_runs)
-    ow = min(x["wall"] for x in ours)
-    return {
-        "n_snps": int(G.shape[0]), "n_samples": int(G.shape[1]), "n_pairs": int(r.numbers["n_pairs"]),
-        "tile": r.numbers["tile"], "plink_valid_tests": n_valid, "ours_tested": int(r.numbers["n_tested"]),
-        "plink_runs": plink_runs, "ours_runs": ours,
-        "ours_seconds_load_inputs": t_load, "plink_wall": pw, "ours_wall": ow, "speedup_wall": pw / ow,
-        "plink_cpu": min(x["cpu"] for x in plink_runs), "ours_cpu": min(x["cpu"] for x in ours),
-        "speedup_cpu_time": min(x["cpu"] for x in plink_runs) / min(x["cpu"] for x in ours),
-        "ours_pairs_per_second": r.numbers["n_pairs"] / ow, "plink_pairs_per_second": n_valid / pw,
-        "top1000_found_in_plink_output": int(m["STAT"].notna().sum()),
-        "top1000_max_rel_diff_stat": float(rel_stat.max()), "top1000_max_rel_diff_beta": float(rel_beta.max()),
-        "goal_speedup": 10.0,
-    }
+    agree = _agreement(ours, tmp / f"epi_{tag}.epi.{'cc' if cc else 'qt'}", "log_or_int" if cc else "beta_int",
+                       "OR_INT" if cc else "BETA_INT", 200, cc)
+    best = {k: {"wall": min(x["wall"] for x in v), "cpu": min(x["cpu"] for x in v)} for k, v in runs.items()}
+    res = {"n_snps": summary["filters"]["n_snps_used"], "n_samples": summary["n_samples"],
+           "n_pairs": summary["n_pairs"], "plink_valid_tests": n_valid, "ours_tested": summary["n_tested"],
+           "runs": runs, "best": best, "top200": agree, "ours_seconds_scan_in_command": summary["seconds_scan"]}
+    for v in variants:
+        res[f"speedup_wall_{v}"] = best["plink"]["wall"] / best[v]["wall"]
+        res[f"speedup_cpu_{v}"] = best["plink"]["cpu"] / best[v]["cpu"]
+    return res
 
 
-def _bench_1d(plink2: str, tmp: Path, inp, threads: int) -> dict:
-    """plink2 --glm against the exact 1D scan."""
-    from pipelines.workflows.scan import ScanSpec, run_scan
-
-    wall2, cpu2 = _run([plink2, "--bfile", str(tmp / "m"), "--pheno", str(tmp / "cd8.txt"), "--glm",
-                        "allow-no-covars", "--threads", str(threads), "--out", str(tmp / "glm")])
-    spec1 = ScanSpec(mode="1d", top=10, device="cpu")
-    run_scan(inp.genotypes.subset(snps=np.arange(10)), inp.phenotype, spec1)  # imports and first-call costs
-    t0 = time.perf_counter()
-    r1 = run_scan(inp.genotypes, inp.phenotype, spec1)
-    t1 = time.perf_counter() - t0
-    return {"n_snps": int(inp.genotypes.p), "plink2_wall": wall2, "ours_wall": t1,
-            "speedup_wall": wall2 / t1, "n_tests": r1.numbers["n_tests"]}
-
-
-def _report(res: dict, threads: int, int8: bool, t_imp: float) -> None:
-    s = res["scan_2d"]
-    print(f"2D exact, mouse_hs1940 ({s['n_snps']} SNPs, {s['n_samples']} mice, {s['n_pairs']:,} pairs, {threads} threads)")
-    print(f"  PLINK 1.9 --epistasis  {s['plink_wall']:8.1f} s wall {s['plink_cpu']:8.1f} s CPU  "
-          f"({s['plink_pairs_per_second']:.3g} pairs/s)")
-    print(f"  epiflow exact 2D       {s['ours_wall']:8.1f} s wall {s['ours_cpu']:8.1f} s CPU  "
-          f"({s['ours_pairs_per_second']:.3g} pairs/s; int8 GEMMs: {int8}; imports before timing {t_imp:.1f} s)")
-    print(f"  speedup {s['speedup_wall']:.1f}x wall, {s['speedup_cpu_time']:.1f}x CPU time (goal >= 10x); "
-          f"top-1000 vs PLINK: {s['top1000_found_in_plink_output']} found, max rel diff stat "
-          f"{s['top1000_max_rel_diff_stat']:.1e}, beta {s['top1000_max_rel_diff_beta']:.1e}")
-    if "scan_1d" in res:
-        d = res["scan_1d"]
-        print(f"1D: plink2 --glm {d['plink2_wall']:.2f} s, epiflow {d['ours_wall']:.2f} s ({d['speedup_wall']:.1f}x)")
-    print(f"load average start {res['load_avg_start'][0]:.1f}, end {res['load_avg_end'][0]:.1f}")
+def _bench_1d(args, tmp: Path, pheno: Path, threads: int) -> dict:
+    plink2 = shutil.which(args.plink2)
+    runs = {"plink2": [], "ours": []}
+    for _ in range(args.repeats):
+        runs["plink2"].append(_timed([plink2, "--bfile", tmp / "m", "--pheno", pheno, "--glm", "allow-no-covars",
+                                      "--threads", threads, "--out", tmp / "glm"], "1d plink2 --glm"))
+        out = tmp / "ours_1d"
+        shutil.rmtree(out, ignore_errors=True)
+        runs["ours"].append(_timed([EPIFLOW, "scan", "--bfile", tmp / "m", "--pheno", pheno, "--mode", "1d",
+                                    "--top", "100", "--device", "cpu", "--no-plots", "--out", out],
+                                   "1d epiflow scan --mode 1d --no-plots"))
+    ref = pd.read_csv(next(tmp.glob("glm*.glm.linear")), sep="\t")
+    ours = pd.read_parquet(tmp / "ours_1d" / "snps.parquet")
+    m = ours.merge(ref, left_on="snp", right_on="ID")
+    rel = np.abs(m["t"] - m["T_STAT"]) / np.abs(m["T_STAT"])
+    best = {k: {"wall": min(x["wall"] for x in v), "cpu": min(x["cpu"] for x in v)} for k, v in runs.items()}
+    return {"runs": runs, "best": best, "speedup_wall": best["plink2"]["wall"] / best["ours"]["wall"],
+            "speedup_cpu": best["plink2"]["cpu"] / best["ours"]["cpu"], "snps_compared": int(len(m)),
+            "max_rel_diff_t": float(rel.max())}
 
 
 def main(argv=None):
@@ -131,56 +167,74 @@ def main(argv=None):
     ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "gemma"))
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     ap.add_argument("--threads", type=int, default=0, help="threads for both tools (0: all cores)")
-    ap.add_argument("--repeats", type=int, default=2, help="runs of each tool, interleaved; the fastest counts")
-    ap.add_argument("--plink1", default="plink1.9", help="PLINK 1.9 executable")
-    ap.add_argument("--workers", default="auto", help="comma list of CPU worker modes to time: auto, process, thread")
-    ap.add_argument("--plink2", default="plink2", help="PLINK 2 executable (1D comparison; skipped if absent)")
-    ap.add_argument("--cpus", default="", help="comma list of CPU ids to pin both tools to (default: no pinning)")
+    ap.add_argument("--repeats", type=int, default=2, help="interleaved runs of each command; the fastest counts")
+    ap.add_argument("--plink1", default="plink1.9")
+    ap.add_argument("--plink2", default="plink2")
+    ap.add_argument("--cc-snps", type=int, default=2500, help="SNPs of the case/control comparison (0: skip it)")
+    ap.add_argument("--skip-figures", action="store_true", help="do not time the command with its figures")
+    ap.add_argument("--cpus", default="", help="comma list of CPU ids to pin both tools to")
     args = ap.parse_args(argv)
     if args.cpus:
-        os.sched_setaffinity(0, {int(c) for c in args.cpus.split(",")})  # inherited by PLINK
-    plink1 = shutil.which(args.plink1)
-    plink2 = shutil.which(args.plink2)
-    if plink1 is None:
+        os.sched_setaffinity(0, {int(c) for c in args.cpus.split(",")})  # inherited by the children
+    if shutil.which(args.plink1) is None:
         print(f"{args.plink1} not found (apt-get install plink1.9); skipping")
         return 0
-    t_imp = time.perf_counter()
-    import scipy.special  # noqa: F401
-
-    from models.scans.scan2d import int8_matmul
-    from pipelines.workflows.scan import load_scan_inputs, run_scan  # noqa: F401
-
-    int8 = int8_matmul() is not None  # imports PyTorch when present
-    t_imp = time.perf_counter() - t_imp
-
     threads = args.threads or len(os.sched_getaffinity(0))
-    data = Path(args.data)
-    out_dir = Path(args.out)
+    data, out_dir = Path(args.data), Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     res = {"host": platform.node(), "cpu_count": os.cpu_count(), "threads": threads,
-           "cpus": sorted(os.sched_getaffinity(0)), "load_avg_start": os.getloadavg(), "numpy": np.__version__,
-           "int8_gemm": int8, "ours_seconds_imports": t_imp}
+           "cpus": sorted(os.sched_getaffinity(0)), "load_avg_start": os.getloadavg(),
+           "method": "whole commands, interleaved; fastest of --repeats; CPU = user + system of the children"}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         for ext in ("bed", "bim", "fam"):
             with gzip.open(data / f"mouse_hs1940.{ext}.gz", "rb") as s, open(tmp / f"m.{ext}", "wb") as d:
                 shutil.copyfileobj(s, d)
         fam = pd.read_csv(tmp / "m.fam", sep=r"\s+", header=None, dtype=str, keep_default_na=False)
-        pd.DataFrame({0: fam[0], 1: fam[1], 2: fam[5].replace("NA", "-9")}).to_csv(
-            tmp / "cd8.txt", sep=" ", header=False, index=False)
-
-        # ---- inputs of this package: the same samples and SNPs
-        t0 = time.perf_counter()  # polymorphic SNPs with a position, samples with CD8 (as PLINK scans)
-        inp = load_scan_inputs(data / "mouse_hs1940", pheno=data / "mouse_hs1940.pheno.txt.gz", pheno_col="1",
-                               trait="qt", log=lambda msg: None)
-        t_load = time.perf_counter() - t0
-        res["scan_2d"] = _bench_2d(args, tmp, inp, threads, t_load)
-        if plink2:
-            res["scan_1d"] = _bench_1d(plink2, tmp, inp, threads)
+        ph = pd.read_csv(data / "mouse_hs1940.pheno.txt.gz", sep=r"\s+", header=None, dtype=str,
+                         keep_default_na=False)
+        qt = ph[0].replace("NA", "-9")  # column 1: CD8
+        cc = ph[3].map({"0": "1", "1": "2"}).fillna("-9")  # column 4: 0/1 -> PLINK's 1 control / 2 case
+        pd.DataFrame({0: fam[0], 1: fam[1], 2: qt}).to_csv(tmp / "qt.txt", sep=" ", header=False, index=False)
+        pd.DataFrame({0: fam[0], 1: fam[1], 2: cc}).to_csv(tmp / "cc.txt", sep=" ", header=False, index=False)
+        print(f"2D quantitative (CD8), {threads} threads:", flush=True)
+        res["qt_2d"] = _bench_2d("qt", args, tmp, tmp / "qt.txt", None, threads)
+        if args.cc_snps:
+            bim = pd.read_csv(tmp / "m.bim", sep=r"\s+", header=None, dtype={1: str})
+            (tmp / "cc_snps.txt").write_text("\n".join(bim[1].head(args.cc_snps)) + "\n")
+            print(f"2D case/control (column 4), first {args.cc_snps} SNPs:", flush=True)
+            res["cc_2d"] = _bench_2d("cc", args, tmp, tmp / "cc.txt", tmp / "cc_snps.txt", threads)
+        if shutil.which(args.plink2):
+            print("1D quantitative (CD8):", flush=True)
+            res["qt_1d"] = _bench_1d(args, tmp, tmp / "qt.txt", threads)
     res["load_avg_end"] = os.getloadavg()
     (out_dir / "scan_cpu.json").write_text(json.dumps(res, indent=1) + "\n")
-    _report(res, threads, int8, t_imp)
+    _report(res)
     return 0
+
+
+def _report(res: dict) -> None:
+    print(f"\nwhole commands, {res['threads']} threads, load average {res['load_avg_start'][0]:.1f} -> "
+          f"{res['load_avg_end'][0]:.1f} (fastest of the repeats)")
+    for tag, ref in (("qt_2d", "plink1.9 --epistasis"), ("cc_2d", "plink1.9 --epistasis (case/control)")):
+        if tag not in res:
+            continue
+        s = res[tag]
+        b = s["best"]
+        print(f"{tag}: {s['n_snps']} SNPs, {s['n_samples']} samples, {s['n_pairs']:,} pairs")
+        print(f"  {ref:38s} {b['plink']['wall']:7.2f} s wall {b['plink']['cpu']:7.2f} s CPU")
+        for v in ("no_plots", "with_figures"):
+            if v in b:
+                print(f"  epiflow scan --mode 2d ({v:12s}) {b[v]['wall']:7.2f} s wall {b[v]['cpu']:7.2f} s CPU  "
+                      f"-> {s[f'speedup_wall_{v}']:.1f}x wall, {s[f'speedup_cpu_{v}']:.1f}x CPU")
+        a = s["top200"]
+        print(f"  top 200: same pairs {a['same_pairs']} ({a['pairs_differing']} differ), STAT within printed "
+              f"precision {a['stat_within_printed_precision']} (max rel diff {a.get('max_rel_diff_stat') or 0:.1e}), "
+              f"effect {a['effect_within_printed_precision']}")
+    if "qt_1d" in res:
+        d = res["qt_1d"]
+        print(f"qt_1d: plink2 --glm {d['best']['plink2']['wall']:.2f} s wall, epiflow {d['best']['ours']['wall']:.2f} s "
+              f"-> {d['speedup_wall']:.2f}x wall, {d['speedup_cpu']:.2f}x CPU (max rel diff t {d['max_rel_diff_t']:.1e})")
 
 
 if __name__ == "__main__":

@@ -3,7 +3,12 @@
 * :func:`qt_stats`: linear y ~ 1 + a + b + ab from the pair's moments (sums of a, b, their squares
   and products, and of y times each), Wald chi-square of the interaction (PLINK 1.9 ``--epistasis``);
 * :func:`binary_stats`: logistic y ~ 1 + a + b + ab from 3 x 3 genotype cell counts of cases and of
-  all samples (PLINK 1.9 ``--epistasis`` on a case/control trait).
+  all samples (PLINK 1.9 ``--epistasis`` on a case/control trait);
+* :func:`qt_stats_covariates`: linear y ~ C + a + b + ab with k covariate columns (the intercept
+  among them) from the same moments and the projections of a, b, ab and y on the covariates;
+* :func:`fast_epistasis_stats`: PLINK 1.9 ``--fast-epistasis`` (its default, Ueki-Cordell
+  adjusted variant): the difference of two-locus allelic log odds ratios between cases and
+  controls, from the same 3 x 3 cell tables.
 
 The scan engines (:mod:`models.scans.scan2d`, :mod:`models.scans.scan2d_gpu`) compute the
 sufficient statistics from tile GEMMs; :mod:`models.scans.statistics` declares which statistic
@@ -14,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import special
 
-__all__ = ["qt_stats", "binary_stats", "chi2_sf1"]
+__all__ = ["qt_stats", "qt_stats_covariates", "binary_stats", "fast_epistasis_stats", "chi2_sf1"]
 
 
 def qt_stats(m: dict, xp=np, tol: float = 1e-10):
@@ -42,6 +47,40 @@ def qt_stats(m: dict, xp=np, tol: float = 1e-10):
     cWy = m["Saby"] - ma * m["Sby"] - mb * m["Say"] + ma * mb * m["Sy"] - my * cab
     w33 = sWW - cab * cab * ia
     return _chol3(caa, cbb, cab, sAAB, sABB, w33, cay, cby, cWy, cyy, N, xp, tol)
+
+
+def qt_stats_covariates(m: dict, pa, pb, pw, py, xp=np, tol: float = 1e-10):
+    """Interaction effect, Wald chi-square and validity of y ~ C + a + b + ab (complete genotypes).
+
+    Frisch-Waugh-Lovell: the interaction's estimate and test are those of the regression of the
+    residuals of y on the residuals of a, b and w = ab, all residualised on the covariate space
+    spanned by the orthonormal (n x k) basis Q (which holds the intercept). Residual cross products
+    are raw cross products minus projected ones, u~'v~ = u'v - (Q'u)'(Q'v), so every pair needs
+    only the raw moments of :func:`qt_stats` (``N, Saa, Sbb, Sab, Saab, Sabb, Saabb, Say, Sby,
+    Saby, Syy``; ``N`` the sample count, the same for every pair) and
+    pa = Q'a (ta, k), pb = Q'b (tb, k), pw = Q'(ab) (k, ta, tb) and py = Q'y (k,). The residual
+    degrees of freedom are N - k - 3. Returns (beta, stat, valid) as :func:`qt_stats`.
+    """
+    k = int(py.shape[0])
+    caa = m["Saa"] - (pa * pa).sum(axis=1)[:, None]
+    cbb = m["Sbb"] - (pb * pb).sum(axis=1)[None, :]
+    cab = m["Sab"] - pa @ pb.T
+    sAAB = m["Saab"] - xp.einsum("kij,ik->ij", pw, pa)
+    sABB = m["Sabb"] - xp.einsum("kij,jk->ij", pw, pb)
+    w33 = m["Saabb"] - xp.einsum("kij,kij->ij", pw, pw)
+    cay = m["Say"] - (pa @ py)[:, None]
+    cby = m["Sby"] - (pb @ py)[None, :]
+    cWy = m["Saby"] - xp.tensordot(py, pw, axes=1)
+    cyy = m["Syy"] - float(py @ py)
+    # a SNP (almost) in the covariate space is untestable: judged against its own centred scale,
+    # not the absolute 1.0 of the pivot check, since its residual is round-off of that scale
+    na, nb = pa.shape[0], pb.shape[0]
+    N = m["N"]
+    ca0 = m["Saa"] - m["Sa"] * m["Sa"] / N
+    cb0 = m["Sbb"] - m["Sb"] * m["Sb"] / N
+    caa = xp.where(caa > 1e-9 * ca0, caa, 0.0) * xp.ones((na, nb))
+    cbb = xp.where(cbb > 1e-9 * cb0, cbb, 0.0)
+    return _chol3(caa, cbb, cab, sAAB, sABB, w33, cay, cby, cWy, cyy, N - k + 1.0, xp, tol)
 
 
 def _chol3(caa, cbb, cab, sAAB, sABB, w33, cay, cby, cWy, cyy, N, xp, tol):
@@ -169,3 +208,51 @@ def binary_stats(cases, total, xp=np, max_iter: int = 25, tol: float = 1e-10):
 
 
 chi2_sf1 = _chi2_sf1
+
+
+def _allelic_log_or(t, xp):
+    """Two-locus allelic log odds ratio and its variance from 3 x 3 genotype counts t[..., a, b].
+
+    Each sample contributes its 2 x 2 = 4 allele pairs: a double homozygote 4 to one cell, a
+    single heterozygote 2 to each of two cells, the double heterozygote 1 to every cell. The
+    variance is the delta-method one of Ueki and Cordell (2012), which counts each genotype cell
+    once (not the naive 1/c11 + 1/c12 + 1/c21 + 1/c22 of the allele table). A table with an empty
+    genotype cell gets 0.5 added to every genotype cell (4.5 to every allele cell).
+    """
+    n = [[t[..., a, b] for b in range(3)] for a in range(3)]
+    c11 = 4 * n[0][0] + 2 * (n[0][1] + n[1][0]) + n[1][1]
+    c12 = 4 * n[0][2] + 2 * (n[0][1] + n[1][2]) + n[1][1]
+    c21 = 4 * n[2][0] + 2 * (n[1][0] + n[2][1]) + n[1][1]
+    c22 = 4 * n[2][2] + 2 * (n[1][2] + n[2][1]) + n[1][1]
+    empty = xp.zeros(c11.shape, dtype=bool)
+    for a in range(3):
+        for b in range(3):
+            empty = empty | (n[a][b] == 0)
+    add = xp.where(empty, 0.5, 0.0)
+    c11, c12, c21, c22 = (c + 9.0 * add for c in (c11, c12, c21, c22))
+    r11, r12, r21, r22 = 1.0 / c11, 1.0 / c12, 1.0 / c21, 1.0 / c22
+    log_or = xp.log(c11 * c22 * r12 * r21)
+    m = [[n[a][b] + add for b in range(3)] for a in range(3)]
+    var = (4.0 * (4.0 * (r11 * r11 * m[0][0] + r12 * r12 * m[0][2] + r21 * r21 * m[2][0] + r22 * r22 * m[2][2])
+                  + (r11 - r12) ** 2 * m[0][1] + (r11 - r21) ** 2 * m[1][0]
+                  + (r22 - r12) ** 2 * m[1][2] + (r22 - r21) ** 2 * m[2][1])
+           + (r11 - r12 - r21 + r22) ** 2 * m[1][1])
+    return log_or, var
+
+
+def fast_epistasis_stats(cases, total, xp=np):
+    """PLINK 1.9 ``--fast-epistasis`` (default mode) from 3 x 3 cell counts of cases and all samples.
+
+    STAT = (log OR_cases - log OR_controls)^2 / (var_cases + var_controls), a 1-df chi-square,
+    where OR is the two-locus allelic odds ratio of each group (:func:`_allelic_log_or`). Returns
+    (difference of log odds ratios, STAT, valid); the sign of the difference follows the dosage
+    coding (it flips with either SNP's allele coding; STAT does not).
+    """
+    lc, vc = _allelic_log_or(cases, xp)
+    lt, vt = _allelic_log_or(total - cases, xp)
+    diff = lc - lt
+    with np.errstate(all="ignore"):
+        stat = diff * diff / (vc + vt)
+    ok = xp.isfinite(stat)
+    return xp.where(ok, diff, xp.nan), xp.where(ok, stat, xp.nan), ok
+

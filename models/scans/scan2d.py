@@ -52,9 +52,11 @@ Case/control traits use the cell counts of cases and of all samples (3 x 3 table
 exact GEMMs) and fit the logistic model of PLINK 1.9 ``--epistasis`` by Newton's method per pair
 (see ``binary_stats``): OR_INT and STAT agree with PLINK wherever the maximum-likelihood estimate
 exists; pairs with (quasi-)complete separation, for which PLINK prints arbitrary finite numbers,
-are reported as untestable. PLINK's ``--fast-epistasis`` (its Ueki/BOOST-style approximations) is
-not reproduced: its statistic is an approximation by design, and the exact logistic test above is
-what the tables afford at the same cost.
+are reported as untestable. PLINK's ``--fast-epistasis`` statistic (its default, Ueki-Cordell
+adjusted test: the case/control difference of two-locus allelic log odds ratios) comes from the
+same tables (``statistic="fast_epistasis"``, see
+:func:`~models.scans.pair_stats.fast_epistasis_stats`); it needs no iterations, so it runs at
+the cost of the cell GEMMs alone.
 
 Statistics: the per-pair statistic is a declared :class:`models.scans.statistics.ScanStatistic`
 (the trait's default, or ``Scan2D(..., statistic=name)``): its ``inputs`` say which sufficient
@@ -67,7 +69,19 @@ Parallelism: the CPU path splits each block's tile pairs over worker threads (fo
 processes from 4 cores, or with ``workers="process"``) that return only tile reductions, with one
 BLAS / PyTorch thread each; the GPU path (CuPy) is in
 :mod:`models.scans.scan2d_gpu`. Quantitative traits only need the genotypes of the samples with a
-phenotype; covariates are not part of the pair model (callers may residualise y first).
+phenotype.
+
+Covariates
+----------
+``Scan2D(..., covariates=C)`` fits y ~ C + x_i + x_j + x_i x_j exactly (quantitative traits,
+complete genotypes). With Q the orthonormal basis of [1, C] (k columns), the interaction's
+estimate and Wald statistic are those of the residuals of y on the residuals of a, b and ab
+(Frisch-Waugh-Lovell), and residual cross products are raw ones minus projected ones:
+``u~'v~ = u'v - (Q'u)'(Q'v)``. The raw moments come from the exact tile GEMMs above; the
+projections Q'a, Q'b, Q'y are per-SNP vectors, and Q'(ab) takes k float64 tile GEMMs
+``(X_I o q_c) X_J^T``, one per covariate column (see :func:`~models.scans.pair_stats.qt_stats_covariates`).
+Residual degrees of freedom are n - k - 3. These runs use the generic moments path on the host
+(also when the device is a GPU).
 """
 from __future__ import annotations
 
@@ -85,8 +99,8 @@ import numpy as np
 from scipy import special
 
 from models.backend import get_xp, is_gpu, to_numpy
-from models.scans.design import check_phenotype
-from models.scans.pair_stats import _chi2_sf1, binary_stats, qt_stats
+from models.scans.design import check_phenotype, covariate_basis
+from models.scans.pair_stats import _chi2_sf1, binary_stats, qt_stats, qt_stats_covariates
 from models.scans.pyramid import PyramidGrid
 from models.scans.scan2d_gpu import GpuEngine
 from models.scans.statistics import statistic_for
@@ -304,6 +318,21 @@ def qt_complete_slab(v, saby, pi: dict, pj: dict, consts: dict, B: float, tol: f
 
 
 _INT8_MM = None
+_INT8_LOCK = threading.Lock()
+_PREWARM: threading.Thread | None = None
+
+
+def prewarm_int8_matmul() -> threading.Thread:
+    """Import PyTorch and probe its int8 GEMM (:func:`int8_matmul`) in a background thread.
+
+    The import takes about 1.5 s of interpreter time; a command that will run the CPU 2D scan
+    starts it first so that part of it (the shared libraries' loading, with the GIL released)
+    overlaps reading the genotypes."""
+    global _PREWARM
+    t = threading.Thread(target=int8_matmul, name="int8-gemm-import", daemon=True)
+    t.start()
+    _PREWARM = t
+    return t
 
 
 def int8_matmul():
@@ -314,30 +343,38 @@ def int8_matmul():
     scan then uses float64 BLAS GEMMs.
     """
     global _INT8_MM
-    if _INT8_MM is None:
-        try:
-            import torch
-
-            mm = torch._int_mm
-            a = np.arange(-24, 24, dtype=np.int8).reshape(3, 16)
-            saved = torch.get_num_threads()
-            torch.set_num_threads(1)  # no intra-op thread pool before worker processes fork
-            try:
-                ok = np.array_equal(mm(torch.from_numpy(a), torch.from_numpy(a).T).numpy(),
-                                    a.astype(np.int64) @ a.astype(np.int64).T)
-            finally:
-                torch.set_num_threads(saved)
-
-            def f(L, R, out=None):
-                if out is None:
-                    return mm(torch.from_numpy(L), torch.from_numpy(R).T).numpy()
-                mm(torch.from_numpy(L), torch.from_numpy(R).T, out=torch.from_numpy(out))
-                return out
-
-            _INT8_MM = (f, torch) if ok else (None, None)
-        except Exception:  # no torch, or a build without the CPU int8 kernel
-            _INT8_MM = (None, None)
+    if _INT8_MM is not None:
+        return _INT8_MM[0]
+    with _INT8_LOCK:
+        if _INT8_MM is None:
+            _INT8_MM = _probe_int8_matmul()
     return _INT8_MM[0]
+
+
+def _probe_int8_matmul():
+    """(f, torch) of :func:`int8_matmul`, or (None, None)."""
+    try:
+        import torch
+
+        mm = torch._int_mm
+        a = np.arange(-24, 24, dtype=np.int8).reshape(3, 16)
+        saved = torch.get_num_threads()
+        torch.set_num_threads(1)  # no intra-op thread pool before worker processes fork
+        try:
+            ok = np.array_equal(mm(torch.from_numpy(a), torch.from_numpy(a).T).numpy(),
+                                a.astype(np.int64) @ a.astype(np.int64).T)
+        finally:
+            torch.set_num_threads(saved)
+
+        def f(L, R, out=None):
+            if out is None:
+                return mm(torch.from_numpy(L), torch.from_numpy(R).T).numpy()
+            mm(torch.from_numpy(L), torch.from_numpy(R).T, out=torch.from_numpy(out))
+            return out
+
+        return (f, torch) if ok else (None, None)
+    except Exception:  # no torch, or a build without the CPU int8 kernel
+        return (None, None)
 
 
 class _torch_threads:
@@ -447,13 +484,14 @@ def pair_logistic(a: np.ndarray, b: np.ndarray, case: np.ndarray, max_iter: int 
 
 def dense_pair_stats(ga: np.ndarray, gb: np.ndarray, y: np.ndarray, trait: str = "qt",
                      tol: float = 1e-10, statistic: str | None = None,
-                     max_iter: int = 25) -> tuple[np.ndarray, np.ndarray]:
+                     max_iter: int = 25, covariates=None) -> tuple[np.ndarray, np.ndarray]:
     """(effect, statistic) of every pair between SNP sets a and b by plain float64 sums.
 
     ga: (ra, n), gb: (rb, n) int8 dosages (-1 missing); y: (n,) (binary: 0/1). A reference
     implementation independent of tiling and packing (used for map zooms and tests); statistics of
     untestable pairs are NaN. Pairs of a SNP with itself are NaN too when the sets overlap by index
-    only (callers mask them).
+    only (callers mask them). ``covariates`` (n, c): the model y ~ C + a + b + ab (quantitative
+    trait, complete genotypes; see :func:`~models.scans.pair_stats.qt_stats_covariates`).
     """
     ca, cb = ga >= 0, gb >= 0
     Ma, Mb = ca.astype(np.float64), cb.astype(np.float64)
@@ -473,6 +511,18 @@ def dense_pair_stats(ga: np.ndarray, gb: np.ndarray, y: np.ndarray, trait: str =
         beta, stat, _ = st.fit((cases, total), np, tol, max_iter)
         return beta, stat
     yc = y - y.mean()
+    if covariates is not None:
+        if st.inputs != "moments" or not (ca.all() and cb.all()):
+            raise ValueError("covariates need the linear interaction model and complete genotypes")
+        Q = covariate_basis(len(y), covariates)
+        pw = np.stack([(xa * Q[:, c]) @ xb.T for c in range(Q.shape[1])])
+        m = {"N": float(len(y)), "Sa": xa.sum(axis=1)[:, None], "Sb": xb.sum(axis=1)[None, :],
+             "Saa": (xa * xa).sum(axis=1)[:, None], "Sbb": (xb * xb).sum(axis=1)[None, :], "Sab": xa @ xb.T,
+             "Saab": (xa * xa) @ xb.T, "Sabb": xa @ (xb * xb).T, "Saabb": (xa * xa) @ (xb * xb).T,
+             "Say": (xa @ yc)[:, None], "Sby": (xb @ yc)[None, :], "Saby": (xa * yc) @ xb.T, "Syy": float(yc @ yc)}
+        with np.errstate(all="ignore"):
+            beta, stat, _ = qt_stats_covariates(m, xa @ Q, xb @ Q, pw, Q.T @ yc, np, tol)
+        return beta, stat
     m = {"N": Ma @ Mb.T, "Sa": xa @ Mb.T, "Sb": Ma @ xb.T, "Saa": (xa * xa) @ Mb.T, "Sbb": Ma @ (xb * xb).T,
          "Sab": xa @ xb.T, "Saab": (xa * xa) @ xb.T, "Sabb": xa @ (xb * xb).T, "Saabb": (xa * xa) @ (xb * xb).T,
          "Sy": (Ma * yc) @ Mb.T, "Say": (xa * yc) @ Mb.T, "Sby": (Ma * yc) @ xb.T, "Saby": (xa * yc) @ xb.T,
@@ -513,7 +563,7 @@ class Scan2D:
     """
 
     def __init__(self, geno, y, chrom, options: Scan2DOptions | None = None, xp=None, device=None,
-                 statistic: str | None = None):
+                 statistic: str | None = None, covariates=None):
         self.opt = options or Scan2DOptions()
         if self.opt.trait not in TRAITS:
             raise ValueError(f"unknown trait {self.opt.trait!r}: use {' or '.join(TRAITS)}")
@@ -537,6 +587,8 @@ class Scan2D:
         self.labels, self.chrom_code = _codes(self.chrom[self.order])
         self.nc = len(self.labels)
         self.tile = self.opt.resolved_tile(self.gpu)
+        if covariates is not None and not self.opt.tile:  # host tiles with k GEMM outputs each
+            self.tile = min(self.tile, 1024)
         if not self.gpu and not self.opt.tile:  # enough tile pairs to keep every CPU thread busy
             threads = self.opt.threads or _cpu_count()
             while self.tile > 256 and (-(-p // self.tile)) * (-(-p // self.tile) + 1) // 2 < 3 * threads:
@@ -565,6 +617,7 @@ class Scan2D:
         self.y_scale, self.y_offset = scale, offset
         B = _cell_base(n)
         no_missing = not bool((G < 0).any())
+        self._cov = None if covariates is None else self._covariates(covariates, G, (y - offset) / scale, no_missing)
         complete = no_missing and float(B) ** 4 <= 2.0 ** 53
         self.prep = _Prepared(G, complete, n, B, yq.astype(np.float64), case)
         if not complete and case is None:
@@ -572,7 +625,7 @@ class Scan2D:
         if self.opt.cpu_gemm not in ("auto", "int8", "float64"):
             raise ValueError(f"unknown cpu_gemm {self.opt.cpu_gemm!r}: use auto, int8 or float64")
         self._int8 = (not self.gpu and self.statistic.fast_kernels and self.opt.cpu_gemm != "float64"
-                      and no_missing and int8_matmul() is not None)
+                      and no_missing and self._cov is None and int8_matmul() is not None)
         if self.opt.cpu_gemm == "int8" and not self._int8 and not self.gpu:
             raise ValueError("cpu_gemm='int8' needs PyTorch with torch._int_mm, complete genotypes and a quantitative trait")
         if self._int8:
@@ -584,7 +637,7 @@ class Scan2D:
         self.tile_hook = None  # hook(i0, j0, stat, beta) sees every CPU tile (tests, debugging)
         self.engine = None
         self.reset()
-        if self.gpu and self.statistic.fast_kernels:
+        if self.gpu and self.statistic.fast_kernels and self._cov is None:
             self.engine = GpuEngine(self)
 
     # -- state --------------------------------------------------------------------------------
@@ -647,6 +700,9 @@ class Scan2D:
         h.update(np.ascontiguousarray(G).tobytes())
         h.update(np.ascontiguousarray(yq).tobytes())
         h.update("\t".join(self.chrom.tolist()).encode())
+        if self._cov is not None:  # (runs without covariates keep their fingerprints)
+            h.update(b"covariates")
+            h.update(np.ascontiguousarray(self._cov["Q"]).tobytes())
         opts = asdict(self.opt)
         opts.pop("threads", None)
         opts.pop("workers", None)
@@ -656,6 +712,58 @@ class Scan2D:
         return h.hexdigest()
 
     # -- per-SNP preparation ------------------------------------------------------------------
+
+    def _covariates(self, covariates, G, yf, no_missing: bool) -> dict:
+        """Basis Q of [1, C], the per-SNP projections Q'x (sorted SNPs) and sums x'yf, and Q'yf.
+
+        yf: the centred phenotype in the units of the quantised one, unrounded: the covariate path
+        sums it in float64 (its other moments are exact integers), so its statistics do not carry
+        the 2^-39 rounding of the phenotype."""
+        st = self.statistic
+        if st.inputs != "moments" or not st.fast_kernels:
+            raise ValueError(f"covariates are supported by the linear interaction model only, not by "
+                             f"{st.name} (the case/control 2D scan takes none)")
+        if not no_missing:
+            n_miss = int((G < 0).sum())
+            raise ValueError(f"covariates in the 2D pair model need complete genotypes ({n_miss:,} missing calls "
+                             f"among the scanned samples): impute them or drop those SNPs first")
+        c = np.asarray(covariates, dtype=np.float64)
+        if c.ndim == 1:
+            c = c[:, None]
+        if c.shape[0] != self.n:
+            raise ValueError(f"covariates have {c.shape[0]} rows for {self.n} samples")
+        check_phenotype(yf, c)  # collinear covariates, or ones that explain y
+        Q = covariate_basis(self.n, c)
+        pa = np.empty((self.p, Q.shape[1]))
+        say = np.empty(self.p)
+        for a in range(0, self.p, 4096):
+            x = G[a:a + 4096].astype(np.float64)
+            pa[a:a + 4096] = x @ Q
+            say[a:a + 4096] = x @ yf
+        return {"Q": Q, "k": int(Q.shape[1]), "pa": pa, "py": Q.T @ yf, "yf": yf, "say": say,
+                "syy": float(yf @ yf)}
+
+    def _cov_stats(self, i0, i1, j0, j1):
+        """(beta, stat, ok) of the covariate-adjusted pair model for one tile (host, float64)."""
+        cv, G = self._cov, self.prep.G
+        Q = cv["Q"]
+        xi = G[i0:i1].astype(np.float64)
+        xjT = G[j0:j1].astype(np.float64).T
+        pw = np.empty((cv["k"], i1 - i0, j1 - j0))
+        for c in range(cv["k"]):  # Q'(ab), one GEMM per covariate column
+            np.matmul(xi * Q[:, c], xjT, out=pw[c])
+        # genotype moments exact (cell counts as base-B digits of one float64 GEMM); phenotype sums
+        # in float64
+        B = float(self.prep.B)
+        gi, gj = G[i0:i1], G[j0:j1]
+        v = ((gi == 1) + B * (gi == 2)) @ ((gj == 1) + (B * B) * (gj == 2)).T.astype(np.float64)
+        n11, n21, n12, n22 = _digits(v, B, 4)
+        m = _cell_moments(n11, n12, n21, n22)
+        s = self.prep.per_snp
+        m.update(N=float(self.n), Sa=s["Sa"][i0:i1, None], Sb=s["Sa"][None, j0:j1], Saa=s["Saa"][i0:i1, None],
+                 Sbb=s["Saa"][None, j0:j1], Say=cv["say"][i0:i1, None], Sby=cv["say"][None, j0:j1],
+                 Saby=(xi * cv["yf"]) @ xjT, Syy=cv["syy"])
+        return qt_stats_covariates(m, cv["pa"][i0:i1], cv["pa"][j0:j1], pw, cv["py"], np, self.opt.tol)
 
     def _per_snp(self) -> None:
         P = self.prep
@@ -1067,7 +1175,11 @@ class Scan2D:
         i0, i1 = self._bounds(ti)
         j0, j1 = self._bounds(tj)
         st = self.statistic
-        if st.fast_kernels and self.prep.complete and xp is np:
+        if self._cov is not None:
+            with np.errstate(all="ignore"):
+                beta, stat, ok = self._cov_stats(i0, i1, j0, j1)
+            stat = np.where(ok, stat, -1.0)
+        elif st.fast_kernels and self.prep.complete and xp is np:
             stat, beta = self._qt_complete_tile(i0, i1, j0, j1)
             ok = stat >= 0
         else:  # the statistic from its sufficient statistics, on the host or the device
@@ -1353,6 +1465,8 @@ def _forked_tile(tp):
 
 
 def _fork_context():
+    if _PREWARM is not None:  # never fork while another thread is inside an import
+        _PREWARM.join()
     try:
         return mp.get_context("fork")
     except ValueError:  # platforms without fork

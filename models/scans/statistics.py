@@ -30,7 +30,7 @@ from typing import Callable
 
 import numpy as np
 
-from models.scans.pair_stats import binary_stats, chi2_sf1, qt_stats
+from models.scans.pair_stats import binary_stats, chi2_sf1, fast_epistasis_stats, qt_stats
 from models.scans.scan1d import scan_1d, t_pvalues
 
 __all__ = ["ScanStatistic", "STATISTICS", "get_statistic", "statistic_for", "register"]
@@ -103,8 +103,20 @@ LOGISTIC_INTERACTION = ScanStatistic(
     fit=_cells_fit, test="chi2_1df", effect="log_or_int", columns=("log_or_int", "se", "stat", "p", "n"),
     effect_in_phenotype_units=False)
 
+def _fast_epi_fit(cells, xp, tol, max_iter):
+    cases, total = cells
+    return fast_epistasis_stats(cases, total, xp)
+
+
+# not a trait's default (the logistic model is): chosen by name, ``epiflow scan --fast-epistasis``
+FAST_EPISTASIS = ScanStatistic(
+    name="fast_epistasis", mode="2d", trait="binary",
+    model="case vs control difference of two-locus allelic log odds ratios (plink1.9 --fast-epistasis)",
+    inputs="cells", fit=_fast_epi_fit, test="chi2_1df", effect="delta_log_or",
+    columns=("delta_log_or", "se", "stat", "p", "n"), effect_in_phenotype_units=False)
+
 STATISTICS: dict[str, ScanStatistic] = {
-    s.name: s for s in (LINEAR_1D, LINEAR_1D_BINARY, LINEAR_INTERACTION, LOGISTIC_INTERACTION)}
+    s.name: s for s in (LINEAR_1D, LINEAR_1D_BINARY, LINEAR_INTERACTION, LOGISTIC_INTERACTION, FAST_EPISTASIS)}
 
 
 def register(stat: ScanStatistic) -> ScanStatistic:
