@@ -1,32 +1,31 @@
-"""NGG 2D on HLC on one GPU (CuPy): time per repetition at the tuned settings, pairs per second and
-the fraction of the device's GEMM peak.
+"""NGG 2D over all of HLC, end to end: seconds per repetition of the tiled (GEMM-shaped) estimator.
 
-HLC: 427 people x 358,499 SNPs, so one repetition covers ~6.4e10 columns (SNPs and SNP pairs).
-Tuned settings (benchmarks/results/bench_ngg_panel.json, best recall on mouse_hs1940):
-B=100, d=30, lam = 2 x the noise level, R=10, 200 FISTA iterations.
+HLC: 427 people x 358,499 SNPs, ~6.4e10 columns (SNPs and SNP pairs) per repetition. The whole
+column space is run (not a prefix): load -> standardise -> every block of pairs -> top-k, with
+models.ngg.tiled at the tuned settings (B=100, d=30, lam = 2 x the noise level, 200 FISTA
+iterations; R=1 by default, --R 10 for the full run). The JSON is rewritten after every block, so
+a run stopped by a time limit leaves the part it covered (``complete: false``, with an
+extrapolation flagged ``extrapolated: true``); a finished run has ``extrapolated: false``.
 
-A full repetition (6.4e8 pieces of 100 columns) takes far longer than one device command may run,
-so it is measured on the first ``--pieces`` pieces of a repetition (``max_pieces``; the pieces are
-the same random column groups a full run would start with) at two sizes, checked for linear
-scaling, and extrapolated: seconds per piece x pieces per repetition, plus the per-super-block
-score/top-k pass. Both the measured and the extrapolated numbers are written, flagged as such.
+Reference in the same run (--reference-pieces K, needs CuPy on a GPU): the previous estimator
+(models.ngg.ngg.ngg_fit) on the first K pieces of a repetition, its rate extrapolated (flagged),
+and the speed ratio.
 
-Operation count per column (what "fraction of GEMM peak" divides): the sketch GEMM 2*d*n, the
-compressed normal equations 2*d*d*n/B, FISTA 2 batched mat-vecs of d x B per iteration (4*d*iters),
-the power iteration for the step size 2*d*d*40/B. Compared with the measured float32 GEMM rate
-of the same device (cuBLAS, no TF32: the estimator runs in float32).
+Operation count per column (what "fraction of peak" divides): models.ngg.tiled.flops_per_column
+(sketch GEMM 2 d n, pair moments 4 n, V and h, FISTA 4 d per iteration, solve). Peaks are measured
+in the same run: an 8192^3 matmul in fp32 (no TF32), TF32 and bf16 (tensor cores).
 
-    python benchmarks/bench_ngg_gpu.py --data ../shared/data/gemma --pieces 20000 200000
+    python benchmarks/bench_ngg_gpu.py --data ../shared/data/gemma            # GPU, R=1, all of HLC
+    python benchmarks/bench_ngg_gpu.py --data ../shared/data/gemma --R 10
+    python benchmarks/bench_ngg_gpu.py --device cpu --snps 600 --out /tmp/ngg.json   # CPU smoke run
 
-Measured (one NVIDIA H200, CuPy 14.2; --pieces 50000 400000 --fista fused array-ops): 2.7e7
-pairs/s, one repetition 2,354 s extrapolated from 400,000 pieces (R=10: 6.5 h), 3.1 % of the
-measured fp32 GEMM peak (51 TFLOP/s); with the array-op FISTA 9.8e6 pairs/s, 6,566 s. Split of a
-repetition with the fused FISTA: sketch (gather of pair columns + batched GEMMs) 47 %, FISTA 30 %,
-index + Gaussian draws 15 %, solve 4 %.
+The numerical core only (numpy, torch, tqdm): no pipelines imports, so it runs on a bare GPU
+machine with the PLINK files copied next to the repository.
 """
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
 import os
 import platform
@@ -39,147 +38,242 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-TUNED = {"B": 100, "d": 30, "lam_scale": 2.0, "R": 10, "iters": 200}
+TUNED = {"B": 100, "d": 30, "lam_scale": 2.0, "iters": 200}
 
 
-def gemm_peak_fp32(cp, size=8192, reps=10):
-    rng = cp.random.default_rng(0)
-    a = rng.standard_normal((size, size), dtype=cp.float32)
-    b = rng.standard_normal((size, size), dtype=cp.float32)
-    c = a @ b
-    cp.cuda.Device().synchronize()
-    e0, e1 = cp.cuda.Event(), cp.cuda.Event()
-    e0.record()
-    for _ in range(reps):
-        cp.matmul(a, b, out=c)
-    e1.record()
-    e1.synchronize()
-    sec = cp.cuda.get_elapsed_time(e0, e1) / 1e3 / reps
-    return 2.0 * size ** 3 / sec / 1e12
+def _open(path: Path):
+    if path.exists():
+        return open(path, "rb")
+    gz = path.with_name(path.name + ".gz")
+    if gz.exists():
+        return gzip.open(gz, "rb")
+    raise FileNotFoundError(path)
 
 
-def flops_per_column(n, B, d, iters):
-    return 2 * d * n + 2 * d * d * n / B + 4 * d * iters + 2 * d * d * 40 / B
+def read_bed(prefix: Path, snps: int | None = None):
+    """(n, p) int8 dosages (-1 missing) of a SNP-major PLINK .bed (plain or .gz), first ``snps``."""
+    with _open(prefix.with_suffix(".bim")) as f:
+        p = sum(1 for ln in f.read().decode().splitlines() if ln.strip())
+    with _open(prefix.with_suffix(".fam")) as f:
+        n = sum(1 for ln in f.read().decode().splitlines() if ln.strip())
+    with _open(prefix.with_suffix(".bed")) as f:
+        raw = np.frombuffer(f.read(), dtype=np.uint8)
+    if raw[:3].tolist() != [0x6C, 0x1B, 0x01]:
+        raise ValueError("not a SNP-major PLINK .bed")
+    per = (n + 3) // 4
+    packed = raw[3:3 + p * per].reshape(p, per)
+    if snps:
+        packed = packed[:snps]
+    lut = np.array([2, -1, 1, 0], dtype=np.int8)
+    out = np.empty((packed.shape[0], n), dtype=np.int8)
+    for c0 in range(0, packed.shape[0], 32768):
+        blk = packed[c0:c0 + 32768]
+        codes = (blk[:, :, None] >> (2 * np.arange(4, dtype=np.uint8))) & 3
+        out[c0:c0 + 32768] = lut[codes].reshape(blk.shape[0], per * 4)[:, :n]
+    return np.ascontiguousarray(out.T)
 
 
-def load_hlc(data: Path):
-    from pipelines.workflows.genotypes import GenotypeSet, Phenotype
+def read_pheno(path: Path, n: int) -> np.ndarray:
+    with _open(path) as f:
+        rows = [ln.split() for ln in f.read().decode().splitlines() if ln.strip()]
+    y = np.array([float(r[0]) if r[0] not in ("NA", "-9") else np.nan for r in rows])
+    if y.size != n:
+        raise ValueError(f"{path}: {y.size} phenotype rows for {n} samples")
+    return y
 
-    g = GenotypeSet.load(data / "HLC", unique_ids=False)
-    ph = Phenotype.load(data / "HLC.simu.pheno.txt.gz", g, 1)
-    X = np.asarray(g.dosage.T[ph.geno_index])
-    return X, ph.y
+
+def matmul_peaks(torch, dev, size=8192, reps=10) -> dict:
+    """Measured TFLOP/s of one size^3 matmul in fp32 (TF32 off), TF32 and bf16."""
+    out = {}
+    if dev.type != "cuda":
+        size, reps = 1024, 3
+    old = torch.backends.cuda.matmul.allow_tf32
+    for name, dt, tf32 in (("fp32", torch.float32, False), ("tf32", torch.float32, True),
+                           ("bf16", torch.bfloat16, False)):
+        if dev.type != "cuda" and name != "fp32":
+            continue
+        torch.backends.cuda.matmul.allow_tf32 = tf32
+        a = torch.randn(size, size, device=dev, dtype=dt)
+        b = torch.randn(size, size, device=dev, dtype=dt)
+        c = a @ b
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        for _ in range(reps):
+            torch.matmul(a, b, out=c)
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+        out[name] = 2.0 * size ** 3 * reps / (time.perf_counter() - t0) / 1e12
+        del a, b, c
+    torch.backends.cuda.matmul.allow_tf32 = old
+    return out
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "gemma"))
-    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "bench_ngg_gpu.json"))
-    ap.add_argument("--pieces", type=int, nargs="+", default=[20000, 200000],
-                    help="pieces of one repetition to time (two sizes check linear scaling)")
-    ap.add_argument("--batches", type=int, nargs="+", default=[0],
-                    help="pieces per FISTA batch to try (0: ngg_fit's default)")
-    ap.add_argument("--fista", nargs="+", default=["fused"], choices=["fused", "array-ops"],
-                    help="GPU FISTA variants to time: the one-kernel solve and/or the array-op path")
+    ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "gemma"),
+                    help="folder with HLC.bed/.bim/.fam(.gz) and HLC.simu.pheno.txt(.gz)")
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "ngg_hlc_gpu.json"))
+    ap.add_argument("--device", default="auto", help="auto | cuda | cpu")
+    ap.add_argument("--R", type=int, default=1, help="repetitions (1: one repetition; 10: the full run)")
+    ap.add_argument("--snps", type=int, default=0, help="first SNPs only (0: all; CPU smoke runs)")
+    ap.add_argument("--precision", default="tf32", choices=["fp32", "tf32", "bf16"],
+                    help="sketch GEMMs: fp32, or TF32 / bf16 tensor cores (CUDA)")
+    ap.add_argument("--super-tile", type=int, default=0, help="SNPs per super-tile (0: default)")
+    ap.add_argument("--row-tile", type=int, default=0, help="star rows per tile pair (0: default)")
+    ap.add_argument("--group", type=int, default=0, help="column tiles per step (0: default)")
+    ap.add_argument("--max-blocks", type=int, default=0, help="stop after this many blocks (0: all)")
+    ap.add_argument("--time-limit", type=float, default=0.0,
+                    help="stop after the block that passes this many seconds of fitting (0: none); the JSON "
+                         "then reports the covered part, extrapolated and flagged")
+    ap.add_argument("--reference-pieces", type=int, default=0,
+                    help="also time the previous estimator (CuPy) on this many pieces, extrapolated")
+    ap.add_argument("--profile", action="store_true", help="per-stage times (synchronising)")
+    ap.add_argument("--checkpoint", default="", help="checkpoint file: a rerun resumes")
     ap.add_argument("--config", default="", help="override, e.g. B=100,d=30,lam_scale=2,iters=200")
     return ap
 
 
-def _record(r, wall: float, fista: str, k: int, profile: bool, cfg: dict, peak: float) -> dict:
-    """One timed fit: throughput, extrapolation to a full repetition and to R, share of the GEMM peak."""
-    t = r.timings
-    Beff = r.params["B"]
-    cols = t["pieces_done"] * Beff
-    per_piece = t["loop_s"] / t["pieces_done"]
-    full_pieces = -(-r.n_columns // Beff)
-    per_rep = per_piece * full_pieces
-    fpc = flops_per_column(r.params["n"], Beff, r.params["d"], r.params["iters"])
-    return {"fista": fista, "max_pieces": k, "batch": r.params["batch"], "profile": profile,
-            "wall_s": wall, "loop_s": t["loop_s"], "prepare_s": t.get("prepare_s"),
-            "pieces_done": t["pieces_done"], "columns_done": cols,
-            "columns_per_s": cols / t["loop_s"], "n_columns_per_repetition": r.n_columns,
-            "pieces_per_repetition": full_pieces,
-            "per_repetition_s_extrapolated": per_rep,
-            "per_repetition_h_extrapolated": per_rep / 3600,
-            "full_run_R_s_extrapolated": per_rep * cfg["R"],
-            "flops_per_column": fpc,
-            "tflops_achieved": fpc * cols / t["loop_s"] / 1e12,
-            "fraction_of_fp32_gemm_peak": fpc * cols / t["loop_s"] / 1e12 / peak,
-            "stages_s": {kk: v for kk, v in t.items() if kk.endswith("_s")}}
-
-
 def main(argv=None):
     args = _parser().parse_args(argv)
+    import torch
 
-    import cupy as cp
-
-    from models.ngg.ngg import ngg_fit
+    from models.ngg.tiled import TiledSettings, flops_per_column, ngg_fit_tiled, resolve_torch_device
 
     cfg = dict(TUNED)
     for part in filter(None, args.config.split(",")):
         k, v = part.split("=")
         cfg[k.strip()] = float(v) if k.strip() == "lam_scale" else int(v)
+    dev = resolve_torch_device(args.device)
     out_path = Path(args.out)
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    res = {"benchmark": "ngg_2d_hlc_gpu", "config": cfg,
-           "device": cp.cuda.runtime.getDeviceProperties(0)["name"].decode(),
-           "cupy": cp.__version__, "numpy": np.__version__, "host": platform.node(),
-           "cpu_count": os.cpu_count(), "time": time.strftime("%Y-%m-%dT%H:%M:%S"), "runs": []}
+    name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"cpu ({os.cpu_count()} cores, " \
+        f"{torch.get_num_threads()} torch threads)"
+    res = {"benchmark": "ngg_2d_hlc", "estimator": "models.ngg.tiled (rectangular pieces, tile-shared sketches)",
+           "device": name, "torch": torch.__version__, "host": platform.node(),
+           "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
+           "settings": {**cfg, "R": args.R, "precision": args.precision, "seed": 0, "top": 1000}}
 
     def dump():
-        tmp = out_path.with_suffix(".json.tmp")
+        tmp = out_path.with_name(out_path.name + ".tmp")
         tmp.write_text(json.dumps(res, indent=1, default=float) + "\n")
         os.replace(tmp, out_path)
 
-    peak = gemm_peak_fp32(cp)
-    res["gemm_peak_fp32_tflops_measured"] = peak
+    res["matmul_peak_tflops"] = peaks = matmul_peaks(torch, dev)
     t0 = time.perf_counter()
-    X, y = load_hlc(Path(args.data))
+    data = Path(args.data)
+    X = read_bed(data / "HLC", args.snps or None)
+    y = read_pheno(data / "HLC.simu.pheno.txt", X.shape[0])
     res["seconds_load"] = time.perf_counter() - t0
     n, p = X.shape
-    res.update(n=int(n), p=int(p))
-    print(f"HLC {n} x {p}; fp32 GEMM peak {peak:.1f} TFLOP/s", flush=True)
-    kw = dict(mode="2d", B=cfg["B"], d=cfg["d"], lam_scale=cfg["lam_scale"], iters=cfg["iters"],
-              R=1, seed=0, xp=cp, top=1000, progress=False)
-    ngg_fit(X, y, max_pieces=200, **kw)  # warm-up: kernels, cuBLAS/cuSOLVER handles
-    import models.ngg.ngg as ngg_mod
+    res.update(n=int(n), p=int(p), pairs=p * (p - 1) // 2)
+    print(f"HLC {n} x {p} ({p * (p - 1) // 2:.3g} pairs) on {name}; matmul peaks (TFLOP/s) "
+          + ", ".join(f"{k} {v:.0f}" for k, v in peaks.items()), flush=True)
+    s0 = TiledSettings.default(dev, cfg["B"], p, n)
+    st = TiledSettings(args.super_tile or s0.super_tile, args.row_tile or s0.row_tile, args.group or s0.group)
+    kw = dict(mode="2d", B=cfg["B"], d=cfg["d"], lam_scale=cfg["lam_scale"], iters=cfg["iters"], seed=0,
+              device=dev, top=1000, precision=args.precision, settings=st)
+    # warm-up on a small panel (kernels, cuBLAS/cuSOLVER handles); not timed
+    ngg_fit_tiled(X[:, :min(p, 600)], y, R=1, progress=False, **kw)
+    fpc = flops_per_column(n, cfg["B"], cfg["d"], cfg["iters"])
+    if args.reference_pieces:  # first: a short run, so its ratio exists even if the main run is cut
+        res["reference"] = _reference(X, y, cfg, args.reference_pieces, fpc)
+        print(f"previous estimator: {res['reference']['pairs_per_second']:.3g} pairs/s on "
+              f"{res['reference']['backend']} (extrapolated from {args.reference_pieces} pieces: "
+              f"{res['reference']['seconds_per_repetition_extrapolated']:.0f} s per repetition)", flush=True)
+        dump()
+    t_start = time.perf_counter()
 
-    fused_ok = ngg_mod._fista_fused_ok
-    variants = [(f, b) for f in args.fista for b in args.batches]
-    for fista, batch in variants:
-        ngg_mod._fista_fused_ok = fused_ok if fista == "fused" else (lambda *a, **k: False)
-        for k in args.pieces:
-            for profile in (False, True):
-                t0 = time.perf_counter()
-                r = ngg_fit(X, y, max_pieces=k, profile=profile, batch=batch or None, **kw)
-                rec = _record(r, time.perf_counter() - t0, fista, k, profile, cfg, peak)
-                per_rep = rec["per_repetition_s_extrapolated"]
-                res["runs"].append(rec)
-                dump()
-                print(f"{fista:9s} batch {rec['batch']:>6} pieces {k:>8} profile={profile!s:5}: "
-                      f"{rec['columns_per_s']:.3g} pairs/s, {rec['tflops_achieved']:.2f} TFLOP/s "
-                      f"({100 * rec['fraction_of_fp32_gemm_peak']:.1f} % of fp32 GEMM peak), "
-                      f"repetition {per_rep:.0f} s = {per_rep / 3600:.2f} h (extrapolated)", flush=True)
-                if profile:
-                    print("   stages: " + ", ".join(f"{kk} {v:.2f}" for kk, v in rec["stages_s"].items()),
-                          flush=True)
-    ngg_mod._fista_fused_ok = fused_ok
-    plain = [r for r in res["runs"] if not r["profile"]]
-    best = max(plain, key=lambda r: r["columns_per_s"])
-    res["summary"] = {k: best[k] for k in ("fista", "batch", "max_pieces", "columns_per_s",
-                                           "per_repetition_s_extrapolated",
-                                           "full_run_R_s_extrapolated",
-                                           "fraction_of_fp32_gemm_peak")}
-    res["summary"]["extrapolated"] = True
+    class _TimeUp(Exception):
+        pass
+
+    def on_block(info):
+        sec = time.perf_counter() - t_start
+        cols = info["columns_done"]
+        res["progress"] = {"blocks_done": info["block"], "blocks": info["blocks"], "columns_done": cols,
+                           "seconds": sec, "columns_per_second": cols / sec if sec > 0 else None}
+        if info["block"] < info["blocks"]:
+            total = res["pairs"] + p
+            res["complete"] = False
+            res["extrapolated"] = True
+            res["seconds_per_repetition_extrapolated"] = sec / cols * total if cols else None
+            res["pairs_per_second"] = cols / sec if sec > 0 else None
+            dump()
+            if args.time_limit and sec > args.time_limit:
+                raise _TimeUp
+
+    try:
+        r = ngg_fit_tiled(X, y, R=args.R, progress=True, profile=args.profile, on_block=on_block,
+                          max_blocks=args.max_blocks or None, checkpoint=args.checkpoint or None, **kw)
+    except _TimeUp:
+        pr = res["progress"]
+        print(f"\nstopped at the time limit after {pr['blocks_done']} of {pr['blocks']} blocks: "
+              f"{pr['columns_per_second']:.3g} pairs/s, one repetition ~"
+              f"{res['seconds_per_repetition_extrapolated']:.0f} s (extrapolated; R={args.R})")
+        res["time_limit_s"] = args.time_limit
+        if "reference" in res:
+            res["speedup_vs_reference"] = pr["columns_per_second"] / res["reference"]["pairs_per_second"]
+            print(f"speed-up over the previous estimator: x{res['speedup_vs_reference']:.1f}")
+        dump()
+        print(f"wrote {out_path}")
+        return res
+    wall = time.perf_counter() - t_start
+    cols = r.timings["columns_done"]
+    complete = bool(r.extra["complete"])
+    per_rep = wall / args.R
+    res.update({
+        "complete": complete, "extrapolated": not complete,
+        "seconds_total": wall, "seconds_per_repetition": per_rep if complete else None,
+        "seconds_per_repetition_extrapolated": None if complete else wall / cols * r.n_columns,
+        "columns_per_repetition": r.n_columns, "columns_done": cols,
+        "pairs_per_second": cols / wall, "flops_per_column": fpc,
+        "tflops_achieved": fpc * cols / wall / 1e12,
+        "settings": {**res["settings"], **{k: r.params[k] for k in ("super_tile", "row_tile", "group", "lam",
+                                                                    "n_blocks")}},
+        "top_pairs": [[int(i), int(j), float(s)] for i, j, s in zip(r.top_pairs["i"][:10], r.top_pairs["j"][:10],
+                                                                    r.top_pairs["score"][:10])],
+    })
+    for k, v in peaks.items():
+        res[f"fraction_of_{k}_peak"] = res["tflops_achieved"] / v
+    res["fraction_of_tensor_core_peak"] = res["tflops_achieved"] / peaks.get("bf16", peaks["fp32"])
+    if args.profile:
+        res["stages_s"] = {k: v for k, v in r.timings.items() if k.endswith("_s")}
+    res.pop("progress", None)
     dump()
-    s = res["summary"]
-    print(f"\nNGG 2D HLC (B={cfg['B']}, d={cfg['d']}, lam x{cfg['lam_scale']}, iters {cfg['iters']}) on "
-          f"{res['device']}: {s['columns_per_s']:.3g} pairs/s, {s['per_repetition_s_extrapolated']:.0f} s "
-          f"per repetition (extrapolated from {s['max_pieces']} pieces), R={cfg['R']}: "
-          f"{s['full_run_R_s_extrapolated'] / 3600:.1f} h; {100 * s['fraction_of_fp32_gemm_peak']:.1f} % "
-          f"of the fp32 GEMM peak")
+    if "reference" in res:
+        res["speedup_vs_reference"] = res["pairs_per_second"] / res["reference"]["pairs_per_second"]
+        dump()
+    what = "per repetition" if complete else "per repetition (extrapolated: run incomplete)"
+    sec = per_rep if complete else res["seconds_per_repetition_extrapolated"]
+    print(f"\nNGG 2D HLC (B={cfg['B']}, d={cfg['d']}, lam x{cfg['lam_scale']}, iters {cfg['iters']}, R={args.R}) on "
+          f"{name}: {res['pairs_per_second']:.3g} pairs/s, {sec:.1f} s {what}, {res['tflops_achieved']:.1f} "
+          f"TFLOP/s = {100 * res['fraction_of_tensor_core_peak']:.1f} % of the measured tensor-core (bf16) peak")
+    if "reference" in res:
+        print(f"speed-up over the previous estimator: x{res['speedup_vs_reference']:.1f}")
     print(f"wrote {out_path}")
     return res
+
+
+def _reference(X, y, cfg, pieces, fpc):
+    """The previous estimator (models.ngg.ngg, CuPy on a GPU) on the first pieces of a repetition."""
+    from models.ngg.ngg import ngg_fit
+
+    try:
+        import cupy  # noqa: F401
+
+        xp = "cuda"
+    except ImportError:
+        xp = "cpu"
+    kw = dict(mode="2d", B=cfg["B"], d=cfg["d"], lam_scale=cfg["lam_scale"], iters=cfg["iters"], R=1, seed=0,
+              xp=xp, top=1000, progress=False)
+    ngg_fit(X, y, max_pieces=200, **kw)
+    t0 = time.perf_counter()
+    r = ngg_fit(X, y, max_pieces=pieces, **kw)
+    wall = time.perf_counter() - t0
+    cols = r.timings["pieces_done"] * r.params["B"]
+    rate = cols / r.timings["loop_s"]
+    return {"backend": xp, "pieces": pieces, "wall_s": wall, "pairs_per_second": rate,
+            "seconds_per_repetition_extrapolated": r.n_columns / rate, "extrapolated": True}
 
 
 if __name__ == "__main__":

@@ -1,0 +1,176 @@
+"""The tiled (GEMM-shaped) NGG: planted pairs recovered, every column covered once per repetition,
+a run killed with SIGKILL resumes to the same output, the CPU time estimate refuses in one line."""
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from models.errors import EpiflowError
+from models.ngg.tiled import TiledSettings, ngg_fit_tiled, piece_shape
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _data(n=300, p=60, seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.binomial(2, rng.uniform(0.2, 0.5, p), size=(n, p)).astype(np.int8)
+    Z = (X - X.mean(0)) / X.std(0)
+    y = 0.6 * Z[:, 3] * Z[:, 41] + 0.5 * Z[:, 17] * Z[:, 29] + 0.4 * Z[:, 8] + rng.normal(size=n)
+    return X, y
+
+
+# small pieces (B = 20: 4 rows x 5 partners) and super-tiles of 20 SNPs: 3 x 4 / 2 + 3 = 6 pair
+# blocks (3 diagonal, 3 off-diagonal) besides the SNP block
+KW = dict(B=20, d=10, lam_scale=1.0, R=2, iters=100, seed=3, top=50, progress=False, device="cpu",
+          settings=TiledSettings(super_tile=20, row_tile=8, group=2))
+
+
+def test_planted_pairs_and_coverage():
+    X, y = _data()
+    r = ngg_fit_tiled(X, y, **KW)
+    p = X.shape[1]
+    assert r.n_columns == p + p * (p - 1) // 2
+    assert r.timings["columns_done"] == KW["R"] * r.n_columns      # every column once per repetition
+    assert r.extra["complete"] and r.params["n_blocks"] == 7
+    top = list(zip(r.top_pairs["i"][:2].tolist(), r.top_pairs["j"][:2].tolist()))
+    assert sorted(top) == [(3, 41), (17, 29)]
+    assert np.all(r.top_pairs["i"] < r.top_pairs["j"])
+    assert 8 in r.top_snps["snp"][:2]          # the additive SNP (the previous estimator: same top 2)
+    assert np.all(r.top_pairs["support"] <= 1) and np.all(np.diff(r.top_pairs["score"]) <= 0)
+    q = ngg_fit_tiled(X, y, shared_sketch=False, **KW)       # one sketch per piece: same planted top 2
+    assert sorted(zip(q.top_pairs["i"][:2].tolist(), q.top_pairs["j"][:2].tolist())) == [(3, 41), (17, 29)]
+
+
+def test_piece_shape():
+    assert piece_shape(100) == 10 and piece_shape(1000) == 25 and piece_shape(20) == 4 and piece_shape(7) == 1
+
+
+_SCRIPT = textwrap.dedent("""
+    import sys, numpy as np
+    sys.path.insert(0, {root!r})
+    from tests.test_ngg_tiled import _data, KILL_KW
+    from models.ngg.tiled import ngg_fit_tiled
+    X, y = _data()
+    ngg_fit_tiled(X, y, checkpoint=sys.argv[1], checkpoint_every=0.0, **KILL_KW)
+    open(sys.argv[2], "w").write("finished")
+""")
+KILL_KW = dict(KW, R=3, iters=400)
+
+
+def _top(r):
+    return {"i": r.top_pairs["i"], "j": r.top_pairs["j"], "s": r.top_pairs["score"], "e": r.top_pairs["effect"],
+            "snp": r.snp_effect}
+
+
+def test_kill9_resume_identical(tmp_path):
+    """SIGKILL between two repetitions of a block (a checkpoint holding the block's sums), then a
+    rerun: the same top pairs, scores, effects and SNP effects as an uninterrupted run."""
+    X, y = _data()
+    ref = _top(ngg_fit_tiled(X, y, **KILL_KW))
+    ckpt = tmp_path / "run.ckpt.npz"
+    done = tmp_path / "finished"
+    proc = subprocess.Popen([sys.executable, "-c", _SCRIPT.format(root=str(ROOT)), str(ckpt), str(done)], cwd=ROOT)
+    t0 = time.time()
+    state = None
+    while time.time() - t0 < 120 and proc.poll() is None:
+        if ckpt.exists():
+            try:
+                with np.load(ckpt) as z:
+                    if bool(z["has_acc"]) and int(z["next_block"]) >= 1:
+                        state = (int(z["next_block"]), int(z["next_rep"]))
+                        break
+            except Exception:                # noqa: BLE001  (file being replaced)
+                pass
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(30)
+    assert state is not None and not done.exists(), "the run ended before a mid-block checkpoint"
+    r = ngg_fit_tiled(X, y, checkpoint=ckpt, checkpoint_every=0.0, **KILL_KW)
+    assert (r.timings["resumed_block"], r.timings["resumed_rep"]) >= state and r.timings["resumed_rep"] > 0
+    got = _top(r)
+    for k in ref:
+        np.testing.assert_array_equal(ref[k], got[k])
+
+
+def test_resume_after_block_identical(tmp_path):
+    X, y = _data()
+    ref = ngg_fit_tiled(X, y, **KW)
+    ck = tmp_path / "c.npz"
+
+    class Stop(Exception):
+        pass
+
+    def stop(info):
+        if info["block"] == 3:
+            raise Stop
+    with pytest.raises(Stop):
+        ngg_fit_tiled(X, y, checkpoint=ck, on_block=stop, **KW)
+    r = ngg_fit_tiled(X, y, checkpoint=ck, **KW)
+    assert r.timings["resumed_block"] == 3
+    for k, v in _top(ref).items():
+        np.testing.assert_array_equal(v, _top(r)[k])
+    with pytest.raises(EpiflowError, match="other data or parameters"):
+        ngg_fit_tiled(X, y, checkpoint=ck, **dict(KW, seed=4))
+
+
+def test_refusal_is_one_line():
+    X, y = _data()
+    with pytest.raises(EpiflowError) as exc:
+        ngg_fit_tiled(X, y, max_seconds=1e-6, **dict(KW, R=10))
+    msg = str(exc.value)
+    assert "\n" not in msg and "--ngg-max-minutes" in msg and "SNPs (--extract)" in msg and "columns/s" in msg
+
+
+def test_bad_precision():
+    X, y = _data()
+    with pytest.raises(EpiflowError, match="precision"):
+        ngg_fit_tiled(X, y, precision="fp8", **KW)
+
+
+@pytest.mark.gpu
+def test_cuda_recovery_and_resume(tmp_path):
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("torch sees no CUDA device")
+    X, y = _data()
+    kw = dict(KW, device="cuda")
+    r = ngg_fit_tiled(X, y, **kw)
+    assert sorted(zip(r.top_pairs["i"][:2].tolist(), r.top_pairs["j"][:2].tolist())) == [(3, 41), (17, 29)]
+    ck = tmp_path / "g.npz"
+    part = ngg_fit_tiled(X, y, checkpoint=ck, max_blocks=3, **kw)
+    assert not part.extra["complete"]
+    full = ngg_fit_tiled(X, y, checkpoint=ck, **kw)
+    assert full.timings["resumed_block"] == 3
+    np.testing.assert_allclose(full.top_pairs["score"][:10], r.top_pairs["score"][:10], rtol=1e-5)
+    for prec in ("tf32", "bf16"):
+        q = ngg_fit_tiled(X, y, precision=prec, **kw)
+        assert sorted(zip(q.top_pairs["i"][:2].tolist(), q.top_pairs["j"][:2].tolist())) == [(3, 41), (17, 29)]
+
+
+def test_block_repetitions_sum_to_the_fit():
+    """The (block, repetition) units, run separately and in reverse order, sum to the fit's effects."""
+    from models.ngg.tiled import block_repetition, prepare_tiled
+
+    X, y = _data()
+    r = ngg_fit_tiled(X, y, **KW)
+    plan = prepare_tiled(X, y, **{k: v for k, v in KW.items() if k not in ("R", "top", "progress")})
+    R = KW["R"]
+    sums = [sum(block_repetition(plan, b, rep).numpy().astype(np.float64) for rep in reversed(range(R)))
+            for b in reversed(range(len(plan.blocks)))][::-1]
+    np.testing.assert_allclose(sums[0][0] / R, r.snp_effect, rtol=1e-6, atol=1e-9)
+    i, j = int(r.top_pairs["i"][0]), int(r.top_pairs["j"][0])
+    for b in range(1, len(plan.blocks)):
+        U, W, diag = plan.block_ids(b)
+        hit = np.argwhere((U[:, None] == i) & (W[None, :] == j) | (U[:, None] == j) & (W[None, :] == i))
+        if hit.size:
+            assert sums[b][tuple(hit[0])] / R == pytest.approx(r.top_pairs["effect"][0], rel=1e-6)
+            break
+    else:
+        raise AssertionError("top pair not in any block")
