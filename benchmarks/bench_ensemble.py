@@ -393,6 +393,9 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--profile-after", action="store_true",
                     help="ensemble mode: then profile --profile-steps (default 10) training steps on the last fold")
     ap.add_argument("--models", default="", help="zoo mode: comma-separated subset")
+    ap.add_argument("--default-json", action="store_true",
+                    help="ensemble mode: also write RESULTS/ensemble_default.json (the ratio and "
+                         "every setting used)")
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "results"))
     return ap
 
@@ -455,6 +458,19 @@ def main(argv=None):
               f"{np.mean(result['member_auc_loop']):.4f}")
     print(json.dumps({k: v for k, v in result.items() if not isinstance(v, (list, dict))}))
     print(f"wrote {path}")
+    if args.default_json and not args.zoo:
+        dflt = out_dir / "ensemble_default.json"
+        doc = {"ratio_loop_over_batched": result["ratio_loop_over_batched"],
+               "batched_s": result["batched_s"], "loop_s": result["loop_s"],
+               "loop_extrapolated_from": result["loop_extrapolated_from"],
+               "prep_s": result["prep_s"], "device": meta["device"],
+               "device_name": meta["device_name"], "torch": meta["torch"],
+               "params": {k: v for k, v in vars(args).items() if k not in ("out", "default_json")},
+               "time": meta["time"]}
+        tmp = dflt.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(doc, indent=2, default=str))
+        os.replace(tmp, dflt)
+        print(f"wrote {dflt}")
     return meta
 
 

@@ -23,6 +23,7 @@ import torch
 from models.genes.layers import _private_copies
 
 _ACTS = {"tanh": 0, "identity": 1, "relu": 2}
+GRID_Y_MAX = 65535        # CUDA's limit on grid axes 1 and 2 (axis 0: 2**31 - 1)
 _KERNELS = None
 
 
@@ -46,22 +47,24 @@ def _build_gene_kernels():
              ACT: tl.constexpr, BU: tl.constexpr, BC: tl.constexpr, BH: tl.constexpr,
              PREC: tl.constexpr):
         m = tl.program_id(0)            # member fastest: neighbouring programs share a z tile
-        pu = tl.program_id(1)
-        ou = pu * BU + tl.arange(0, BU)
         oc = tl.arange(0, BC)
         oh = tl.arange(0, BH)
-        mu, mc, mh = ou < U, oc < C, oh < H
-        z = tl.load(z_ptr + ou[:, None].to(tl.int64) * stride_z + oc[None, :],
-                    mask=mu[:, None] & mc[None, :], other=0.0)
+        mc, mh = oc < C, oh < H
         w1 = tl.load(w1_ptr + m * H * C + oh[:, None] * C + oc[None, :],
                      mask=mh[:, None] & mc[None, :], other=0.0)
         b1 = tl.load(b1_ptr + m * H + oh, mask=mh, other=0.0)
         w2 = tl.load(w2_ptr + m * H + oh, mask=mh, other=0.0)
         b2 = tl.load(b2_ptr + m)
-        pre = tl.dot(z, tl.trans(w1), input_precision=PREC) + b1[None, :]
-        t = _act(pre, ACT)
-        v = tl.sum(t * w2[None, :], axis=1) + b2
-        tl.store(out_ptr + m.to(tl.int64) * U + ou, v, mask=mu)
+        # row tiles pu, pu + grid_y, ...: grid axis 1 stays under CUDA's 65,535 at any U
+        for pu in range(tl.program_id(1), tl.cdiv(U, BU), tl.num_programs(1)):
+            ou = pu.to(tl.int64) * BU + tl.arange(0, BU)
+            mu = ou < U
+            z = tl.load(z_ptr + ou[:, None] * stride_z + oc[None, :],
+                        mask=mu[:, None] & mc[None, :], other=0.0)
+            pre = tl.dot(z, tl.trans(w1), input_precision=PREC) + b1[None, :]
+            t = _act(pre, ACT)
+            v = tl.sum(t * w2[None, :], axis=1) + b2
+            tl.store(out_ptr + m.to(tl.int64) * U + ou, v, mask=mu)
 
     @triton.jit
     def _bwd(z_ptr, w1_ptr, b1_ptr, w2_ptr, g_ptr, gw1_ptr, gb1_ptr, gw2_ptr, gb2_ptr,
@@ -82,9 +85,9 @@ def _build_gene_kernels():
         acc_w2 = tl.zeros((BH,), dtype=tl.float32)
         acc_b2 = tl.zeros((BU,), dtype=tl.float32)
         for u0 in range(s * BU, U, SPLIT * BU):
-            ou = u0 + tl.arange(0, BU)
+            ou = u0.to(tl.int64) + tl.arange(0, BU)
             mu = ou < U
-            z = tl.load(z_ptr + ou[:, None].to(tl.int64) * stride_z + oc[None, :],
+            z = tl.load(z_ptr + ou[:, None] * stride_z + oc[None, :],
                         mask=mu[:, None] & mc[None, :], other=0.0)
             g = tl.load(g_ptr + m.to(tl.int64) * U + ou, mask=mu, other=0.0)
             pre = tl.dot(z, tl.trans(w1), input_precision=PREC) + b1[None, :]
@@ -227,7 +230,8 @@ class _FusedGene(torch.autograd.Function):
         BU = 128
         out = torch.empty((NM, U), device=z.device, dtype=torch.float32)     # member-major
         if U:
-            fwd[(NM, triton.cdiv(U, BU))](z, w1, b1, w2, b2, out, U, C, H, NM, z.stride(0),
+            # CUDA caps grid axes 1 and 2 at 65,535: the kernel strides over the row tiles
+            fwd[(NM, min(triton.cdiv(U, BU), GRID_Y_MAX))](z, w1, b1, w2, b2, out, U, C, H, NM, z.stride(0),
                                           ACT=_ACTS[act], BU=BU, BC=BC, BH=BH, PREC=precision(),
                                           num_warps=4)
         ctx.save_for_backward(z, w1, b1, w2)

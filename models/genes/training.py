@@ -12,7 +12,8 @@ import torch
 import torch.nn.functional as F
 
 from models.genes import topology as T
-from models.genes.data import STANDARDIZE, ShuffledBatches, Standardiser, as_csr, make_source
+from models.genes.data import (STANDARDIZE, ShuffledBatches, Standardiser, as_csr, make_source,
+                               prep_cache_dir, prepare_fold)
 from models.genes.ensemble import BatchedEnsemble
 from models.genes.nets import HEADS, GeneNet, build_topology, n_trainable
 from models.genes.sparsity import RigL, prune_dense_to_sparse
@@ -23,7 +24,8 @@ MODEL_TYPES: tuple[str, ...] = registry.gene_net_types()   # the single-net head
 # the accepted model params and their defaults: the registry's NetParams schema (single source)
 DEFAULT_PARAMS = dict(NET_DEFAULTS)
 DEFAULT_TRAIN = {"max_epochs": 30, "batch_size": 128, "seed": 0, "device": "auto",
-                 "input_mode": "auto", "cache_bytes": 1 << 30, "num_threads": 1}
+                 "input_mode": "auto", "cache_bytes": 1 << 30, "num_threads": 1,
+                 "prep_cache": None, "loop": "torch"}
 
 
 def focal_bce(logits: torch.Tensor, y: torch.Tensor, alpha: float, gamma: float) -> torch.Tensor:
@@ -129,11 +131,65 @@ def _lightning_module(net, *, lr, weight_decay, alpha, gamma, l1=0.0, l1_start=0
     return LitGeneNet()
 
 
+TRAIN_LOOPS = ("torch", "lightning")
+
+
+class _LoopState:
+    """What the hooks read of the training module: the net, the optimiser steps taken and
+    ``optimizers()`` (as on a LightningModule)."""
+
+    def __init__(self, net, opt):
+        self.net, self.global_step, self._opt = net, 0, opt
+
+    def optimizers(self):
+        return self._opt
+
+
+def _torch_loop(net, batches, *, lr, weight_decay, alpha, gamma, l1, l1_start, hooks,
+                max_epochs, progress):
+    """The optimisation of :func:`_lightning_module` under a Lightning Trainer (automatic
+    optimisation, or manual member chunks), as a plain loop."""
+    chunked = isinstance(net, BatchedEnsemble) and net.member_chunk < net.n_members
+    opt = torch.optim.Adam(net.parameters(), lr=lr, weight_decay=weight_decay)
+    state = _LoopState(net, opt)
+    loss_fn = lambda logits, y: member_loss(logits, y, alpha, gamma)  # noqa: E731
+    net.train()
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(batches) * max_epochs, desc="train", unit="step", leave=False)
+    for _ in range(max_epochs):
+        for batch in batches:
+            x, y = batch
+            opt.zero_grad(set_to_none=True)
+            if chunked:
+                for m0, m1 in net.chunks():
+                    loss_fn(net.logits(x, m0, m1), y).backward()
+            else:
+                loss = loss_fn(net(x), y)
+                if l1 > 0 and state.global_step >= l1_start:
+                    loss = loss + l1 * net.l1_penalty()
+                loss.backward()
+            opt.step()
+            state.global_step += 1
+            for hook in hooks:
+                hook(state, batch, loss_fn)
+            if bar is not None:
+                bar.update()
+    if bar is not None:
+        bar.close()
+
+
 def train_net(net: torch.nn.Module, source, y: np.ndarray, *, lr: float, weight_decay: float,
               alpha: float, gamma: float, max_epochs: int, batch_size: int, seed: int,
               device: torch.device, progress: bool = False, l1: float = 0.0,
-              l1_warmup: float = 0.0, hooks=()) -> dict:
-    """Train ``net`` in place with Lightning; returns {'epochs', 'train_time_s'}.
+              l1_warmup: float = 0.0, hooks=(), loop: str = "torch") -> dict:
+    """Train ``net`` in place; returns {'epochs', 'train_time_s'}.
+
+    ``loop``: 'lightning' (a Lightning Trainer) or 'torch' (the same optimisation written out:
+    per batch zero_grad, loss, backward, Adam step, hooks; identical parameters, step for step,
+    without the Trainer's per-fit and per-step overhead nor its import in every worker).
 
     ``l1`` weights ``net.l1_penalty()``; it applies from step ``l1_warmup`` * total steps on.
     Applied from the first step, an L1 penalty on the gene -> neuron weights outpulls the data
@@ -143,8 +199,6 @@ def train_net(net: torch.nn.Module, source, y: np.ndarray, *, lr: float, weight_
     test AUC ~0.5 in a third of the folds of biosparse. A warm-up lets the gene neurons learn a
     burden-like transform first; the penalty then prunes the genes that carry no signal.
     """
-    import lightning.pytorch as pl
-
     t0 = time.perf_counter()
     if max_epochs <= 0:
         return {"epochs": 0, "train_time_s": 0.0}
@@ -152,6 +206,16 @@ def train_net(net: torch.nn.Module, source, y: np.ndarray, *, lr: float, weight_
         raise ValueError(f"l1_warmup must be in [0, 1), got {l1_warmup}")
     batches = ShuffledBatches(source, y, batch_size, seed)
     steps = -(-int(source.n) // int(batch_size)) * int(max_epochs)
+    if loop not in TRAIN_LOOPS:
+        raise ValueError(f"unknown training loop '{loop}'; valid: {', '.join(TRAIN_LOOPS)}")
+    if loop == "torch":
+        _torch_loop(net, batches, lr=lr, weight_decay=weight_decay, alpha=alpha, gamma=gamma,
+                    l1=l1, l1_start=int(float(l1_warmup) * steps), hooks=hooks,
+                    max_epochs=int(max_epochs), progress=progress)
+        net.to(device)
+        return {"epochs": int(max_epochs), "train_time_s": time.perf_counter() - t0}
+    import lightning.pytorch as pl
+
     lit = _lightning_module(net, lr=lr, weight_decay=weight_decay, alpha=alpha, gamma=gamma,
                             l1=l1, l1_start=int(float(l1_warmup) * steps), hooks=hooks)
     with quiet_lightning():
@@ -286,11 +350,14 @@ def _fit_predict(model_type, X_train, y_train, X_test, *, n_classes, gene_pathwa
     gamma = float(p["focal_gamma"])
     max_epochs, batch_size = int(t["max_epochs"]), int(t["batch_size"])
     common = dict(lr=float(p["lr"]), weight_decay=float(p["weight_decay"]), alpha=alpha,
-                  gamma=gamma, batch_size=batch_size, device=device, progress=progress)
+                  gamma=gamma, batch_size=batch_size, device=device, progress=progress,
+                  loop=t["loop"])
 
-    stats = Standardiser(X_train, per=p["standardize"], n_classes=n_classes)
-    src_train = make_source(X_train, stats, n_classes, device, mode=t["input_mode"],
-                            cache_bytes=int(t["cache_bytes"]), batch_size=batch_size)
+    # standardisation and input encoding: once per fold for every model (models.genes.data)
+    prep = prepare_fold(X_train, X_test, per=p["standardize"], n_classes=n_classes, device=device,
+                        mode=t["input_mode"], cache_bytes=int(t["cache_bytes"]),
+                        batch_size=batch_size, cache_dir=prep_cache_dir(t["prep_cache"]))
+    stats, src_train, src_test = prep.stats, prep.train, prep.test
     info = {}
     topo = None
     if registry.REGISTRY[model_type].members:
@@ -327,13 +394,12 @@ def _fit_predict(model_type, X_train, y_train, X_test, *, n_classes, gene_pathwa
                 info.update(rigl_rewired=rigl.n_rewired, rigl_updates=rigl.n_updates)
         if topo is not None:
             info.update(n_pathway_neurons=int(topo.n_dst), n_edges=int(net.path.n_edges))
-    src_test = make_source(X_test, stats, n_classes, device, mode=src_train.mode, cache_bytes=0)
     logits = predict_logits(net, src_test)
     probs = torch.sigmoid(logits.double())
     proba = (probs.mean(dim=1) if probs.dim() == 2 else probs).numpy()
     info = {"n_parameters": n_trainable(net), "train_time_s": fit["train_time_s"],
             "epochs": fit["epochs"], "device": str(device), "focal_alpha": alpha,
-            "input_mode": src_train.mode, **info}
+            "input_mode": src_train.mode, "prep_s": prep.seconds, "prep_cache": prep.hit, **info}
     if return_model:
         info.update(model=net, standardiser=stats)
         if probs.dim() == 2:
