@@ -371,3 +371,148 @@ def test_browser_existing_scan(artifacts):
                        artifacts / Path(d).name, viewport=(1400, 900), max_first_ms=1500, max_zoom_ms=300)
     size = sum(f.stat().st_size for f in (Path(d) / "pyramid").rglob("*") if f.is_file())
     print(f"pyramid of {sm.p:,} SNPs: {sm.n_levels} levels, {size / 2**20:.1f} MiB; {times}")
+
+
+@pytest.mark.parametrize("extra", [("--covar-cols", "age,batch"), ("--pcs", "2")], ids=["covar-cols", "pcs"])
+def test_pair_card_of_a_covariate_scan_equals_top_pairs(tmp_path, extra):
+    """The card fits the scan's own pair model y ~ C + a + b + ab: the covariate columns the scan
+    used (not the file's other, phenotype-correlated, column) or its genotype principal components."""
+    from pipelines import cli
+    from pipelines.view.data import ScanMap
+    from plink_files import write_bed
+
+    rng = np.random.default_rng(3)
+    n, p = 240, 160
+    pop = rng.integers(0, 2, n)                       # two subpopulations: PCs and covariates matter
+    freq = np.where(pop[:, None] == 1, rng.uniform(0.1, 0.3, p), rng.uniform(0.3, 0.6, p))
+    X = rng.binomial(2, freq).astype(np.int8)
+    write_bed(tmp_path / "geno", X, chrom=["1"] * 90 + ["2"] * 70, bp=[10_000 * (k + 1) for k in range(p)])
+    age, batch, other = rng.normal(size=n), rng.integers(0, 3, n), rng.normal(size=n)
+    a, b = X[:, 20] - X[:, 20].mean(), X[:, 130] - X[:, 130].mean()
+    y = 1.0 * a * b + 0.8 * age + 0.5 * batch + 1.5 * pop + 0.7 * other + rng.normal(size=n)
+    ids = [f"S{i:02d} S{i:02d}" for i in range(n)]
+    (tmp_path / "pheno.txt").write_text("".join(f"{s} {v:.6f}\n" for s, v in zip(ids, y)))
+    (tmp_path / "covar.txt").write_text("FID IID age batch other\n" + "".join(
+        f"{s} {u:.6f} {v} {w:.6f}\n" for s, u, v, w in zip(ids, age, batch, other)))
+    covar = ("--covar", str(tmp_path / "covar.txt")) if extra[0] == "--covar-cols" else ()
+    out = tmp_path / "scan"
+    assert cli.main(["scan", "--bfile", str(tmp_path / "geno"), "--pheno", str(tmp_path / "pheno.txt"), "--mode", "2d",
+                     "--top", "5", "--out", str(out), "--device", "cpu", "--threads", "1", "--no-plots",
+                     *covar, *extra]) == 0
+    top = pd.read_csv(out / "top_pairs.tsv", sep="\t")
+    sm = ScanMap(out)
+    for _, row in top.head(3).iterrows():
+        card = sm.pair(sm._id_pos[row.snp1.lower()], sm._id_pos[row.snp2.lower()])
+        assert card["note"] is None
+        assert card["computed"]["stat"] == pytest.approx(row.stat, rel=1e-6)
+        assert card["computed"]["effect"] == pytest.approx(row.beta_int, rel=1e-6)
+
+
+def test_view_of_an_ngg_scan_says_why_not(tmp_path, capsys):
+    """An NGG 2D scan keeps its top pairs but no map of all pairs: one line that says so and what to run."""
+    from pipelines import cli
+    from plink_files import write_bed
+
+    rng = np.random.default_rng(1)
+    X = rng.binomial(2, 0.4, size=(120, 60)).astype(np.int8)
+    write_bed(tmp_path / "geno", X)
+    y = X[:, 3] * X[:, 40] + rng.normal(size=120)
+    (tmp_path / "pheno.txt").write_text("".join(f"S{i:02d} S{i:02d} {v:.5f}\n" for i, v in enumerate(y)))
+    out = tmp_path / "ngg"
+    assert cli.main(["scan", "--bfile", str(tmp_path / "geno"), "--pheno", str(tmp_path / "pheno.txt"), "--mode", "2d",
+                     "--method", "ngg", "--out", str(out), "--device", "cpu", "--no-plots", "--threads", "1"]) == 0
+    capsys.readouterr()
+    assert cli.main(["view", str(out), "--no-browser"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "NGG scan" in err
+    assert f"--method exact --bfile {tmp_path / 'geno'} --pheno {tmp_path / 'pheno.txt'}" in err
+
+
+@pytest.fixture(scope="module")
+def effect_fx(tmp_path_factory):
+    """A small planted scan with --effect-map, and the same scan without it."""
+    d = tmp_path_factory.mktemp("view_effect")
+    kw = dict(n=150, chroms=(("1", 130), ("2", 110)), planted=(20, 200), pyramid_side=64, tile=16)
+    plain = planted_scan(d / "plain", extra=("--no-plots",), **kw)
+    return planted_scan(d / "effect", extra=("--no-plots", "--effect-map", "--threads", "2"), **kw), plain
+
+
+def test_effect_map_is_the_max_abs_effect_of_every_pair(effect_fx):
+    """pyramid_effect/ level 0 = max |BETA_INT| over the pairs of each pixel, from every pair's own
+    regression; the statistic's pyramid/ is byte-identical to a scan without --effect-map."""
+    from models.scans.scan2d import dense_pair_stats
+    from pipelines.errors import InputError
+    from pipelines.view.data import ScanMap
+    from pipelines.workflows.genotypes import GenotypeSet
+
+    fx, plain = effect_fx
+    files = sorted(p.relative_to(plain.dir / "pyramid") for p in (plain.dir / "pyramid").rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(fx.dir / "pyramid") for p in (fx.dir / "pyramid").rglob("*") if p.is_file())
+    for f in files:
+        assert (plain.dir / "pyramid" / f).read_bytes() == (fx.dir / "pyramid" / f).read_bytes(), f
+    sm = ScanMap(fx.dir)
+    gs = GenotypeSet.load(fx.root / "geno")
+    y = np.array([float(line.split()[2]) for line in (fx.root / "pheno.txt").read_text().splitlines()])
+    G = gs.dosage[sm._match_rows(gs)]
+    beta, _ = dense_pair_stats(G, G, y, "qt")
+    p, c = len(G), sm.cell
+    side = -(-p // c)
+    pad = np.full((side * c, side * c), -1.0)
+    pad[:p, :p] = np.where(np.triu(np.ones((p, p), bool), 1), np.abs(beta), -1.0)
+    want = pad.reshape(side, c, side, c).max(axis=(1, 3))
+    t = sm.tile_side
+    for r in range(side):
+        for q in range(side):
+            a = sm.tile_array(0, r // t, q // t, "effect")
+            got = np.nan if a is None else a[r % t, q % t]
+            assert (want[r, q] < 0 and np.isnan(got)) or got == pytest.approx(want[r, q], rel=1e-6)
+    meta = sm.meta()
+    assert meta["has_effect"] and meta["vmax_effect"] == pytest.approx(want.max(), rel=1e-6)
+    top = sm.n_levels - 1
+    px = sm.pixel(top, 0, 0, layer="effect")          # the whole map: the pair of the largest |effect|
+    k = np.unravel_index(np.argmax(np.where(np.triu(np.ones((p, p), bool), 1), np.abs(beta), -1)), beta.shape)
+    assert (px["pair"]["snp1"]["pos"], px["pair"]["snp2"]["pos"]) == k
+    assert px["effect"] == pytest.approx(want.max(), rel=1e-6)
+    assert px["value"] == pytest.approx(fx.top.stat[0], rel=1e-6)
+    assert np.frombuffer(sm.tile(top, 0, 0, layer="effect"), "<f2")[0] == np.float16(want.max())
+    with pytest.raises(InputError, match="rerun the exact scan with --effect-map"):
+        ScanMap(plain.dir).tile(0, 0, 0, layer="effect")
+    assert not ScanMap(plain.dir).meta()["has_effect"]
+    with pytest.raises(InputError, match="unknown map layer"):
+        sm.tile(0, 0, 0, layer="beta")
+
+
+def test_browser_colour_by_effect(effect_fx, artifacts):
+    """The colour selector draws the |effect| map (its own tiles and legend) when the scan has one,
+    and offers the option disabled when it has none."""
+    pw = _playwright()
+    from pipelines.view.data import ScanMap
+
+    fx, plain = effect_fx
+    shots = artifacts / "effect"
+    shots.mkdir(parents=True, exist_ok=True)
+    errors = []
+    with pw.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
+        try:
+            page = browser.new_page(viewport={"width": 900, "height": 600})
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            with running_server(ScanMap(fx.dir)) as url:
+                page.goto(url + "/")
+                page.wait_for_function("window.epiflowMap && window.epiflowMap.stats.ready", timeout=20000)
+                assert not page.is_disabled("#colour option[value=effect]")
+                page.select_option("#colour", "effect")
+                page.evaluate("window.epiflowMap.idle()")
+                keys = page.evaluate("[...window.epiflowMap.state.tiles.entries()].filter(([k, t]) => "
+                                     "k.startsWith('e/') && t).map(([k]) => k)")
+                assert keys, "no tile of the effect map was drawn"
+                vmax = float(page.input_value("#vmax"))
+                assert vmax == pytest.approx(ScanMap(fx.dir).meta()["vmax_effect"], rel=1e-2)
+                page.screenshot(path=str(shots / "01_effect_overview.png"))
+            with running_server(ScanMap(plain.dir)) as url:
+                page.goto(url + "/")
+                page.wait_for_function("window.epiflowMap && window.epiflowMap.stats.ready", timeout=20000)
+                assert page.is_disabled("#colour option[value=effect]")
+        finally:
+            browser.close()
+    assert not errors, errors

@@ -2,9 +2,10 @@
 
 Routes: ``/`` the page; ``/static/*`` its JavaScript and CSS; ``/api/meta`` sizes, levels and
 chromosomes; ``/api/tile/{level}/{row}/{col}`` one tile as little-endian float16 (204 when the
-tile holds no tested pair); ``/api/axis.bin`` every SNP's bp as int32; ``/api/pixel`` a pixel's
-statistic, SNP ranges and best pair; ``/api/pair`` a pair's card; ``/api/top`` the scan's top
-pairs; ``/api/search`` where a SNP id, chromosome, region or gene lies. Bad requests get a 400 with
+tile holds no tested pair; ``?layer=effect``: the map of max |effect|); ``/api/axis.bin`` every
+SNP's bp as int32; ``/api/pixel`` a pixel's statistic, SNP ranges and best pair (``?layer=effect``:
+also its max |effect| and the pair that holds it); ``/api/pair`` a pair's card; ``/api/top`` the
+scan's top pairs; ``/api/search`` where a SNP id, chromosome, region or gene lies. Bad requests get a 400 with
 a one-line ``{"error": ...}``.
 """
 from __future__ import annotations
@@ -64,7 +65,7 @@ def make_app(scan_map: ScanMap, *, preload: bool = True) -> Starlette:
     def tile(request):
         level, row, col = (int(request.path_params[k]) for k in ("level", "row", "col"))
         gz = "gzip" in request.headers.get("accept-encoding", "")
-        data = scan_map.tile(level, row, col, gzip=gz)
+        data = scan_map.tile(level, row, col, gzip=gz, layer=request.query_params.get("layer", "stat"))
         headers = {"Cache-Control": "max-age=3600"}
         if data is None:
             return Response(status_code=204, headers=headers)
@@ -78,7 +79,7 @@ def make_app(scan_map: ScanMap, *, preload: bool = True) -> Starlette:
 
     def pixel(request):
         level, row, col = _ints(request, "level", "row", "col")
-        return _json(scan_map.pixel(level, row, col))
+        return _json(scan_map.pixel(level, row, col, layer=request.query_params.get("layer", "stat")))
 
     def pair(request):
         i, j = _ints(request, "i", "j")

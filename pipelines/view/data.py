@@ -2,7 +2,8 @@
 
 A scan folder (``epiflow scan --mode 2d``, or the ``ngg_2d`` stage) holds ``pyramid/`` (see
 :mod:`models.scans.pyramid`: ``index.json``, ``axis.tsv`` and max-pooled float32 tiles),
-``top_pairs.tsv`` and ``summary.json``. :class:`ScanMap` reads them and answers:
+``top_pairs.tsv`` and ``summary.json``, and with ``--effect-map`` ``pyramid_effect/`` (the same grid
+holding max |interaction effect|). :class:`ScanMap` reads them and answers:
 
 * :meth:`ScanMap.tile`: one tile as little-endian float16 (the browser's compact format; NaN = no
   tested pair);
@@ -74,7 +75,7 @@ class ScanMap:
     """The map pyramid, axis and tables of one 2D scan folder (see the module docstring).
 
     scan_dir: the folder; bfile/pheno/pheno_col/covar/covar_cols: override what ``summary.json``
-    names (it records no covariate columns: all are used unless given);
+    names (scans before ``covar_cols`` was recorded: all of the file's columns are used unless given);
     genes: a GTF whose genes the search box finds.
     """
 
@@ -85,6 +86,10 @@ class ScanMap:
             raise InputError(self.dir, "scan folder not found")
         pyr = self.dir / "pyramid"
         if not (pyr / "index.json").is_file():
+            if _is_ngg_scan(self.dir):
+                raise InputError(self.dir, "an NGG scan keeps only its top pairs, not a map of all pairs, so "
+                                           "it cannot be viewed; run the exact scan on the same data and view "
+                                           f"that folder: {_exact_command(self.dir)}")
             raise InputError(self.dir, "no pyramid/index.json: not the output of a 2D exact scan "
                                        "(`epiflow scan --mode 2d --method exact`)")
         self.pyramid_dir = pyr
@@ -106,6 +111,7 @@ class ScanMap:
         self.trait = self.summary.get("trait", "qt")
         self.statistic = statistic_for("2d", self.trait, self.summary.get("statistic"))
         self.segments = [dict(s) for s in self.index["chromosomes"]]
+        self.effect_index = self._effect_index()
         self._id_pos = {}
         for k, s in enumerate(axis["snp"].to_numpy()):
             self._id_pos.setdefault(s.lower(), k)
@@ -121,6 +127,27 @@ class ScanMap:
         self._geno_lock = threading.Lock()
 
     # -- description ---------------------------------------------------------------------------
+
+    def _effect_index(self) -> dict | None:
+        """The index of ``pyramid_effect/`` (``epiflow scan --effect-map``: max |effect| per pixel),
+        or None when the scan has none; it must share the statistic map's grid."""
+        f = self.dir / "pyramid_effect" / "index.json"
+        if not f.is_file():
+            return None
+        idx = _read_json(f, "effect map index")
+        same = ("format", "n_snps", "cell_snps", "tile", "n_levels")
+        if not isinstance(idx, dict) or any(idx.get(k) != self.index.get(k) for k in same):
+            raise InputError(f, f"the effect map does not share the grid of pyramid/index.json ({', '.join(same)})")
+        return idx
+
+    def _layer_dir(self, layer: str) -> Path:
+        if layer == "stat":
+            return self.pyramid_dir
+        if layer == "effect" and self.effect_index is not None:
+            return self.dir / "pyramid_effect"
+        if layer == "effect":
+            raise InputError(self.dir, "no effect map (pyramid_effect/): rerun the exact scan with --effect-map")
+        raise InputError("layer", f"unknown map layer {layer!r} (stat or effect)")
 
     def _read_top(self) -> pd.DataFrame | None:
         f = self.dir / "top_pairs.tsv"
@@ -144,7 +171,10 @@ class ScanMap:
                 "chromosomes": self.segments, "value": self.index.get("value", "statistic"),
                 "vmax": vmax, "title": title, "folder": str(self.dir), "trait": self.trait,
                 "n_samples": s.get("n_samples"), "n_pairs": s.get("n_pairs"),
-                "effect": self.statistic.effect, "has_top": self.top is not None}
+                "effect": self.statistic.effect, "has_top": self.top is not None,
+                "has_effect": self.effect_index is not None,
+                "vmax_effect": None if self.effect_index is None else max(
+                    (lv["max"] for lv in self.effect_index["levels"] if lv.get("max") is not None), default=None)}
 
     def axis_bp(self) -> bytes:
         """Base-pair position of every SNP of the map axis, little-endian int32 (the page's ticks)."""
@@ -164,29 +194,32 @@ class ScanMap:
         if not 0 <= level < self.n_levels:
             raise InputError(self.pyramid_dir, f"no level {level} (levels 0..{self.n_levels - 1})")
 
-    def tile_array(self, level: int, row: int, col: int) -> np.ndarray | None:
-        """One float32 tile (tile x tile, NaN where empty) or None when the tile holds no pair."""
+    def tile_array(self, level: int, row: int, col: int, layer: str = "stat") -> np.ndarray | None:
+        """One float32 tile (tile x tile, NaN where empty) or None when the tile holds no pair;
+        layer: "stat" (the statistic's map) or "effect" (max |effect|, when the scan wrote it)."""
         self._check_level(level)
+        d = self._layer_dir(layer)
 
         def load():
-            f = self.pyramid_dir / f"L{level}" / f"{row}_{col}.npz"
+            f = d / f"L{level}" / f"{row}_{col}.npz"
             if not f.is_file():
                 return None
             with np.load(f, allow_pickle=False) as z:
                 return np.asarray(z[self.index.get("array_key", "v")], dtype=np.float32)
 
-        return self._arrays.get((level, row, col), load)
+        return self._arrays.get((level, row, col) if layer == "stat" else (layer, level, row, col), load)
 
-    def tile(self, level: int, row: int, col: int, gzip: bool = False) -> bytes | None:
+    def tile(self, level: int, row: int, col: int, gzip: bool = False, layer: str = "stat") -> bytes | None:
         """One tile as little-endian float16 bytes (gzip-compressed when asked), None when empty."""
         def make():
-            a = self.tile_array(level, row, col)
+            a = self.tile_array(level, row, col, layer)
             if a is None:
                 return None
             raw = a.astype("<f2").tobytes()
             return _gzip.compress(raw, compresslevel=1, mtime=0) if gzip else raw
 
-        return self._tiles.get(("f16", gzip, level, row, col), make)
+        key = ("f16", gzip, level, row, col)
+        return self._tiles.get(key if layer == "stat" else (layer, *key), make)
 
     def warm(self, max_tiles: int = 4000) -> int:
         """Prepare the served (gzip float16) form of the pyramid's tiles, coarse levels first, up to
@@ -205,19 +238,19 @@ class ScanMap:
                 self.warmed = n
         return n
 
-    def value(self, level: int, r: int, c: int) -> float:
+    def value(self, level: int, r: int, c: int, layer: str = "stat") -> float:
         side = self.index["levels"][level]["side"]
         if not (0 <= r < side and 0 <= c < side):
             return math.nan
         t = self.tile_side
-        a = self.tile_array(level, r // t, c // t)
+        a = self.tile_array(level, r // t, c // t, layer)
         return math.nan if a is None else float(a[r % t, c % t])
 
-    def _descend(self, level: int, r: int, c: int) -> tuple[int, int]:
-        """The level-0 pixel under (level, r, c) that holds its maximum."""
+    def _descend(self, level: int, r: int, c: int, layer: str = "stat") -> tuple[int, int]:
+        """The level-0 pixel under (level, r, c) that holds its maximum (of the layer)."""
         for k in range(level, 0, -1):
             kids = [(2 * r + dr, 2 * c + dc) for dr in (0, 1) for dc in (0, 1)]
-            vals = [self.value(k - 1, a, b) for a, b in kids]
+            vals = [self.value(k - 1, a, b, layer) for a, b in kids]
             best = int(np.nanargmax(vals)) if np.isfinite(vals).any() else 0
             r, c = kids[best]
         return r, c
@@ -230,24 +263,30 @@ class ScanMap:
         hi = min(hi, self.p) - 1
         return {"first": self._snp(lo), "last": self._snp(hi), "n": int(hi - lo + 1)}
 
-    def pixel(self, level: int, r: int, c: int) -> dict:
-        """Statistic of pixel (r, c) of a level, the SNPs it spans and the pair of its maximum."""
+    def pixel(self, level: int, r: int, c: int, layer: str = "stat") -> dict:
+        """Statistic of pixel (r, c) of a level, the SNPs it spans and the pair of its maximum;
+        with layer "effect", ``effect`` is the pixel's max |effect| and the pair the one that holds it
+        (``value`` stays the statistic)."""
         self._check_level(level)
+        self._layer_dir(layer)
         v = self.value(level, r, c)
         width = self.cell * 2 ** level
         out = {"level": level, "row": r, "col": c, "value": None if not np.isfinite(v) else v,
-               "rows": None, "cols": None, "pair": None}
+               "rows": None, "cols": None, "pair": None, "layer": layer}
+        if self.effect_index is not None:
+            e = self.value(level, r, c, "effect")
+            out["effect"] = None if not np.isfinite(e) else e
         if not (0 <= r * width < self.p and 0 <= c * width < self.p):
             return out
         out["rows"] = self._span(r * width, (r + 1) * width)
         out["cols"] = self._span(c * width, (c + 1) * width)
         if not np.isfinite(v):
             return out
-        r0, c0 = self._descend(level, r, c)
-        out["pair"] = self._best_in_cell(r0, c0)
+        r0, c0 = self._descend(level, r, c, layer)
+        out["pair"] = self._best_in_cell(r0, c0, layer)
         return out
 
-    def _best_in_cell(self, r0: int, c0: int) -> dict | None:
+    def _best_in_cell(self, r0: int, c0: int, layer: str = "stat") -> dict | None:
         cell = self.cell
         rows = np.arange(r0 * cell, min((r0 + 1) * cell, self.p))
         cols = np.arange(c0 * cell, min((c0 + 1) * cell, self.p))
@@ -257,11 +296,13 @@ class ScanMap:
         g = self.genotypes()
         if g is None:
             return None
-        _, stat = self._stats(g, g["G"][g["row"][rows]], g["G"][g["row"][cols]])
-        stat = np.where(rows[:, None] < cols[None, :], stat, np.nan)
-        if not np.isfinite(stat).any():
+        beta, stat = self._stats(g, g["G"][g["row"][rows]], g["G"][g["row"][cols]])
+        upper = rows[:, None] < cols[None, :]
+        stat = np.where(upper, stat, np.nan)
+        score = stat if layer == "stat" else np.where(upper & np.isfinite(stat), np.abs(beta), np.nan)
+        if not np.isfinite(score).any():
             return None
-        a, b = np.unravel_index(int(np.nanargmax(stat)), stat.shape)
+        a, b = np.unravel_index(int(np.nanargmax(score)), score.shape)
         return self._pair_head(int(rows[a]), int(cols[b]), float(stat[a, b]))
 
     def _pair_head(self, i: int, j: int, stat: float) -> dict:
@@ -461,6 +502,43 @@ class ScanMap:
                 k = a - 1
             a, b = k, k + 1
         return {"kind": "region", "label": label, "start": a, "end": b, "focus": None}
+
+
+def _is_ngg_scan(d: Path) -> bool:
+    """Whether a folder without a pyramid is an NGG scan (its summary, or its top-pair columns)."""
+    try:
+        if json.loads((d / "summary.json").read_text()).get("method") == "ngg":
+            return True
+    except (OSError, ValueError, AttributeError):
+        pass
+    try:
+        with open(d / "top_pairs.tsv") as fh:
+            cols = fh.readline().rstrip("\n").split("\t")
+    except OSError:
+        return False
+    return "score" in cols and "support" in cols and "stat" not in cols
+
+
+def _exact_command(d: Path) -> str:
+    """The exact 2D scan of an NGG scan's inputs (from its summary.json where it names them)."""
+    try:
+        s = json.loads((d / "summary.json").read_text())
+    except (OSError, ValueError):
+        s = {}
+    s = s if isinstance(s, dict) else {}
+    args = ["epiflow scan --mode 2d --method exact"]
+    for flag, key in (("--bfile", "bfile"), ("--bfile", "input"), ("--pheno", "pheno"), ("--pheno-col", "pheno_col"),
+                      ("--covar", "covar")):
+        if s.get(key) and not any(a.startswith(flag + " ") for a in args):
+            args.append(f"{flag} {s[key]}")
+    if s.get("covar_cols"):
+        cols = s["covar_cols"]
+        args.append(f"--covar-cols {cols if isinstance(cols, str) else ','.join(map(str, cols))}")
+    if isinstance(s.get("pcs"), dict) and s["pcs"].get("k"):
+        args.append(f"--pcs {s['pcs']['k']}")
+    if len(args) == 1:
+        args.append("--bfile GENOTYPES --pheno PHENOTYPE")
+    return " ".join(args) + f" --out {d.name}_exact"
 
 
 def _bp(s: str) -> int:

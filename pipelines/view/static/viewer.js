@@ -35,6 +35,8 @@
     return Math.max(0, -ln / Math.LN10);
   }
   const transform = (v) => (state.colour === "nlp" ? nlp(v) : v);
+  // colour "effect" draws the second map (max |effect| per pixel, when the scan wrote one)
+  const layerQuery = () => (state.colour === "effect" ? "layer=effect" : "");
 
   // ColorBrewer YlOrRd extended to near-black: white for nothing, dark red for the strongest pairs
   const STOPS = [[255, 255, 255], [255, 255, 204], [255, 237, 160], [254, 217, 118], [254, 178, 76],
@@ -103,14 +105,15 @@
 
   // ---------------------------------------------------------------------------------------------
   // tiles
-  const key = (k, r, c) => k + "/" + r + "/" + c;
+  const key = (k, r, c) => (state.colour === "effect" ? "e/" : "") + k + "/" + r + "/" + c;
   const PREFETCH = new URLSearchParams(location.search).get("prefetch") !== "0";
   const background = new Map();   // prefetches: not waited for by the idle check
   function fetchTile(k, r, c, quiet) {
     const id = key(k, r, c);
     if (state.tiles.has(id) || state.pending.has(id)) return;
     if (background.has(id)) { if (!quiet) { state.pending.set(id, background.get(id)); } return; }
-    const p = fetch(`/api/tile/${k}/${r}/${c}`).then(async (res) => {
+    const lq = layerQuery();
+    const p = fetch(`/api/tile/${k}/${r}/${c}` + (lq ? "?" + lq : "")).then(async (res) => {
       if (res.status === 204) state.tiles.set(id, null);
       else if (res.ok) state.tiles.set(id, { u16: new Uint16Array(await res.arrayBuffer()), img: null });
       else throw new Error(`tile ${id}: HTTP ${res.status}`);
@@ -308,7 +311,9 @@
       g.fillRect(Math.round(x), 23, 1, 4); g.fillText(+v.toFixed(6) + "", x, 38);
     }
     g.textAlign = "left";
-    g.fillText(state.colour === "nlp" ? "−log10 p of the pair (max over the pixel)" : "interaction χ² (max over the pixel)", 10, 54);
+    const eff = state.meta ? state.meta.effect.toUpperCase() : "effect";
+    g.fillText(state.colour === "nlp" ? "−log10 p of the pair (max over the pixel)" : state.colour === "effect"
+      ? `|${eff}| of the pair (max over the pixel)` : "interaction χ² (max over the pixel)", 10, 54);
     $("legend-note").textContent = "grey: no tested pair; the lower triangle mirrors the upper one and is left empty.";
   }
 
@@ -384,7 +389,7 @@
   $("zoom-in").onclick = () => zoomBy(1);
   $("zoom-out").onclick = () => zoomBy(-1);
   $("home").onclick = home;
-  $("colour").onchange = (e) => { state.colour = e.target.value; state.vmax = autoVmax(); $("vmax").value = +state.vmax.toPrecision(3); buildColours(); schedule(); };
+  $("colour").onchange = (e) => { state.colour = e.target.value; state.hover = null; state.vmax = autoVmax(); $("vmax").value = +state.vmax.toPrecision(3); buildColours(); schedule(); };
   $("vmax").onchange = (e) => { const v = parseFloat(e.target.value); state.vmax = v > 0 ? v : autoVmax(); buildColours(); schedule(); };
   $("card-close").onclick = () => { $("card-box").hidden = true; state.mark = null; schedule(); };
   window.addEventListener("resize", resize);
@@ -412,7 +417,7 @@
     clearTimeout(hoverTimer);
     const seq = ++hoverSeq;
     hoverTimer = setTimeout(async () => {
-      const res = await fetch(`/api/pixel?level=${px.level}&row=${px.row}&col=${px.col}`);
+      const res = await fetch(`/api/pixel?level=${px.level}&row=${px.row}&col=${px.col}&` + layerQuery());
       const info = await res.json();
       if (seq !== hoverSeq) return;
       state.hover.info = info;
@@ -427,6 +432,7 @@
     } else {
       const m = state.meta, w = m.levels[info.level].cell;
       h = `<b>${info.pair ? "best pair" : "pixel"}</b> · χ² ${fmt(info.value)} · −log10 p ${fmt(nlp(info.value), 3)}`;
+      if (info.effect !== undefined && info.effect !== null) h += ` · max |${esc(m.effect.toUpperCase())}| ${fmt(info.effect)}`;
       if (info.pair) h += `<div class="hover-pair">${snpText(info.pair.snp1)} × ${snpText(info.pair.snp2)}</div>`;
       if (w > 1 && info.rows) h += `<div class="small">pixel: ${w.toLocaleString()} × ${w.toLocaleString()} SNPs, rows ${esc(info.rows.first.snp)}…${esc(info.rows.last.snp)}, columns ${esc(info.cols.first.snp)}…${esc(info.cols.last.snp)}</div>`;
       if (!info.pair && w > 1) h += `<div class="small note">best pair needs the scan's genotypes</div>`;
@@ -438,7 +444,7 @@
   async function click(e) {
     const r = canvas.getBoundingClientRect(), px = pixelAt(e.clientX - r.left, e.clientY - r.top);
     if (!px || px.col < px.row) return;
-    const info = await (await fetch(`/api/pixel?level=${px.level}&row=${px.row}&col=${px.col}`)).json();
+    const info = await (await fetch(`/api/pixel?level=${px.level}&row=${px.row}&col=${px.col}&` + layerQuery())).json();
     if (info.pair) openCard(info.pair.snp1.pos, info.pair.snp2.pos);
   }
   async function openCard(i, j) {
@@ -543,7 +549,10 @@
 
   // ---------------------------------------------------------------------------------------------
   // start
-  function autoVmax() { const v = state.meta.vmax || 1; return state.colour === "nlp" ? nlp(v) : v; }
+  function autoVmax() {
+    const v = (state.colour === "effect" ? state.meta.vmax_effect : state.meta.vmax) || 1;
+    return state.colour === "nlp" ? nlp(v) : v;
+  }
   function resize() {
     state.dpr = window.devicePixelRatio || 1;
     canvas.width = Math.round(canvas.clientWidth * state.dpr); canvas.height = Math.round(canvas.clientHeight * state.dpr);
@@ -555,6 +564,9 @@
     state.meta = m;
     $("title").textContent = m.title + (m.n_samples ? ` · ${m.n_samples.toLocaleString()} samples` : "") +
       (m.n_pairs ? ` · ${m.n_pairs.toLocaleString()} pairs` : "");
+    const opt = $("colour").querySelector('option[value="effect"]');
+    opt.textContent = `|${m.effect.toUpperCase()}|`;
+    if (!m.has_effect) { opt.disabled = true; opt.title = "this scan has no effect map: rerun the exact scan with --effect-map"; }
     state.vmax = autoVmax(); $("vmax").value = +state.vmax.toPrecision(3);
     resize();
     buildColours();
