@@ -18,6 +18,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -424,7 +425,7 @@ def test_view_of_an_ngg_scan_says_why_not(tmp_path, capsys):
     capsys.readouterr()
     assert cli.main(["view", str(out), "--no-browser"]) == 2
     err = capsys.readouterr().err.strip()
-    assert "\n" not in err and "NGG scan" in err
+    assert "\n" not in err and "NGG scan" in err and "--ngg-engine tiled" in err
     assert f"--method exact --bfile {tmp_path / 'geno'} --pheno {tmp_path / 'pheno.txt'}" in err
 
 
@@ -516,3 +517,148 @@ def test_browser_colour_by_effect(effect_fx, artifacts):
         finally:
             browser.close()
     assert not errors, errors
+
+
+@pytest.fixture(scope="module")
+def ngg_fx(tmp_path_factory):
+    """A tiled NGG 2D scan of 240 SNPs (two chromosomes) with one planted pair, every scored pair listed
+    in top_pairs.tsv (so the map can be checked against the pairs' own scores)."""
+    from pipelines import cli
+    from plink_files import write_bed
+
+    d = tmp_path_factory.mktemp("view_ngg")
+    rng = np.random.default_rng(1)
+    n, p, planted = 200, 240, (20, 200)
+    X = rng.binomial(2, rng.uniform(0.25, 0.5, p), size=(n, p)).astype(np.int8)
+    write_bed(d / "geno", X, chrom=["1"] * 130 + ["2"] * 110, bp=[1_000_000 + 25_000 * q for q in range(p)])
+    a, b = (X[:, k] - X[:, k].mean() for k in planted)
+    y = np.round(1.5 * a * b + rng.normal(size=n), 6)
+    (d / "pheno.txt").write_text("".join(f"S{i:02d} S{i:02d} {v:.6f}\n" for i, v in enumerate(y)))
+    out = d / "scan"
+    assert cli.main(["scan", "--bfile", str(d / "geno"), "--pheno", str(d / "pheno.txt"), "--mode", "2d",
+                     "--method", "ngg", "--ngg-engine", "tiled", "--ngg-piece-size", "100", "--ngg-repetitions", "4",
+                     "--top", str(p * (p - 1) // 2), "--out", str(out), "--device", "cpu", "--no-plots",
+                     "--threads", "1", "--pyramid-side", "64", "--pyramid-tile", "16"]) == 0
+    top = pd.read_csv(out / "top_pairs.tsv", sep="\t")
+    return SimpleNamespace(dir=out, top=top, X=X, y=y, snp1=f"rs{planted[0]}", snp2=f"rs{planted[1]}", p=p)
+
+
+def test_ngg_map_is_the_max_score_of_every_pair(ngg_fx):
+    """pyramid_effect/ of a tiled NGG scan: level 0 holds, per cell of the exact scan's grid, the largest
+    NGG score of its pairs (every pair with a nonzero score is listed here); no statistic map."""
+    from pipelines.view.data import ScanMap
+
+    assert not (ngg_fx.dir / "pyramid").exists()
+    sm = ScanMap(ngg_fx.dir)
+    assert sm.effect_only and sm.cell == 4 and sm.p == ngg_fx.p
+    top = ngg_fx.top
+    assert (top.snp1.iloc[0], top.snp2.iloc[0]) == (ngg_fx.snp1, ngg_fx.snp2)
+    side = sm.index["levels"][0]["side"]
+    want = np.zeros((side, side), dtype=np.float32)      # every pair was scored (0 when never selected)
+    pos = {s: k for k, s in enumerate(sm.axis["snp"])}
+    i = np.array([pos[s] for s in top.snp1]) // sm.cell
+    j = np.array([pos[s] for s in top.snp2]) // sm.cell
+    np.maximum.at(want, (np.minimum(i, j), np.maximum(i, j)), top.score.to_numpy(np.float32))
+    got = np.full((side, side), np.nan, dtype=np.float32)
+    for r in range(side):
+        for c in range(side):
+            got[r, c] = sm.value(0, r, c)
+    upper = np.triu(np.ones((side, side), bool))
+    np.testing.assert_allclose(got[upper], want[upper], rtol=1e-6)
+    assert np.isnan(got[~upper]).all()
+    assert sm.meta()["vmax"] == pytest.approx(top.score.max(), rel=1e-6)
+
+
+def test_ngg_map_in_the_viewer_names_and_cards_the_planted_pair(ngg_fx):
+    """The viewer API on an NGG scan: the whole-map pixel and its level-0 pixel name the planted pair,
+    the card shows its NGG score equal to top_pairs.tsv and the exact statistic recomputed from the
+    genotypes (equal to a direct least-squares fit of y ~ a + b + ab)."""
+    from pipelines.view.data import ScanMap
+
+    sm = ScanMap(ngg_fx.dir)
+    with running_server(sm) as url:
+        status, meta = get_json(url + "/api/meta")
+        assert status == 200 and meta["effect_only"] and "NGG score" in meta["value"]
+        top_level = meta["n_levels"] - 1
+        status, px = get_json(f"{url}/api/pixel?level={top_level}&row=0&col=0")
+        assert status == 200
+        names = (px["pair"]["snp1"]["snp"], px["pair"]["snp2"]["snp"])
+        assert names == (ngg_fx.snp1, ngg_fx.snp2) and px["pair"]["source"] == "top_pairs.tsv"
+        assert px["value"] == pytest.approx(ngg_fx.top.score.iloc[0], rel=1e-3)      # float16 tiles, float32 map
+        i, j = px["pair"]["snp1"]["pos"], px["pair"]["snp2"]["pos"]
+        status, px0 = get_json(f"{url}/api/pixel?level=0&row={i // sm.cell}&col={j // sm.cell}")
+        assert (px0["pair"]["snp1"]["snp"], px0["pair"]["snp2"]["snp"]) == names
+        status, card = get_json(f"{url}/api/pair?i={i}&j={j}")
+    assert status == 200 and card["ngg"] and card["note"] is None
+    assert card["listed"]["score"] == ngg_fx.top.score.iloc[0] and card["listed"]["rank"] == 1
+    a, b = (ngg_fx.X[:, int(s[2:])].astype(float) for s in names)
+    D = np.column_stack([np.ones_like(a), a, b, a * b])
+    coef, rss, *_ = np.linalg.lstsq(D, ngg_fx.y, rcond=None)
+    se = np.sqrt(rss[0] / (len(a) - 4) * np.linalg.inv(D.T @ D)[3, 3])
+    assert card["computed"]["effect"] == pytest.approx(coef[3], rel=1e-6)
+    assert card["computed"]["stat"] == pytest.approx((coef[3] / se) ** 2, rel=1e-6)
+    assert card["computed"]["n"] == len(a)
+    assert px["pair"]["stat"] == pytest.approx(card["computed"]["stat"], rel=1e-9)
+
+    def wald(u, v):
+        D = np.column_stack([np.ones_like(u), u, v, u * v])
+        coef, rss, *_ = np.linalg.lstsq(D, ngg_fx.y, rcond=None)
+        return coef[3] ** 2 / (rss[0] / (len(u) - 4) * np.linalg.inv(D.T @ D)[3, 3])
+
+    # a cell whose pairs are not listed: the cell's best exact statistic, from the genotypes
+    sm.top = sm.top.head(1)
+    px = sm.pixel(0, 0, sm.index["levels"][0]["side"] - 1)
+    assert px["pair"]["score"] is None and "exact statistic" in px["pair"]["source"]
+    rows, cols = range(0, sm.cell), range(sm.p - sm.cell, sm.p)
+    stats = {(r, c): wald(*(ngg_fx.X[:, int(sm.axis.snp[k][2:])].astype(float) for k in (r, c)))
+             for r in rows for c in cols}
+    best = max(stats, key=stats.get)
+    assert (px["pair"]["snp1"]["pos"], px["pair"]["snp2"]["pos"]) == best
+    assert px["pair"]["stat"] == pytest.approx(stats[best], rel=1e-6)
+
+
+def test_browser_ngg_map(ngg_fx, artifacts):
+    """An NGG scan in the browser: coloured by NGG score only; on the planted pair's level-0 pixel the
+    hover names the pair, and its card shows the NGG score of top_pairs.tsv and the exact STAT
+    recomputed from the genotypes (a screenshot per step)."""
+    pw = _playwright()
+    from pipelines.view.data import ScanMap
+
+    sm = ScanMap(ngg_fx.dir)
+    i, j = sm._id_pos[ngg_fx.snp1.lower()], sm._id_pos[ngg_fx.snp2.lower()]
+    want_stat = sm.pair(i, j)["computed"]["stat"]
+    shots = artifacts / "ngg"
+    shots.mkdir(parents=True, exist_ok=True)
+    errors = []
+    with running_server(sm) as url, pw.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
+        try:
+            page = browser.new_page(viewport={"width": 900, "height": 600})
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.goto(url + "/")
+            page.wait_for_function("window.epiflowMap && window.epiflowMap.stats.ready", timeout=20000)
+            page.wait_for_function("document.querySelectorAll('#top-list tr[data-i]').length > 0")
+            assert page.input_value("#colour") == "effect" and page.is_disabled("#colour option[value=nlp]")
+            page.screenshot(path=str(shots / "01_overview.png"))
+            page.evaluate(f"window.epiflowMap.jumpToPair({i}, {j})")
+            page.evaluate("window.epiflowMap.idle()")
+            assert page.evaluate("window.epiflowMap.state.level") == 0
+            x, y = page.evaluate(f"window.epiflowMap.pixelScreen({i}, {j})")
+            page.mouse.move(x, y)
+            page.wait_for_function("(s) => document.getElementById('tooltip').innerText.includes(s[0]) && "
+                                   "document.getElementById('tooltip').innerText.includes(s[1])",
+                                   arg=[ngg_fx.snp1, ngg_fx.snp2])
+            hover = page.inner_text("#tooltip")
+            page.screenshot(path=str(shots / "02_hover_level0.png"))
+            page.mouse.click(x, y)
+            page.wait_for_selector("#card [data-field=score]")
+            score = float(page.get_attribute("#card [data-field=score]", "data-value"))
+            stat = float(page.get_attribute("#card [data-field=stat]", "data-value"))
+            page.wait_for_timeout(100)
+            page.screenshot(path=str(shots / "03_card.png"))
+        finally:
+            browser.close()
+    assert not errors, errors
+    assert "NGG score" in hover
+    assert score == ngg_fx.top.score.iloc[0]
+    assert stat == pytest.approx(want_stat, rel=1e-9)

@@ -525,7 +525,7 @@ def ngg_fit_tiled(X, y, *, mode="2d", B=100, d=30, lam=None, lam_scale=1.0, R=10
                   device=None, top=1000, covariates=None, candidates=None, progress=True, checkpoint=None,
                   checkpoint_every=30.0, settings: TiledSettings | None = None, precision="fp32", ridge=1e-6,
                   profile=False, max_blocks=None, max_seconds=None, on_block=None, threads=1, shared_sketch=True,
-                  repetitions=None) -> NGGResult:
+                  repetitions=None, on_scores=None) -> NGGResult:
     """Fit NGG with rectangular pieces and tile-shared sketches (module docstring); same inputs and output
     as :func:`models.ngg.ngg.ngg_fit` (an :class:`NGGResult`).
 
@@ -544,6 +544,10 @@ def ngg_fit_tiled(X, y, *, mode="2d", B=100, d=30, lam=None, lam_scale=1.0, R=10
     repetitions(block, reps): where the (block, repetition) units run (e.g. the tasks of a cluster):
     an iterator over the block's effect arrays (those of :func:`block_repetition`) for ``reps``, in
     order; None: here. Accumulation, checkpoints and results are the same either way.
+    on_scores(rows, cols, score): called after every block of pair columns with the SNP indices
+    (of X's columns) of its rows and columns and its final (len(rows), len(cols)) score tensor on the
+    device (support x |mean effect|, float64; -1 where the slot is no pair: the lower triangle and
+    diagonal of a diagonal block), e.g. to max-pool every pair's score into a map.
     """
     import torch
 
@@ -642,6 +646,9 @@ def ngg_fit_tiled(X, y, *, mode="2d", B=100, d=30, lam=None, lam_scale=1.0, R=10
                     last_save = time.perf_counter()
             with stats("topk"):
                 state["best"] = _reduce_block(acc_sum, acc_cnt, R, U_ids, W_ids, diag, kept, p, top, state)
+            if on_scores is not None and U_ids is not None:
+                with stats("scores"):
+                    on_scores(kept[U_ids], kept[W_ids], _block_scores(acc_sum, acc_cnt, R, diag))
             del acc_sum, acc_cnt
             state["block"], state["rep"], state["acc"] = bk + 1, 0, None
             blocks_run += 1
@@ -699,6 +706,17 @@ def ngg_fit_tiled(X, y, *, mode="2d", B=100, d=30, lam=None, lam_scale=1.0, R=10
                      n_columns=int(N), pieces_per_repetition=int(pieces),
                      extra={"complete": bool(complete), "blocks_done": int(state["block"]),
                             "blocks": len(blocks)})
+
+
+def _block_scores(acc_sum, acc_cnt, R, diag):
+    """A block's per-pair scores (support x |mean effect|), -1 on slots that are no pair."""
+    import torch
+
+    score = (acc_cnt.double() / R) * (acc_sum / R).abs()
+    if diag:
+        score = torch.where(torch.ones_like(score, dtype=torch.bool).triu(diagonal=1), score,
+                            torch.full_like(score, -1.0))
+    return score
 
 
 def _reduce_block(acc_sum, acc_cnt, R, U_ids, W_ids, diag, kept, p, top, state):

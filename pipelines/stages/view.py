@@ -2,7 +2,8 @@
 
     epiflow view results/scan2d [--port 8765] [--host 127.0.0.1] [--no-browser] [--genes genes.gtf]
 
-Serves a pan-and-zoom genome x genome map of the scan's pyramid (``SCAN_DIR/pyramid``) on
+Serves a pan-and-zoom genome x genome map of the scan's pyramid (``SCAN_DIR/pyramid``; a tiled NGG scan:
+its map of NGG scores, ``SCAN_DIR/pyramid_effect``) on
 127.0.0.1 (a free port unless ``--port`` is given), prints the URL and opens it in the browser when
 there is one. Hovering names the pair holding a pixel's maximum; clicking opens the pair's card
 (interaction effect, statistic, p, n, two-locus genotype table and box plot, recomputed from the
@@ -18,7 +19,7 @@ from pipelines.argtypes import count
 
 
 def add_arguments(p) -> None:
-    p.add_argument("scan_dir", metavar="SCAN_DIR", help="output folder of a 2D exact scan (holds pyramid/)")
+    p.add_argument("scan_dir", metavar="SCAN_DIR", help="output folder of a 2D exact scan (holds pyramid/) or of a tiled NGG 2D scan (holds pyramid_effect/ only)")
     p.add_argument("--host", default="127.0.0.1",
                    help="address to listen on (default 127.0.0.1; anything else exposes the results to the network)")
     p.add_argument("--port", type=count(0, 65535), default=0, help="port (default 0: a free one)")

@@ -3,7 +3,12 @@
 A scan folder (``epiflow scan --mode 2d``, or the ``ngg_2d`` stage) holds ``pyramid/`` (see
 :mod:`models.scans.pyramid`: ``index.json``, ``axis.tsv`` and max-pooled float32 tiles),
 ``top_pairs.tsv`` and ``summary.json``, and with ``--effect-map`` ``pyramid_effect/`` (the same grid
-holding max |interaction effect|). :class:`ScanMap` reads them and answers:
+holding max |interaction effect|). A tiled NGG scan (``--method ngg --ngg-engine tiled``) has no test
+statistic: it writes ``pyramid_effect/`` only (max NGG score per pixel), which the viewer shows alone
+(``effect_only``: pixel values are NGG scores, the pair under a pixel is the top_pairs.tsv pair in
+its level-0 cell with the highest score, else the cell's best exact statistic recomputed from the
+genotypes; cards show the listed NGG numbers beside the recomputed exact statistics).
+:class:`ScanMap` reads them and answers:
 
 * :meth:`ScanMap.tile`: one tile as little-endian float16 (the browser's compact format; NaN = no
   tested pair);
@@ -85,11 +90,15 @@ class ScanMap:
         if not self.dir.is_dir():
             raise InputError(self.dir, "scan folder not found")
         pyr = self.dir / "pyramid"
+        self.effect_only = False
+        if not (pyr / "index.json").is_file() and (self.dir / "pyramid_effect" / "index.json").is_file():
+            pyr, self.effect_only = self.dir / "pyramid_effect", True     # a tiled NGG scan: scores only
         if not (pyr / "index.json").is_file():
             if _is_ngg_scan(self.dir):
-                raise InputError(self.dir, "an NGG scan keeps only its top pairs, not a map of all pairs, so "
-                                           "it cannot be viewed; run the exact scan on the same data and view "
-                                           f"that folder: {_exact_command(self.dir)}")
+                raise InputError(self.dir, "this NGG scan keeps only its top pairs, not a map of all pairs (only "
+                                           "`--ngg-engine tiled` writes one), so it cannot be viewed; rerun it with "
+                                           "--ngg-engine tiled, or run the exact scan on the same data and view that "
+                                           f"folder: {_exact_command(self.dir)}")
             raise InputError(self.dir, "no pyramid/index.json: not the output of a 2D exact scan "
                                        "(`epiflow scan --mode 2d --method exact`)")
         self.pyramid_dir = pyr
@@ -172,7 +181,7 @@ class ScanMap:
                 "vmax": vmax, "title": title, "folder": str(self.dir), "trait": self.trait,
                 "n_samples": s.get("n_samples"), "n_pairs": s.get("n_pairs"),
                 "effect": self.statistic.effect, "has_top": self.top is not None,
-                "has_effect": self.effect_index is not None,
+                "has_effect": self.effect_index is not None, "effect_only": self.effect_only,
                 "vmax_effect": None if self.effect_index is None else max(
                     (lv["max"] for lv in self.effect_index["levels"] if lv.get("max") is not None), default=None)}
 
@@ -184,7 +193,8 @@ class ScanMap:
         if self.top is None:
             return []
         t = self.top.head(limit)
-        cols = [c for c in ("rank", "snp1", "chrom1", "bp1", "snp2", "chrom2", "bp2", "stat", "p", "i", "j") if c in t]
+        cols = [c for c in ("rank", "snp1", "chrom1", "bp1", "snp2", "chrom2", "bp2", "stat", "p", "score", "i", "j")
+                if c in t]
         out = t[cols].to_dict("records")
         return [{k: (v.item() if hasattr(v, "item") else v) for k, v in r.items()} for r in out]
 
@@ -273,7 +283,7 @@ class ScanMap:
         width = self.cell * 2 ** level
         out = {"level": level, "row": r, "col": c, "value": None if not np.isfinite(v) else v,
                "rows": None, "cols": None, "pair": None, "layer": layer}
-        if self.effect_index is not None:
+        if self.effect_index is not None and not self.effect_only:
             e = self.value(level, r, c, "effect")
             out["effect"] = None if not np.isfinite(e) else e
         if not (0 <= r * width < self.p and 0 <= c * width < self.p):
@@ -290,6 +300,8 @@ class ScanMap:
         cell = self.cell
         rows = np.arange(r0 * cell, min((r0 + 1) * cell, self.p))
         cols = np.arange(c0 * cell, min((c0 + 1) * cell, self.p))
+        if self.effect_only:
+            return self._best_ngg_in_cell(r0, c0, rows, cols)
         if cell == 1:
             i, j = int(rows[0]), int(cols[0])
             return self._pair_head(i, j, self.value(0, r0, c0)) if i < j else None
@@ -304,6 +316,39 @@ class ScanMap:
             return None
         a, b = np.unravel_index(int(np.nanargmax(score)), score.shape)
         return self._pair_head(int(rows[a]), int(cols[b]), float(stat[a, b]))
+
+    def _best_ngg_in_cell(self, r0: int, c0: int, rows: np.ndarray, cols: np.ndarray) -> dict | None:
+        """The pair of a level-0 cell of an NGG map: the listed pair with the highest score there (the
+        map's maximum when it is listed), else, from the genotypes, the cell's best exact statistic."""
+        score = self.value(0, r0, c0)
+        if self.top is not None and "score" in self.top:
+            t = self.top
+            hit = t[(t["i"] // self.cell == r0) & (t["j"] // self.cell == c0)]
+            if len(hit):
+                row = hit.loc[hit["score"].idxmax()]
+                return {**self._ngg_head(int(row["i"]), int(row["j"])), "score": float(row["score"]),
+                        "source": "top_pairs.tsv"}
+        if len(rows) == 1 and len(cols) == 1:
+            i, j = int(rows[0]), int(cols[0])
+            return {**self._ngg_head(i, j), "score": score, "source": "map"} if i < j else None
+        g = self.genotypes()
+        if g is None:
+            return None
+        beta, stat = self._stats(g, g["G"][g["row"][rows]], g["G"][g["row"][cols]])
+        stat = np.where(rows[:, None] < cols[None, :], stat, np.nan)
+        if not np.isfinite(stat).any():
+            return None
+        a, b = np.unravel_index(int(np.nanargmax(stat)), stat.shape)
+        return {**self._pair_head(int(rows[a]), int(cols[b]), float(stat[a, b])), "score": None,
+                "source": "the cell's best exact statistic (its highest-scoring NGG pair is not in top_pairs.tsv)"}
+
+    def _ngg_head(self, i: int, j: int) -> dict:
+        """A pair under an NGG map pixel, with its exact statistic when the genotypes are at hand."""
+        g = self.genotypes()
+        if g is None:
+            return {"snp1": self._snp(i), "snp2": self._snp(j), "stat": None, "p": None, "neg_log10_p": None}
+        _, stat = self._stats(g, g["G"][g["row"][i]][None], g["G"][g["row"][j]][None])
+        return self._pair_head(i, j, float(stat[0, 0]))
 
     def _pair_head(self, i: int, j: int, stat: float) -> dict:
         return {"snp1": self._snp(i), "snp2": self._snp(j), "stat": stat, "p": float(special.chdtrc(1.0, stat)),
@@ -396,7 +441,7 @@ class ScanMap:
             raise InputError("pair", f"SNP positions must differ and lie in 0..{self.p - 1}")
         i, j = min(i, j), max(i, j)
         card = {"snp1": self._snp(i), "snp2": self._snp(j), "effect_name": self.statistic.effect,
-                "listed": None, "computed": None, "table": None, "note": None}
+                "listed": None, "computed": None, "table": None, "note": None, "ngg": self.effect_only}
         if self.top is not None:
             hit = self.top[(self.top["i"] == i) & (self.top["j"] == j)]
             if len(hit):

@@ -312,7 +312,8 @@
     }
     g.textAlign = "left";
     const eff = state.meta ? state.meta.effect.toUpperCase() : "effect";
-    g.fillText(state.colour === "nlp" ? "−log10 p of the pair (max over the pixel)" : state.colour === "effect"
+    g.fillText(state.meta && state.meta.effect_only ? "NGG score of the pair (max over the pixel)"
+      : state.colour === "nlp" ? "−log10 p of the pair (max over the pixel)" : state.colour === "effect"
       ? `|${eff}| of the pair (max over the pixel)` : "interaction χ² (max over the pixel)", 10, 54);
     $("legend-note").textContent = "grey: no tested pair; the lower triangle mirrors the upper one and is left empty.";
   }
@@ -429,6 +430,15 @@
     let h;
     if (info.value === null) {
       h = "no tested pair here";
+    } else if (state.meta.effect_only) {   // an NGG map: scores, the exact statistic of the named pair
+      const m = state.meta, w = m.levels[info.level].cell, P = info.pair;
+      h = `<b>${P ? "best pair" : "pixel"}</b> · NGG score ${fmt(info.value)}`;
+      if (P) {
+        h += `<div class="hover-pair">${snpText(P.snp1)} × ${snpText(P.snp2)}</div>`;
+        if (P.stat !== null && P.stat !== undefined) h += `<div class="small">exact χ² ${fmt(P.stat)} · −log10 p ${fmt(P.neg_log10_p, 3)}${P.score === null ? " (best exact pair of the cell: its top NGG pair is not listed)" : ""}</div>`;
+      }
+      if (w > 1 && info.rows) h += `<div class="small">pixel: ${w.toLocaleString()} × ${w.toLocaleString()} SNPs, rows ${esc(info.rows.first.snp)}…${esc(info.rows.last.snp)}, columns ${esc(info.cols.first.snp)}…${esc(info.cols.last.snp)}</div>`;
+      if (!P && w > 1) h += `<div class="small note">the pair needs the scan's genotypes or a listed top pair</div>`;
     } else {
       const m = state.meta, w = m.levels[info.level].cell;
       h = `<b>${info.pair ? "best pair" : "pixel"}</b> · χ² ${fmt(info.value)} · −log10 p ${fmt(nlp(info.value), 3)}`;
@@ -456,11 +466,18 @@
     const v = c.computed || {}, L = c.listed || {};
     const stat = v.stat ?? L.stat, p = v.p ?? L.p, eff = v.effect ?? L[c.effect_name], n = v.n ?? L.n;
     let h = `<div class="snps"><div class="snp">${snpText(c.snp1)}</div><div>×</div><div class="snp">${snpText(c.snp2)}</div></div>`;
+    if (c.ngg) {   // an NGG scan: its own numbers (top_pairs.tsv), then the exact pair model recomputed
+      h += `<table class="stats"><tr><th>NGG score</th><td data-field="score" data-value="${L.score}">${fmt(L.score, 6)}</td></tr>`;
+      h += `<tr><th>NGG support</th><td data-field="support">${fmt(L.support, 3)}</td></tr>`;
+      h += `<tr><th>NGG mean effect</th><td data-field="ngg-effect">${fmt(L.effect)}</td></tr>`;
+      if (!c.listed) h += `<tr><td colspan="2" class="small">not among the listed top pairs of top_pairs.tsv</td></tr>`;
+      h += `</table><p class="small">exact pair model, recomputed from the genotypes:</p>`;
+    }
     h += `<table class="stats"><tr><th>${esc(c.effect_name.toUpperCase())}</th><td data-field="effect" data-value="${eff}">${fmt(eff)}</td></tr>`;
     h += `<tr><th>STAT (χ², 1 df)</th><td data-field="stat" data-value="${stat}">${fmt(stat, 6)}</td></tr>`;
     h += `<tr><th>p</th><td data-field="p" data-value="${p}">${fmt(p, 3)}</td></tr>`;
     h += `<tr><th>n</th><td data-field="n" data-value="${n}">${n ?? "NA"}</td></tr>`;
-    if (c.listed) h += `<tr><th>rank in top_pairs.tsv</th><td data-field="rank">${c.listed.rank}</td></tr>`;
+    if (c.listed && !c.ngg) h += `<tr><th>rank in top_pairs.tsv</th><td data-field="rank">${c.listed.rank}</td></tr>`;
     h += `</table>`;
     if (c.note) h += `<p class="note small">${esc(c.note)}${c.computed ? "" : "; numbers from top_pairs.tsv"}</p>`;
     else if (!c.listed) h += `<p class="small">recomputed from the genotypes (not among the listed top pairs)</p>`;
@@ -525,9 +542,10 @@
   async function loadTop() {
     const rows = await (await fetch("/api/top?limit=200")).json();
     if (!rows.length) { $("top-box").hidden = true; return; }
-    let h = `<table><tr><th>#</th><th>pair</th><th>−log10 p</th></tr>`;
+    const ngg = state.meta && state.meta.effect_only;   // an NGG scan lists scores, not p-values
+    let h = `<table><tr><th>#</th><th>pair</th><th>${ngg ? "NGG score" : "−log10 p"}</th></tr>`;
     for (const r of rows) {
-      h += `<tr data-i="${r.i}" data-j="${r.j}"><td>${r.rank}</td><td class="small">${esc(r.snp1)} × ${esc(r.snp2)}</td><td>${fmt(r.p > 0 ? -Math.log10(r.p) : nlp(r.stat), 3)}</td></tr>`;
+      h += `<tr data-i="${r.i}" data-j="${r.j}"><td>${r.rank}</td><td class="small">${esc(r.snp1)} × ${esc(r.snp2)}</td><td>${fmt(ngg ? r.score : r.p > 0 ? -Math.log10(r.p) : nlp(r.stat), 3)}</td></tr>`;
     }
     $("top-list").innerHTML = h + "</table>";
     $("top-list").querySelectorAll("tr[data-i]").forEach((tr) => tr.addEventListener("click", () => {
@@ -566,7 +584,10 @@
       (m.n_pairs ? ` · ${m.n_pairs.toLocaleString()} pairs` : "");
     const opt = $("colour").querySelector('option[value="effect"]');
     opt.textContent = `|${m.effect.toUpperCase()}|`;
-    if (!m.has_effect) { opt.disabled = true; opt.title = "this scan has no effect map: rerun the exact scan with --effect-map"; }
+    if (m.effect_only) {   // an NGG map: the score is its only layer
+      opt.textContent = "NGG score"; state.colour = "effect"; $("colour").value = "effect";
+      for (const o of $("colour").options) if (o.value !== "effect") { o.disabled = true; o.title = "an NGG scan has no test statistic"; }
+    } else if (!m.has_effect) { opt.disabled = true; opt.title = "this scan has no effect map: rerun the exact scan with --effect-map"; }
     state.vmax = autoVmax(); $("vmax").value = +state.vmax.toPrecision(3);
     resize();
     buildColours();
