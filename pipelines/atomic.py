@@ -261,3 +261,75 @@ def write_json(path, obj, indent: int = 2) -> None:
 def write_text(path, text: str) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text)
+
+
+# Metrics JSON that git tracks (metrics/*.json, DVC `metrics:` with cache: false) hold only what a
+# rerun on the same inputs reproduces byte for byte. Wall times, throughputs, MLflow run ids and
+# host names change every run: they go to MLflow and to an untracked sibling file, so a rerun with
+# identical results leaves `git status` clean.
+VOLATILE_KEY = re.compile(r"run_id$|seconds|per_second|time(_[a-z]+)?_s(\.|$)|^wall_s$|^host(name)?$|^pid$")
+
+
+def timings_path(path) -> Path:
+    """Where the volatile part of the metrics JSON ``path`` goes: ``metrics/timings/<rest>`` for a
+    file under a ``metrics`` folder (``metrics/train/x.json`` -> ``metrics/timings/train/x.json``,
+    outside the folders stages depend on), else ``<stem>.timings.json`` beside it."""
+    p = Path(path)
+    parts = p.parts
+    if "metrics" in parts[:-1]:
+        i = len(parts) - 1 - parts[:-1][::-1].index("metrics") - 1
+        return Path(*parts[: i + 1], "timings", *parts[i + 1:])
+    return p.with_name(p.stem + ".timings.json")
+
+
+def split_volatile(metrics: dict) -> tuple[dict, dict]:
+    """(reproducible part, volatile part) of a metrics dict; nested dicts are split key by key."""
+    stable, volatile = {}, {}
+    for k, v in metrics.items():
+        if VOLATILE_KEY.search(str(k)):
+            volatile[k] = v
+        elif isinstance(v, dict):
+            s, t = split_volatile(v)
+            if s or not t:
+                stable[k] = s
+            if t:
+                volatile[k] = t
+        else:
+            stable[k] = v
+    return stable, volatile
+
+
+def write_metrics(path, metrics: dict) -> Path:
+    """Write a stage's metrics: the reproducible numbers to ``path`` (tracked by git and DVC), the
+    timings and run ids to :func:`timings_path` (ignored by git). Returns the timings file."""
+    stable, volatile = split_volatile(metrics)
+    write_json(path, stable)
+    side = timings_path(path)
+    if volatile:
+        write_json(side, volatile)
+    elif side.is_file():
+        side.unlink()
+    return side
+
+
+def _merge(a: dict, b: dict) -> dict:
+    out = dict(a)
+    for k, v in b.items():
+        out[k] = _merge(out[k], v) if isinstance(out.get(k), dict) and isinstance(v, dict) else v
+    return out
+
+
+def read_metrics(path, what: str = "metrics JSON"):
+    """A metrics JSON with its timings file (if any) merged back in: what the stage returned."""
+    from models.jsonio import read_json
+
+    data = read_json(path, what)
+    side = timings_path(path)
+    if isinstance(data, dict) and side.is_file():
+        try:
+            extra = read_json(side, what)
+        except EpiflowError:        # a damaged timings file costs the timings, nothing else
+            extra = {}
+        if isinstance(extra, dict):
+            data = _merge(data, extra)
+    return data

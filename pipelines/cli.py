@@ -27,6 +27,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "compare": ("pipelines.stages.compare", "models or MLflow runs side by side, with corrected t-tests over shared folds"),
     "scan": ("pipelines.stages.scan", "exact or NGG 1D/2D scans of a phenotype over a PLINK fileset"),
     "ngg": ("pipelines.stages.ngg", "DVC stages ngg_pheno, ngg_1d, ngg_2d, heritability (settings: ngg: in params.yaml)"),
+    "view": ("pipelines.stages.view", "the map of a 2D scan in the browser: pan, zoom, hover and pair cards"),
+    "export-cool": ("pipelines.stages.export_cool", "write a 2D scan's map as a multi-resolution .mcool (max aggregation) for HiGlass"),
 }
 
 
@@ -38,6 +40,18 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
+class _HelpFormatter(argparse.HelpFormatter):
+    """Every option's help ends with its default, unless the help already names it (``default:
+    encode.vcf in params.yaml``) or there is none to show (a flag, an unset optional value)."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if ("default" in text or action.default is None or action.default is False
+                or action.default == argparse.SUPPRESS or not action.option_strings or action.default == []):
+            return text
+        return f"{text} (default: %(default)s)"
+
+
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     parser = _Parser(
         prog="epiflow",
@@ -45,7 +59,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for name, (module, help_) in COMMANDS.items():
-        p = sub.add_parser(name, help=help_, description=help_)
+        p = sub.add_parser(name, help=help_, description=help_, formatter_class=_HelpFormatter)
         if only is None or only == name:
             importlib.import_module(module).add_arguments(p)
     return parser

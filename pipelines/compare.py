@@ -23,7 +23,7 @@ import pandas as pd
 
 from models.jsonio import read_json
 from pipelines import tracking
-from pipelines.atomic import MARKER, atomic_path, mark_output_dir, write_text
+from pipelines.atomic import MARKER, atomic_path, mark_output_dir, read_metrics, write_text
 from pipelines.errors import EpiflowError
 
 FOLD_COLUMNS = ["repeat", "fold", "auc", "n_train", "n_test"]
@@ -106,7 +106,7 @@ def load_stage_scores(name: str, train_dir="work/train", metrics_dir="metrics/tr
         s.model_type = info.get("type") if isinstance(info, dict) else None
     met = Path(metrics_dir) / f"{name}.json"
     if met.is_file():
-        m = read_json(met, "metrics JSON")
+        m = read_metrics(met)     # the train time and run id are in metrics/timings/train/
         if not isinstance(m, dict):
             raise EpiflowError(f"{met}: not the metrics of `epiflow train` (a JSON object); rerun it")
         s.n_parameters = int(m["n_parameters"]) if m.get("n_parameters") is not None else None

@@ -420,6 +420,10 @@ class TrainSection(_Section):
     input_mode: Choice("auto", "combos", "pairs", "dense") = "auto"
     cache_bytes: Int(0) = 1 << 30
     num_threads: Int(0, none=True) = 1          # 0 or empty: torch's own default
+    prep_cache: Str(none=True) = None           # folder of per-fold prepared inputs shared by the
+                                                # models (empty: $EPIFLOW_PREP_CACHE, else off)
+    loop: Choice("torch", "lightning") = "torch"  # training loop: plain torch or a Lightning
+                                                # Trainer (the same steps, bit for bit)
 
 
 def _check_model_entry(v):
@@ -643,6 +647,16 @@ class TuneNggSection(_Section):
         return self
 
 
+class ExecutorSection(_Section):
+    """``executor:`` (pipelines/executor.py): where scan blocks, NGG repetitions and CV folds run;
+    ``--executor`` / ``--scheduler`` override kind and scheduler."""
+    kind: Choice("local", "dask") = "local"
+    scheduler: Str(none=True, what="a scheduler address (tcp://host:8786) or scheduler file") = None
+    n_workers: Int(0) = 0                       # local Dask cluster: 0 = one per core (CUDA: per GPU)
+    threads_per_worker: Int(1) = 1
+    retries: Int(0) = 2                         # extra tries of a task whose worker died
+
+
 class Params(_Section):
     """The whole params.yaml."""
     study: Str() = "epiflow"                    # the MLflow experiment
@@ -660,6 +674,7 @@ class Params(_Section):
     tune: TuneSection = TuneSection()
     # read with `params.get("tune_ngg") or {}`: empty means all defaults
     tune_ngg: Annotated[TuneNggSection, _EMPTY_OK] = TuneNggSection()
+    executor: Annotated[ExecutorSection, _EMPTY_OK] = ExecutorSection()
 
 
 SECTIONS = tuple(k for k in Params.model_fields if k != "study")

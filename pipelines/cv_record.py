@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from pipelines import tracking
-from pipelines.atomic import atomic_dir, write_json
+from pipelines.atomic import atomic_dir, write_json, write_metrics
 from pipelines.splits import Splits
 from pipelines.workflows.cohort import Cohort
 from pipelines.workflows.cv import CVResult, ModelSpec, cross_validate, resolve_jobs
@@ -77,13 +77,16 @@ def run_and_record(spec: ModelSpec, cohort: Cohort, splits: Splits, rec: Record,
 
         exp_id = tracking.setup(rec.study)
         tags = tracking.run_tags(list(rec.inputs), params_text=rec.params_text,
-                                 extra={"model": spec.name, "model_type": spec.type, "stage": "train"})
+                                 extra={"model": spec.name, "model_type": spec.type, "stage": "train",
+                                        "level": "model"})
+        fold_tags = {**tags, tracking.LEVEL_TAG: "fold"}
         with tracking.parent_run(spec.name, tags, tracking.flatten_params(model_params)) as run:
             def child(f):
-                tracking.log_child(run.info.run_id, exp_id, f"{spec.name}-r{f.repeat}f{f.fold}", tags=tags,
+                # the fold's run spans its training (f.seconds, just finished), not the logging
+                tracking.log_child(run.info.run_id, exp_id, f"{spec.name}-r{f.repeat}f{f.fold}", tags=fold_tags,
                                    params={"repeat": f.repeat, "fold": f.fold, "seed": f.seed},
                                    metrics={"auc": f.auc, "n_train": f.n_train, "n_test": f.n_test,
-                                            "train_time_s": f.seconds})
+                                            "train_time_s": f.seconds}, seconds=f.seconds)
 
             res = cross_validate(spec, cohort, folds, train_cfg=train_cfg, jobs=n_jobs, on_fold=child,
                                  progress=progress)
@@ -92,6 +95,7 @@ def run_and_record(spec: ModelSpec, cohort: Cohort, splits: Splits, rec: Record,
             mlflow.log_metrics({k: v for k, v in summary.items() if isinstance(v, (int, float))})
             mlflow.log_dict({"model": spec.name, "roc": roc}, "roc_repeat0.json")
             mlflow.log_text(res.fold_table().to_csv(sep="\t", index=False), "folds.tsv")
+            _log_figures(oof, res.fold_table(), spec.name)
             run_id = run.info.run_id
     else:
         res = cross_validate(spec, cohort, folds, train_cfg=train_cfg, jobs=n_jobs, progress=progress)
@@ -100,6 +104,25 @@ def run_and_record(spec: ModelSpec, cohort: Cohort, splits: Splits, rec: Record,
     summary["splits"] = splits.fingerprint
     _write(rec, spec, res, oof, roc, summary, run_id)
     return {**summary, "mlflow_run_id": run_id or ""}
+
+
+def _log_figures(oof: pd.DataFrame, folds: pd.DataFrame, name: str) -> None:
+    """The model's ROC (every repeat) and fold-AUC figures as artifacts of the active run. A
+    figure that cannot be drawn costs a warning, not the cross-validation just computed."""
+    import sys
+    import tempfile
+
+    import mlflow
+
+    from pipelines.plots.model_run import model_run_figures
+
+    with tempfile.TemporaryDirectory(prefix="epiflow-figures-") as tmp:
+        try:
+            model_run_figures(oof, folds, name, tmp)
+        except Exception as exc:         # noqa: BLE001 (matplotlib/sklearn: any failure is a warning)
+            print(f"train {name}: warning: figures not drawn ({type(exc).__name__}: {exc})", file=sys.stderr)
+            return
+        mlflow.log_artifacts(tmp)
 
 
 def _write(rec: Record, spec: ModelSpec, res: CVResult, oof, roc, summary, run_id) -> None:
@@ -112,4 +135,4 @@ def _write(rec: Record, spec: ModelSpec, res: CVResult, oof, roc, summary, run_i
         write_json(tmp / "run.json", {"model": spec.name, "type": spec.type, "params": spec.config,
                                       "study": rec.study})
     write_json(Path(rec.plots), roc)
-    write_json(Path(rec.metrics), {**summary, "mlflow_run_id": run_id or ""})
+    write_metrics(Path(rec.metrics), {**summary, "mlflow_run_id": run_id or ""})

@@ -12,12 +12,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from models.jsonio import read_json
+from pipelines.atomic import read_metrics
 from pipelines.errors import InputError
 
 ADDITIVE_TYPES = ("logreg", "linear", "sgd_l1", "sgd_l2")
 FOLD_KEYS = ["repeat", "fold"]
-METRIC_KEYS = ("auc_mean", "auc_sd", "n_folds", "n_parameters", "train_time_s")
+METRIC_KEYS = ("auc_mean", "auc_sd", "n_folds", "n_parameters")   # train_time_s: in the timings file
 
 
 def _flat(cfg: dict, prefix: str = "") -> dict:
@@ -61,7 +61,7 @@ def table_from_stage_outputs(models: dict, train_dir="work/train", metrics_dir="
         folds = Path(train_dir) / name / "folds.tsv"
         if not m.is_file():
             continue
-        met = read_json(m, "metrics JSON")
+        met = read_metrics(m)          # with metrics/timings/train/<model>.json: the train time
         lacking = [k for k in METRIC_KEYS if not isinstance(met, dict) or k not in met]
         if lacking:
             raise InputError(m, f"not the metrics of `epiflow train` (no {', '.join(lacking)}); rerun it")
@@ -74,7 +74,7 @@ def table_from_stage_outputs(models: dict, train_dir="work/train", metrics_dir="
         ft = read_folds(folds) if folds.is_file() else pd.DataFrame(columns=[*FOLD_KEYS, "auc"])
         rows.append({"model": name, "type": (cfg or {}).get("type", name), "params": _fmt_params(cfg or {}),
                      "auc_mean": met["auc_mean"], "auc_sd": met["auc_sd"], "n_folds": met["n_folds"],
-                     "n_parameters": met["n_parameters"], "train_time_s": met["train_time_s"],
+                     "n_parameters": met["n_parameters"], "train_time_s": float(met.get("train_time_s", np.nan)),
                      "fold_aucs": ft["auc"].to_numpy(), "folds": ft})
     df = pd.DataFrame(rows)
     df.attrs["stale"], df.attrs["unverified"] = stale, unverified
@@ -172,35 +172,42 @@ def _sorted(df: pd.DataFrame) -> pd.DataFrame:
     return df.sort_values(["auc_mean", "model"], ascending=[False, True])
 
 
+def _time_text(seconds) -> str:
+    return "-" if seconds is None or seconds != seconds else f"{seconds:.0f}"
+
+
 def format_table(df: pd.DataFrame) -> str:
     """Plain-text Table 1: model, type, AUC mean +- sd, folds, p vs best additive, parameters,
-    time, settings; best AUC first."""
+    time; best AUC first. The models' settings (hundreds of characters each) are left to
+    table.md / table.tsv, so that the printed table fits a terminal."""
     if df.empty:
         return "(no trained models found)"
     if "reference" not in df and "folds" in df:
         df = add_p_vs_best_additive(df)
     df = _sorted(df)
-    head = ["model", "type", "AUC mean +- sd", "folds", "p vs best additive", "parameters", "time (s)", "params"]
+    head = ["model", "type", "AUC mean +- sd", "folds", "p vs best additive", "parameters", "time (s)"]
     rows = [[r.model + (" *" if getattr(r, "reference", False) else ""), str(r.type),
              f"{r.auc_mean:.3f} +- {r.auc_sd:.3f}", str(r.n_folds), _p_text(r), f"{r.n_parameters:,}",
-             f"{r.train_time_s:.0f}", r.params] for r in df.itertuples()]
+             _time_text(r.train_time_s)] for r in df.itertuples()]
     widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(head)]
     line = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()
     out = [line(head), line(["-" * w for w in widths])] + [line(r) for r in rows]
     if "reference" in df and df["reference"].any():
         out.append("* reference: best additive model; p: Nadeau-Bengio corrected resampled t-test "
-                   "over the shared folds, two-sided")
+                   "over the shared folds")
     return "\n".join(out)
 
 
 def markdown_table(df: pd.DataFrame) -> str:
     df = _sorted(df)
-    out = ["| model | type | parameters | AUC mean ± sd | folds | p vs best additive | trainable parameters | train time (s) |",
-           "|---|---|---|---|---|---|---|---|"]
+    # no train times: reports/ is a cached DVC output and must be byte-identical on a rerun with
+    # the same results (the times are in MLflow, metrics/timings/ and the printed table)
+    out = ["| model | type | parameters | AUC mean ± sd | folds | p vs best additive | trainable parameters |",
+           "|---|---|---|---|---|---|---|"]
     for r in df.itertuples():
         name = f"**{r.model}** (ref)" if getattr(r, "reference", False) else r.model
         out.append(f"| {name} | {r.type} | {r.params} | {r.auc_mean:.3f} ± {r.auc_sd:.3f} | {r.n_folds} | "
-                   f"{_p_text(r)} | {r.n_parameters:,} | {r.train_time_s:.0f} |")
+                   f"{_p_text(r)} | {r.n_parameters:,} |")
     if "reference" in df and df["reference"].any():
         out.append("")
         out.append("ref: the additive model (" + ", ".join(ADDITIVE_TYPES) + ") with the highest mean AUC; "
@@ -212,28 +219,37 @@ def tsv_table(df: pd.DataFrame) -> pd.DataFrame:
     """The numeric table for table.tsv (no fold arrays), best AUC first."""
     keep = [c for c in ("model", "type", "params", "auc_mean", "auc_sd", "n_folds", "reference",
                         "p_vs_best_additive", "auc_diff_vs_best_additive", "n_parameters",
-                        "train_time_s", "run_id") if c in df]
+                        "run_id") if c in df]
     return _sorted(df)[keep]
 
 
-def plot_roc(curves: dict[str, list[dict]], aucs: dict[str, str], path, title="ROC, out-of-fold (repeat 0)") -> None:
+def plot_roc(curves: dict[str, list[dict]], aucs: dict[str, str], path, title="ROC, out-of-fold (repeat 0)",
+             additive: set[str] = frozenset()) -> None:
+    """One ROC curve per model (in the order given, best first) in distinct colours, the AUC in
+    the legend, the chance diagonal; models named in ``additive`` dashed."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 5.6))
-    cmap = plt.get_cmap("tab20")
+    from pipelines.plots.style import colour, linestyle
+
+    fig, ax = plt.subplots(figsize=(7.4, 6.0))
     for i, (name, pts) in enumerate(curves.items()):
-        ax.plot([p["fpr"] for p in pts], [p["tpr"] for p in pts], lw=1.2, color=cmap(i % 20),
-                label=f"{name} ({aucs.get(name, '')})")
-    ax.plot([0, 1], [0, 1], ls=":", c="grey", lw=1)
+        ls = "--" if name in additive else linestyle(i)
+        ax.plot([p["fpr"] for p in pts], [p["tpr"] for p in pts], lw=1.4, color=colour(i), ls=ls,
+                label=f"{name} ({aucs[name]})" if aucs.get(name) else name)
+    ax.plot([0, 1], [0, 1], ls=":", c="0.5", lw=1, label="chance (AUC 0.5)")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_aspect("equal")
     ax.set_xlabel("false positive rate")
     ax.set_ylabel("true positive rate")
-    ax.set_title(title)
-    ax.legend(loc="lower right", fontsize=7)
+    ax.set_title(title, fontsize=10)
+    ax.legend(loc="center left", bbox_to_anchor=(1.02, 0.5), fontsize=8, frameon=False,
+              title="model (mean CV AUC)" + ("; dashed: additive" if additive else ""), title_fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=120, bbox_inches="tight", metadata={"Software": None})
     plt.close(fig)
 
 

@@ -93,8 +93,44 @@ def artifact_root(start: Path | None = None) -> str:
     return (store_root(start) / "mlruns" / "artifacts").as_uri()
 
 
+# MLflow 3 opens an experiment without a kind on its GenAI (traces) page; this tag makes the UI
+# treat it as classic model development (runs table first). Values: the UI's ExperimentKind enum.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
+NOTE_TAG = "mlflow.note.content"       # the experiment's description, shown above its runs
+LEVEL_TAG = f"{TAG_PREFIX}level"       # model (a model's CV: one parent run), fold, report, ...
+MODEL_FILTER = f"tags.`{LEVEL_TAG}` = 'model'"
+MODEL_ORDER = "metrics.`auc_mean`"
+
+
+def describe(experiment: str) -> str:
+    """The description (markdown) of an epiflow experiment: what is in it and how to see the
+    comparison first."""
+    return (f"**{experiment}**: runs of the epiflow project, tagged with the git commit "
+            f"(`{TAG_PREFIX}git_commit`) and the DVC hash of every input (`{TAG_PREFIX}dvc.<path>`).\n\n"
+            f"- one parent run per model (`{LEVEL_TAG} = model`): mean and sd of the ROC AUC over the "
+            "shared cross-validation folds, parameter count, training time; artifacts `roc.png`, "
+            "`fold_auc.png`, `folds.tsv`;\n"
+            f"- one child run per CV fold (`{LEVEL_TAG} = fold`) with its AUC and training time;\n"
+            "- the other stages' runs (report, learning curve, sparsity sweep, scans, interpretation).\n\n"
+            f"To compare the models: filter `{MODEL_FILTER}` and sort by `auc_mean`, descending "
+            "(`make ui` prints that link).")
+
+
+def _label_experiment(client, exp_id: str, experiment: str, tags: dict) -> None:
+    """Set the kind and description of an experiment that lacks them (one made by an older
+    epiflow, or by hand); a description the user wrote is kept."""
+    for key, value in ((EXPERIMENT_KIND_TAG, EXPERIMENT_KIND), (NOTE_TAG, describe(experiment))):
+        if key not in tags:
+            try:
+                client.set_experiment_tag(exp_id, key, value)
+            except Exception:      # a read-only server: the runs matter, the label does not
+                pass
+
+
 def setup(experiment: str, start: Path | None = None) -> str:
-    """Point MLflow at the project store and select (creating if needed) the study's experiment."""
+    """Point MLflow at the project store and select (creating if needed) the study's experiment,
+    labelled as a model-development experiment with a description of its runs."""
     import logging
 
     import mlflow
@@ -107,13 +143,42 @@ def setup(experiment: str, start: Path | None = None) -> str:
         if not user_tracking_uri():
             location = f"{artifact_root(start)}/{experiment}"
         try:
-            exp_id = mlflow.create_experiment(experiment, artifact_location=location)
+            exp_id = mlflow.create_experiment(experiment, artifact_location=location, tags={
+                EXPERIMENT_KIND_TAG: EXPERIMENT_KIND, NOTE_TAG: describe(experiment)})
         except Exception:  # created concurrently by another stage
             exp_id = mlflow.get_experiment_by_name(experiment).experiment_id
     else:
         exp_id = exp.experiment_id
+        _label_experiment(mlflow.MlflowClient(), exp_id, experiment, exp.tags or {})
     mlflow.set_experiment(experiment_id=exp_id)
     return exp_id
+
+
+def label_experiment_runs(client, exp) -> int:
+    """An experiment logged by an older epiflow, seen by `make ui`: give it its kind and
+    description, and its model runs (top-level `train` runs) the `epiflow.level = model` tag the
+    UI link filters on. Experiments without epiflow runs are left alone. Returns runs tagged."""
+    train = f"tags.`{TAG_PREFIX}stage` = 'train'"
+    runs = client.search_runs([exp.experiment_id], filter_string=train, max_results=5000)
+    if not runs:
+        return 0
+    _label_experiment(client, exp.experiment_id, exp.name, exp.tags or {})
+    n = 0
+    for r in runs:
+        if LEVEL_TAG not in r.data.tags and "mlflow.parentRunId" not in r.data.tags:
+            client.set_tag(r.info.run_id, LEVEL_TAG, "model")
+            n += 1
+    return n
+
+
+def ui_url(experiment_id: str, base: str = "http://127.0.0.1:5000") -> str:
+    """The MLflow UI's runs table of ``experiment_id`` showing the model runs only, best mean AUC
+    first (the UI reads ``searchFilter``, ``orderByKey`` and ``orderByAsc`` from the URL, and
+    ``workflowType=machine_learning`` selects its "Model training" view rather than GenAI)."""
+    from urllib.parse import quote
+
+    return (f"{base}/#/experiments/{experiment_id}/runs?searchFilter={quote(MODEL_FILTER, safe='')}"
+            f"&orderByKey={quote(MODEL_ORDER, safe='')}&orderByAsc=false&workflowType=machine_learning")
 
 
 def git_commit(root: Path | None = None) -> str:
@@ -257,20 +322,58 @@ def fail_dead_runs(experiment_id: str, keep: str | None = None) -> list[str]:
     return changed
 
 
-def log_child(parent_run_id: str, experiment_id: str, name: str, *, tags: dict, params: dict, metrics: dict):
-    """A finished child run (one CV fold) under ``parent_run_id``, written in one batch."""
+def log_child(parent_run_id: str, experiment_id: str, name: str, *, tags: dict, params: dict, metrics: dict,
+              seconds: float | None = None):
+    """A finished child run (one CV fold) under ``parent_run_id``, written in one batch. With
+    ``seconds`` (how long the fold's work took, ending now) the run's start and end times span
+    that work, so the UI's duration column shows the fold's real time, not the logging's."""
     from mlflow import MlflowClient
     from mlflow.entities import Metric, Param
     import time
 
     client = MlflowClient()
     all_tags = {**tags, "mlflow.parentRunId": parent_run_id}
-    run = client.create_run(experiment_id, run_name=name, tags=all_tags)
     now = int(time.time() * 1000)
+    start = now - int(round(1000 * seconds)) if seconds is not None and seconds >= 0 else None
+    run = client.create_run(experiment_id, run_name=name, tags=all_tags, start_time=start)
     client.log_batch(
         run.info.run_id,
         metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()],
         params=[Param(k, str(v)) for k, v in params.items()],
     )
-    client.set_terminated(run.info.run_id)
+    client.set_terminated(run.info.run_id, end_time=now if start is not None else None)
     return run.info.run_id
+
+
+def ui_hint(experiment: str | None = None, start: Path | None = None) -> str:
+    """How to look at the runs, as a command that works in a plain shell (no activated venv):
+    ``make ui`` in the project, else the venv's own ``mlflow ui`` by its path; then the link to the
+    experiment's model runs (best mean AUC first) when it has an id already."""
+    import sys
+
+    link = "http://127.0.0.1:5000"
+    exp_id = None
+    if experiment:
+        try:
+            import mlflow
+
+            exp = mlflow.get_experiment_by_name(experiment)
+            exp_id = exp.experiment_id if exp else None
+        except Exception:       # no store, a server that is down: the command alone still helps
+            exp_id = None
+    if exp_id is not None:
+        link = ui_url(exp_id)
+    user = user_tracking_uri()
+    if user and not user.startswith(("sqlite:", "file:")) and "://" in user:
+        return f"MLflow: runs on {user}" + (f" (experiment {experiment})" if experiment else "")
+    root = store_root(start)
+    mlflow_bin = Path(sys.executable).parent / "mlflow"
+    try:
+        shown = f"./{mlflow_bin.relative_to(Path.cwd())}"
+    except ValueError:
+        shown = str(mlflow_bin)
+    direct = f"{shown} ui --backend-store-uri {tracking_uri(start)}"
+    if (root / "Makefile").is_file() and (root / "scripts" / "serve.py").is_file():
+        cd = "" if root.resolve() == Path.cwd().resolve() else f"cd {root} && "
+        return f"MLflow: {cd}make ui\n  (or {direct})\n  then open {link}"
+    return f"MLflow: {direct}\n  then open {link}"

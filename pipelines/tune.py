@@ -167,14 +167,27 @@ def make_storage(url: str | None, start: Path | None = None):
     try:
         # a worker that dies (SIGKILL, a lost machine) stops beating: its RUNNING trial is failed
         # after the grace period by the next worker and retried once
-        storage = optuna.storages.RDBStorage(url, engine_kwargs=kwargs, heartbeat_interval=HEARTBEAT_S,
-                                             grace_period=GRACE_S, **_retry_once(optuna))
+        storage = _open_rdb(optuna, url, kwargs)
     except ImportError as exc:
         raise EpiflowError(f"--storage {redact(url)}: database driver missing ({exc})") from None
     except Exception as exc:  # sqlalchemy.exc.OperationalError, ArgumentError...
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise EpiflowError(f"--storage {redact(url)}: cannot open ({msg})") from None
     return storage, url
+
+
+def _open_rdb(optuna, url: str, kwargs: dict, tries: int = 6):
+    """The RDB storage; workers on several machines that open a fresh database at once race to
+    create its schema (one wins, the others fail with "already exists"): try again after it."""
+    for k in range(tries):
+        try:
+            return optuna.storages.RDBStorage(url, engine_kwargs=kwargs, heartbeat_interval=HEARTBEAT_S,
+                                              grace_period=GRACE_S, **_retry_once(optuna))
+        except Exception as exc:
+            text = str(exc).lower()
+            if k == tries - 1 or not ("already exists" in text or "duplicate key" in text):
+                raise
+            time.sleep(0.5 * (k + 1))
 
 
 def _retry_once(optuna) -> dict:

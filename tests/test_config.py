@@ -227,7 +227,8 @@ def test_tune_ngg_defaults_are_the_tuners():
 def test_study_default():
     assert defaults("study") == "epiflow"
     assert set(config.SECTIONS) == {"simulate", "encode", "ingest", "ngg", "splits", "train", "models",
-                                    "learning_curve", "sweep", "report", "interpret", "tune", "tune_ngg"}
+                                    "learning_curve", "sweep", "report", "interpret", "tune", "tune_ngg",
+                                    "executor"}
 
 
 # --------------------------------------------------------------------------------- one-line errors

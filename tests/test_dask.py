@@ -241,13 +241,16 @@ def test_ngg_repetitions_as_tasks_identical(cohort2d, cluster, tmp_path):
     from pipelines.workflows.scan import NGGSettings, ScanSpec, load_scan_inputs, run_scan
 
     inp = load_scan_inputs(cohort2d / "full", pheno=str(cohort2d / "qt.txt"), min_snps=2, log=lambda m: None)
-    spec = ScanSpec(mode="2d", method="ngg", top=30, ngg=NGGSettings(B=16, d=8, R=3, iters=30, lam_scale=1.0))
+    spec = ScanSpec(mode="2d", method="ngg", top=30, ngg=NGGSettings(B=16, d=8, R=3, iters=30, lam_scale=1.0, engine="tiled"))
     local = run_scan(inp.genotypes, inp.phenotype, spec, log=lambda m: None)
     with executor.open_executor(executor.ExecutorSpec(kind="dask", scheduler=cluster.scheduler_address),
                                 log=lambda m: None):
         dask = run_scan(inp.genotypes, inp.phenotype, spec, log=lambda m: None)
     assert len(local.top) == 30
     pd.testing.assert_frame_equal(local.top, dask.top, check_exact=True)
+    # the map of every pair's score (pyramid_effect/) is accumulated here either way: the same bits
+    np.testing.assert_array_equal(local.pyramid["effect_level0"], dask.pyramid["effect_level0"])
+    assert np.isfinite(local.pyramid["effect_level0"]).any()
 
 
 # ------------------------------------------------------------------------------------------- CV

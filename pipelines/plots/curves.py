@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from pipelines.atomic import atomic_path
+from pipelines.plots.style import MARKERS
 
 COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#17becf")
 
@@ -39,13 +40,16 @@ def learning_curve_figure(summary: dict, cfg: dict, path) -> Path:
     """AUC mean +- sd against training-set size per model, p-values and the crossover."""
     fig, ax = plt().subplots(figsize=(7.0, 4.6))
     sparse = cfg["sparse_model"]
-    for (name, mtype, _), colour in zip(cfg["models"], COLOURS):
+    for k, ((name, mtype, _), colour) in enumerate(zip(cfg["models"], COLOURS)):
         rows = summary["per_model"][name]
         x = np.array([r["n_train_mean"] for r in rows])
         m = np.array([r["auc_mean"] for r in rows])
         sd = np.array([r["auc_sd"] for r in rows])
         lw = 2.4 if name == sparse else 1.6
-        ax.plot(x, m, "o-", color=colour, lw=lw, ms=4, label=f"{name} ({mtype})" if name != mtype else name)
+        # colour, marker and (additive models) dashes: told apart in grey print too
+        ls = "-" if name == sparse else "--"
+        ax.plot(x, m, ls=ls, marker=MARKERS[k % len(MARKERS)], color=colour, lw=lw, ms=5,
+                label=f"{name} ({mtype})" if name != mtype else name)
         ax.fill_between(x, m - sd, m + sd, color=colour, alpha=0.15, lw=0)
     ymax = ax.get_ylim()[1]
     for t in summary["tests"]:
@@ -64,7 +68,8 @@ def learning_curve_figure(summary: dict, cfg: dict, path) -> Path:
     ax.set_ylabel("test-fold ROC AUC (mean ± sd)")
     ax.set_title(f"Learning curves, {n_folds} folds; p: {sparse} vs best additive (corrected t-test)",
                  fontsize=9)
-    ax.legend(loc="lower right", fontsize=8, frameon=False)
+    ax.legend(loc="lower right", fontsize=8, frameon=False, title="model (band: ± 1 sd over folds)",
+              title_fontsize=7)
     ax.grid(alpha=0.25)
     return save_png(fig, path)
 

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from pipelines.plots.scans import _plt, _save, chrom_axis
+from pipelines.plots.style import set_chrom_axis
 
 
 def gene_importance(genes: pd.DataFrame, path, *, title: str, planted: set[str] = frozenset(),
@@ -25,8 +26,7 @@ def gene_importance(genes: pd.DataFrame, path, *, title: str, planted: set[str] 
         chrom = df["chrom"].astype(str).to_numpy()
         ranks = {c: i for i, c in enumerate(labels)}
         colour = np.array(["#1f4e79" if ranks.get(c, 0) % 2 == 0 else "#6fa8dc" for c in chrom])
-        ax.set_xticks(ticks)
-        ax.set_xticklabels([str(lb).removeprefix("chr") for lb in labels], fontsize=7)
+        set_chrom_axis(ax, ticks, labels, float(x.max() - x.min()) or 1.0, fontsize=7)
         ax.set_xlabel("chromosome (genes at the median position of their variants)")
         for b in bounds[1:-1]:
             ax.axvline(b, color="0.92", lw=0.6, zorder=0)

@@ -18,6 +18,7 @@ import tempfile
 from pathlib import Path
 
 from pipelines import compare
+from pipelines.argtypes import renamed
 from pipelines.atomic import check_output_dir, precheck_output_dir
 from pipelines.errors import EpiflowError
 from pipelines.params import load_params
@@ -25,11 +26,12 @@ from pipelines.params import load_params
 
 def add_arguments(p):
     p.add_argument("models", nargs="*", metavar="MODEL",
-                   help="models to compare (names under work/train/, or MLflow model tags with --mlflow)")
+                   help="models to compare (names under work/train/, or MLflow model tags with --source mlflow)")
     p.add_argument("--reference", default=None,
                    help="model (or run id) every other one is tested against (default: the first)")
-    p.add_argument("--mlflow", action="store_true",
-                   help="read named models' folds from their latest MLflow train run, not work/train/")
+    p.add_argument("--source", choices=["stages", "mlflow"], default="stages",
+                   help="where named models' folds come from: the train stages' outputs (work/train/) or "
+                        "their latest MLflow train run")
     p.add_argument("--experiment", action="append", default=None, metavar="NAME",
                    help="MLflow experiment (default: `study` in params.yaml); repeatable for run selection")
     p.add_argument("--filter", default="", metavar="EXPR",
@@ -44,7 +46,8 @@ def add_arguments(p):
                    help="in run selection, keep every matching run, not only the latest per label")
     p.add_argument("--out", default=None, metavar="DIR", help="write table.tsv, table.md, tests.tsv and compare.png here")
     p.add_argument("--log", action="store_true", help="log a `compare` MLflow run with the table and figure")
-    p.add_argument("--params", default="params.yaml")
+    p.add_argument("--params", default="params.yaml", help="parameters file (default: params.yaml)")
+    renamed(p, "--mlflow", "--source", flag_value="mlflow")     # the spelling of earlier releases
     p.add_argument("--train-dir", default="work/train", help="outputs of `epiflow train` (default: work/train)")
     p.add_argument("--metrics-dir", default="metrics/train", help="metrics of `epiflow train` (default: metrics/train)")
 
@@ -71,7 +74,7 @@ def run(args) -> int:
     tags = compare.parse_tags(args.tag)
     notes: list[str] = []
     by_name = bool(args.models)
-    use_mlflow = (not by_name) or args.mlflow or bool(args.experiment)
+    use_mlflow = (not by_name) or args.source == "mlflow" or bool(args.experiment)
     if by_name and len(args.models) < 2:
         raise EpiflowError("name at least two models to compare")
     if args.out:

@@ -3,7 +3,8 @@
 1. data/: regenerate the embedded cohort from params.yaml `simulate:` if absent, then check it is
    byte-identical to the version data.dvc records (and put it in the DVC cache);
 2. `dvc repro`: encode -> splits -> train@<model> -> report (only what changed reruns);
-3. print the comparison table and how to open the MLflow UI.
+3. two short Optuna studies (a gene net, NGG) for optuna-dashboard, unless they ran already;
+4. print the answer and how to open the MLflow UI and optuna-dashboard.
 """
 from __future__ import annotations
 
@@ -14,14 +15,18 @@ import sys
 from pathlib import Path
 
 from pipelines import zoo  # noqa: F401  (installs the model registry's checks: params.yaml is validated whole before the run)
+from pipelines.argtypes import count
 from pipelines.errors import EpiflowError
 from pipelines.params import load_params, repo_root, section
 
 
 def add_arguments(p):
-    p.add_argument("--params", default="params.yaml")
+    p.add_argument("--params", default="params.yaml", help="parameters file (default: params.yaml)")
     p.add_argument("--skip-repro", action="store_true", help="only (re)generate and verify data/")
     p.add_argument("--force", action="store_true", help="`dvc repro --force`: rerun every stage")
+    p.add_argument("--study-trials", type=count(0), default=DEMO_TRIALS, metavar="N",
+                   help="trials of each short Optuna study (a gene net, NGG) that `make dashboard` opens; "
+                        "a study that has them already is not rerun; 0: no studies")
 
 
 def _dvc(*args, capture=False, cwd=None):
@@ -30,6 +35,34 @@ def _dvc(*args, capture=False, cwd=None):
     env["PATH"] = bindir + os.pathsep + env.get("PATH", "")
     cmd = [sys.executable, "-m", "dvc", *args]
     return subprocess.run(cmd, cwd=cwd, env=env, text=True, capture_output=capture)
+
+
+# What `dvc repro` prints for a git user who pushes to a DVC remote: the demo has no remote, and
+# a rerun that reproduces its outputs changes nothing git tracks, so these hints only mislead.
+_DVC_HINTS = ("To track the changes with git, run:", "\tgit add ", "To enable auto staging, run:",
+              "\tdvc config core.autostage true", "Use `dvc push` to send your updates to remote storage.")
+
+
+def _repro(args: list[str], cwd) -> int:
+    """`dvc repro ARGS` with the stages' output streamed as it comes (stderr, the progress bars,
+    untouched), less DVC's git-add / autostage / dvc-push hints and the blank lines around them."""
+    env = dict(os.environ)
+    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
+    env["EPIFLOW_DEMO"] = "1"      # the report stage leaves Table 1 to the closing summary
+    proc = subprocess.Popen([sys.executable, "-m", "dvc", "repro", *args], cwd=cwd, env=env, text=True,
+                            stdout=subprocess.PIPE, bufsize=1)
+    blanks = 0
+    for line in proc.stdout:
+        if not line.strip():
+            blanks += 1
+            continue
+        if line.startswith(_DVC_HINTS):
+            blanks = 0
+            continue
+        sys.stdout.write("\n" * blanks + line)
+        sys.stdout.flush()
+        blanks = 0
+    return proc.wait()
 
 
 def ensure_data(root: Path, params_path: str) -> str:
@@ -71,6 +104,38 @@ def ensure_data(root: Path, params_path: str) -> str:
 # Optuna study that adds trials each time it runs (`dvc repro tune` or `epiflow tune`).
 DEMO_TARGETS = ("report", "heritability")
 
+# Instead, two short studies of their own (`demo-<tune.model>`, `demo-ngg`; the search spaces of
+# params.yaml's tune: and tune_ngg:) so that optuna-dashboard opens on real studies. Each is topped
+# up to DEMO_TRIALS finished trials: a second demo adds none. Their summaries go to work/demo_tune/
+# (git-ignored), the trials to mlruns/optuna.db and MLflow (`<study>-tune`).
+DEMO_TRIALS = 6
+
+
+def demo_studies(root: Path, params_path: str, n_trials: int) -> list[str]:
+    """Run (or top up) the demo's Optuna studies; returns one line per study."""
+    from pipelines.tune import load_study
+
+    model = (section(load_params(root / params_path), "tune", params_path).get("model") or "biosparse")
+    targets = [] if model == "ngg" else [(f"demo-{model}", ["--model", model])]
+    targets.append(("demo-ngg", ["--ngg"]))
+    lines = []
+    for name, what in targets:
+        try:
+            study, _ = load_study(None, name, root)
+            done = sum(t.state.is_finished() and t.state.name != "FAIL" for t in study.trials)
+        except EpiflowError:        # no such study (or no store) yet
+            done = 0
+        todo = n_trials - done
+        if todo > 0:
+            print(f"demo: Optuna study {name}: {todo} trial(s) ...", flush=True)
+            r = subprocess.run([sys.executable, "-m", "pipelines.cli", "tune", *what, "--n-trials", str(todo),
+                                "--study-name", name, "--params", params_path,
+                                "--metrics", f"work/demo_tune/{name}.json"], cwd=root)
+            if r.returncode:
+                raise EpiflowError(f"Optuna study {name} failed (exit {r.returncode}); see the messages above")
+        lines.append(f"{name}: {max(done, n_trials)} trials" + ("" if todo > 0 else " (already there)"))
+    return lines
+
 
 def run(args) -> int:
     root = repo_root()
@@ -79,13 +144,17 @@ def run(args) -> int:
     print("demo: " + ensure_data(root, args.params), flush=True)
     if args.skip_repro:
         return 0
-    r = _dvc("repro", *(["--force"] if args.force else []), *DEMO_TARGETS, cwd=root)
-    if r.returncode:
-        raise EpiflowError(f"dvc repro failed (exit {r.returncode}); see the messages above")
-    from pipelines import report, tracking
+    rc = _repro([*(["--force"] if args.force else []), *DEMO_TARGETS], cwd=root)
+    if rc:
+        raise EpiflowError(f"dvc repro failed (exit {rc}); see the messages above")
+    studies = demo_studies(root, args.params, args.study_trials) if args.study_trials else []
+    from pipelines import summary, tracking
 
-    params = load_params(root / args.params)
-    df = report.table_from_stage_outputs(section(params, "models"))
-    print("\n" + report.format_table(df))
-    print(f"\nMLflow: mlflow ui --backend-store-uri {tracking.tracking_uri(root)}  (then open http://127.0.0.1:5000)")
+    # the answer in one screen (models, learning curve, top pairs and genes, where outputs are);
+    # Table 1 in full is printed by the report stage and written to reports/
+    print("\n" + summary.demo_summary(root, load_params(root / args.params)))
+    tracking.use_tracking_uri(root)
+    print("\n" + tracking.ui_hint(load_params(root / args.params).get("study"), root))
+    if studies:
+        print("Optuna: make dashboard\n  (studies " + "; ".join(studies) + ")\n  then open http://127.0.0.1:8080")
     return 0

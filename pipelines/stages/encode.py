@@ -2,14 +2,14 @@
 
 Flags left out default from the ``encode:`` section of params.yaml. With ``--snp-dosage DIR`` (or
 ``encode.snp_dosage``) the stage also writes the int8 SNP dosage directory the NGG stages read,
-filtered by ``--dosage-min-maf`` (``encode.dosage_min_maf``); the gene encoding is unaffected.
+filtered by ``--dosage-maf`` (``encode.dosage_min_maf``); the gene encoding is unaffected.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
-from pipelines.argtypes import count, fraction
-from pipelines.atomic import precheck_output_dir, precheck_output_file, write_json
+from pipelines.argtypes import count, fraction, renamed
+from pipelines.atomic import precheck_output_dir, precheck_output_file, write_metrics
 from pipelines.errors import EpiflowError
 from pipelines.params import load_params, section
 
@@ -28,10 +28,13 @@ def add_arguments(p) -> None:
     p.add_argument("--fasta", default=None, help="indexed reference FASTA: lets the positional annotator "
                    "tell synonymous from nonsynonymous SNVs")
     p.add_argument("--genes", default=None, metavar="FILE", help="keep only the genes listed (one per line)")
-    p.add_argument("--min-maf", dest="min_maf", type=fraction, default=None, help="drop ALT alleles below this MAF")
-    p.add_argument("--max-maf", dest="max_maf", type=fraction, default=None, help="drop ALT alleles above this MAF")
-    p.add_argument("--min-call-rate", dest="min_call_rate", type=fraction, default=None,
-                   help="drop records with a smaller fraction of fully called samples")
+    p.add_argument("--maf", dest="min_maf", type=fraction, default=None, metavar="MAF",
+                   help="drop ALT alleles below this MAF (default: encode.min_maf, else 0)")
+    p.add_argument("--max-maf", dest="max_maf", type=fraction, default=None, metavar="MAF",
+                   help="drop ALT alleles above this MAF (default: encode.max_maf, else 1)")
+    p.add_argument("--min-call-rate", dest="min_call_rate", type=fraction, default=None, metavar="RATE",
+                   help="drop records with a smaller fraction of fully called samples "
+                        "(default: encode.min_call_rate, else 0)")
     p.add_argument("--count", default=None, choices=["carrier", "dosage"],
                    help="carrier: het and hom-alt count 1; dosage: ALT copies (default: encode.count)")
     p.add_argument("--pass-only", dest="pass_only", action="store_true", default=None,
@@ -44,15 +47,20 @@ def add_arguments(p) -> None:
                    help="file with one sample id per line: encode only these samples")
     p.add_argument("--haploid", default=None, choices=["count", "error"],
                    help="haploid calls (chrX/Y): count allele copies and report, or refuse")
-    p.add_argument("--threads", type=count(0), default=None, help="htslib decompression threads")
+    p.add_argument("--jobs", dest="threads", type=count(0), default=None, metavar="N",
+                   help="htslib decompression threads (default: encode.threads, else htslib's)")
     p.add_argument("--snp-dosage", dest="snp_dosage", default=None, metavar="DIR",
                    help="also write the int8 SNP dosage matrix (X.npy, samples.txt, snps.tsv) for NGG")
     p.add_argument("--dosage-missing", dest="dosage_missing", default=None, choices=["mask", "mean"],
                    help="missing calls in the dosage matrix: -1 (mask) or the SNP mean (float32)")
-    p.add_argument("--dosage-min-maf", dest="dosage_min_maf", type=fraction, default=None,
+    p.add_argument("--dosage-maf", dest="dosage_min_maf", type=fraction, default=None, metavar="MAF",
                    help="drop SNPs below this MAF from the dosage matrix only (default: encode.dosage_min_maf, "
-                        "else --min-maf)")
+                        "else --maf)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    # spellings of earlier releases
+    renamed(p, "--min-maf", "--maf")
+    renamed(p, "--threads", "--jobs")
+    renamed(p, "--dosage-min-maf", "--dosage-maf")
 
 
 def run(args) -> int:
@@ -134,7 +142,7 @@ def run(args) -> int:
         dm = dosage["dm"]
         save_dosage(dm, snp_dir)
         summary["snp_dosage"] = {"dir": str(snp_dir), "n_snps": int(dm.X.shape[1]), "dtype": str(dm.X.dtype)}
-    write_json(args.metrics, summary)
+    write_metrics(args.metrics, summary)
     print(f"encode: {summary['n_samples']} samples x {summary['n_genes']} genes x {summary['n_classes']} "
           f"classes; {summary['n_counted']} of {summary['n_alleles']} ALT alleles counted -> {args.out}")
     return 0

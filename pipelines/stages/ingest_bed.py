@@ -1,7 +1,7 @@
 """``epiflow ingest-bed``: a PLINK 1 fileset -> the SNP dosage matrix directory used for VCF input.
 
     epiflow ingest-bed --bfile data/mouse --out work/snp_dosage [--pheno FILE --pheno-col N|NAME]
-                       [--covar FILE] [--min-maf X] [--min-call-rate X] [--impute mean|none]
+                       [--covar FILE] [--maf X] [--min-call-rate X] [--impute mean|none]
                        [--metrics FILE]
 
 The output directory has the layout :func:`pipelines.encode.save_dosage` writes for a VCF
@@ -28,7 +28,7 @@ a TSV with an id column; see :mod:`pipelines.io.pheno`) only genotyped samples w
 value and complete covariates are kept; who was dropped on either side is printed and saved.
 SNP filters then apply on the kept samples: a SNP is dropped for call rate when its fraction of
 called samples is below ``--min-call-rate``, otherwise for MAF when its minor allele frequency is
-below ``--min-maf`` (PLINK ``--geno`` / ``--maf`` semantics, thresholds inclusive of the kept side;
+below ``--maf`` (PLINK ``--geno`` / ``--maf`` semantics, thresholds inclusive of the kept side;
 frequencies over all kept samples, as PLINK 1.9 computes them with ``--nonfounders``). SNPs with a
 negative base-pair position, which PLINK itself skips, are kept and counted (``n_negative_bp``).
 
@@ -39,8 +39,8 @@ Every output is written atomically; a bad input is a one-line error with no outp
 """
 from __future__ import annotations
 
-from pipelines.argtypes import fraction
-from pipelines.atomic import precheck_output_dir, write_json
+from pipelines.argtypes import fraction, renamed
+from pipelines.atomic import precheck_output_dir, write_metrics
 from pipelines.errors import EpiflowError
 from pipelines.params import load_params, section
 from pipelines.workflows.ingest import IMPUTE, ingest_bed
@@ -57,19 +57,22 @@ def add_arguments(p) -> None:
                                                  ".fam order, or a TSV with a header")
     p.add_argument("--pheno-col", dest="pheno_col", default=None,
                    help="1-based column among the phenotype values, or a name (default: 1)")
-    p.add_argument("--pheno-format", dest="pheno_format", default=None, choices=["auto", "plink", "gemma", "tsv"])
+    p.add_argument("--pheno-format", dest="pheno_format", default=None, choices=["auto", "plink", "gemma", "tsv"],
+                   help="layout of --pheno (default: auto, told from the file)")
     p.add_argument("--covar", default=None, help="covariate file (same layouts as --pheno)")
     p.add_argument("--covar-cols", dest="covar_cols", default=None,
                    help="comma-separated covariate columns (default: all)")
-    p.add_argument("--covar-format", dest="covar_format", default=None, choices=["auto", "plink", "gemma", "tsv"])
-    p.add_argument("--min-maf", dest="min_maf", type=fraction, default=None,
-                   help="drop SNPs whose minor allele frequency is below this (default: 0)")
+    p.add_argument("--covar-format", dest="covar_format", default=None, choices=["auto", "plink", "gemma", "tsv"],
+                   help="layout of --covar (default: auto, told from the file)")
+    p.add_argument("--maf", dest="min_maf", type=fraction, default=None, metavar="MAF",
+                   help="drop SNPs whose minor allele frequency is below this (default: ingest.min_maf, else 0)")
     p.add_argument("--min-call-rate", dest="min_call_rate", type=fraction, default=None,
                    help="drop SNPs called in a smaller fraction of the kept samples (default: 0)")
     p.add_argument("--impute", default=None, choices=list(IMPUTE),
                    help="missing calls: none (int8, -1) or mean (float32 SNP mean) (default: none)")
     p.add_argument("--metrics", default=None, help="also write the summary JSON here (default: ingest.metrics)")
     p.add_argument("--params", default="params.yaml", help="params file (default: %(default)s)")
+    renamed(p, "--min-maf", "--maf")                 # the spelling of earlier releases
 
 
 def run(args) -> int:
@@ -97,7 +100,7 @@ def run(args) -> int:
         impute=pick("impute"))
     metrics = pick("metrics")
     if metrics:
-        write_json(metrics, summary)
+        write_metrics(metrics, summary)
     drop = summary["n_snps_dropped"]
     print(f"ingest-bed: {summary['n_samples']} samples x {summary['n_snps']} SNPs ({summary['dtype']}; "
           f"{summary['n_snps_file']} in the file, dropped {drop['call_rate']} for call rate, {drop['maf']} for MAF; "

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from pipelines.argtypes import count
-from pipelines.atomic import atomic_dir, precheck_output_dir, write_json
+from pipelines.atomic import atomic_dir, precheck_output_dir, write_metrics
 from pipelines.errors import EpiflowError, InputError
 from pipelines.params import load_params, section
 
@@ -85,7 +85,7 @@ def run(args) -> int:
     planted_genes, planted_pairs, planted_paths = _planted(truth)
     figures = _write(out, res, settings, planted_genes, planted_pairs, planted_paths, truth is not None)
     metrics = _metrics(res, settings)
-    write_json(metrics_path, metrics)
+    write_metrics(metrics_path, metrics)
     run_id = ""
     if not args.no_mlflow:
         run_id = _log_mlflow(params.get("study", "epiflow"), args.model, out, metrics, inputs, args.params)

@@ -23,7 +23,7 @@ import numpy as np
 
 from pipelines.argtypes import count
 from pipelines import curves, tracking
-from pipelines.atomic import atomic_dir, precheck_output_dir, write_json, write_text
+from pipelines.atomic import atomic_dir, precheck_output_dir, write_json, write_metrics, write_text
 from pipelines.params import load_params, section
 from pipelines.plots.curves import learning_curve_figure
 from pipelines.workflows.cohort import Cohort, load_splits
@@ -75,7 +75,7 @@ def run(args) -> int:
                     for s in summary["per_model"][name]])
     inputs = [*cohort.inputs, str(args.splits)]
     run_id = "" if args.no_mlflow else _log_mlflow(args.params, params, cfg, summary, metrics, inputs, out)
-    write_json(args.metrics, {**metrics, "mlflow_run_id": run_id})
+    write_metrics(args.metrics, {**metrics, "mlflow_run_id": run_id})
     print(table)
     print(f"learning curve: {len(df)} fits in {seconds:.0f} s -> {out}")
     return 0

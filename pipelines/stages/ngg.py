@@ -31,7 +31,9 @@ from pathlib import Path
 
 import numpy as np
 
-from pipelines.atomic import atomic_dir, atomic_path, write_json
+from pipelines.atomic import atomic_dir, atomic_path, write_metrics
+from pipelines.executor import add_executor_arguments, open_executor, spec_from
+from pipelines.params import load_params
 from pipelines.workflows.ngg import DEFAULTS, OUT, STEPS, load_config, run_step  # noqa: F401  (DEFAULTS: tests)
 from pipelines.workflows.scan import flat_metrics
 
@@ -45,6 +47,7 @@ def add_arguments(p) -> None:
     p.add_argument("step", choices=STEPS, help="which stage to run")
     p.add_argument("--params", default="params.yaml", help="params file (default: %(default)s)")
     p.add_argument("--no-mlflow", action="store_true", help="do not log the run to MLflow")
+    add_executor_arguments(p)
 
 
 def _log_mlflow(step: str, cfg: dict, experiment: str, tmp: Path, metrics: dict) -> str:
@@ -81,8 +84,10 @@ def run(args) -> int:
     step = args.step
     out = Path(OUT[step])
     t0, c0 = time.perf_counter(), _cpu_seconds()
+    ex = spec_from(args, load_params(args.params), device="cuda" if cfg.get("device") == "cuda" else "cpu")
     with atomic_dir(out) as tmp:
-        summary, metrics, figs = run_step(step, cfg, tmp)
+        with open_executor(ex):  # --executor dask: the exact 2D scan's blocks as cluster tasks
+            summary, metrics, figs = run_step(step, cfg, tmp)
         (tmp / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True, default=_json) + "\n")
         metrics["seconds"]["total"] = time.perf_counter() - t0
         metrics["seconds"]["cpu"] = _cpu_seconds() - c0   # all threads and worker processes
@@ -92,7 +97,7 @@ def run(args) -> int:
     for name, src in figs.items():
         with atomic_path(Path(PLOTS) / name, suffix=".png") as dst:
             shutil.copyfile(src, dst)
-    write_json(METRICS[step], metrics)
+    write_metrics(METRICS[step], metrics)
     print(f"ngg {step}: wrote {out}/ and {METRICS[step]} ({metrics['seconds']['total']:.1f} s)")
     return 0
 

@@ -3,15 +3,17 @@ and its figures, plus the learning-curve and sparsity-sweep results where those 
 
 By default it reads the train stages' outputs (what `dvc repro` tracks); `--source mlflow` pulls
 the latest model-level runs of the study back out of the MLflow store instead. Writes
-reports/table.md, table.tsv, report.md, fold_auc.png, roc.png (and <extra>/ copies), the metrics
+reports/table.md, table.tsv, report.md, fold_auc.png, roc.png (and <extra>/ copies), index.html (all
+of it and the NGG and interpret results in one self-contained page), the metrics
 JSON, and logs the folder as the artifacts of an MLflow run named `report`.
 """
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
-from pipelines.atomic import atomic_dir, precheck_output_dir, precheck_output_file, write_json
+from pipelines.atomic import atomic_dir, precheck_output_dir, precheck_output_file, write_metrics
 from pipelines.errors import EpiflowError
 from pipelines.params import load_params, section
 
@@ -19,7 +21,7 @@ DEFAULT_EXTRAS = {"learning_curve": "work/learning_curve", "sweep": "work/sweep"
 
 
 def add_arguments(p):
-    p.add_argument("--params", default="params.yaml")
+    p.add_argument("--params", default="params.yaml", help="parameters file (default: params.yaml)")
     p.add_argument("--source", choices=["stages", "mlflow"], default="stages",
                    help="read stage outputs (default) or the MLflow store")
     p.add_argument("--experiment", default=None, help="MLflow experiment (default: `study` in params.yaml)")
@@ -30,7 +32,7 @@ def add_arguments(p):
                         "cohort, older labels) are left out with a warning (default: work/splits.npz)")
     p.add_argument("--roc-dir", default="plots/roc", help="ROC points of repeat 0 (default: plots/roc)")
     p.add_argument("--out", default="reports", help="folder for the table and figures (default: reports)")
-    p.add_argument("--metrics", default="metrics/report.json")
+    p.add_argument("--metrics", default="metrics/report.json", help="metrics JSON (default: metrics/report.json)")
     p.add_argument("--no-mlflow", action="store_true", help="do not log the report to MLflow")
 
 
@@ -84,7 +86,8 @@ def run(args) -> int:
             " for these splits (train them: `dvc repro`)" if args.source == "stages" else
             f" in MLflow experiment {study!r}"))
     df = report.add_p_vs_best_additive(df, additive)
-    print(report.format_table(df))
+    if os.environ.get("EPIFLOW_DEMO") != "1":    # `epiflow demo` prints it in its closing summary
+        print(report.format_table(df))
     table = report.tsv_table(df)
     out = Path(args.out)
     curves = {m: _read_roc(Path(args.roc_dir) / f"{m}.json") for m in table["model"]
@@ -99,10 +102,11 @@ def run(args) -> int:
         if curves:
             aucs = {r.model: f"AUC {r.auc_mean:.3f}" for r in df.itertuples()}
             ordered = {m: curves[m] for m in table["model"] if m in curves}
-            report.plot_roc(ordered, aucs, tmp / "roc.png")
+            report.plot_roc(ordered, aucs, tmp / "roc.png", additive=set(df.loc[df["type"].isin(additive), "model"]))
             figures.append("roc.png")
         extras = report.collect_extras(tmp, extra_dirs)
         (tmp / "report.md").write_text(report.report_markdown(df, figures, extras, study))
+        write_html_report(tmp, out, params, df, extras)
     best = table.iloc[0]
     ref = df[df["reference"]]
     metrics = {"best_model": str(best["model"]), "best_auc_mean": float(best["auc_mean"]),
@@ -112,14 +116,29 @@ def run(args) -> int:
                **{f"p_vs_best_additive.{r.model}": float(r.p_vs_best_additive)
                   for r in table.itertuples() if r.p_vs_best_additive == r.p_vs_best_additive},
                "extras": sorted(extras)}
-    write_json(args.metrics, metrics)
+    # the tracked file leaves out the per-model AUCs (metrics/train/<model>.json hold them), so that
+    # `dvc metrics show` does not list every model twice; the MLflow report run keeps them all
+    write_metrics(args.metrics, {k: v for k, v in metrics.items() if not k.startswith("auc_mean.")})
     run_id = ""
     if not args.no_mlflow:
         run_id = log_report(out, df, metrics, study, [f"{args.metrics_dir}/{m}.json" for m in table["model"]])
     print(f"\nTable 1 and figures in {out}/ ({', '.join(sorted(p.name for p in out.iterdir()))})")
     if run_id:
-        print(f"MLflow report run {run_id}: mlflow ui --backend-store-uri {tracking.tracking_uri()}")
+        print(f"MLflow report run {run_id}. {tracking.ui_hint(study)}")
     return 0
+
+
+def write_html_report(tmp: Path, out: Path, params: dict, df, extras: dict) -> Path:
+    """reports/index.html: Table 1, the verdicts, top SNP pairs and genes, every figure, embedded
+    (:mod:`pipelines.html_report`); the NGG and interpret results are read from work/ when present."""
+    from pipelines import html_report, summary
+
+    findings = summary.collect(".", params, models=df)
+    # this folder's own rows always (whether it existed before this run must not change the page:
+    # equal inputs, equal bytes)
+    own = [(f"{out}/index.html", "this page"), (str(out), dict(summary.OUTPUTS)["reports"])]
+    findings.outputs = own + [o for o in findings.outputs if o[0] not in ("reports/index.html", "reports")]
+    return html_report.write(tmp / "index.html", findings, tmp, ".", extras, report_name=str(out))
 
 
 def _read_roc(path: Path) -> list:

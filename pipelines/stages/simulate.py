@@ -8,7 +8,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from pipelines.argtypes import count
+from pipelines.argtypes import count, renamed
 from pipelines.atomic import MARKER, atomic_dir, check_output_dir, precheck_output_dir
 from pipelines.params import load_params, section
 
@@ -18,10 +18,11 @@ def add_arguments(p):
     p.add_argument("--params", default="params.yaml", help="parameter file (default: params.yaml)")
     p.add_argument("--n-samples", type=count(1), default=None, help="number of individuals (overrides params)")
     p.add_argument("--n-genes", type=count(1), default=None, help="number of genes (overrides params)")
-    p.add_argument("--case-fraction", type=float, default=None,
+    p.add_argument("--case-fraction", type=float, default=None, metavar="FRACTION",
                    help="fraction of cases, liability threshold model (overrides params)")
     p.add_argument("--seed", type=count(0), default=None, help="random seed (overrides params)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--quiet", dest="no_progress", action="store_true", help="no progress bar")
+    renamed(p, "--no-progress", "--quiet", flag_value=True)      # the spelling of earlier releases
 
 
 def run(args) -> int:

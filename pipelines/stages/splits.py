@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 
 from pipelines.argtypes import count
-from pipelines.atomic import precheck_output_file, write_json
+from pipelines.atomic import precheck_output_file, write_metrics
 from pipelines.errors import InputError
 from pipelines.params import load_params, section
 from pipelines.splits import make_splits, read_labels, save_splits
@@ -17,7 +17,7 @@ def add_arguments(p):
                    help="samples with a 0/1 `y` column (written by `epiflow encode`)")
     p.add_argument("--out", default="work/splits.npz", help="output file (default: work/splits.npz)")
     p.add_argument("--metrics", default="metrics/splits.json", help="metrics JSON")
-    p.add_argument("--params", default="params.yaml")
+    p.add_argument("--params", default="params.yaml", help="parameters file (default: params.yaml)")
     p.add_argument("--repeats", type=count(1), default=None, help="repeats R (default: splits.repeats)")
     p.add_argument("--folds", type=count(2), default=None, help="folds K (default: splits.folds)")
     p.add_argument("--seed", type=count(0, 2**32 - 1), default=None, help="seed (default: splits.seed)")
@@ -40,7 +40,7 @@ def run(args) -> int:
     splits = make_splits(y, samples["sample_id"], repeats=repeats, folds=folds, seed=seed)
     save_splits(splits, out)
     test_case_frac = [float(y[splits.fold[r] == k].mean()) for r in range(repeats) for k in range(folds)]
-    write_json(args.metrics, {"repeats": repeats, "folds": folds, "n_samples": int(len(y)),
+    write_metrics(args.metrics, {"repeats": repeats, "folds": folds, "n_samples": int(len(y)),
                               "case_fraction": float(np.mean(y)),
                               "test_case_fraction_min": min(test_case_frac),
                               "test_case_fraction_max": max(test_case_frac)})

@@ -14,9 +14,10 @@ from pipelines.argtypes import count
 from pipelines.atomic import precheck_output_dir, precheck_output_file
 from pipelines import zoo
 from pipelines.cv_record import Record, run_and_record
+from pipelines.executor import add_executor_arguments, open_executor, spec_from
 from pipelines.params import load_params, section
 from pipelines.workflows.cohort import Cohort, load_splits
-from pipelines.workflows.cv import ModelSpec, check_device
+from pipelines.workflows.cv import ModelSpec, _cuda_available, check_device
 
 
 def add_arguments(p):
@@ -34,6 +35,7 @@ def add_arguments(p):
     p.add_argument("--jobs", type=count(0), default=0,
                    help="folds fitted in parallel processes (default 0: one per CPU core, at most 4; "
                         "1 on a GPU). Results do not depend on it: every fold has its own seed")
+    add_executor_arguments(p)
 
 
 def run(args) -> int:
@@ -59,8 +61,12 @@ def run(args) -> int:
     precheck_output_file(rec.plots, inputs + [rec.metrics], "--plots")
     cohort = Cohort.load(args.encoded, gmt if needs_gmt else None)
     splits = load_splits(args.splits, cohort, args.repeats, "train --repeats")
-    summary = run_and_record(ModelSpec(args.model, mtype, cfg), cohort, splits, rec, train_cfg=train_cfg,
-                             repeats=args.repeats, jobs=args.jobs, quiet=args.quiet)
+    device = train_cfg.get("device", "auto")
+    ex_spec = spec_from(args, params, device="cuda" if device == "cuda" or (device == "auto" and _cuda_available())
+                        else "cpu")
+    with open_executor(ex_spec):  # --executor dask: the (model, fold) pairs are tasks of the cluster
+        summary = run_and_record(ModelSpec(args.model, mtype, cfg), cohort, splits, rec, train_cfg=train_cfg,
+                                 repeats=args.repeats, jobs=args.jobs, quiet=args.quiet)
     print(f"{args.model} ({mtype}): AUC {summary['auc_mean']:.3f} +- {summary['auc_sd']:.3f} over "
           f"{summary['n_folds']} folds, {summary['n_parameters']} parameters, {summary['train_time_s']:.0f} s")
     return 0

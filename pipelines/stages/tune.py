@@ -13,8 +13,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from pipelines.argtypes import count, number
-from pipelines.atomic import precheck_output_file, write_json
+from pipelines.argtypes import count, number, renamed
+from pipelines.atomic import precheck_output_file, write_metrics
 from pipelines.errors import EpiflowError
 from pipelines.params import load_params, section
 
@@ -28,12 +28,13 @@ def add_arguments(p):
     p.add_argument("--n-trials", type=count(1), default=None,
                    help="trials run by THIS process (default: tune.n_trials); several processes add up")
     p.add_argument("--timeout", type=number(0.0, lo_open=True), default=None, help="stop starting trials after this many seconds")
-    p.add_argument("--n-jobs", type=count(1), default=1, help="trials run in parallel threads in this process")
+    p.add_argument("--jobs", dest="n_jobs", type=count(1), default=1, metavar="N",
+                   help="trials run in parallel threads in this process")
     p.add_argument("--storage", default=None,
                    help="Optuna storage: sqlite:///PATH.db (default: mlruns/optuna.db next to the "
                         "MLflow store), journal:PATH (journal file, for several local processes) or "
                         "any database URL, e.g. postgresql://user:pw@host/db")
-    p.add_argument("--study-name", default=None, help="default: tune-<model> or tune-ngg")
+    p.add_argument("--study-name", default=None, help="Optuna study name (default: tune-<model> or tune-ngg)")
     p.add_argument("--seed", type=count(0), default=None, help="sampler seed (default: tune.seed)")
     p.add_argument("--rerun-best", action="store_true",
                    help="re-run the study's best configuration on the outer CV, log it and register "
@@ -49,6 +50,7 @@ def add_arguments(p):
     p.add_argument("--repeats", type=count(1), default=None, help="--rerun-best: first N repeats of the splits only")
     p.add_argument("--no-mlflow", action="store_true", help="do not log to MLflow")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    renamed(p, "--n-jobs", "--jobs")                     # the spelling of earlier releases
 
 
 def build_spec(args, params: dict):
@@ -87,7 +89,7 @@ def run(args) -> int:
     params = load_params(args.params)
     tcfg = section(params, "tune", args.params)
     if args.n_jobs < 1:
-        raise EpiflowError(f"--n-jobs must be >= 1, got {args.n_jobs}")
+        raise EpiflowError(f"--jobs must be >= 1, got {args.n_jobs}")
     n_trials = args.n_trials if args.n_trials is not None else tcfg.get("n_trials")
     n_trials = None if n_trials is None else int(n_trials)
     if n_trials is not None and n_trials < 0:
@@ -134,7 +136,7 @@ def run(args) -> int:
     for k in ("best_value", "default_value", "best_trial", "best_params", "pareto", "default_values"):
         if k in best:
             out[k] = best[k]
-    write_json(Path(args.metrics or f"metrics/tune/{study_name}.json"), out)
+    write_metrics(Path(args.metrics or f"metrics/tune/{study_name}.json"), out)
     line = (f"{study_name}: {out['n_trials_this_process']} trials here "
             f"({out['n_pruned_this_process']} pruned); study has {out['n_complete']} complete, "
             f"{out['n_pruned']} pruned, {out['n_failed']} failed")

@@ -18,6 +18,7 @@ import pandas as pd
 
 import models.estimators  # noqa: F401  (what REGISTRY[...].fit_predict runs: a real dependency)
 from models.registry import REGISTRY
+from pipelines import executor
 from pipelines.errors import EpiflowError
 from pipelines.workflows.cohort import Cohort
 
@@ -120,6 +121,11 @@ def _fit_fold(mtype: str, cfg: dict, data: dict, train_cfg: dict, seed: int):
     return np.asarray(proba, dtype=np.float64).reshape(-1), info, time.perf_counter() - t0
 
 
+def _fit_fold_task(w: tuple):
+    """One fold as a cluster task (``w`` = the arguments of :func:`_fit_fold`)."""
+    return _fit_fold(*w)
+
+
 def _score(y, proba, nonfinite_auc) -> float:
     from sklearn.metrics import roc_auc_score
 
@@ -164,7 +170,9 @@ def cross_validate(spec: ModelSpec, cohort: Cohort, folds: Iterable, *, train_cf
         tasks.append((r, k, idx, te, fold_seed(base_seed, r, k)))
     work = [(spec.type, cfg, cohort.fold_data(idx, te, mt.reads), train, seed)
             for _, _, idx, te, seed in tasks]
-    if jobs > 1 and len(work) > 1:
+    if executor.current() is not None and len(work) > 0:  # the folds as tasks of a cluster, in order
+        results = executor.current().map(_fit_fold_task, work)
+    elif jobs > 1 and len(work) > 1:
         from joblib import Parallel, delayed
 
         results = Parallel(n_jobs=jobs, return_as="generator")(delayed(_fit_fold)(*w) for w in work)

@@ -27,7 +27,7 @@ from models.simulate.pheno import PAIR_MODELS, clump_pairs, pair_hits, simulate_
 from pipelines.errors import EpiflowError, InputError
 from pipelines.params import load_params, section
 from pipelines.plots.heritability import plot_heritability
-from pipelines.plots.scans import pair_boxplots
+from pipelines.plots.scans import pair_boxplots, snp_alleles
 from pipelines.workflows.genotypes import GenotypeSet, Phenotype, SnpFilter, align
 from pipelines.workflows.scan import NGGSettings, ScanResult, ScanSpec, device_or_error, run_scan, write_scan
 
@@ -418,7 +418,8 @@ def step_2d(cfg: dict, tmp: Path) -> tuple[dict, dict, dict]:
         k = min(6, len(top))
         pair_boxplots(tmp / "pair_boxplots.png", [G[pos[top.snp1[q]]] for q in range(k)],
                       [G[pos[top.snp2[q]]] for q in range(k)], data.y,
-                      titles=[f"{top.snp1[q]} x {top.snp2[q]}  score={top.score[q]:.3g}" for q in range(k)])
+                      titles=[f"{top.snp1[q]} x {top.snp2[q]}  score={top.score[q]:.3g}" for q in range(k)],
+                      alleles=[snp_alleles(data.snps, pos[top.snp1[q]], pos[top.snp2[q]]) for q in range(k)])
     k_list = sorted({min(10, cfg["top_2d"]), min(100, cfg["top_2d"]), cfg["top_2d"]})
     rec, ranks = _recall_pairs(top, data, truth, k_list, cfg["recall_window"])
     p = data.filters["n_snps_used"]
@@ -511,7 +512,8 @@ def step_heritability(cfg: dict, tmp: Path) -> tuple[dict, dict, dict]:
                "random_draws": h["random_draws"]}
     sm_in = summarize_table(tab.drop(columns="selection"))
     metrics["in_sample"] = _best(sm_in, "adj_r2")
-    plot_heritability(tab.drop(columns="selection"), tmp / "heritability.png",
+    planted = data.truth["realized"] if data.truth and "realized" in data.truth else None
+    plot_heritability(tab.drop(columns="selection"), tmp / "heritability.png", planted=planted,
                       title=f"in-sample PCR: top {len(snps)} SNPs, {len(pairs)} pairs (n={data.n_samples})")
     figs = {"heritability.png": tmp / "heritability.png"}
     seconds = {"load": data.seconds_load, "in_sample": t_in}
@@ -537,7 +539,7 @@ def step_heritability(cfg: dict, tmp: Path) -> tuple[dict, dict, dict]:
         tables.append(tab_h)
         metrics["holdout"] = _best(summarize_table(tab_h.drop(columns="selection")), "adj_r2")
         metrics["holdout"].update({"n_discovery": int(len(disc)), "n_evaluation": int(len(val))})
-        plot_heritability(tab_h.drop(columns="selection"), tmp / "heritability_holdout.png",
+        plot_heritability(tab_h.drop(columns="selection"), tmp / "heritability_holdout.png", planted=planted,
                           title=f"held-out PCR: selected on {len(disc)}, evaluated on {len(val)} samples")
         figs["heritability_holdout.png"] = tmp / "heritability_holdout.png"
         seconds["holdout"] = time.perf_counter() - t0
@@ -560,3 +562,15 @@ STEP_FUNCS = {"pheno": step_pheno, "1d": step_1d, "2d": step_2d, "heritability":
 def run_step(step: str, cfg: dict, out: Path) -> tuple[dict, dict, dict]:
     """Run one step into the folder ``out``: (summary, metrics, {figure name: path})."""
     return STEP_FUNCS[step](cfg, Path(out))
+
+
+def ngg_repetition(plan, block: int, repetition: int) -> np.ndarray:
+    """One repetition of the 2D NGG on one block of columns: the unit of work an executor can run
+    anywhere and in any order. ``plan`` comes from models.ngg.tiled.prepare_tiled (genotypes,
+    phenotype and settings; ``len(plan.blocks)`` blocks, block 0 = the SNP columns). Returns the
+    block's effects as a float32 (|U|, |W|) array (see models.ngg.tiled.block_repetition): summed
+    over R repetitions they give the mean effects, their nonzero counts the support. It depends only
+    on (seed, block, repetition), so a rerun of a lost unit gives the same array."""
+    from models.ngg.tiled import block_repetition
+
+    return block_repetition(plan, int(block), int(repetition)).cpu().numpy()

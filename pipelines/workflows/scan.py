@@ -13,12 +13,17 @@ Tables (``top``): 1D exact ``rank, snp, chrom, bp, a1, a2, <statistic columns>``
 """
 from __future__ import annotations
 
+import dataclasses
+import functools
+import hashlib
 import json
 import math
+import threading
 import time
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Callable
 
 import numpy as np
@@ -27,13 +32,16 @@ from scipy import special
 
 from models.backend import BackendUnavailable, resolve_device
 from models.ngg.ngg import ngg_fit
-from models.scans.design import covariate_basis, phenotype_problem
-from models.scans.pyramid import build_levels, tile_level
-from models.scans.scan2d import Scan2D, Scan2DOptions, dense_pair_stats
+from models.ngg.tiled import ngg_fit_tiled, prepare_tiled
+from models.scans.calibration import chi2_from_p, genotype_pcs, lambda_gc, pair_lambda_gc
+from models.scans.design import phenotype_problem
+from models.scans.pyramid import PyramidGrid, build_levels, cell_size, tile_level
+from models.scans.scan2d import Scan2D, Scan2DOptions, chrom_order, dense_pair_stats
 from models.scans.statistics import statistic_for
+from pipelines import executor
 from pipelines.atomic import atomic_dir, atomic_path, remove_with_temps
 from pipelines.errors import EpiflowError, InputError
-from pipelines.plots.scans import manhattan, map_overview, map_zoom, pair_boxplots
+from pipelines.plots.scans import manhattan, map_overview, map_zoom, overview_marks, pair_boxplots, snp_alleles
 from pipelines.workflows.genotypes import (Covariates, GenotypeSet, Phenotype, SnpFilter, align, is_aligned,
                                           read_id_list)
 
@@ -56,6 +64,11 @@ class NGGSettings:
     lam: float | None = None
     iters: int = 200
     seed: int = 0
+    # 2D: pieces (models.ngg.ngg, the estimator of DESIGN section 5) | tiled (models.ngg.tiled, GEMM-shaped:
+    # ~9x faster on a GPU, progress and an up-front run-time refusal, but on planted mouse_hs1940 panels its
+    # recall@100 is 0.77 against 0.88, so it is opt-in until it recovers as well)
+    engine: str = "pieces"
+    max_minutes: float | None = None  # 2D tiled: refuse (one line, with settings that fit) above this estimate
 
 
 @dataclass(frozen=True)
@@ -74,6 +87,8 @@ class ScanSpec:
     pyramid_side: int = 4096
     checkpoint_every: float = 30.0   # seconds between 2D checkpoints
     restart: bool = False            # ignore an existing 2D checkpoint
+    pcs: int = 0                     # genotype principal components added to the covariates
+    effect_map: bool = False         # 2D exact (CPU): also the map of max |interaction effect| (pyramid_effect/)
     ngg: NGGSettings = field(default_factory=NGGSettings)
 
     def __post_init__(self):
@@ -83,6 +98,8 @@ class ScanSpec:
             raise EpiflowError(f"scan method must be exact or ngg, not {self.method!r}")
         if self.top < 1:
             raise EpiflowError("--top must be >= 1")
+        if self.pcs < 0:
+            raise EpiflowError("--pcs must be >= 0")
 
 
 @dataclass
@@ -96,7 +113,7 @@ class ScanResult:
 
     spec: ScanSpec
     genotypes: GenotypeSet
-    y: np.ndarray                    # the phenotype scanned (2D: residualised on the covariates)
+    y: np.ndarray                    # the phenotype scanned
     y_raw: np.ndarray                # the phenotype as given (box plots)
     trait: str
     top: pd.DataFrame
@@ -106,6 +123,7 @@ class ScanResult:
     chrom_pairs: pd.DataFrame | None = None
     pyramid: dict | None = None
     plot_data: dict = field(default_factory=dict)
+    covariates: np.ndarray | None = None  # 2D exact: the covariates of the pair model (map zoom)
 
 
 def device_or_error(device: str, what: str = "") -> str:
@@ -180,8 +198,9 @@ def run_scan(genotypes: GenotypeSet, phenotype: Phenotype, spec: ScanSpec, *, co
     """Run one scan (``spec.mode`` x ``spec.method``) on aligned, filtered inputs.
 
     genotypes: SNP-major int8 (-1 missing) of the used samples; phenotype: with its trait resolved
-    (:meth:`Phenotype.with_trait`); covariates: adjusted for exactly in 1D and NGG, regressed out
-    of the phenotype before a 2D exact scan. checkpoint_dir: where a 2D exact (or NGG) scan keeps
+    (:meth:`Phenotype.with_trait`); covariates (with ``spec.pcs`` genotype principal components
+    appended): adjusted for exactly, also in the 2D pair model y ~ C + a + b + ab (quantitative
+    traits, complete genotypes). checkpoint_dir: where a 2D exact (or NGG) scan keeps
     its checkpoint; on_block(scan): called after every block of a 2D exact scan (after the
     checkpoint), e.g. to stop it. on_start(): called once the inputs are validated, before any
     work (the scan command creates and marks its output folder there).
@@ -191,6 +210,9 @@ def run_scan(genotypes: GenotypeSet, phenotype: Phenotype, spec: ScanSpec, *, co
     if phenotype.trait not in ("qt", "binary"):
         raise ValueError("resolve the phenotype's trait first (Phenotype.with_trait)")
     covar = None if covariates is None else covariates.values
+    pc_numbers = None
+    if spec.pcs:
+        covar, pc_numbers = _with_pcs(genotypes, covar, spec.pcs, log)
     why = phenotype_problem(phenotype.y, covar)
     if why:
         raise EpiflowError(f"{phenotype.path}: phenotype '{phenotype.column}': {why}; no scan was run")
@@ -198,10 +220,30 @@ def run_scan(genotypes: GenotypeSet, phenotype: Phenotype, spec: ScanSpec, *, co
     if on_start is not None:
         on_start()
     if spec.method == "ngg":
-        return _run_ngg(genotypes, phenotype, covar, spec, ckdir)
-    if spec.mode == "1d":
-        return _run_exact_1d(genotypes, phenotype, covar, spec, log)
-    return _run_exact_2d(genotypes, phenotype, covariates, spec, ckdir, on_block, log)
+        result = _run_ngg(genotypes, phenotype, covar, spec, ckdir)
+    elif spec.mode == "1d":
+        result = _run_exact_1d(genotypes, phenotype, covar, spec, log)
+    else:
+        result = _run_exact_2d(genotypes, phenotype, covar, spec, ckdir, on_block, log,
+                               covar_path=None if covariates is None else covariates.path)
+    if pc_numbers is not None:
+        result.numbers["pcs"] = pc_numbers
+    return result
+
+
+def _with_pcs(gs: GenotypeSet, covar, k: int, log):
+    """The covariates with the top k genotype principal components of the scanned samples appended."""
+    t0 = time.perf_counter()
+    try:
+        pcs, sv = genotype_pcs(gs.dosage, k)
+    except ValueError as exc:
+        raise EpiflowError(f"--pcs {k}: {exc}") from None
+    var = sv ** 2 / max(float(gs.p), 1.0)
+    log(f"genotype PCs: {k} by randomised SVD of {gs.p} SNPs x {gs.n} samples ({time.perf_counter() - t0:.1f} s), "
+        f"variance explained per PC {', '.join(f'{v / gs.n:.3g}' for v in var)} (share of the total)")
+    covar = pcs if covar is None else np.column_stack([np.asarray(covar, dtype=np.float64), pcs])
+    return covar, {"k": int(k), "variance_share": [float(v / gs.n) for v in var],
+                   "seconds": time.perf_counter() - t0}
 
 
 def _run_exact_1d(gs: GenotypeSet, ph: Phenotype, covar, spec: ScanSpec, log) -> ScanResult:
@@ -219,21 +261,20 @@ def _run_exact_1d(gs: GenotypeSet, ph: Phenotype, covar, spec: ScanSpec, log) ->
     top = top[np.isfinite(top["p"])]
     top.insert(0, "rank", np.arange(1, len(top) + 1))
     numbers = {"seconds_scan": t_scan, "n_tests": int(np.isfinite(r.p).sum()), "covariate_columns": int(r.k_covariates),
-               "best": top.iloc[0][["snp", "p"]].to_dict() if len(top) else None}
+               "best": top.iloc[0][["snp", "p"]].to_dict() if len(top) else None,
+               "lambda_gc": lambda_gc(chi2_from_p(r.p))}
+    if numbers["lambda_gc"] is not None:
+        log(f"lambda_GC (1D, {numbers['n_tests']} SNPs): {numbers['lambda_gc']:.3f}")
     return ScanResult(spec, gs, ph.y, ph.y, ph.trait, top, numbers, snps=df,
                       plot_data={"p": r.p, "highlight": order[: min(10, spec.top)]})
 
 
-def _residualise(y, covar):
-    Q = covariate_basis(len(y), covar)
-    return y - Q @ (Q.T @ y)
-
-
-def _scan2d(gs: GenotypeSet, y, trait: str, spec: ScanSpec) -> Scan2D:
+def _scan2d(gs: GenotypeSet, y, trait: str, spec: ScanSpec, covariates=None) -> Scan2D:
     opt = Scan2DOptions(tile=spec.tile, top_k=spec.top, trait=trait, pyramid_side=spec.pyramid_side,
                         block_pairs=spec.block_pairs, threads=spec.threads, workers=spec.workers)
     try:
-        return Scan2D(gs.dosage, y, gs.snps["chrom"].to_numpy(), opt, device=spec.device, statistic=spec.statistic)
+        return Scan2D(gs.dosage, y, gs.snps["chrom"].to_numpy(), opt, device=spec.device, statistic=spec.statistic,
+                      covariates=covariates)
     except ValueError as exc:
         raise EpiflowError(str(exc)) from None
 
@@ -267,37 +308,102 @@ def _checkpointer(ckpt: Path | None, every: float, on_block, log):
     return save
 
 
-def _run_exact_2d(gs: GenotypeSet, ph: Phenotype, covariates: Covariates | None, spec: ScanSpec, ckdir,
-                  on_block, log) -> ScanResult:
+def _run_exact_2d(gs: GenotypeSet, ph: Phenotype, covar, spec: ScanSpec, ckdir,
+                  on_block, log, covar_path=None) -> ScanResult:
     y = ph.y
-    if covariates is not None:
+    if covar is not None:
         if ph.trait == "binary":
-            raise InputError(covariates.path, "covariates are not supported by the case/control 2D scan")
-        y = _residualise(y, covariates.values)
-        log("covariates regressed out of the phenotype before the pair scan")
-    scan = _scan2d(gs, y, ph.trait, spec)
+            raise InputError(covar_path or "--pcs", "covariates are not supported by the case/control 2D scan")
+        log(f"covariates in the pair model: y ~ C + a + b + ab with {np.shape(covar)[1]} covariate columns")
+    scan = _scan2d(gs, y, ph.trait, spec, covariates=covar)
     ckpt = None if ckdir is None else ckdir / CKPT_NAME
     resumed_from = _resume(scan, ckpt, spec.restart, log)
+    effect_map = _EffectMap.attach(scan, resumed_from, log) if spec.effect_map else None
     log(f"2D exact scan: {scan.p} SNPs, {scan.n_pairs:,} pairs, {scan.n} samples, tile {scan.tile}, "
         f"{len(scan.blocks)} blocks, {'complete' if scan.prep.complete else 'with missing calls'}, "
         f"trait {ph.trait}, device {spec.device}")
     t0 = time.perf_counter()
-    scan.run(on_block=_checkpointer(ckpt, spec.checkpoint_every, on_block, log))
+    dask_numbers = None
+    if executor.current() is None:
+        scan.run(on_block=_checkpointer(ckpt, spec.checkpoint_every, on_block, log))
+    else:  # the blocks as tasks of a cluster: same scan, same merge order, same checkpoints
+        from pipelines.workflows.scan_tasks import run_blocks
+
+        light = SimpleNamespace(dosage=gs.dosage, snps=gs.snps[["chrom"]])
+        recipe = functools.partial(_scan2d, light, y, ph.trait, dataclasses.replace(spec, tile=scan.tile),
+                                   covariates=covar)
+        dask_numbers = run_blocks(scan, recipe, executor.current(),
+                                  on_block=_checkpointer(ckpt, spec.checkpoint_every, on_block, log))
     t_scan = time.perf_counter() - t0
     res = scan.results()
     result = ScanResult(spec, gs, y, ph.y, ph.trait, _top_pairs_exact(gs, res, scan.statistic), {})
     result.snp_best, result.chrom_pairs = _snp_best(gs, res), _chrom_pairs(gs, res)
     result.pyramid = _pyramid(gs, res)
+    if effect_map is not None:
+        result.pyramid.update(effect_map.result())
     result.plot_data = {"best_p": special.chdtrc(1.0, res["best_stat"]), "sig_p": res["sig_p"],
                         "n_pairs": res["n_pairs"], "n": scan.n, "i": res["top"]["i"], "j": res["top"]["j"]}
     result.numbers = {"seconds_scan": t_scan, "seconds_scan_total": res["elapsed"], "resumed_from_block": resumed_from,
                       "n_pairs": res["n_pairs"], "n_tested": res["tested"], "sig_p": res["sig_p"], "tile": scan.tile,
                       "pairs_per_second": res["n_pairs"] / max(res["elapsed"], 1e-9), "y_scale": scan.y_scale}
+    if dask_numbers is not None:
+        result.numbers["executor"] = dask_numbers
+    result.numbers["effect_map"] = effect_map is not None
+    t1 = time.perf_counter()
+    lam, lam_pairs, lam_snps = pair_lambda_gc(gs.dosage, y, ph.trait, spec.statistic, covar)
+    marginal = statistic_for("1d", ph.trait).fit(gs.dosage, y, covar, device=spec.device, snp_major=True)
+    lam1 = lambda_gc(chi2_from_p(marginal.p))  # the same model's SNPs one at a time (genome control)
+    result.numbers.update(lambda_gc=lam, lambda_gc_pairs=lam_pairs, lambda_gc_1d=lam1,
+                          seconds_lambda_gc=time.perf_counter() - t1)
+    result.covariates = covar
+    if lam is not None:
+        where = "every pair" if lam_snps == scan.p else f"the pairs among {lam_snps} random SNPs"
+        log(f"lambda_GC (2D, {lam_pairs:,} tested pairs: {where}): {lam:.3f}"
+            + (f"; 1D, the same SNPs one at a time: {lam1:.3f}" if lam1 is not None else ""))
     if ckpt is not None:
         # with the temp file of a run killed while it saved a checkpoint: a resumed run that
         # saves none (the rest took less than checkpoint_every) would leave it behind
         remove_with_temps(ckpt)
     return result
+
+
+class _EffectMap:
+    """Level 0 of the map of max |interaction effect| (in phenotype units where the statistic's effect
+    is), pooled like the statistic's map from every CPU tile of the scan (its ``tile_hook``)."""
+
+    @classmethod
+    def attach(cls, scan: Scan2D, resumed_from: int, log) -> "_EffectMap | None":
+        why = None
+        if scan.gpu:
+            why = "the GPU engine keeps no per-pair effects"
+        elif executor.current() is not None:
+            why = "the blocks run on the cluster's workers"
+        elif resumed_from:
+            why = "the scan resumed from a checkpoint that holds only the statistic's map"
+        if why:
+            log(f"no map of |{scan.statistic.effect.upper()}| (--effect-map): {why}")
+            return None
+        return cls(scan)
+
+    def __init__(self, scan: Scan2D):
+        self.grid = PyramidGrid(scan.p, cell=scan.pyr.cell)
+        self.scale = scan.y_scale if scan.statistic.effect_in_phenotype_units else 1.0
+        self.name = scan.statistic.effect.upper()
+        self.lock = threading.Lock()
+        # forked worker processes would accumulate in their own copies: threads (same numbers)
+        scan.opt = dataclasses.replace(scan.opt, workers="thread")
+        scan.tile_hook = self
+
+    def __call__(self, i0, j0, stat, beta):
+        with np.errstate(invalid="ignore"):
+            v = np.where((stat >= 0) & np.isfinite(beta), np.abs(beta) * self.scale, -1.0)
+        pooled = self.grid.pool_tile(i0, j0, v)
+        with self.lock:
+            self.grid.merge_pooled(*pooled)
+
+    def result(self) -> dict:
+        return {"effect_level0": self.grid.level0(),
+                "effect_value": f"max |{self.name}| of the pair (interaction effect)"}
 
 
 def _top_pairs_exact(gs: GenotypeSet, res: dict, st) -> pd.DataFrame:
@@ -351,9 +457,31 @@ def _run_ngg(gs: GenotypeSet, ph: Phenotype, covar, spec: ScanSpec, ckdir) -> Sc
     g = spec.ngg
     ckpt = None if ckdir is None else ckdir / NGG_CKPT_NAME
     t0 = time.perf_counter()
-    res = ngg_fit(gs.dosage.T, ph.y, mode=spec.mode, B=g.B, d=g.d, R=g.R, lam_scale=g.lam_scale, lam=g.lam,
-                  iters=g.iters, seed=g.seed, xp=spec.device, top=spec.top, covariates=covar, progress=False,
-                  checkpoint=None if ckpt is None else str(ckpt))
+    if spec.mode == "2d" and g.engine == "tiled":
+        if ckpt is not None and spec.restart:
+            ckpt.unlink(missing_ok=True)
+        reps = None
+        if executor.current() is not None:  # the (block, repetition) units as tasks of a cluster
+            from pipelines.workflows.scan_tasks import ngg_repetitions
+
+            kw = dict(mode="2d", B=g.B, d=g.d, lam=g.lam, lam_scale=g.lam_scale, iters=g.iters, seed=g.seed,
+                      device=spec.device, covariates=covar)
+            h = hashlib.sha256(np.ascontiguousarray(gs.dosage).tobytes() + np.asarray(ph.y).tobytes())
+            h.update(b"" if covar is None else np.ascontiguousarray(covar, dtype=np.float64).tobytes())
+            h.update(repr(sorted((k, v) for k, v in kw.items() if k != "covariates")).encode())
+            key = h.hexdigest()
+            reps = ngg_repetitions(executor.current(), functools.partial(prepare_tiled, gs.dosage.T, ph.y, **kw), key)
+        ngg_map = _NGGMap(gs, spec.pyramid_side)
+        res = ngg_fit_tiled(gs.dosage.T, ph.y, mode="2d", B=g.B, d=g.d, R=g.R, lam_scale=g.lam_scale, lam=g.lam,
+                            iters=g.iters, seed=g.seed, device=spec.device, top=spec.top, covariates=covar,
+                            progress=True, checkpoint=None if ckpt is None else str(ckpt),
+                            checkpoint_every=spec.checkpoint_every,
+                            max_seconds=None if not g.max_minutes else 60.0 * g.max_minutes, repetitions=reps,
+                            on_scores=ngg_map)
+    else:
+        res = ngg_fit(gs.dosage.T, ph.y, mode=spec.mode, B=g.B, d=g.d, R=g.R, lam_scale=g.lam_scale, lam=g.lam,
+                      iters=g.iters, seed=g.seed, xp=spec.device, top=spec.top, covariates=covar, progress=False,
+                      checkpoint=None if ckpt is None else str(ckpt))
     t_fit = time.perf_counter() - t0
     snps = gs.snps
     ids, chrom, bp = snps["snp"].to_numpy(), snps["chrom"].to_numpy(), snps["bp"].to_numpy()
@@ -375,7 +503,58 @@ def _run_ngg(gs: GenotypeSet, ph: Phenotype, covar, spec: ScanSpec, ckdir) -> Sc
         ckpt.unlink(missing_ok=True)
     numbers = {"seconds_scan": t_fit, "ngg_params": {k: (v if isinstance(v, (int, float, str, bool)) or v is None
                                                          else str(v)) for k, v in dict(res.params).items()}}
-    return ScanResult(spec, gs, ph.y, ph.y, ph.trait, df, numbers, plot_data=plot_data)
+    result = ScanResult(spec, gs, ph.y, ph.y, ph.trait, df, numbers, plot_data=plot_data)
+    if spec.mode == "2d" and g.engine == "tiled":
+        result.pyramid = ngg_map.result(res, print)
+        numbers["effect_map"] = result.pyramid is not None
+    return result
+
+
+class _NGGMap:
+    """Level 0 of the map of a tiled NGG 2D scan (``pyramid_effect/``): every pair's final score
+    (support x |mean effect|, what the scan ranks by) max-pooled into the grid of the exact scan's map
+    (same chromosome order and cell), from each block's scores (``on_scores`` of ngg_fit_tiled)."""
+
+    def __init__(self, gs: GenotypeSet, max_side: int):
+        self.order = chrom_order(gs.snps["chrom"].to_numpy())
+        self.rank = np.empty(len(self.order), dtype=np.int64)
+        self.rank[self.order] = np.arange(len(self.order))
+        self.cell = cell_size(len(self.order), max_side)   # the exact scan's grid (PyramidGrid)
+        self.side = math.ceil(len(self.order) / self.cell)
+        self.grid = None
+        self.gs = gs
+
+    def __call__(self, rows, cols, score) -> None:
+        import torch
+
+        dev, side = score.device, self.side
+        if self.grid is None:   # on the scan's device: a block's scores never leave it
+            self.grid = torch.full((side * side,), -1.0, dtype=torch.float32, device=dev)
+        ri = torch.as_tensor(self.rank[rows] // self.cell, device=dev)
+        rj = torch.as_tensor(self.rank[cols] // self.cell, device=dev)
+        step = max(1, 2**25 // max(len(cols), 1))   # rows per scatter: index arrays of <= 32M entries
+        for a in range(0, len(rows), step):
+            r = ri[a:a + step, None]
+            key = torch.minimum(r, rj[None, :]) * side + torch.maximum(r, rj[None, :])
+            self.grid.scatter_reduce_(0, key.reshape(-1), score[a:a + step].reshape(-1).float(), reduce="amax")
+
+    def result(self, res, log) -> dict | None:
+        why = None
+        if res.timings.get("resumed_block", 0) > 1:
+            why = "the scan resumed from a checkpoint after its first blocks of pairs"
+        elif not res.extra.get("complete", True):
+            why = "the scan did not cover every block"
+        elif self.grid is None:
+            why = "no block of pairs was scanned"
+        if why:
+            log(f"no map of the NGG scores (pyramid_effect/): {why}")
+            return None
+        g = self.grid.cpu().numpy().reshape(self.side, self.side)
+        g[g < 0] = np.nan
+        out = _pyramid(self.gs, {"order": self.order, "pyramid_level0": None, "pyramid_cell": self.cell})
+        out.update(effect_level0=g, value=None,
+                   effect_value="max NGG score of the pair (support x |mean effect| over the repetitions)")
+        return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -420,19 +599,52 @@ def write_scan(result: ScanResult, out: Path, *, plots: bool = True, pyramid_til
     """The scan's tables, pyramid and figures in ``out`` (the layout of ``epiflow scan``)."""
     out = Path(out)
     spec = result.spec
-    name = "top_snps.tsv" if spec.mode == "1d" else "top_pairs.tsv"
-    write_tsv(out / name, result.top)
-    if result.snps is not None:
-        _write_parquet(out / "snps.parquet", result.snps)
-    if result.snp_best is not None:
-        _write_parquet(out / "snp_best.parquet", result.snp_best)
-    if result.chrom_pairs is not None:
-        write_tsv(out / "chrom_pairs.tsv", result.chrom_pairs)
-    if result.pyramid is not None:
+    pyramid = effect = None
+    if result.pyramid is not None:  # its zlib compression releases the GIL: written beside the rest
         py = result.pyramid
-        write_pyramid(out / "pyramid", py["level0"], py["cell"], pyramid_tile, py["axis"], py["value"], py["segments"])
-    if plots:
-        _figures(result, out)
+        pyramid = None if py["level0"] is None else _Background(  # NGG maps: the score layer only
+            write_pyramid, out / "pyramid", py["level0"], py["cell"], pyramid_tile, py["axis"], py["value"],
+            py["segments"])
+        if py.get("effect_level0") is not None:  # optional second map (--effect-map): max |effect| per pixel
+            effect = _Background(write_pyramid, out / "pyramid_effect", py["effect_level0"], py["cell"],
+                                 pyramid_tile, py["axis"], py["effect_value"], py["segments"])
+    try:
+        name = "top_snps.tsv" if spec.mode == "1d" else "top_pairs.tsv"
+        write_tsv(out / name, result.top)
+        if result.snps is not None:
+            _write_parquet(out / "snps.parquet", result.snps)
+        if result.snp_best is not None:
+            _write_parquet(out / "snp_best.parquet", result.snp_best)
+        if result.chrom_pairs is not None:
+            write_tsv(out / "chrom_pairs.tsv", result.chrom_pairs)
+        if plots:
+            _figures(result, out)
+    finally:
+        if pyramid is not None:
+            pyramid.result()
+        if effect is not None:
+            effect.result()
+
+
+class _Background:
+    """fn(*args) in a thread; ``result()`` joins it and re-raises its exception."""
+
+    def __init__(self, fn, *args):
+        self._out, self._exc = None, None
+        self._thread = threading.Thread(target=self._run, args=(fn, args), daemon=True)
+        self._thread.start()
+
+    def _run(self, fn, args):
+        try:
+            self._out = fn(*args)
+        except BaseException as exc:  # noqa: BLE001 (re-raised in the caller's thread)
+            self._exc = exc
+
+    def result(self):
+        self._thread.join()
+        if self._exc is not None:
+            raise self._exc
+        return self._out
 
 
 def _figures(result: ScanResult, out: Path) -> None:
@@ -446,15 +658,22 @@ def _figures(result: ScanResult, out: Path) -> None:
         return
     if spec.mode == "1d":
         manhattan(out / "manhattan.png", snps["chrom"], snps["bp"], pd_["p"], threshold=0.05 / max(1, len(snps)),
-                  title=f"1D exact scan ({len(snps)} SNPs, n={len(result.y)})", highlight=pd_["highlight"])
+                  title=f"1D exact scan ({len(snps)} SNPs, n={len(result.y)})", highlight=pd_["highlight"],
+                  highlight_label=f"top {len(pd_['highlight'])} SNPs",
+                  threshold_label=f"Bonferroni: p = 0.05 / {len(snps):,} SNPs")
         return
     py, df, G = result.pyramid, result.top, result.genotypes.dosage
+    n_hl = min(10, len(pd_["i"]))
     manhattan(out / "manhattan.png", snps["chrom"], snps["bp"], pd_["best_p"],
               threshold=pd_["sig_p"], ylabel="-log10 p of the best pair",
-              title=f"best interaction partner per SNP ({pd_['n_pairs']:,} pairs)")
+              title=f"best interaction partner per SNP ({pd_['n_pairs']:,} pairs)",
+              highlight=np.unique(np.r_[pd_["i"][:n_hl], pd_["j"][:n_hl]]).astype(np.int64),
+              highlight_label=f"SNPs of the top {n_hl} pairs",
+              threshold_label=f"Bonferroni: p = 0.05 / {pd_['n_pairs']:,} pairs")
+    axis_pos = dict(zip(py["axis"]["snp"].astype(str), py["axis"]["pos"].astype(int)))
     map_overview(out / "map_overview.png", py["level0"], py["cell"],
                  chrom_bounds=py["bounds"], chrom_labels=[s["chrom"] for s in py["segments"]],
-                 title=f"pair map: {pd_['n_pairs']:,} pairs, {pd_['n']} samples")
+                 title=f"pair map: {pd_['n_pairs']:,} pairs, {pd_['n']} samples", marks=overview_marks(df, axis_pos))
     i, j = pd_["i"], pd_["j"]
     if len(i):
         rows, cols, stat = zoom_stats(result)
@@ -464,7 +683,8 @@ def _figures(result: ScanResult, out: Path) -> None:
                  mark=(int(np.flatnonzero(rows == i[0])[0]), int(np.flatnonzero(cols == j[0])[0])))
         k = min(6, len(i))
         pair_boxplots(out / "pair_boxplots.png", [G[i[q]] for q in range(k)], [G[j[q]] for q in range(k)],
-                      result.y_raw, titles=[f"{df.snp1[q]} x {df.snp2[q]}  p={df.p[q]:.2g}" for q in range(k)])
+                      result.y_raw, titles=[f"{df.snp1[q]} x {df.snp2[q]}  p={df.p[q]:.2g}" for q in range(k)],
+                      alleles=[snp_alleles(snps, i[q], j[q]) for q in range(k)])
 
 
 def flat_metrics(summary: dict, prefix: str = "") -> dict:
@@ -490,6 +710,7 @@ def zoom_stats(result: ScanResult, w: int = 40):
     ri, rj = rank_of[i[0]], rank_of[j[0]]
     rows = order[max(0, ri - w): ri + w + 1]
     cols = order[max(0, rj - w): rj + w + 1]
-    beta, stat = dense_pair_stats(G[rows], G[cols], result.y, result.trait, statistic=result.spec.statistic)
+    beta, stat = dense_pair_stats(G[rows], G[cols], result.y, result.trait, statistic=result.spec.statistic,
+                                  covariates=result.covariates)
     stat = np.where(rows[:, None] == cols[None, :], np.nan, stat)
     return rows, cols, stat
