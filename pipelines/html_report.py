@@ -204,7 +204,7 @@ def render(f: Findings, report_dir: Path, root: Path = Path("."), extras: dict |
                     parts.append(_figure(path, f"{name}: {cap}", f"work/interpret/{name}/{fig}"))
     else:
         parts.append("<p class=muted>not run: <code>. .venv/bin/activate &amp;&amp; dvc repro interpret &amp;&amp; "
-                     "epiflow report</code> adds them here.</p>")
+                     "dvc repro -f report</code> adds them here.</p>")
     parts.append("<h2 id=files>Where everything is</h2><table>" + "".join(
         f"<tr><td><code>{_e(p)}</code></td><td>{_e(w)}</td></tr>" for p, w in f.outputs) + "</table>")
     if f.not_run:

@@ -78,7 +78,6 @@ def mlflow_server(postgres_url, tmp_path):  # noqa: F811
 
 
 @pytest.mark.postgres
-@pytest.mark.slow  # 45 s on 2 cores (load 6): PostgreSQL, the server's migrations, 3 tune processes
 def test_three_tune_workers_on_postgres_and_an_mlflow_server(tmp_path, postgres_url, mlflow_server):  # noqa: F811
     import optuna
     from mlflow import MlflowClient

@@ -49,6 +49,16 @@ SERVER = re.compile(r"^(make (ui|dashboard)\b|(\S*/)?mlflow (ui|server)\b|(\S*/)
                     r"(\S*/)?epiflow view\b|(\S*/)?dask (scheduler|worker)\b)")
 RECURSIVE = re.compile(r"^make (test|test-all)\b")
 CLEAN_PATH = "/usr/local/bin:/usr/bin:/bin"
+# a command whose trailing comment names the GPU (`... # needs a CUDA GPU`, `# ... (GPU)`) runs only
+# where nvidia-smi lists a device: on a CPU machine the full-size GPU benchmarks would run for hours
+GPU_ONLY = re.compile(r"#[^\n]*\bGPU\b")
+
+
+def _has_cuda() -> bool:
+    try:
+        return subprocess.run(["nvidia-smi", "-L"], capture_output=True, timeout=20).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
 
 
 @dataclass
@@ -313,6 +323,9 @@ def _run_block(block: Block, project: Path, env: dict, logs: Path) -> list[str]:
     for k, cmd in enumerate(block.commands):
         if RECURSIVE.match(cmd.text):
             print(f"README.md:{cmd.line}: `{cmd.text}` not run: it is this test suite (CI runs it)")
+            continue
+        if GPU_ONLY.search(cmd.text) and not _has_cuda():
+            print(f"README.md:{cmd.line}: `{cmd.text.splitlines()[0]}` not run: marked as a GPU command, no CUDA here")
             continue
         if SERVER.match(cmd.text):
             log = logs / f"server-{block.line}-{k}.log"
