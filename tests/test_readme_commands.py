@@ -52,6 +52,9 @@ CLEAN_PATH = "/usr/local/bin:/usr/bin:/bin"
 # a command whose trailing comment names the GPU (`... # needs a CUDA GPU`, `# ... (GPU)`) runs only
 # where nvidia-smi lists a device: on a CPU machine the full-size GPU benchmarks would run for hours
 GPU_ONLY = re.compile(r"#[^\n]*\bGPU\b")
+# a command that names a PostgreSQL server on this machine runs only where one listens there
+# (tests/test_mlflow_server.py starts its own and runs the same workflow)
+NEEDS_SERVER = re.compile(r"postgresql(?:\+psycopg2)?://[^\s@]*@127\.0\.0\.1:(\d+)")
 
 
 def _has_cuda() -> bool:
@@ -323,6 +326,11 @@ def _run_block(block: Block, project: Path, env: dict, logs: Path) -> list[str]:
     for k, cmd in enumerate(block.commands):
         if RECURSIVE.match(cmd.text):
             print(f"README.md:{cmd.line}: `{cmd.text}` not run: it is this test suite (CI runs it)")
+            continue
+        pg = NEEDS_SERVER.search(cmd.text)
+        if pg and not _tcp_ok(int(pg.group(1))):
+            print(f"README.md:{cmd.line}: `{cmd.text.splitlines()[0]}` not run: needs the PostgreSQL server it "
+                  f"names (127.0.0.1:{pg.group(1)}), none listens here")
             continue
         if GPU_ONLY.search(cmd.text) and not _has_cuda():
             print(f"README.md:{cmd.line}: `{cmd.text.splitlines()[0]}` not run: marked as a GPU command, no CUDA here")
