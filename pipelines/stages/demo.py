@@ -144,7 +144,14 @@ def run(args) -> int:
     print("demo: " + ensure_data(root, args.params), flush=True)
     if args.skip_repro:
         return 0
-    rc = _repro([*(["--force"] if args.force else []), *DEMO_TARGETS], cwd=root)
+    force = ["--force"] if args.force else []
+    # first the gene nets' interpretation (which genes and gene pairs), so that the report and the
+    # summary below hold the answer; only models that both interpret.models and models: name
+    params = load_params(root / args.params)
+    interp = [m for m in ((params.get("interpret") or {}).get("models") or []) if m in (params.get("models") or {})]
+    rc = _repro([*force, *(f"interpret@{m}" for m in interp)], cwd=root) if interp else 0
+    if not rc:
+        rc = _repro([*force, *DEMO_TARGETS], cwd=root)
     if rc:
         raise EpiflowError(f"dvc repro failed (exit {rc}); see the messages above")
     studies = demo_studies(root, args.params, args.study_trials) if args.study_trials else []
