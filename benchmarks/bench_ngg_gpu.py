@@ -51,26 +51,12 @@ def _open(path: Path):
 
 
 def read_bed(prefix: Path, snps: int | None = None):
-    """(n, p) int8 dosages (-1 missing) of a SNP-major PLINK .bed (plain or .gz), first ``snps``."""
-    with _open(prefix.with_suffix(".bim")) as f:
-        p = sum(1 for ln in f.read().decode().splitlines() if ln.strip())
-    with _open(prefix.with_suffix(".fam")) as f:
-        n = sum(1 for ln in f.read().decode().splitlines() if ln.strip())
-    with _open(prefix.with_suffix(".bed")) as f:
-        raw = np.frombuffer(f.read(), dtype=np.uint8)
-    if raw[:3].tolist() != [0x6C, 0x1B, 0x01]:
-        raise ValueError("not a SNP-major PLINK .bed")
-    per = (n + 3) // 4
-    packed = raw[3:3 + p * per].reshape(p, per)
-    if snps:
-        packed = packed[:snps]
-    lut = np.array([2, -1, 1, 0], dtype=np.int8)
-    out = np.empty((packed.shape[0], n), dtype=np.int8)
-    for c0 in range(0, packed.shape[0], 32768):
-        blk = packed[c0:c0 + 32768]
-        codes = (blk[:, :, None] >> (2 * np.arange(4, dtype=np.uint8))) & 3
-        out[c0:c0 + 32768] = lut[codes].reshape(blk.shape[0], per * 4)[:, :n]
-    return np.ascontiguousarray(out.T)
+    """(n, p) int8 dosages (-1 missing), C order, of a PLINK fileset (plain or .gz), first ``snps``:
+    the project's own reader (pipelines.io.plink: numpy and pandas only, so it runs on the GPU host)."""
+    from pipelines.io.plink import read_bed as read_plink
+
+    g = read_plink(prefix, snps=None if not snps else np.arange(snps))
+    return np.ascontiguousarray(g.dosage)
 
 
 def read_pheno(path: Path, n: int) -> np.ndarray:
