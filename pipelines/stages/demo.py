@@ -159,9 +159,9 @@ def run(args) -> int:
 
     # the answer in one screen (models, learning curve, top pairs and genes, where outputs are);
     # Table 1 in full is printed by the report stage and written to reports/
-    print("\n" + summary.demo_summary(root, load_params(root / args.params)))
+    print("\n" + summary.demo_summary(root, params))
     tracking.use_tracking_uri(root)
-    print("\n" + tracking.ui_hint(load_params(root / args.params).get("study"), root))
+    print("\n" + tracking.ui_hint(params.get("study"), root))
     if studies:
         print("Optuna: make dashboard\n  (studies " + "; ".join(studies) + ")\n  then open http://127.0.0.1:8080")
     return 0
