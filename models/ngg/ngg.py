@@ -439,7 +439,9 @@ def _save_checkpoint(path, signature, next_block, snp_mean, snp_cnt, best):
     os.replace(tmp, path)
 
 
-def _load_checkpoint(path, signature):
+def _open_checkpoint(path, signature, mismatch=ValueError):
+    """The open .npz of a checkpoint with this ``signature``; None where there is none or it is
+    unreadable (warned: the run starts over). Another signature raises ``mismatch``."""
     path = Path(path)
     if not path.is_file():
         return None
@@ -447,12 +449,19 @@ def _load_checkpoint(path, signature):
         z = np.load(path, allow_pickle=False)
         z.files  # noqa: B018  (a truncated zip fails here)
     except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
-        warnings.warn(f"ignoring unreadable checkpoint {path} ({exc}); starting over", stacklevel=3)
+        warnings.warn(f"ignoring unreadable checkpoint {path} ({exc}); starting over", stacklevel=4)
+        return None
+    if str(z["signature"]) != signature:
+        z.close()
+        raise mismatch(f"checkpoint {path} belongs to other data or parameters; remove it or choose another path")
+    return z
+
+
+def _load_checkpoint(path, signature):
+    z = _open_checkpoint(path, signature)
+    if z is None:
         return None
     with z:
-        if str(z["signature"]) != signature:
-            raise ValueError(f"checkpoint {path} belongs to other data or parameters; "
-                             "remove it or choose another path")
         best = (z["ids"], z["scores"], z["eff"], z["sup"]) if bool(z["has_best"]) else None
         return int(z["next_block"]), z["snp_mean"].copy(), z["snp_cnt"].copy(), best
 

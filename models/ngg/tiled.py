@@ -45,15 +45,14 @@ from __future__ import annotations
 import math
 import os
 import time
-import warnings
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from models.errors import EpiflowError
-from models.ngg.ngg import NGGResult, _ngg_inputs, _pair_snps, _signature, _topk_merge, default_lambda
+from models.ngg.ngg import (NGGResult, _ngg_inputs, _open_checkpoint, _pair_snps, _signature, _topk_merge,
+                           default_lambda)
 from models.ngg.pairs import derive_key
 from models.scans.design import standardize_genotypes
 
@@ -435,19 +434,10 @@ def _save(path, signature, state):
 
 
 def _load(path, signature):
-    path = Path(path)
-    if not path.is_file():
-        return None
-    try:
-        z = np.load(path, allow_pickle=False)
-        z.files  # noqa: B018
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
-        warnings.warn(f"ignoring unreadable checkpoint {path} ({exc}); starting over", stacklevel=3)
+    z = _open_checkpoint(path, signature, mismatch=EpiflowError)
+    if z is None:
         return None
     with z:
-        if str(z["signature"]) != signature:
-            raise EpiflowError(f"checkpoint {path} belongs to other data or parameters; remove it or choose "
-                               "another path")
         best = (z["ids"], z["scores"], z["eff"], z["sup"]) if bool(z["has_best"]) else None
         acc = (z["acc_sum"].copy(), z["acc_cnt"].copy()) if bool(z["has_acc"]) else None
         return {"block": int(z["next_block"]), "rep": int(z["next_rep"]), "snp_sum": z["snp_sum"].copy(),

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import special
 
-from models.backend import get_xp, synchronize, to_numpy
+from models.backend import get_xp, is_gpu, synchronize, to_numpy
 from models.scans.design import check_phenotype, covariate_basis
 
 __all__ = ["Scan1DResult", "scan_1d", "scan_1d_device", "covariate_basis", "t_pvalues"]
@@ -49,7 +49,7 @@ def t_pvalues(t: np.ndarray, df) -> np.ndarray:
     return 2.0 * special.stdtr(np.asarray(df, dtype=np.float64), -np.abs(t))
 
 
-def scan_1d(genotypes, y, covariates=None, xp=None, chunk: int = 65536, snp_major: bool = False,
+def scan_1d(genotypes, y, covariates=None, xp=None, chunk: int | None = None, snp_major: bool = False,
             device: str | None = None) -> Scan1DResult:
     """Regress ``y`` on each SNP with covariates.
 
@@ -57,9 +57,12 @@ def scan_1d(genotypes, y, covariates=None, xp=None, chunk: int = 65536, snp_majo
     ``snp_major=True`` a (p, n) array instead (the layout of :func:`pipelines.io.plink.read_bed`'s
     ``dosage.T``, which is what the chunks need; an (n, p) Fortran array is used without copy).
     y: (n,) float, no missing values (drop those samples first). covariates: (n, c) or None.
-    xp / device: array module or device name (``auto``, ``cpu``, ``cuda``).
+    xp / device: array module or device name (``auto``, ``cpu``, ``cuda``). chunk: SNPs per GEMM
+    (default 4096 on the host, 65536 on a GPU).
     """
     xp = get_xp(xp if xp is not None else device)
+    if chunk is None:  # host: float64 chunks of a few tens of MB (fewer page faults than one big one)
+        chunk = 65536 if is_gpu(xp) else 4096
     g = genotypes.T if not snp_major else genotypes  # (p, n)
     p, n = g.shape
     y = np.asarray(y, dtype=np.float64)

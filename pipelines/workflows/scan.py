@@ -18,9 +18,11 @@ import functools
 import hashlib
 import json
 import math
+import os
 import threading
 import time
 import zipfile
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
@@ -315,6 +317,15 @@ def _run_exact_2d(gs: GenotypeSet, ph: Phenotype, covar, spec: ScanSpec, ckdir,
         if ph.trait == "binary":
             raise InputError(covar_path or "--pcs", "covariates are not supported by the case/control 2D scan")
         log(f"covariates in the pair model: y ~ C + a + b + ab with {np.shape(covar)[1]} covariate columns")
+    calibration = None
+    if covar is None and spec.device == "cpu":
+        # the genomic control numbers do not depend on the scan: computed first, they overlap the
+        # import of PyTorch (int8 GEMMs) that the scan waits for; a failure here is left to the
+        # computation after the scan, where it always ran
+        try:
+            calibration = _calibration_numbers(gs, y, ph.trait, spec, covar)
+        except Exception:  # noqa: BLE001
+            calibration = None
     scan = _scan2d(gs, y, ph.trait, spec, covariates=covar)
     ckpt = None if ckdir is None else ckdir / CKPT_NAME
     resumed_from = _resume(scan, ckpt, spec.restart, log)
@@ -349,12 +360,10 @@ def _run_exact_2d(gs: GenotypeSet, ph: Phenotype, covar, spec: ScanSpec, ckdir,
     if dask_numbers is not None:
         result.numbers["executor"] = dask_numbers
     result.numbers["effect_map"] = effect_map is not None
-    t1 = time.perf_counter()
-    lam, lam_pairs, lam_snps = pair_lambda_gc(gs.dosage, y, ph.trait, spec.statistic, covar)
-    marginal = statistic_for("1d", ph.trait).fit(gs.dosage, y, covar, device=spec.device, snp_major=True)
-    lam1 = lambda_gc(chi2_from_p(marginal.p))  # the same model's SNPs one at a time (genome control)
-    result.numbers.update(lambda_gc=lam, lambda_gc_pairs=lam_pairs, lambda_gc_1d=lam1,
-                          seconds_lambda_gc=time.perf_counter() - t1)
+    if calibration is None:
+        calibration = _calibration_numbers(gs, y, ph.trait, spec, covar)
+    lam, lam_pairs, lam_snps, lam1, seconds = calibration
+    result.numbers.update(lambda_gc=lam, lambda_gc_pairs=lam_pairs, lambda_gc_1d=lam1, seconds_lambda_gc=seconds)
     result.covariates = covar
     if lam is not None:
         where = "every pair" if lam_snps == scan.p else f"the pairs among {lam_snps} random SNPs"
@@ -365,6 +374,15 @@ def _run_exact_2d(gs: GenotypeSet, ph: Phenotype, covar, spec: ScanSpec, ckdir,
         # saves none (the rest took less than checkpoint_every) would leave it behind
         remove_with_temps(ckpt)
     return result
+
+
+def _calibration_numbers(gs: GenotypeSet, y, trait: str, spec: ScanSpec, covar):
+    """(lambda_GC of the 2D statistic, pairs used, SNPs drawn, lambda_GC of the 1D model, seconds)."""
+    t1 = time.perf_counter()
+    lam, lam_pairs, lam_snps = pair_lambda_gc(gs.dosage, y, trait, spec.statistic, covar)
+    marginal = statistic_for("1d", trait).fit(gs.dosage, y, covar, device=spec.device, snp_major=True)
+    lam1 = lambda_gc(chi2_from_p(marginal.p))  # the same model's SNPs one at a time (genome control)
+    return lam, lam_pairs, lam_snps, lam1, time.perf_counter() - t1
 
 
 class _EffectMap:
@@ -571,6 +589,14 @@ def _write_parquet(path, df: pd.DataFrame) -> None:
         df.to_parquet(tmp, index=False)
 
 
+_PYRAMID_WRITERS = 4  # threads compressing the pyramid's tiles (at most the available cores)
+
+
+def _save_tile(piece) -> None:
+    path, a = piece
+    np.savez_compressed(path, v=a)
+
+
 def write_pyramid(out_dir: Path, level0: np.ndarray, cell: int, tile: int, axis: pd.DataFrame, value: str,
                   chrom_segments: list) -> dict:
     """The map pyramid folder (see models.scans.pyramid): index.json, L{k}/{r}_{c}.npz, axis.tsv."""
@@ -580,16 +606,26 @@ def write_pyramid(out_dir: Path, level0: np.ndarray, cell: int, tile: int, axis:
              "tile_path": "L{level}/{row}_{col}.npz", "array_key": "v", "empty": "NaN (no tested pair)",
              "axis": "axis.tsv"}
     with atomic_dir(out_dir) as tmp:
+        pieces = []
         for k, lev in enumerate(levels):
             d = tmp / f"L{k}"
             d.mkdir()
-            n_tiles = 0
-            for r, c, a in tile_level(lev, tile):
-                np.savez_compressed(d / f"{r}_{c}.npz", v=a)
-                n_tiles += 1
+            level_pieces = [(d / f"{r}_{c}.npz", a) for r, c, a in tile_level(lev, tile)]
+            pieces += level_pieces
             index["levels"].append({"level": k, "side": int(lev.shape[0]), "cell_snps": int(cell * 2 ** k),
-                                    "tiles_per_side": int(math.ceil(lev.shape[0] / tile)), "n_tiles": n_tiles,
+                                    "tiles_per_side": int(math.ceil(lev.shape[0] / tile)),
+                                    "n_tiles": len(level_pieces),
                                     "max": float(np.nanmax(lev)) if np.isfinite(lev).any() else None})
+        # zlib releases the interpreter lock: the tiles compress in parallel (same bytes per tile)
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        workers = max(1, min(cores, _PYRAMID_WRITERS, len(pieces)))
+        if workers > 1:
+            with ThreadPoolExecutor(workers) as ex:
+                for _ in ex.map(_save_tile, pieces):
+                    pass
+        else:
+            for piece in pieces:
+                _save_tile(piece)
         axis.to_csv(tmp / "axis.tsv", sep="\t", index=False)
         (tmp / "index.json").write_text(json.dumps(index, indent=1) + "\n")
     return index
