@@ -233,6 +233,23 @@ def test_max_pieces_and_timings_and_frames():
     assert full.snps_frame(ids)["snp_id"].iloc[0] == ids[full.top_snps["snp"][0]]
 
 
+def test_run_time_estimate_refuses_in_one_line_or_runs():
+    """max_seconds: the estimate from the first batch refuses a fit that would run too long (one
+    line naming what fits) before doing the work, and lets one that fits finish unchanged."""
+    from models.errors import EpiflowError
+
+    X, sim = _planted(5)
+    kw = dict(B=50, R=4, batch=2, progress=False, seed=2)
+    with pytest.raises(EpiflowError) as err:
+        ngg_fit(X, sim.y, max_seconds=1e-9, **kw)
+    msg = str(err.value)
+    assert "\n" not in msg and "over the" in msg and "--ngg-max-minutes 0" in msg and "R=4" in msg
+    ref = ngg_fit(X, sim.y, **kw)
+    ok = ngg_fit(X, sim.y, max_seconds=3600.0, **kw)
+    np.testing.assert_array_equal(_pairs(ok), _pairs(ref))
+    np.testing.assert_array_equal(ok.top_pairs["score"], ref.top_pairs["score"])
+
+
 def test_input_validation():
     X, sim = _planted(0)
     with pytest.raises(ValueError, match="mode"):

@@ -457,6 +457,22 @@ def _open_checkpoint(path, signature, mismatch=ValueError):
     return z
 
 
+def _refuse_if_too_long(elapsed: float, done: int, total: int, R: int, max_seconds: float, mode: str, xp) -> None:
+    """One-line refusal when ``total`` pieces at the rate of the first ``done`` exceed the limit."""
+    est = elapsed / max(done, 1) * total
+    if est <= max_seconds:
+        return
+    from models.errors import EpiflowError
+
+    where = "the GPU" if is_gpu(xp) else "the CPU"
+    r_fit = int(R * max_seconds / est)
+    fits = (f"--ngg-repetitions {r_fit} fits the limit; " if r_fit >= 1 else "")
+    raise EpiflowError(
+        f"NGG {mode}: about {est / 60:.0f} min on {where} ({total:,} pieces at {done / max(elapsed, 1e-9):,.0f}/s, "
+        f"R={R}), over the {max_seconds / 60:g} min limit; {fits}a GPU (--device cuda) or fewer SNPs "
+        f"(--maf, --extract) shorten it; --ngg-max-minutes 0 runs it anyway")
+
+
 def _load_checkpoint(path, signature):
     z = _open_checkpoint(path, signature)
     if z is None:
@@ -490,6 +506,7 @@ def ngg_fit(
     profile: bool = False,
     max_pieces: int | None = None,
     checkpoint=None,
+    max_seconds: float | None = None,
 ) -> NGGResult:
     """Fit NGG on genotypes X (n x p dosages; NaN, or a negative integer, = missing) and y (n,).
 
@@ -516,6 +533,9 @@ def ngg_fit(
     checkpoint: a file path (.npz); the running state is saved after every super-block and a
         rerun with the same data and parameters resumes after the last saved block, giving the
         same result as an uninterrupted run.
+    max_seconds: estimate the run time from the first batch of pieces and raise
+        :class:`~models.errors.EpiflowError` (one line: the estimate and settings that fit) when
+        it exceeds this many seconds; None: no limit.
     """
     xp = resolve_xp(xp)
     if xp is np:
@@ -527,11 +547,13 @@ def ngg_fit(
             return _ngg_fit(X, y, mode=mode, B=B, d=d, lam=lam, lam_scale=lam_scale, R=R, iters=iters,
                             seed=seed, xp=xp, top=top, covariates=covariates, candidates=candidates,
                             progress=progress, batch=batch, block_cols=block_cols, ridge=ridge,
-                            dtype=dtype, profile=profile, max_pieces=max_pieces, checkpoint=checkpoint)
+                            dtype=dtype, profile=profile, max_pieces=max_pieces, checkpoint=checkpoint,
+                            max_seconds=max_seconds)
     return _ngg_fit(X, y, mode=mode, B=B, d=d, lam=lam, lam_scale=lam_scale, R=R, iters=iters,
                     seed=seed, xp=xp, top=top, covariates=covariates, candidates=candidates,
                     progress=progress, batch=batch, block_cols=block_cols, ridge=ridge,
-                    dtype=dtype, profile=profile, max_pieces=max_pieces, checkpoint=checkpoint)
+                    dtype=dtype, profile=profile, max_pieces=max_pieces, checkpoint=checkpoint,
+                    max_seconds=max_seconds)
 
 
 @dataclass
@@ -754,7 +776,8 @@ def _plan_params(pl: _Plan) -> dict:
 
 
 def _ngg_fit(X, y, *, mode, B, d, lam, lam_scale, R, iters, seed, xp, top, covariates, candidates,
-             progress, batch, block_cols, ridge, dtype, profile, max_pieces, checkpoint) -> NGGResult:
+             progress, batch, block_cols, ridge, dtype, profile, max_pieces, checkpoint,
+             max_seconds=None) -> NGGResult:
     t_start = time.perf_counter()
     X, y, Q, p = _ngg_inputs(X, y, covariates, mode, candidates, B, d, R, iters, top)
     n = X.shape[0]
@@ -807,6 +830,15 @@ def _ngg_fit(X, y, *, mode, B, d, lam, lam_scale, R, iters, seed, xp, top, covar
                 pieces_done += q1 - q0
                 if bar is not None:
                     bar.update(q1 - q0)
+                if max_seconds is not None and pieces_done == q1 - q0:  # first batch: the estimate
+                    _sync(xp)
+                    try:
+                        _refuse_if_too_long(time.perf_counter() - t_loop, pieces_done, total_pieces * R, R,
+                                            max_seconds, mode, xp)
+                    except Exception:
+                        if bar is not None:
+                            bar.close()
+                        raise
         with timer("topk"):
             best = _block_reduce(pl, acc_sum, acc_cnt, c0, Mb, R, top, best, snp_mean, snp_cnt, xp)
         del acc_sum, acc_cnt

@@ -103,7 +103,7 @@ def add_arguments(p) -> None:
                         "pieces inside genotype tiles: about 9x faster on a GPU, with progress and a run-time "
                         "estimate, but lower recall of planted pairs on the benchmark panel)")
     p.add_argument("--ngg-max-minutes", type=number(0.0), default=10.0, metavar="M",
-                   help="2D NGG, tiled engine: estimate the run time from the first block and refuse, naming "
+                   help="NGG: estimate the run time from the first block of pieces and refuse, naming "
                         "settings that fit, when it exceeds M minutes (0: no limit)")
     # spellings of earlier releases
     renamed(p, "--threads", "--jobs")

@@ -70,7 +70,7 @@ class NGGSettings:
     # ~9x faster on a GPU, progress and an up-front run-time refusal, but on planted mouse_hs1940 panels its
     # recall@100 is 0.77 against 0.88, so it is opt-in until it recovers as well)
     engine: str = "pieces"
-    max_minutes: float | None = None  # 2D tiled: refuse (one line, with settings that fit) above this estimate
+    max_minutes: float | None = None  # refuse (one line, with settings that fit) above this run-time estimate
 
 
 @dataclass(frozen=True)
@@ -498,8 +498,9 @@ def _run_ngg(gs: GenotypeSet, ph: Phenotype, covar, spec: ScanSpec, ckdir) -> Sc
                             on_scores=ngg_map)
     else:
         res = ngg_fit(gs.dosage.T, ph.y, mode=spec.mode, B=g.B, d=g.d, R=g.R, lam_scale=g.lam_scale, lam=g.lam,
-                      iters=g.iters, seed=g.seed, xp=spec.device, top=spec.top, covariates=covar, progress=False,
-                      checkpoint=None if ckpt is None else str(ckpt))
+                      iters=g.iters, seed=g.seed, xp=spec.device, top=spec.top, covariates=covar, progress=True,
+                      checkpoint=None if ckpt is None else str(ckpt),
+                      max_seconds=None if not g.max_minutes else 60.0 * g.max_minutes)
     t_fit = time.perf_counter() - t0
     snps = gs.snps
     ids, chrom, bp = snps["snp"].to_numpy(), snps["chrom"].to_numpy(), snps["bp"].to_numpy()
