@@ -1,7 +1,8 @@
 """Table 1 and its figures: from the train stages' outputs or pulled back out of MLflow.
 
 The table has one row per model: type, settings, trainable parameters, ROC AUC mean +- sd over
-the shared R x K folds, and the Nadeau-Bengio corrected resampled t-test p-value against the best
+the shared R x K folds, the worst fold's AUC (a fold near 0.5 under a good mean is a training
+collapse, not noise), and the Nadeau-Bengio corrected resampled t-test p-value against the best
 additive model (the additive type — logreg, linear, sgd_l1, sgd_l2 — with the highest mean AUC),
 paired over the folds both models share, with n_train / n_test the mean fold sizes of folds.tsv.
 """
@@ -32,6 +33,13 @@ def _flat(cfg: dict, prefix: str = "") -> dict:
 
 def _fmt_params(cfg: dict) -> str:
     return ", ".join(f"{k}={v}" for k, v in _flat(cfg).items() if k != "type")
+
+
+def _worst_fold(ft: pd.DataFrame) -> float:
+    """The lowest fold AUC of a fold table (NaN when it has no scored fold)."""
+    a = pd.to_numeric(ft["auc"], errors="coerce").to_numpy(dtype=float) if "auc" in ft else np.array([])
+    a = a[np.isfinite(a)]
+    return float(a.min()) if a.size else float("nan")
 
 
 def read_folds(path) -> pd.DataFrame:
@@ -75,7 +83,7 @@ def table_from_stage_outputs(models: dict, train_dir="work/train", metrics_dir="
         rows.append({"model": name, "type": (cfg or {}).get("type", name), "params": _fmt_params(cfg or {}),
                      "auc_mean": met["auc_mean"], "auc_sd": met["auc_sd"], "n_folds": met["n_folds"],
                      "n_parameters": met["n_parameters"], "train_time_s": float(met.get("train_time_s", np.nan)),
-                     "fold_aucs": ft["auc"].to_numpy(), "folds": ft})
+                     "auc_min": _worst_fold(ft), "fold_aucs": ft["auc"].to_numpy(), "folds": ft})
     df = pd.DataFrame(rows)
     df.attrs["stale"], df.attrs["unverified"] = stale, unverified
     return df
@@ -112,7 +120,7 @@ def table_from_mlflow(experiment: str) -> pd.DataFrame:
                      "auc_mean": r["metrics.auc_mean"], "auc_sd": r["metrics.auc_sd"],
                      "n_folds": int(r["metrics.n_folds"]), "n_parameters": int(r["metrics.n_parameters"]),
                      "train_time_s": r["metrics.train_time_s"], "run_id": r["run_id"],
-                     "fold_aucs": ft["auc"].to_numpy(), "folds": ft})
+                     "auc_min": _worst_fold(ft), "fold_aucs": ft["auc"].to_numpy(), "folds": ft})
     return pd.DataFrame(rows)
 
 
@@ -176,6 +184,10 @@ def _time_text(seconds) -> str:
     return "-" if seconds is None or seconds != seconds else f"{seconds:.0f}"
 
 
+def _auc_text(v) -> str:
+    return "-" if v is None or v != v else f"{v:.3f}"
+
+
 def format_table(df: pd.DataFrame) -> str:
     """Plain-text Table 1: model, type, AUC mean +- sd, folds, p vs best additive, parameters,
     time; best AUC first. The models' settings (hundreds of characters each) are left to
@@ -185,10 +197,10 @@ def format_table(df: pd.DataFrame) -> str:
     if "reference" not in df and "folds" in df:
         df = add_p_vs_best_additive(df)
     df = _sorted(df)
-    head = ["model", "type", "AUC mean +- sd", "folds", "p vs best additive", "parameters", "time (s)"]
+    head = ["model", "type", "AUC mean +- sd", "worst fold", "folds", "p vs best additive", "parameters", "time (s)"]
     rows = [[r.model + (" *" if getattr(r, "reference", False) else ""), str(r.type),
-             f"{r.auc_mean:.3f} +- {r.auc_sd:.3f}", str(r.n_folds), _p_text(r), f"{r.n_parameters:,}",
-             _time_text(r.train_time_s)] for r in df.itertuples()]
+             f"{r.auc_mean:.3f} +- {r.auc_sd:.3f}", _auc_text(getattr(r, "auc_min", None)), str(r.n_folds),
+             _p_text(r), f"{r.n_parameters:,}", _time_text(r.train_time_s)] for r in df.itertuples()]
     widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(head)]
     line = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()
     out = [line(head), line(["-" * w for w in widths])] + [line(r) for r in rows]
@@ -202,12 +214,12 @@ def markdown_table(df: pd.DataFrame) -> str:
     df = _sorted(df)
     # no train times: reports/ is a cached DVC output and must be byte-identical on a rerun with
     # the same results (the times are in MLflow, metrics/timings/ and the printed table)
-    out = ["| model | type | parameters | AUC mean ± sd | folds | p vs best additive | trainable parameters |",
-           "|---|---|---|---|---|---|---|"]
+    out = ["| model | type | parameters | AUC mean ± sd | worst fold | folds | p vs best additive | trainable parameters |",
+           "|---|---|---|---|---|---|---|---|"]
     for r in df.itertuples():
         name = f"**{r.model}** (ref)" if getattr(r, "reference", False) else r.model
-        out.append(f"| {name} | {r.type} | {r.params} | {r.auc_mean:.3f} ± {r.auc_sd:.3f} | {r.n_folds} | "
-                   f"{_p_text(r)} | {r.n_parameters:,} |")
+        out.append(f"| {name} | {r.type} | {r.params} | {r.auc_mean:.3f} ± {r.auc_sd:.3f} | "
+                   f"{_auc_text(getattr(r, 'auc_min', None))} | {r.n_folds} | {_p_text(r)} | {r.n_parameters:,} |")
     if "reference" in df and df["reference"].any():
         out.append("")
         out.append("ref: the additive model (" + ", ".join(ADDITIVE_TYPES) + ") with the highest mean AUC; "
@@ -217,7 +229,7 @@ def markdown_table(df: pd.DataFrame) -> str:
 
 def tsv_table(df: pd.DataFrame) -> pd.DataFrame:
     """The numeric table for table.tsv (no fold arrays), best AUC first."""
-    keep = [c for c in ("model", "type", "params", "auc_mean", "auc_sd", "n_folds", "reference",
+    keep = [c for c in ("model", "type", "params", "auc_mean", "auc_sd", "auc_min", "n_folds", "reference",
                         "p_vs_best_additive", "auc_diff_vs_best_additive", "n_parameters",
                         "run_id") if c in df]
     return _sorted(df)[keep]

@@ -140,7 +140,11 @@ def test_report_stage_files_and_mlflow_artifacts(project, capsys):
     assert list(tsv["model"]) == ["biosparse", "logreg", "rf_genes", "sgd_l2"]     # by mean AUC
     assert tsv.loc[tsv["model"] == "logreg", "reference"].item()
     md = (out / "table.md").read_text()
-    assert "**logreg** (ref)" in md and "p vs best additive" in md and "± " in md
+    assert "**logreg** (ref)" in md and "p vs best additive" in md and "± " in md and "worst fold" in md
+    for name in tsv["model"]:  # the worst fold of each model: the minimum of its fold table
+        worst = pd.read_csv(project / "work" / "train" / name / "folds.tsv", sep="\t")["auc"].min()
+        assert tsv.loc[tsv["model"] == name, "auc_min"].item() == pytest.approx(worst, abs=1e-5), name
+        assert f"| {worst:.3f} |" in md
     rep = (out / "report.md").read_text()
     assert "| 100 | 0.6 | 0.55 |" in rep and "learning_curve/learning_curve.png" in rep and "fold_auc.png" in rep
     metrics = json.loads((project / "metrics" / "report.json").read_text())
