@@ -50,46 +50,13 @@ DEFAULTS = {"B": 1000, "d": 30, "lam_scale": 1.0, "R": 10, "iters": 200}
 # --------------------------------------------------------------------------------------------- data
 
 
-def _open(path: Path):
-    if path.exists():
-        return open(path, "rb")
-    gz = path.with_name(path.name + ".gz")
-    if gz.exists():
-        return gzip.open(gz, "rb")
-    raise FileNotFoundError(path)
-
-
-def _read_bed_local(prefix: Path):
-    """Minimal PLINK .bed reader (SNP-major, A1 counts, -1 missing) used when pipelines.io.plink
-    is not available."""
-    with _open(prefix.with_suffix(".bim")) as f:
-        bim = [ln.split() for ln in f.read().decode().splitlines() if ln.strip()]
-    with _open(prefix.with_suffix(".fam")) as f:
-        n = sum(1 for ln in f.read().decode().splitlines() if ln.strip())
-    with _open(prefix.with_suffix(".bed")) as f:
-        raw = np.frombuffer(f.read(), dtype=np.uint8)
-    if raw[:3].tolist() != [0x6C, 0x1B, 0x01]:
-        raise ValueError("not a SNP-major PLINK .bed")
-    p = len(bim)
-    per = (n + 3) // 4
-    packed = raw[3:].reshape(p, per)
-    lut = np.array([2, -1, 1, 0], dtype=np.int8)
-    codes = (packed[:, :, None] >> (2 * np.arange(4, dtype=np.uint8))) & 3
-    dos = lut[codes].reshape(p, per * 4)[:, :n]
-    return np.asfortranarray(dos.T), [b[1] for b in bim], [b[0] for b in bim]
-
-
 def load_genotypes(prefix: Path):
-    """(dosage int8 (n, p), snp ids, chromosomes, reader name)."""
-    try:
-        from pipelines.workflows.genotypes import GenotypeSet
+    """(dosage int8 (n, p), snp ids, chromosomes, reader name), read by the project's PLINK reader."""
+    from pipelines.workflows.genotypes import GenotypeSet
 
-        g = GenotypeSet.load(prefix, unique_ids=False)
-        return (g.dosage.T, g.snps["snp"].astype(str).tolist(), g.snps["chrom"].astype(str).tolist(),
-                "pipelines.workflows.genotypes")
-    except ImportError:
-        dos, ids, chrom = _read_bed_local(prefix)
-        return dos, ids, chrom, "local"
+    g = GenotypeSet.load(prefix, unique_ids=False)
+    return (g.dosage.T, g.snps["snp"].astype(str).tolist(), g.snps["chrom"].astype(str).tolist(),
+            "pipelines.workflows.genotypes")
 
 
 def exact_reference_available() -> bool:
