@@ -1204,8 +1204,10 @@ def _choose_term(terms, u: float) -> int:
 
 
 def _auc(score: np.ndarray, y: np.ndarray) -> float:
+    """ROC AUC of ``score`` for labels ``y`` (bool or 0/1) by the rank-sum; NaN with one class."""
     from scipy.stats import rankdata
 
+    y = np.asarray(y) == 1
     n1 = int(y.sum())
     n0 = len(y) - n1
     if n1 == 0 or n0 == 0:

@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import scipy.sparse as sp
 
+from models.simulate.cohort import _auc
+
 DAMAGING = ("splicing", "frameshift_insertion", "frameshift_deletion", "stopgain",
             "nonsynonymous_SNV")
 CLASSES = ("UTR3", "UTR5", "splicing", "upstream", "downstream", "intronic", "ncRNA_intronic",
@@ -55,15 +57,6 @@ class ExomeCohort:
     @property
     def n_genes(self) -> int:
         return len(self.genes)
-
-
-def _auc(score, y) -> float:
-    from scipy.stats import rankdata
-
-    r = rankdata(score)
-    n1 = int(y.sum())
-    n0 = y.size - n1
-    return float((r[y == 1].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
 
 
 def _z(x):
