@@ -60,5 +60,23 @@ def shared_data() -> Path:
 
 
 @pytest.fixture(scope="session")
+def mouse_panel(shared_data, tmp_path_factory):
+    """``make(n_snps, name)``: mouse_hs1940 (GEMMA's example data) with an ``--extract`` file of the
+    first ``n_snps`` SNPs of its 1,000-SNP panel, as (bfile, pheno, dir) in a fresh folder."""
+    from types import SimpleNamespace
+
+    import pandas as pd
+
+    def make(n_snps: int, name: str):
+        d = tmp_path_factory.mktemp(name)
+        snps = pd.read_csv(shared_data / "gemma" / "mouse_hs1940_snps.txt.gz", header=None)[0]
+        (d / "extract.txt").write_text("\n".join(snps[:n_snps]) + "\n")
+        return SimpleNamespace(bfile=str(shared_data / "gemma" / "mouse_hs1940"),
+                               pheno=str(shared_data / "gemma" / "mouse_hs1940.pheno.txt.gz"), dir=d)
+
+    return make
+
+
+@pytest.fixture(scope="session")
 def repo_root() -> Path:
     return REPO

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -13,12 +12,8 @@ from pipelines.stages import scan as stage
 
 
 @pytest.fixture(scope="module")
-def mouse(shared_data, tmp_path_factory):
-    d = tmp_path_factory.mktemp("cli")
-    snps = pd.read_csv(shared_data / "gemma" / "mouse_hs1940_snps.txt.gz", header=None)[0]
-    (d / "extract.txt").write_text("\n".join(snps[:400]) + "\n")
-    return SimpleNamespace(bfile=str(shared_data / "gemma" / "mouse_hs1940"),
-                           pheno=str(shared_data / "gemma" / "mouse_hs1940.pheno.txt.gz"), dir=d)
+def mouse(mouse_panel):
+    return mouse_panel(400, "cli")
 
 
 def _argv(m, out, *extra):

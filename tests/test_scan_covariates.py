@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -130,12 +129,8 @@ def test_pair_lambda_gc_is_the_median_of_every_pair_of_the_scan():
 
 
 @pytest.fixture(scope="module")
-def mouse(shared_data, tmp_path_factory):
-    d = tmp_path_factory.mktemp("cov")
-    snps = pd.read_csv(shared_data / "gemma" / "mouse_hs1940_snps.txt.gz", header=None)[0]
-    (d / "extract.txt").write_text("\n".join(snps[:300]) + "\n")
-    return SimpleNamespace(bfile=str(shared_data / "gemma" / "mouse_hs1940"),
-                           pheno=str(shared_data / "gemma" / "mouse_hs1940.pheno.txt.gz"), dir=d)
+def mouse(mouse_panel):
+    return mouse_panel(300, "cov")
 
 
 def test_cli_pcs_and_lambda_in_the_summary(mouse, tmp_path, capsys):

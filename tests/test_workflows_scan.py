@@ -123,12 +123,8 @@ def test_bad_genotype_inputs_are_one_line_errors(sources, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def mouse(shared_data, tmp_path_factory):
-    d = tmp_path_factory.mktemp("wf")
-    snps = pd.read_csv(shared_data / "gemma" / "mouse_hs1940_snps.txt.gz", header=None)[0]
-    (d / "extract.txt").write_text("\n".join(snps[:250]) + "\n")
-    return SimpleNamespace(bfile=str(shared_data / "gemma" / "mouse_hs1940"),
-                           pheno=str(shared_data / "gemma" / "mouse_hs1940.pheno.txt.gz"), dir=d)
+def mouse(mouse_panel):
+    return mouse_panel(250, "wf")
 
 
 def _as_tsv(df):
