@@ -807,47 +807,44 @@ def _ngg_fit(X, y, *, mode, B, d, lam, lam_scale, R, iters, seed, xp, top, covar
         bar = tqdm(total=total_pieces * R, unit="piece", desc=f"NGG {mode} (R={R})", leave=False)
 
     t_loop = time.perf_counter()
-    for b in range(first_block, n_blocks):
-        c0 = b * pl.block_cols
-        Mb = min(pl.block_cols, N - c0)
-        pb = block_pieces[b]
-        if pb == 0:
-            continue
-        acc_sum = xp.zeros(Mb, dtype=xp.float64)
-        acc_cnt = xp.zeros(Mb, dtype=xp.int32)
-        for rep in range(R):
-            perm = FeistelPermutation(Mb, derive_key(seed, _SALT_PERM, b, rep))
-            key_a = derive_key(seed, _SALT_A, b, rep)
-            for q0 in range(0, pb, pl.batch):
-                q1 = min(pb, q0 + pl.batch)
-                local, valid, theta = _fit_pieces(pl, perm, key_a, c0, Mb, q0, q1, d=d, iters=iters, ridge=ridge,
-                                                  dtype=dtype, xp=xp, timer=timer)
-                with timer("accumulate"):
-                    sel = local[valid]
-                    th = theta[valid].astype(xp.float64)
-                    acc_sum[sel] += th
-                    acc_cnt[sel] += (th != 0).astype(xp.int32)
-                pieces_done += q1 - q0
-                if bar is not None:
-                    bar.update(q1 - q0)
-                if max_seconds is not None and pieces_done == q1 - q0:  # first batch: the estimate
-                    _sync(xp)
-                    try:
+    try:
+        for b in range(first_block, n_blocks):
+            c0 = b * pl.block_cols
+            Mb = min(pl.block_cols, N - c0)
+            pb = block_pieces[b]
+            if pb == 0:
+                continue
+            acc_sum = xp.zeros(Mb, dtype=xp.float64)
+            acc_cnt = xp.zeros(Mb, dtype=xp.int32)
+            for rep in range(R):
+                perm = FeistelPermutation(Mb, derive_key(seed, _SALT_PERM, b, rep))
+                key_a = derive_key(seed, _SALT_A, b, rep)
+                for q0 in range(0, pb, pl.batch):
+                    q1 = min(pb, q0 + pl.batch)
+                    local, valid, theta = _fit_pieces(pl, perm, key_a, c0, Mb, q0, q1, d=d, iters=iters, ridge=ridge,
+                                                      dtype=dtype, xp=xp, timer=timer)
+                    with timer("accumulate"):
+                        sel = local[valid]
+                        th = theta[valid].astype(xp.float64)
+                        acc_sum[sel] += th
+                        acc_cnt[sel] += (th != 0).astype(xp.int32)
+                    pieces_done += q1 - q0
+                    if bar is not None:
+                        bar.update(q1 - q0)
+                    if max_seconds is not None and pieces_done == q1 - q0:  # first batch: the estimate
+                        _sync(xp)
                         _refuse_if_too_long(time.perf_counter() - t_loop, pieces_done, total_pieces * R, R,
                                             max_seconds, mode, xp)
-                    except Exception:
-                        if bar is not None:
-                            bar.close()
-                        raise
-        with timer("topk"):
-            best = _block_reduce(pl, acc_sum, acc_cnt, c0, Mb, R, top, best, snp_mean, snp_cnt, xp)
-        del acc_sum, acc_cnt
-        if checkpoint is not None:
-            _save_checkpoint(checkpoint, signature, b + 1, snp_mean, snp_cnt, best)
-    _sync(xp)
-    t_loop = time.perf_counter() - t_loop
-    if bar is not None:
-        bar.close()
+            with timer("topk"):
+                best = _block_reduce(pl, acc_sum, acc_cnt, c0, Mb, R, top, best, snp_mean, snp_cnt, xp)
+            del acc_sum, acc_cnt
+            if checkpoint is not None:
+                _save_checkpoint(checkpoint, signature, b + 1, snp_mean, snp_cnt, best)
+        _sync(xp)
+        t_loop = time.perf_counter() - t_loop
+    finally:  # also when a refusal or an error stops the loop
+        if bar is not None:
+            bar.close()
 
     snp_effect, snp_support, snp_score, top_snps, top_pairs = _top_tables(pl, p, R, top, snp_mean, snp_cnt, best)
     total = time.perf_counter() - t_start
