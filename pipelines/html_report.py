@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from pipelines.report import fmt_auc
 from pipelines.summary import Findings, fmt_p, learning_verdict, model_verdict
 
 CSS = """
@@ -77,11 +78,9 @@ def _models_table(df: pd.DataFrame) -> str:
     rows = []
     for r in df.itertuples():
         p = "ref" if r.reference else fmt_p(r.p_vs_best_additive)
-        worst = getattr(r, "auc_min", None)
-        worst = "-" if worst is None or worst != worst else f"{worst:.3f}"
         rows.append(f"<tr{' class=ref' if r.reference else ''}><td>{_e(r.model)}</td><td>{_e(r.type)}</td>"
-                    f"<td class=num>{r.auc_mean:.3f} ± {r.auc_sd:.3f}</td><td class=num>{worst}</td>"
-                    f"<td class=num>{int(r.n_folds)}</td>"
+                    f"<td class=num>{r.auc_mean:.3f} ± {r.auc_sd:.3f}</td>"
+                    f"<td class=num>{fmt_auc(getattr(r, 'auc_min', None))}</td><td class=num>{int(r.n_folds)}</td>"
                     f"<td class=num>{_e(p)}</td><td class=num>{int(r.n_parameters):,}</td></tr>")
     settings = ""
     if "params" in df:

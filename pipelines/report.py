@@ -184,7 +184,8 @@ def _time_text(seconds) -> str:
     return "-" if seconds is None or seconds != seconds else f"{seconds:.0f}"
 
 
-def _auc_text(v) -> str:
+def fmt_auc(v) -> str:
+    """An AUC to 3 decimals; '-' for a missing one (None or NaN)."""
     return "-" if v is None or v != v else f"{v:.3f}"
 
 
@@ -199,7 +200,7 @@ def format_table(df: pd.DataFrame) -> str:
     df = _sorted(df)
     head = ["model", "type", "AUC mean +- sd", "worst fold", "folds", "p vs best additive", "parameters", "time (s)"]
     rows = [[r.model + (" *" if getattr(r, "reference", False) else ""), str(r.type),
-             f"{r.auc_mean:.3f} +- {r.auc_sd:.3f}", _auc_text(getattr(r, "auc_min", None)), str(r.n_folds),
+             f"{r.auc_mean:.3f} +- {r.auc_sd:.3f}", fmt_auc(getattr(r, "auc_min", None)), str(r.n_folds),
              _p_text(r), f"{r.n_parameters:,}", _time_text(r.train_time_s)] for r in df.itertuples()]
     widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(head)]
     line = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()
@@ -214,12 +215,13 @@ def markdown_table(df: pd.DataFrame) -> str:
     df = _sorted(df)
     # no train times: reports/ is a cached DVC output and must be byte-identical on a rerun with
     # the same results (the times are in MLflow, metrics/timings/ and the printed table)
-    out = ["| model | type | parameters | AUC mean ± sd | worst fold | folds | p vs best additive | trainable parameters |",
+    out = ["| model | type | parameters | AUC mean ± sd | worst fold | folds | p vs best additive "
+           "| trainable parameters |",
            "|---|---|---|---|---|---|---|---|"]
     for r in df.itertuples():
         name = f"**{r.model}** (ref)" if getattr(r, "reference", False) else r.model
         out.append(f"| {name} | {r.type} | {r.params} | {r.auc_mean:.3f} ± {r.auc_sd:.3f} | "
-                   f"{_auc_text(getattr(r, 'auc_min', None))} | {r.n_folds} | {_p_text(r)} | {r.n_parameters:,} |")
+                   f"{fmt_auc(getattr(r, 'auc_min', None))} | {r.n_folds} | {_p_text(r)} | {r.n_parameters:,} |")
     if "reference" in df and df["reference"].any():
         out.append("")
         out.append("ref: the additive model (" + ", ".join(ADDITIVE_TYPES) + ") with the highest mean AUC; "
