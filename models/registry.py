@@ -68,6 +68,10 @@ class NetParams(_Schema):
     member_source: Literal[MEMBER_SOURCES] = _f("pathways", f"one of {', '.join(MEMBER_SOURCES)}")
     member_chunk: Union[int, None] = _f(None, "a positive integer or empty", ge=1)
     standardize: Literal[STANDARDIZE] = _f("column", f"one of {', '.join(STANDARDIZE)}")
+    # early stopping: this fraction of the training fold's cases and controls is held out, the
+    # net is scored on it (AUC) after every epoch and the best epoch's weights are kept; 0: off
+    early_stopping: float = _f(0.0, "a number in [0, 0.5)", ge=0, lt=0.5)
+    patience: int = _f(3, "a positive integer", ge=1)              # epochs without a gain
     max_epochs: Union[int, None] = _f(None, "a positive integer", ge=1)
     batch_size: Union[int, None] = _f(None, "a positive integer", ge=1)
 

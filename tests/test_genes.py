@@ -342,3 +342,79 @@ def test_combinations_numbered_by_hash_and_exact():
         if by_gene:
             assert np.array_equal(c_gene[combo], p_gene)
         assert (dense.sum(1) > 0).sum() == p_row.size
+
+
+# ------------------------------------------------------------------ early stopping
+def test_inner_split_is_stratified_disjoint_and_seeded():
+    from models.genes.training import inner_split
+
+    y = np.r_[np.ones(40), np.zeros(160)]
+    fit, val = inner_split(y, 0.25, seed=3)
+    assert np.intersect1d(fit, val).size == 0 and np.union1d(fit, val).size == 200
+    assert y[val].sum() == 10 and (y[val] == 0).sum() == 40          # a quarter of each class
+    f2, v2 = inner_split(y, 0.25, seed=3)
+    assert np.array_equal(val, v2) and not np.array_equal(val, inner_split(y, 0.25, seed=4)[1])
+    with pytest.raises(ValueError, match="at least 2 cases"):
+        inner_split(np.r_[np.ones(3), np.zeros(100)], 0.2, seed=0)
+
+
+def test_early_stopper_keeps_the_best_epoch_and_waits_out_the_warmup():
+    from models.genes.training import EarlyStopper
+
+    net = torch.nn.Linear(2, 1)
+    st = EarlyStopper(source=None, y=np.zeros(1), patience=2)
+    st.hold = 4                                     # e.g. the L1 warm-up ends at epoch 4
+    scores = iter([0.60, 0.70, 0.65, 0.64, 0.63, 0.62, 0.61])
+    st.score = lambda _net: next(scores)
+    weights = []
+    stops = []
+    for epoch in range(7):
+        with torch.no_grad():
+            net.weight.fill_(float(epoch))
+        weights.append(float(epoch))
+        stops.append(st.epoch_end(net))
+        if stops[-1]:
+            break
+    # no gain after epoch 2, but no stop before epoch hold + patience = 6
+    assert stops == [False] * 5 + [True]
+    assert st.best_epoch == 2 and st.best == pytest.approx(0.70)
+    st.restore(net)
+    assert torch.all(net.weight == 1.0)             # the weights of epoch 2 (set to 1.0)
+
+
+def test_early_stopping_scores_a_part_of_the_training_fold_and_restores_the_best():
+    from models.genes.training import rank_auc
+
+    coh = planted_burden(n=1200, n_genes=150, n_causal=8, effect=1.5, seed=3, rate=0.03)
+    tr, te = np.arange(800), np.arange(800, 1200)
+    proba, info = _fit("logreg", coh, tr, te, params={"early_stopping": 0.25, "patience": 3},
+                       train={"max_epochs": 30})
+    assert roc_auc_score(coh.y[te], proba) > 0.7       # fit on 3/4 of the fold (0.75 on all of it)
+    hist = info["val_auc_by_epoch"]
+    assert len(hist) == info["epochs"] <= 30 and 1 <= info["best_epoch"] <= info["epochs"]
+    assert info["val_auc"] == pytest.approx(max(hist), abs=1e-6)
+    assert hist.index(max(hist)) + 1 == info["best_epoch"]
+    # the prediction is that of the best epoch's weights: rescoring the validation rows of the
+    # training fold with the returned net gives the recorded best AUC
+    from models.genes.data import make_source
+    from models.genes.training import inner_split, predict_proba
+
+    proba2, info2 = _fit("logreg", coh, tr, te, params={"early_stopping": 0.25, "patience": 3},
+                         train={"max_epochs": 30}, return_model=True)
+    assert np.array_equal(proba, proba2)
+    _, val = inner_split(coh.y[tr].astype(np.float32), 0.25, seed=0)
+    src = make_source(coh.X[tr][val], info2["standardiser"], coh.n_classes, torch.device("cpu"))
+    assert rank_auc(coh.y[tr][val], predict_proba(info2["model"], src)) == pytest.approx(info["val_auc"], abs=1e-6)
+    # off (the schema's default): the full fold, every epoch, no validation keys
+    _, off = _fit("logreg", coh, tr, te, train={"max_epochs": 3})
+    assert off["epochs"] == 3 and "best_epoch" not in off
+
+
+def test_early_stopping_on_the_ensemble_and_the_l1_source():
+    coh = planted_burden(n=600, n_genes=60, n_causal=6, effect=1.5, seed=4, rate=0.04)
+    tr, te = np.arange(400), np.arange(400, 600)
+    for mtype, params in (("ensemble", {"n_members": 3}), ("biosparse", {"sparsity_source": "l1"})):
+        proba, info = _fit(mtype, coh, tr, te, params=dict(params, early_stopping=0.2, patience=2),
+                           train={"max_epochs": 6})
+        assert proba.shape == (200,) and np.all(np.isfinite(proba))
+        assert 1 <= info["best_epoch"] <= info["epochs"] <= 6

@@ -84,7 +84,8 @@ def quiet_lightning():
             lg.setLevel(lv)
 
 
-def _lightning_module(net, *, lr, weight_decay, alpha, gamma, l1=0.0, l1_start=0, hooks=()):
+def _lightning_module(net, *, lr, weight_decay, alpha, gamma, l1=0.0, l1_start=0, hooks=(),
+                      stopper=None):
     import lightning.pytorch as pl
 
     chunked = isinstance(net, BatchedEnsemble) and net.member_chunk < net.n_members
@@ -125,10 +126,93 @@ def _lightning_module(net, *, lr, weight_decay, alpha, gamma, l1=0.0, l1_start=0
             for hook in hooks:
                 hook(self, batch, self.loss_fn)
 
+        def on_train_epoch_end(self):
+            if stopper is not None and stopper.epoch_end(self.net):
+                self.trainer.should_stop = True
+
         def configure_optimizers(self):
             return torch.optim.Adam(self.net.parameters(), lr=lr, weight_decay=weight_decay)
 
     return LitGeneNet()
+
+
+class RowSubset:
+    """The rows ``rows`` of a prepared source, as a source of their own (same encoding)."""
+
+    def __init__(self, source, rows: np.ndarray):
+        self.source, self.rows = source, torch.as_tensor(np.asarray(rows, dtype=np.int64))
+        self.n, self.device = int(self.rows.numel()), source.device
+        self.mode = getattr(source, "mode", None)
+
+    def __call__(self, idx):
+        return self.source(self.rows[torch.as_tensor(idx).cpu()])
+
+
+def inner_split(y: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(fit rows, validation rows) of a training fold: ``fraction`` of its cases and of its
+    controls, drawn with ``seed``. Raises when a class would leave fewer than 2 rows on a side."""
+    y = np.asarray(y).ravel()
+    rng = np.random.default_rng([int(seed), 7919])
+    val = []
+    for c in (0, 1):
+        idx = np.flatnonzero(y == c)
+        k = int(round(float(fraction) * idx.size))
+        if k < 2 or idx.size - k < 2:
+            raise ValueError(f"early stopping needs at least 2 {'cases' if c else 'controls'} in "
+                             f"the validation and the fitting part of the training fold "
+                             f"({idx.size} in the fold, early_stopping={fraction}); lower "
+                             f"early_stopping or set it to 0")
+        val.append(rng.permutation(idx)[:k])
+    val = np.sort(np.concatenate(val))
+    return np.setdiff1d(np.arange(y.size), val), val
+
+
+def rank_auc(y: np.ndarray, score: np.ndarray) -> float:
+    """ROC AUC by the rank-sum formula, ties counted half."""
+    from scipy.stats import rankdata
+
+    y = np.asarray(y).ravel().astype(bool)
+    n1, n0 = int(y.sum()), int((~y).sum())
+    if n1 == 0 or n0 == 0:
+        return float("nan")
+    r = rankdata(np.asarray(score, dtype=np.float64))
+    return float((r[y].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
+
+
+class EarlyStopper:
+    """After each epoch, the AUC of the net on a validation part of the training fold; keeps the
+    best epoch's weights and stops after ``patience`` epochs without a gain. :meth:`restore`
+    puts the best weights back. An ensemble is scored by its members' mean probability."""
+
+    def __init__(self, source, y: np.ndarray, patience: int, min_delta: float = 1e-4):
+        self.source, self.y = source, np.asarray(y).ravel()
+        self.patience, self.min_delta = int(patience), float(min_delta)
+        self.best, self.best_epoch, self.epoch, self.since = -np.inf, 0, 0, 0
+        self.hold = 0          # no stop before this epoch (set by train_net: the L1 warm-up)
+        self.state = None
+        self.history: list[float] = []
+
+    def score(self, net) -> float:
+        p = torch.sigmoid(predict_logits(net, self.source).double())
+        if p.dim() == 2:
+            p = p.mean(dim=1)
+        return rank_auc(self.y, p.numpy())
+
+    def epoch_end(self, net) -> bool:
+        """Score the epoch just trained; True when training should stop."""
+        self.epoch += 1
+        auc = self.score(net)
+        self.history.append(auc)
+        if auc > self.best + self.min_delta:
+            self.best, self.best_epoch, self.since = auc, self.epoch, 0
+            self.state = {k: v.detach().clone() for k, v in net.state_dict().items()}
+        else:
+            self.since += 1
+        return self.since >= self.patience and self.epoch >= self.hold + self.patience
+
+    def restore(self, net) -> None:
+        if self.state is not None:
+            net.load_state_dict(self.state)
 
 
 TRAIN_LOOPS = ("torch", "lightning")
@@ -146,9 +230,9 @@ class _LoopState:
 
 
 def _torch_loop(net, batches, *, lr, weight_decay, alpha, gamma, l1, l1_start, hooks,
-                max_epochs, progress):
+                max_epochs, progress, stopper=None):
     """The optimisation of :func:`_lightning_module` under a Lightning Trainer (automatic
-    optimisation, or manual member chunks), as a plain loop."""
+    optimisation, or manual member chunks), as a plain loop. Returns the epochs run."""
     chunked = isinstance(net, BatchedEnsemble) and net.member_chunk < net.n_members
     opt = torch.optim.Adam(net.parameters(), lr=lr, weight_decay=weight_decay)
     state = _LoopState(net, opt)
@@ -159,6 +243,7 @@ def _torch_loop(net, batches, *, lr, weight_decay, alpha, gamma, l1, l1_start, h
         from tqdm import tqdm
 
         bar = tqdm(total=len(batches) * max_epochs, desc="train", unit="step", leave=False)
+    epochs = 0
     for _ in range(max_epochs):
         for batch in batches:
             x, y = batch
@@ -177,15 +262,21 @@ def _torch_loop(net, batches, *, lr, weight_decay, alpha, gamma, l1, l1_start, h
                 hook(state, batch, loss_fn)
             if bar is not None:
                 bar.update()
+        epochs += 1
+        if stopper is not None and stopper.epoch_end(net):
+            break
     if bar is not None:
         bar.close()
+    return epochs
 
 
 def train_net(net: torch.nn.Module, source, y: np.ndarray, *, lr: float, weight_decay: float,
               alpha: float, gamma: float, max_epochs: int, batch_size: int, seed: int,
               device: torch.device, progress: bool = False, l1: float = 0.0,
-              l1_warmup: float = 0.0, hooks=(), loop: str = "torch") -> dict:
-    """Train ``net`` in place; returns {'epochs', 'train_time_s'}.
+              l1_warmup: float = 0.0, hooks=(), loop: str = "torch",
+              stopper: "EarlyStopper | None" = None) -> dict:
+    """Train ``net`` in place; returns {'epochs', 'train_time_s'} (with a ``stopper``: also
+    'best_epoch' and 'val_auc', and the net holds the best epoch's weights).
 
     ``loop``: 'lightning' (a Lightning Trainer) or 'torch' (the same optimisation written out:
     per batch zero_grad, loss, backward, Adam step, hooks; identical parameters, step for step,
@@ -206,18 +297,24 @@ def train_net(net: torch.nn.Module, source, y: np.ndarray, *, lr: float, weight_
         raise ValueError(f"l1_warmup must be in [0, 1), got {l1_warmup}")
     batches = ShuffledBatches(source, y, batch_size, seed)
     steps = -(-int(source.n) // int(batch_size)) * int(max_epochs)
+    if stopper is not None and l1 > 0:
+        # the penalty is what prunes the genes that carry no signal: the validation AUC often
+        # rises only after it applies, so no stop before the warm-up has ended
+        stopper.hold = int(np.ceil(float(l1_warmup) * int(max_epochs)))
     if loop not in TRAIN_LOOPS:
         raise ValueError(f"unknown training loop '{loop}'; valid: {', '.join(TRAIN_LOOPS)}")
     if loop == "torch":
-        _torch_loop(net, batches, lr=lr, weight_decay=weight_decay, alpha=alpha, gamma=gamma,
-                    l1=l1, l1_start=int(float(l1_warmup) * steps), hooks=hooks,
-                    max_epochs=int(max_epochs), progress=progress)
+        epochs = _torch_loop(net, batches, lr=lr, weight_decay=weight_decay, alpha=alpha,
+                             gamma=gamma, l1=l1, l1_start=int(float(l1_warmup) * steps),
+                             hooks=hooks, max_epochs=int(max_epochs), progress=progress,
+                             stopper=stopper)
         net.to(device)
-        return {"epochs": int(max_epochs), "train_time_s": time.perf_counter() - t0}
+        return _finish(net, stopper, epochs, t0)
     import lightning.pytorch as pl
 
     lit = _lightning_module(net, lr=lr, weight_decay=weight_decay, alpha=alpha, gamma=gamma,
-                            l1=l1, l1_start=int(float(l1_warmup) * steps), hooks=hooks)
+                            l1=l1, l1_start=int(float(l1_warmup) * steps), hooks=hooks,
+                            stopper=stopper)
     with quiet_lightning():
         trainer = pl.Trainer(
             accelerator="gpu" if device.type == "cuda" else "cpu", devices=1,
@@ -228,7 +325,15 @@ def train_net(net: torch.nn.Module, source, y: np.ndarray, *, lr: float, weight_
         trainer.fit(lit, train_dataloaders=batches)
     # Lightning moves the module back to the CPU when fitting ends; prediction runs on `device`
     net.to(device)
-    return {"epochs": int(trainer.current_epoch), "train_time_s": time.perf_counter() - t0}
+    return _finish(net, stopper, int(trainer.current_epoch), t0)
+
+
+def _finish(net, stopper, epochs: int, t0: float) -> dict:
+    out = {"epochs": int(epochs), "train_time_s": time.perf_counter() - t0}
+    if stopper is not None:
+        stopper.restore(net)
+        out.update(best_epoch=int(stopper.best_epoch), val_auc=float(stopper.best))
+    return out
 
 
 @torch.no_grad()
@@ -360,12 +465,21 @@ def _fit_predict(model_type, X_train, y_train, X_test, *, n_classes, gene_pathwa
     stats, src_train, src_test = prep.stats, prep.train, prep.test
     info = {}
     topo = None
+    # early stopping scores a held-out part of the training fold (never the test fold); the
+    # standardisation stays that of the whole training fold
+    src_fit, y_fit, stopper = src_train, y_train, None
+    if float(p["early_stopping"]) > 0:
+        fit_rows, val_rows = inner_split(y_train, float(p["early_stopping"]), seed)
+        src_fit, y_fit = RowSubset(src_train, fit_rows), y_train[fit_rows]
+        stopper = EarlyStopper(RowSubset(src_train, val_rows), y_train[val_rows],
+                               patience=int(p["patience"]))
     if registry.REGISTRY[model_type].members:
         members = _member_nets(n_genes, n_classes, gene_pathways, p, init_seed)
         net = BatchedEnsemble(members, dropout=float(p["dropout"]),
                               member_chunk=p["member_chunk"]).to(device)
         del members
-        fit = train_net(net, src_train, y_train, max_epochs=max_epochs, seed=seed, **common)
+        fit = train_net(net, src_fit, y_fit, max_epochs=max_epochs, seed=seed, stopper=stopper,
+                        **common)
         info.update(n_members=net.n_members, n_edges=int(net.src.numel()),
                     n_pathway_neurons=int(net.neuron_b.numel()))
     else:
@@ -374,22 +488,22 @@ def _fit_predict(model_type, X_train, y_train, X_test, *, n_classes, gene_pathwa
         build = dict(hidden=int(p["hidden"]), dropout=float(p["dropout"]), gg_topo=gg,
                      dense_units=int(p["dense_units"]), init_seed=init_seed)
         if source == "l1":
-            net, fit = _fit_l1(model_type, n_classes, n_genes, topo, build, src_train, y_train,
-                               p, max_epochs, seed, common)
+            net, fit = _fit_l1(model_type, n_classes, n_genes, topo, build, src_fit, y_fit,
+                               p, max_epochs, seed, common, stopper)
             topo = T.Topology(src=net.path.src.cpu().numpy(), dst=net.path.dst.cpu().numpy(),
                               n_src=n_genes, n_dst=net.path.n_out)
         else:
             net = GeneNet(model_type, n_classes, n_genes, topo=topo, **build).to(device)
             hooks = []
             if source == "rigl":
-                steps = -(-src_train.n // batch_size)
+                steps = -(-src_fit.n // batch_size)
                 rigl = RigL(net.path, total_steps=steps * max_epochs,
                             interval=int(p["rigl_interval"] or steps),
                             fraction=float(p["rigl_fraction"]), stop=float(p["rigl_stop"]))
                 hooks.append(rigl)
-            fit = train_net(net, src_train, y_train, max_epochs=max_epochs, seed=seed,
+            fit = train_net(net, src_fit, y_fit, max_epochs=max_epochs, seed=seed,
                             hooks=hooks, l1=float(p["gene_l1"]),
-                            l1_warmup=float(p["l1_warmup"]), **common)
+                            l1_warmup=float(p["l1_warmup"]), stopper=stopper, **common)
             if source == "rigl":
                 info.update(rigl_rewired=rigl.n_rewired, rigl_updates=rigl.n_updates)
         if topo is not None:
@@ -400,6 +514,9 @@ def _fit_predict(model_type, X_train, y_train, X_test, *, n_classes, gene_pathwa
     info = {"n_parameters": n_trainable(net), "train_time_s": fit["train_time_s"],
             "epochs": fit["epochs"], "device": str(device), "focal_alpha": alpha,
             "input_mode": src_train.mode, "prep_s": prep.seconds, "prep_cache": prep.hit, **info}
+    if stopper is not None:
+        info.update(best_epoch=fit["best_epoch"], val_auc=fit["val_auc"],
+                    val_auc_by_epoch=[round(a, 6) for a in stopper.history])
     if return_model:
         info.update(model=net, standardiser=stats)
         if probs.dim() == 2:
@@ -408,7 +525,7 @@ def _fit_predict(model_type, X_train, y_train, X_test, *, n_classes, gene_pathwa
 
 
 def _fit_l1(model_type, n_classes, n_genes, topo, build, src_train, y_train, p, max_epochs, seed,
-            common):
+            common, stopper=None):
     """L1 source: dense gene -> neuron layer under an L1 penalty, prune to the pathway graph's
     edge count, then train the sparse net (weights carried over) for the remaining epochs."""
     device = common["device"]
@@ -428,6 +545,13 @@ def _fit_l1(model_type, n_classes, n_genes, topo, build, src_train, y_train, p, 
         net.path.bias.copy_(dense.hidden.bias)
         net.out.weight.copy_(dense.out.weight)
         net.out.bias.copy_(dense.out.bias)
-    fit_b = train_net(net, src_train, y_train, max_epochs=ep_b, seed=seed + 1, **common)
-    return net, {"epochs": fit_a["epochs"] + fit_b["epochs"],
-                 "train_time_s": fit_a["train_time_s"] + fit_b["train_time_s"]}
+    fit_b = train_net(net, src_train, y_train, max_epochs=ep_b, seed=seed + 1, stopper=stopper,
+                      **common)
+    fit = {**fit_b, "epochs": fit_a["epochs"] + fit_b["epochs"],
+           "train_time_s": fit_a["train_time_s"] + fit_b["train_time_s"]}
+    if stopper is not None and ep_b == 0:      # no sparse epochs: the pruned net, scored once
+        stopper.epoch_end(net)
+        fit.update(best_epoch=fit_a["epochs"], val_auc=float(stopper.best))
+    elif "best_epoch" in fit:
+        fit["best_epoch"] += fit_a["epochs"]
+    return net, fit
