@@ -5,6 +5,7 @@
 - :func:`learning_curve_subsets`: nested, stratified, seeded training subsets (same for every model).
 - :func:`crossover_size`: where one learning curve overtakes another (linear interpolation).
 - :func:`auc_summary`: mean and sd of fold AUCs.
+- :func:`rank_auc`: ROC AUC by the rank-sum formula.
 """
 from __future__ import annotations
 
@@ -78,6 +79,18 @@ def corrected_resampled_ttest(scores_a: Sequence[float], scores_b: Sequence[floa
     _, p_naive = p_of(1.0 / j)
     return TTestResult(mean_diff=m, sd_diff=float(np.sqrt(s2)), t=t, p_value=p, df=df,
                        n_folds=j, test_train_ratio=ratio, p_value_naive=p_naive)
+
+
+def rank_auc(y, score) -> float:
+    """ROC AUC of ``score`` for 0/1 (or bool) labels ``y`` by the rank-sum formula, ties counted
+    half; NaN when ``y`` holds one class."""
+    y = np.asarray(y).ravel() == 1
+    n1 = int(y.sum())
+    n0 = y.size - n1
+    if n1 == 0 or n0 == 0:
+        return float("nan")
+    r = sps.rankdata(np.asarray(score, dtype=np.float64).ravel())
+    return float((r[y].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
 
 
 def auc_summary(aucs: Sequence[float]) -> dict:

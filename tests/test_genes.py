@@ -383,7 +383,7 @@ def test_early_stopper_keeps_the_best_epoch_and_waits_out_the_warmup():
 
 
 def test_early_stopping_scores_a_part_of_the_training_fold_and_restores_the_best():
-    from models.genes.training import rank_auc
+    from models.stats import rank_auc
 
     coh = planted_burden(n=1200, n_genes=150, n_causal=8, effect=1.5, seed=3, rate=0.03)
     tr, te = np.arange(800), np.arange(800, 1200)

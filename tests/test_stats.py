@@ -92,3 +92,17 @@ def test_auc_summary():
     s = auc_summary([0.6, 0.7, 0.8])
     assert s["auc_mean"] == pytest.approx(0.7) and s["auc_sd"] == pytest.approx(0.1)
     assert s["n_folds"] == 3
+
+
+def test_rank_auc_equals_sklearn_with_ties_and_is_nan_for_one_class():
+    from sklearn.metrics import roc_auc_score
+
+    from models.stats import rank_auc
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 400)
+    s = np.round(rng.normal(size=400) + y, 1)           # many ties
+    assert rank_auc(y, s) == pytest.approx(roc_auc_score(y, s), abs=1e-12)
+    assert rank_auc(y == 1, s) == rank_auc(y, s)
+    assert rank_auc([0, 0, 1, 1], [0.1, 0.4, 0.35, 0.8]) == 0.75        # closed form: 3 of 4 pairs
+    assert np.isnan(rank_auc(np.ones(5), np.arange(5)))

@@ -19,6 +19,7 @@ from models.genes.nets import HEADS, GeneNet, build_topology, n_trainable
 from models.genes.sparsity import RigL, prune_dense_to_sparse
 from models import registry
 from models.registry import MEMBER_SOURCES, NET_DEFAULTS
+from models.stats import rank_auc
 
 MODEL_TYPES: tuple[str, ...] = registry.gene_net_types()   # the single-net heads + the ensemble
 # the accepted model params and their defaults: the registry's NetParams schema (single source)
@@ -165,18 +166,6 @@ def inner_split(y: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, 
         val.append(rng.permutation(idx)[:k])
     val = np.sort(np.concatenate(val))
     return np.setdiff1d(np.arange(y.size), val), val
-
-
-def rank_auc(y: np.ndarray, score: np.ndarray) -> float:
-    """ROC AUC by the rank-sum formula, ties counted half."""
-    from scipy.stats import rankdata
-
-    y = np.asarray(y).ravel().astype(bool)
-    n1, n0 = int(y.sum()), int((~y).sum())
-    if n1 == 0 or n0 == 0:
-        return float("nan")
-    r = rankdata(np.asarray(score, dtype=np.float64))
-    return float((r[y].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
 
 
 class EarlyStopper:
