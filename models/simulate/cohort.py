@@ -80,6 +80,7 @@ import numpy as np
 
 from models.errors import EpiflowError
 from models.jsonio import json_text
+from models.stats import rank_auc
 
 GENERATOR = "epiflow.simulate"
 VERSION = "1.0.0"
@@ -1203,19 +1204,6 @@ def _choose_term(terms, u: float) -> int:
     return len(terms) - 1
 
 
-def _auc(score: np.ndarray, y: np.ndarray) -> float:
-    """ROC AUC of ``score`` for labels ``y`` (bool or 0/1) by the rank-sum; NaN with one class."""
-    from scipy.stats import rankdata
-
-    y = np.asarray(y) == 1
-    n1 = int(y.sum())
-    n0 = len(y) - n1
-    if n1 == 0 or n0 == 0:
-        return float("nan")
-    ranks = rankdata(score)
-    return float((ranks[y].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
-
-
 def _standardise(x: np.ndarray) -> tuple[np.ndarray, float, float]:
     x = np.asarray(x, np.float64)
     m, s = float(x.mean()), float(x.std())
@@ -1470,8 +1458,8 @@ def _truth(p, lb: _Liability, additive: list, pairs: list, modules: list) -> dic
     if modules:
         pathway_parts = {"variance": {"pathway": _r(PW.var())},
                          "h2": {"pathway": _r(PW.var() / vL)},
-                         "oracle_auc": {"pathway": _r(_auc(PW, status), 6),
-                                        "all": _r(_auc(A + E + PW, status), 6)}}
+                         "oracle_auc": {"pathway": _r(rank_auc(status, PW), 6),
+                                        "all": _r(rank_auc(status, A + E + PW), 6)}}
     return {
         "_status": status,
         "model": ("liability = sum_g effect_g * z_g + sum_pairs effect_p * std(term_p) + noise; "
@@ -1495,8 +1483,8 @@ def _truth(p, lb: _Liability, additive: list, pairs: list, modules: list) -> dic
                          "total": _r(vL), **pathway_parts.get("variance", {})},
             "h2": {"additive": _r(A.var() / vL), "epistatic": _r(E.var() / vL),
                    "total": _r((A + E + PW).var() / vL), **pathway_parts.get("h2", {})},
-            "oracle_auc": {"additive": _r(_auc(A, status), 6), "epistatic": _r(_auc(E, status), 6),
-                           "additive_plus_epistatic": _r(_auc(A + E, status), 6),
+            "oracle_auc": {"additive": _r(rank_auc(status, A), 6), "epistatic": _r(rank_auc(status, E), 6),
+                           "additive_plus_epistatic": _r(rank_auc(status, A + E), 6),
                            **pathway_parts.get("oracle_auc", {})},
         },
     }

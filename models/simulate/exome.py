@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import scipy.sparse as sp
 
-from models.simulate.cohort import _auc
+from models.stats import rank_auc
 
 DAMAGING = ("splicing", "frameshift_insertion", "frameshift_deletion", "stopgain",
             "nonsynonymous_SNV")
@@ -157,7 +157,7 @@ def exome_cohort(n_samples: int = 4000, n_genes: int = 23000, *, density: float 
     cv = StratifiedKFold(5, shuffle=True, random_state=int(seed))
     score = cross_val_predict(LogisticRegression(C=1.0, max_iter=2000), feats, y, cv=cv,
                               method="decision_function")
-    additive_oracle = _auc(score, y)
+    additive_oracle = rank_auc(y, score)
     truth = {
         "generator": "models.simulate.exome.exome_cohort",
         "seed": int(seed), "n_samples": n, "n_genes": G, "n_classes": C,
@@ -169,7 +169,7 @@ def exome_cohort(n_samples: int = 4000, n_genes: int = 23000, *, density: float 
                      "min_hits": int(module_hits)} for k in range(n_modules)],
         "h2_additive": float(h2_additive), "h2_pathway": float(h2_pathway),
         "case_fraction": float(y.mean()),
-        "oracle_auc": _auc(genetic, y),
+        "oracle_auc": rank_auc(y, genetic),
         "additive_oracle_auc": additive_oracle,
     }
     genes = tuple(f"G{g + 1:05d}" for g in range(G))
