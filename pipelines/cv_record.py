@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from models.registry import REGISTRY
 from pipelines import tracking
 from pipelines.atomic import atomic_dir, write_json, write_metrics
 from pipelines.splits import Splits
@@ -62,7 +63,9 @@ def run_and_record(spec: ModelSpec, cohort: Cohort, splits: Splits, rec: Record,
     returns the metrics (summary + ``mlflow_run_id``)."""
     folds = list(splits.iter_folds(repeats))
     train = {k: v for k, v in train_cfg.items() if k != "seed"}
-    n_jobs = resolve_jobs(jobs, len(folds), train.get("device", "auto"))
+    mt = REGISTRY[spec.type]
+    n_jobs = resolve_jobs(jobs, len(folds), train.get("device", "auto"),
+                          uses_device=bool(mt.gene_net or mt.reads_net))
     progress = None if quiet else f"train {spec.name}"
     model_params = {"model": spec.name, "type": spec.type, **spec.config,
                     **{f"train.{k}": v for k, v in train.items()},

@@ -151,3 +151,21 @@ def test_exome_cohort_truth_matches_its_counts_and_is_deterministic():
         for g in m["genes"]:
             assert coh.gene_pathways[gi[g]] == [k]
             assert coh.pathway_names[k] == m["pathway"]
+
+
+def test_prep_key_of_the_same_matrices_is_remembered_and_equals_a_fresh_hash():
+    """The key of one fold's matrix objects is computed once while they live; it is the content
+    hash (equal matrices in other objects get the same key); other contents get another key."""
+    import scipy.sparse as sp
+
+    kw = dict(per="column", n_classes=2, mode="auto", cache_bytes=0, batch_size=8)
+    A = sp.random(40, 10, 0.3, format="csr", random_state=0)
+    B = sp.random(20, 10, 0.3, format="csr", random_state=1)
+    k = D.prep_key(A, B, **kw)
+    assert D._KEY_MEMO and k == D._prep_key(A, B, tuple(kw[x] for x in ("per", "n_classes", "mode",
+                                                                         "cache_bytes", "batch_size")))
+    assert D.prep_key(A, B, **kw) == k == D.prep_key(A.copy(), B.copy(), **kw)
+    A2 = A.copy()
+    A2.data = A2.data + 1.0
+    assert D.prep_key(A2, B, **kw) != k
+    assert D.prep_key(A, B, **{**kw, "per": "class"}) != k

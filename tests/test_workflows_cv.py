@@ -199,3 +199,45 @@ def test_gene_set_head_refuses_a_gmt_naming_no_cohort_gene(project, tmp_path, gm
     assert "\n" not in str(e.value) and str(gmt) in str(e.value)
     res = cross_validate(ModelSpec("logreg", "logreg", {"hidden": 4}), cohort, folds, train_cfg=train)
     assert 0.0 <= res.folds[0].auc <= 1.0
+
+
+def test_fold_rows_are_sliced_once_per_fold_within_the_budget(monkeypatch):
+    """Several models on the same folds (a Table-1 run) slice each fold once; the slice equals
+    M[idx]; a budget of 0 turns the memory off; the least recently used slice goes first."""
+    import scipy.sparse as sp
+
+    from pipelines.workflows import cohort as C
+
+    C.clear_fold_rows()
+    M = sp.random(200, 50, 0.2, format="csr", random_state=0)
+    a, b = np.arange(0, 200, 2), np.arange(1, 200, 2)
+    monkeypatch.setenv("EPIFLOW_FOLD_MEMORY_GB", "1")
+    s1 = C.fold_rows(M, a)
+    assert C.fold_rows(M, a.copy()) is s1                        # same rows: the same slice
+    assert (s1 != M[a]).nnz == 0
+    assert C.fold_rows(M.copy(), a) is not s1                    # another matrix: its own slice
+    one = s1.data.nbytes + s1.indices.nbytes + s1.indptr.nbytes
+    monkeypatch.setenv("EPIFLOW_FOLD_MEMORY_GB", str(1.5 * one / 1e9))
+    C.clear_fold_rows()
+    s1 = C.fold_rows(M, a)
+    s2 = C.fold_rows(M, b)                                       # evicts a's slice
+    assert C.fold_rows(M, b) is s2 and C.fold_rows(M, a) is not s1
+    monkeypatch.setenv("EPIFLOW_FOLD_MEMORY_GB", "0")
+    assert C.fold_rows(M, a) is not C.fold_rows(M, a)
+    C.clear_fold_rows()
+
+
+def test_cohort_with_variants_equal_to_counts_slices_once(project, monkeypatch):
+    from pipelines.workflows import cohort as C
+    from pipelines.workflows.cohort import Cohort
+
+    monkeypatch.setenv("EPIFLOW_FOLD_MEMORY_GB", "1")
+    coh = Cohort.load(project / "encoded")
+    coh = Cohort(counts=coh.counts, variants=coh.counts, y=coh.y, sample_ids=coh.sample_ids,
+                 genes=coh.genes, classes=coh.classes)
+    tr, te = np.arange(0, coh.n_samples, 3), np.arange(1, coh.n_samples, 3)
+    d = coh.fold_data(tr, te)
+    assert d["variants_train"] is d["counts_train"] and d["variants_test"] is d["counts_test"]
+    assert (d["counts_train"] != coh.counts[tr]).nnz == 0
+    assert coh.fold_data(tr, te)["counts_train"] is d["counts_train"]
+    C.clear_fold_rows()

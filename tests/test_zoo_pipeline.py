@@ -188,6 +188,8 @@ def test_resolve_jobs():
 
     assert resolve_jobs(3, 30, "cpu") == 3 and resolve_jobs(8, 2, "cpu") == 2
     assert resolve_jobs(0, 30, "cuda") == 1
+    # a scikit-learn baseline does not share the GPU: it gets the cores
+    assert resolve_jobs(0, 30, "cuda", uses_device=False) == resolve_jobs(0, 30, "cpu") >= 1
     assert 1 <= resolve_jobs(0, 30, "cpu") <= 4
     with pytest.raises(EpiflowError):
         resolve_jobs(-1, 30)

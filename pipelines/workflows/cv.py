@@ -85,13 +85,14 @@ def fold_seed(base_seed: int, repeat: int, fold: int) -> int:
     return int(base_seed) + 1000 * int(repeat) + int(fold)
 
 
-def resolve_jobs(jobs: int, n_folds: int, device: str = "auto") -> int:
+def resolve_jobs(jobs: int, n_folds: int, device: str = "auto", uses_device: bool = True) -> int:
     """Worker processes for the folds: ``jobs`` if given, else one per core (at most 4), and 1
-    when the nets train on a GPU (the device is shared)."""
+    when the nets train on a GPU (the device is shared). A model that never touches the GPU
+    (``uses_device`` False: the scikit-learn baselines) gets the cores whatever the device."""
     if jobs < 0:
         raise EpiflowError(f"--jobs must be >= 0, got {jobs}")
     if jobs == 0:
-        if device == "cuda" or (device in (None, "auto") and _cuda_available()):
+        if uses_device and (device == "cuda" or (device in (None, "auto") and _cuda_available())):
             return 1
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
         jobs = min(cores, 4)
@@ -168,11 +169,13 @@ def cross_validate(spec: ModelSpec, cohort: Cohort, folds: Iterable, *, train_cf
     for r, k, tr, te in folds:
         idx = train_subset(r, k, tr) if train_subset is not None else tr
         tasks.append((r, k, idx, te, fold_seed(base_seed, r, k)))
-    work = [(spec.type, cfg, cohort.fold_data(idx, te, mt.reads), train, seed)
-            for _, _, idx, te, seed in tasks]
-    if executor.current() is not None and len(work) > 0:  # the folds as tasks of a cluster, in order
-        results = executor.current().map(_fit_fold_task, work)
-    elif jobs > 1 and len(work) > 1:
+    # each fold's matrices are sliced when its fit starts (not all folds' up front: at exome
+    # scale a fold is ~1 GB); a cluster gets them all as its task list
+    work = ((spec.type, cfg, cohort.fold_data(idx, te, mt.reads), train, seed)
+            for _, _, idx, te, seed in tasks)
+    if executor.current() is not None and len(tasks) > 0:  # the folds as tasks of a cluster, in order
+        results = executor.current().map(_fit_fold_task, list(work))
+    elif jobs > 1 and len(tasks) > 1:
         from joblib import Parallel, delayed
 
         results = Parallel(n_jobs=jobs, return_as="generator")(delayed(_fit_fold)(*w) for w in work)
