@@ -201,6 +201,9 @@ def main(argv=None):
     if unknown:
         raise EpiflowError(f"--old-models {', '.join(unknown)}: not among the models run")
     os.environ["EPIFLOW_PREP_MEMORY"] = str(n_folds + 1)    # every fold's preparation, once
+    if "EPIFLOW_FOLD_MEMORY_GB" not in os.environ:          # every fold's slices, once: half the RAM
+        ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1e9
+        os.environ["EPIFLOW_FOLD_MEMORY_GB"] = f"{ram / 2:.1f}"
     use_mlflow = not args.no_mlflow
     tmpdir = tempfile.TemporaryDirectory(prefix="epiflow-table1-")
     tmp = Path(tmpdir.name)
