@@ -49,11 +49,10 @@ class Standardiser:
             raise ValueError("cannot standardise an empty training fold")
         if per not in STANDARDIZE:
             raise ValueError(f"unknown standardisation '{per}'; valid: {', '.join(STANDARDIZE)}")
-        # column sums in CSR order (row by row, as scipy's X.sum(axis=0) adds them): the same
-        # float64 sums, without copying the matrix (seconds on a 23,000-gene exome fold)
-        d = np.asarray(X.data, dtype=np.float64)
-        s1 = np.bincount(X.indices, weights=d, minlength=X.shape[1])
-        s2 = np.bincount(X.indices, weights=d * d, minlength=X.shape[1])
+        s1 = np.asarray(X.sum(axis=0, dtype=np.float64)).ravel()
+        sq = X.copy()
+        sq.data = sq.data.astype(np.float64) ** 2
+        s2 = np.asarray(sq.sum(axis=0)).ravel()
         self.per = per
         if per == "class":
             if not n_classes or X.shape[1] % int(n_classes):
