@@ -64,6 +64,11 @@ def _parser():
                     help="fold worker processes per model (0: as epiflow train, one on a GPU). "
                          "With more than one, the folds' preparations go through an on-disk cache "
                          "in the run's temporary folder so every worker reads each fold once made")
+    ap.add_argument("--cpu-jobs", type=int, default=0,
+                    help="with a GPU: worker processes for the folds of the scikit-learn models, "
+                         "which run beside the nets (0: the cores less two)")
+    ap.add_argument("--overlap", default="auto", choices=["auto", "on", "off"],
+                    help="run the scikit-learn models in a thread beside the nets (auto: with a GPU)")
     ap.add_argument("--no-mlflow", action="store_true", help="do not log to MLflow")
     ap.add_argument("--mlruns", default=None,
                     help="MLflow tracking URI (default: an SQLite store in a temporary folder; "
@@ -214,21 +219,55 @@ def main(argv=None):
         os.environ["MLFLOW_TRACKING_URI"] = uri
     if args.jobs > 1:
         train_cfg["prep_cache"] = str(tmp / "prep_cache")
+    from models.registry import REGISTRY as _REG
+
     results, total = {}, 0.0
-    for spec in specs:
+
+    def run_model(spec, jobs):
         rec = Record(out=tmp / "train" / spec.name, metrics=tmp / "metrics" / f"{spec.name}.json",
                      plots=tmp / "plots" / f"{spec.name}.json", study="table1-paper",
                      mlflow=use_mlflow, inputs=())
         t0 = time.perf_counter()
-        s = run_and_record(spec, coh, splits, rec, train_cfg=train_cfg, jobs=args.jobs, quiet=args.quiet)
+        s = run_and_record(spec, coh, splits, rec, train_cfg=train_cfg, jobs=jobs, quiet=args.quiet)
         sec = time.perf_counter() - t0
-        total += sec
         ft = pd.read_csv(tmp / "train" / spec.name / "folds.tsv", sep="\t")
         aucs = ft["auc"].to_numpy()
         results[spec.name] = {"type": spec.type, "auc_mean": float(aucs.mean()),
                               "auc_min": float(aucs.min()), "auc_sd": s["auc_sd"],
-                              "seconds": sec, "n_folds": int(aucs.size)}
+                              "seconds": sec, "n_folds": int(aucs.size),
+                              "on_device": bool(_REG[spec.type].gene_net or _REG[spec.type].reads_net)}
         print(f"{spec.name:18s} AUC {aucs.mean():.3f} (min {aucs.min():.3f}) {sec:7.1f} s", flush=True)
+        return sec
+
+    # with a GPU, the scikit-learn baselines (CPU only) run in a thread beside the nets, their
+    # folds in --cpu-jobs worker processes: the two kinds of work share no resource
+    overlap = args.overlap == "on" or (args.overlap == "auto" and device.type == "cuda")
+    cpu_specs = [s for s in specs if overlap and not (_REG[s.type].gene_net or _REG[s.type].reads_net)]
+    dev_specs = [s for s in specs if s not in cpu_specs]
+    cpu_jobs = args.cpu_jobs or max(1, min(n_folds, (os.cpu_count() or 2) - 2))
+    errors = []
+
+    def cpu_side():
+        try:
+            for spec in cpu_specs:
+                run_model(spec, cpu_jobs)
+        except BaseException as exc:          # re-raised in the main thread
+            errors.append(exc)
+
+    import threading
+
+    t_models = time.perf_counter()
+    th = threading.Thread(target=cpu_side, name="cpu-models")
+    if cpu_specs:
+        th.start()
+    for spec in dev_specs:
+        run_model(spec, args.jobs)
+    if cpu_specs:
+        th.join()
+    if errors:
+        raise errors[0]
+    total = time.perf_counter() - t_models
+    results = {s.name: results[s.name] for s in specs}
     old = {}
     if old_names:
         # same folds, no MLflow: the previous path (Lightning Trainer, a fresh preparation per
@@ -273,6 +312,7 @@ def main(argv=None):
            "n_samples": coh.n_samples, "n_genes": coh.n_genes, "n_classes": coh.n_classes,
            "n_models": len(specs), "n_folds": n_folds, "repeats": repeats, "folds": folds,
            "epochs_override": args.epochs, "mlflow": use_mlflow, "jobs": args.jobs,
+           "overlap_cpu_models": bool(cpu_specs), "cpu_jobs": cpu_jobs if cpu_specs else None,
            "input_mode": train_cfg.get("input_mode", "auto"), "cache_bytes": train_cfg.get("cache_bytes"),
            "total_s": total_s, "models_s": total, "cohort_s": cohort_s,
            "oracle_auc": ex.truth["oracle_auc"], "additive_oracle_auc": ex.truth["additive_oracle_auc"],
