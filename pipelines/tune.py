@@ -447,6 +447,25 @@ def zoo_study_spec(model: str, params: dict, inputs: ZooTuneInputs) -> StudySpec
 
 
 # ---------------------------------------------------------------------------- MLflow logging
+
+def _set_tag_shared(client, run_id: str, key: str, value: str, attempts: int = 5) -> None:
+    """``client.set_tag`` on a run that several workers of one study update at once: MLflow's
+    SQL store inserts a new tag after checking that it is absent, so two workers finishing
+    together can both insert (seen on PostgreSQL: UniqueViolation on tag_pk). The loser retries;
+    the tag then exists and is updated."""
+    from mlflow.exceptions import MlflowException
+
+    for i in range(attempts):
+        try:
+            client.set_tag(run_id, key, value)
+            return
+        except MlflowException as exc:
+            text = str(exc)
+            if i == attempts - 1 or not any(m in text for m in ("UniqueViolation", "UNIQUE constraint",
+                                                                "already exists", "IntegrityError")):
+                raise
+            time.sleep(0.05 * (i + 1))
+
 class StudyLog:
     """The MLflow side of one study in this process: the study run, trial and step runs."""
 
@@ -546,7 +565,7 @@ class StudyLog:
         metrics = [Metric(k, float(v), now, 0) for k, v in summary["metrics"].items()]
         self.client.log_batch(self.run_id, metrics=metrics)
         for k, v in {**summary["tags"], **(extra_tags or {})}.items():
-            self.client.set_tag(self.run_id, f"{tracking.TAG_PREFIX}{k}", str(v)[:5000])
+            _set_tag_shared(self.client, self.run_id, f"{tracking.TAG_PREFIX}{k}", str(v)[:5000])
         with tempfile.TemporaryDirectory() as d:
             d = Path(d)
             (d / "best_params.json").write_text(json.dumps(summary["best"], indent=2, default=str) + "\n")
