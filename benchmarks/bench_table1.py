@@ -167,6 +167,7 @@ def main(argv=None):
 
     from models.genes import data as D
     from models.genes.training import resolve_device
+    from models.registry import REGISTRY
     from pipelines.cv_record import Record, run_and_record
     from pipelines.errors import EpiflowError
     from pipelines.params import load_params
@@ -219,9 +220,7 @@ def main(argv=None):
         os.environ["MLFLOW_TRACKING_URI"] = uri
     if args.jobs > 1:
         train_cfg["prep_cache"] = str(tmp / "prep_cache")
-    from models.registry import REGISTRY as _REG
-
-    results, total = {}, 0.0
+    results = {}
 
     def run_model(spec, jobs):
         rec = Record(out=tmp / "train" / spec.name, metrics=tmp / "metrics" / f"{spec.name}.json",
@@ -235,14 +234,13 @@ def main(argv=None):
         results[spec.name] = {"type": spec.type, "auc_mean": float(aucs.mean()),
                               "auc_min": float(aucs.min()), "auc_sd": s["auc_sd"],
                               "seconds": sec, "n_folds": int(aucs.size),
-                              "on_device": bool(_REG[spec.type].gene_net or _REG[spec.type].reads_net)}
+                              "on_device": REGISTRY[spec.type].trains_net}
         print(f"{spec.name:18s} AUC {aucs.mean():.3f} (min {aucs.min():.3f}) {sec:7.1f} s", flush=True)
-        return sec
 
     # with a GPU, the scikit-learn baselines (CPU only) run in a thread beside the nets, their
     # folds in --cpu-jobs worker processes: the two kinds of work share no resource
     overlap = args.overlap == "on" or (args.overlap == "auto" and device.type == "cuda")
-    cpu_specs = [s for s in specs if overlap and not (_REG[s.type].gene_net or _REG[s.type].reads_net)]
+    cpu_specs = [s for s in specs if overlap and not REGISTRY[s.type].trains_net]
     dev_specs = [s for s in specs if s not in cpu_specs]
     cpu_jobs = args.cpu_jobs or max(1, min(n_folds, (os.cpu_count() or 2) - 2))
     errors = []
@@ -257,12 +255,12 @@ def main(argv=None):
     import threading
 
     t_models = time.perf_counter()
-    th = threading.Thread(target=cpu_side, name="cpu-models")
-    if cpu_specs:
+    th = threading.Thread(target=cpu_side, name="cpu-models") if cpu_specs else None
+    if th is not None:
         th.start()
     for spec in dev_specs:
         run_model(spec, args.jobs)
-    if cpu_specs:
+    if th is not None:
         th.join()
     if errors:
         raise errors[0]
@@ -273,14 +271,12 @@ def main(argv=None):
         # same folds, no MLflow: the previous path (Lightning Trainer, a fresh preparation per
         # model and fold) vs this one (plain loop, preparation from the run's cache, plus its
         # cost shared among the run's gene-net models)
-        from models.registry import REGISTRY
-
         sub = list(splits.iter_folds())[:args.old_folds]
         t0 = time.perf_counter()
         import lightning.pytorch  # noqa: F401  (its import, once per process, timed apart)
 
         lightning_import_s = time.perf_counter() - t0
-        n_nets = max(1, sum(1 for s in specs if REGISTRY[s.type].gene_net or REGISTRY[s.type].reads_net))
+        n_nets = max(1, sum(1 for s in specs if REGISTRY[s.type].trains_net))
         prep_fold_s = 0.0
         for spec in (s for s in specs if s.name in old_names):
             os.environ["EPIFLOW_PREP_MEMORY"] = "0"

@@ -126,9 +126,14 @@ class ModelType:
     penalty: str | None = None         # SGD penalty
 
     @property
-    def needs_pathways(self) -> bool:
-        """Whether fitting reads the gene-set (GMT) memberships."""
+    def trains_net(self) -> bool:
+        """Whether fitting trains a gene network (on ``train.device``: the GPU where there is one)."""
         return self.gene_net or self.reads_net
+
+    @property
+    def needs_pathways(self) -> bool:
+        """Whether fitting reads the gene-set (GMT) memberships (every gene net may)."""
+        return self.trains_net
 
     @property
     def keys(self) -> tuple:

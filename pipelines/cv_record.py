@@ -63,9 +63,8 @@ def run_and_record(spec: ModelSpec, cohort: Cohort, splits: Splits, rec: Record,
     returns the metrics (summary + ``mlflow_run_id``)."""
     folds = list(splits.iter_folds(repeats))
     train = {k: v for k, v in train_cfg.items() if k != "seed"}
-    mt = REGISTRY[spec.type]
     n_jobs = resolve_jobs(jobs, len(folds), train.get("device", "auto"),
-                          uses_device=bool(mt.gene_net or mt.reads_net))
+                          uses_device=REGISTRY[spec.type].trains_net)
     progress = None if quiet else f"train {spec.name}"
     model_params = {"model": spec.name, "type": spec.type, **spec.config,
                     **{f"train.{k}": v for k, v in train.items()},

@@ -417,7 +417,7 @@ def zoo_study_spec(model: str, params: dict, inputs: ZooTuneInputs) -> StudySpec
     train_cfg = dict(section(params, "train", inputs.params_path))
     if inputs.device:
         train_cfg["device"] = inputs.device
-    if REGISTRY[mtype].gene_net or REGISTRY[mtype].reads_net:
+    if REGISTRY[mtype].trains_net:
         check_device(train_cfg.get("device"), "--device" if inputs.device else f"{inputs.params_path}: train.device")
     space = model_space(mtype, parse_space(tcfg.get("space", {})))
     n_inner = int(tcfg.get("inner_folds", 3))
@@ -465,6 +465,7 @@ def _set_tag_shared(client, run_id: str, key: str, value: str, attempts: int = 5
                                                                 "already exists", "IntegrityError")):
                 raise
             time.sleep(0.05 * (i + 1))
+
 
 class StudyLog:
     """The MLflow side of one study in this process: the study run, trial and step runs."""

@@ -45,7 +45,7 @@ def run(args) -> int:
     study = params.get("study", "epiflow")
     gmt = args.gmt or section(params, "encode").get("gmt")
     needs_gmt = REGISTRY[mtype].needs_pathways and gmt
-    if REGISTRY[mtype].gene_net or REGISTRY[mtype].reads_net:
+    if REGISTRY[mtype].trains_net:
         check_device(train_cfg.get("device", "auto"), f"{args.params}: train.device")
     inputs = [args.encoded, args.splits] + ([gmt] if needs_gmt else [])
     if isinstance(cfg.get("gene_gene_edges"), str):

@@ -99,13 +99,14 @@ class Cohort:
         in ``reads`` are sliced). Slices come from :func:`fold_rows` (kept for the next model
         on the same fold, within its memory budget); a variant matrix that is the count matrix
         is sliced once."""
-        c, v = "counts" in reads, "variants" in reads
-        ct = fold_rows(self.counts, train_idx) if c else None
-        cs = fold_rows(self.counts, test_idx) if c else None
-        same = self.variants is self.counts
-        return dict(counts_train=ct, counts_test=cs,
-                    variants_train=(fold_rows(self.variants, train_idx) if not (same and c) else ct) if v else None,
-                    variants_test=(fold_rows(self.variants, test_idx) if not (same and c) else cs) if v else None,
+        counts = variants = (None, None)
+        if "counts" in reads:
+            counts = (fold_rows(self.counts, train_idx), fold_rows(self.counts, test_idx))
+        if "variants" in reads:
+            variants = (counts if self.variants is self.counts and counts[0] is not None else
+                        (fold_rows(self.variants, train_idx), fold_rows(self.variants, test_idx)))
+        return dict(counts_train=counts[0], counts_test=counts[1],
+                    variants_train=variants[0], variants_test=variants[1],
                     y_train=self.y[train_idx], n_classes=self.n_classes,
                     gene_pathways=self.gene_pathways)
 
