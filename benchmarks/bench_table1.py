@@ -65,8 +65,8 @@ def _parser():
                          "With more than one, the folds' preparations go through an on-disk cache "
                          "in the run's temporary folder so every worker reads each fold once made")
     ap.add_argument("--cpu-jobs", type=int, default=0,
-                    help="with a GPU: worker processes for the folds of the scikit-learn models, "
-                         "which run beside the nets (0: the cores less two)")
+                    help="with a GPU: worker threads for the folds of the scikit-learn models, "
+                         "which run beside the nets (0: the cores less the nets' workers and one)")
     ap.add_argument("--overlap", default="auto", choices=["auto", "on", "off"],
                     help="run the scikit-learn models in a thread beside the nets (auto: with a GPU)")
     ap.add_argument("--no-mlflow", action="store_true", help="do not log to MLflow")
@@ -221,6 +221,26 @@ def main(argv=None):
     if args.jobs > 1:
         train_cfg["prep_cache"] = str(tmp / "prep_cache")
     results = {}
+    import threading
+
+    lock = threading.Lock()
+    base = {"benchmark": "table1_paper", "device": str(device),
+            "device_name": torch.cuda.get_device_name(0) if device.type == "cuda" else platform.machine(),
+            "torch": torch.__version__, "cpu_count": os.cpu_count(),
+            "n_samples": coh.n_samples, "n_genes": coh.n_genes, "n_classes": coh.n_classes,
+            "n_models": len(specs), "n_folds": n_folds, "repeats": repeats, "folds": folds,
+            "epochs_override": args.epochs, "mlflow": use_mlflow, "jobs": args.jobs,
+            "input_mode": train_cfg.get("input_mode", "auto"), "cache_bytes": train_cfg.get("cache_bytes"),
+            "cohort_s": cohort_s, "oracle_auc": ex.truth["oracle_auc"],
+            "additive_oracle_auc": ex.truth["additive_oracle_auc"],
+            "variants_are_gene_class_cells": True, "command": " ".join(["bench_table1.py"] + sys.argv[1:])}
+    out = Path(args.out)
+
+    def write_doc(extra):
+        out.parent.mkdir(parents=True, exist_ok=True)
+        t = out.with_suffix(".json.tmp")
+        t.write_text(json.dumps({**base, **extra, "time": time.strftime("%Y-%m-%dT%H:%M:%S")}, indent=2))
+        os.replace(t, out)
 
     def run_model(spec, jobs):
         rec = Record(out=tmp / "train" / spec.name, metrics=tmp / "metrics" / f"{spec.name}.json",
@@ -236,23 +256,30 @@ def main(argv=None):
                               "seconds": sec, "n_folds": int(aucs.size),
                               "on_device": REGISTRY[spec.type].trains_net}
         print(f"{spec.name:18s} AUC {aucs.mean():.3f} (min {aucs.min():.3f}) {sec:7.1f} s", flush=True)
+        with lock:      # what is done so far, in case the run is cut short
+            write_doc({"partial": True, "models_done": len(results),
+                       "elapsed_s": time.perf_counter() - t_start, "models": dict(results)})
 
     # with a GPU, the scikit-learn baselines (CPU only) run in a thread beside the nets, their
     # folds in --cpu-jobs worker processes: the two kinds of work share no resource
     overlap = args.overlap == "on" or (args.overlap == "auto" and device.type == "cuda")
     cpu_specs = [s for s in specs if overlap and not REGISTRY[s.type].trains_net]
     dev_specs = [s for s in specs if s not in cpu_specs]
-    cpu_jobs = args.cpu_jobs or max(1, min(n_folds, (os.cpu_count() or 2) - 2))
+    cpu_jobs = args.cpu_jobs or max(1, min(n_folds, (os.cpu_count() or 2) - max(1, args.jobs) - 1))
     errors = []
 
     def cpu_side():
+        from joblib import parallel_config
+
+        # the folds of the scikit-learn models in threads (their fits release the interpreter
+        # lock): no copy of the fold matrices per worker, and no second user of the process pool
+        # that the nets' folds run in (one pool per process; two users resize it under each other)
         try:
-            for spec in cpu_specs:
-                run_model(spec, cpu_jobs)
+            with parallel_config(backend="threading"):
+                for spec in cpu_specs:
+                    run_model(spec, cpu_jobs)
         except BaseException as exc:          # re-raised in the main thread
             errors.append(exc)
-
-    import threading
 
     t_models = time.perf_counter()
     th = threading.Thread(target=cpu_side, name="cpu-models") if cpu_specs else None
@@ -302,18 +329,8 @@ def main(argv=None):
                   f"(preparation {prep_fold_s:.2f} s/fold shared by {n_nets} nets): "
                   f"{old[spec.name]['ratio_old_over_new']:.1f}x, same AUCs: {same}", flush=True)
     total_s = time.perf_counter() - t_start
-    doc = {"benchmark": "table1_paper", "device": str(device),
-           "device_name": torch.cuda.get_device_name(0) if device.type == "cuda" else platform.machine(),
-           "torch": torch.__version__, "cpu_count": os.cpu_count(),
-           "n_samples": coh.n_samples, "n_genes": coh.n_genes, "n_classes": coh.n_classes,
-           "n_models": len(specs), "n_folds": n_folds, "repeats": repeats, "folds": folds,
-           "epochs_override": args.epochs, "mlflow": use_mlflow, "jobs": args.jobs,
-           "overlap_cpu_models": bool(cpu_specs), "cpu_jobs": cpu_jobs if cpu_specs else None,
-           "input_mode": train_cfg.get("input_mode", "auto"), "cache_bytes": train_cfg.get("cache_bytes"),
-           "total_s": total_s, "models_s": total, "cohort_s": cohort_s,
-           "oracle_auc": ex.truth["oracle_auc"], "additive_oracle_auc": ex.truth["additive_oracle_auc"],
-           "variants_are_gene_class_cells": True, "models": results,
-           "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    doc = {"overlap_cpu_models": bool(cpu_specs), "cpu_jobs": cpu_jobs if cpu_specs else None,
+           "total_s": total_s, "models_s": total, "models": results}
     if old:
         doc["old_path"] = old
         doc["old_path_lightning_import_s"] = lightning_import_s   # paid by every train stage's process
@@ -321,11 +338,7 @@ def main(argv=None):
             "models": sorted(old), "note": "old per-fold time x n_folds, timed models only",
             "seconds": sum(o["old_per_fold_s"] * n_folds for o in old.values()),
             "new_seconds_same_models_in_table": sum(results[m]["seconds"] for m in old)}
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    t = out.with_suffix(".json.tmp")
-    t.write_text(json.dumps(doc, indent=2))
-    os.replace(t, out)
+    write_doc(doc)
     print(f"Table 1: {len(specs)} models x {n_folds} folds on {coh.n_samples} x {coh.n_genes} genes, "
           f"{device}: {total_s:.1f} s total ({total:.1f} s in the models, {cohort_s:.1f} s cohort)")
     print(f"wrote {out}")
