@@ -26,6 +26,7 @@ from models.errors import EpiflowError
 SPARSITY_SOURCES = ("pathways", "random", "rigl", "l1")
 MEMBER_SOURCES = ("pathways", "random")
 STANDARDIZE = ("column", "class")
+LR_SCHEDULES = ("constant", "cosine")       # learning rate over the steps: fixed, or cosine to 0
 # keys of the shared `train:` section a single model may override
 TRAIN_OVERRIDES = ("max_epochs", "batch_size")
 
@@ -63,6 +64,9 @@ class NetParams(_Schema):
     l1: float = _f(1e-4, "a number >= 0", ge=0)                    # L1 source penalty
     gene_l1: float = _f(0.0, "a number >= 0", ge=0)                # L1 on gene -> neuron weights
     l1_warmup: float = _f(0.5, "a number in [0, 1]", ge=0, le=1)
+    # gene_l1 as a proximal step (exact zeros) instead of a loss term (models.genes.training.StepRule)
+    l1_prox: bool = _f(False, "true or false")
+    lr_schedule: Literal[LR_SCHEDULES] = _f("constant", f"one of {', '.join(LR_SCHEDULES)}")
     l1_epochs_fraction: float = _f(0.5, "a number in [0, 1]", ge=0, le=1)
     n_members: int = _f(10, "a positive integer", ge=1)            # ensemble
     member_source: Literal[MEMBER_SOURCES] = _f("pathways", f"one of {', '.join(MEMBER_SOURCES)}")

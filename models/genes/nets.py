@@ -156,10 +156,13 @@ class GeneNet(nn.Module):
             return self.out(g).squeeze(1)
         return self.head(layer(g))
 
+    def l1_weight(self) -> torch.Tensor:
+        """The gene -> neuron weights (logreg: the gene -> output weights) ``gene_l1`` acts on."""
+        return (self._head.layer(self) or self.out).weight
+
     def l1_penalty(self) -> torch.Tensor:
         """Sum of |w| over the gene -> neuron layer (the L1 sparsity source's penalty)."""
-        layer = self._head.layer(self) or self.out
-        return layer.weight.abs().sum()
+        return self.l1_weight().abs().sum()
 
 
 def n_trainable(module: nn.Module) -> int:

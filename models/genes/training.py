@@ -43,6 +43,70 @@ def focal_bce(logits: torch.Tensor, y: torch.Tensor, alpha: float, gamma: float)
     return (a * (1 - p_t).pow(gamma) * bce).mean()
 
 
+LR_SCHEDULES = registry.LR_SCHEDULES
+
+
+class StepRule:
+    """What follows every optimiser step of a gene net, the same in both training loops:
+
+    - ``schedule`` 'cosine': the learning rate of the next step is lr * (1 + cos(pi t / T)) / 2
+      (t steps taken of T), so it reaches 0 at the last step; 'constant' leaves it at lr.
+    - ``prox`` (a list of weights, from ``net.l1_weight()``): ``l1`` acts on them as a proximal
+      step in Adam's metric (:func:`prox_l1_`) from step ``l1_start`` on, instead of a loss term.
+      Adam divides a loss-term penalty away with each weight's own gradient scale, so a weight
+      whose gradient is noise keeps moving by about the learning rate around zero; with one such
+      weight per gene their sum grows as sqrt(genes). The proximal step sets those weights to
+      exactly zero.
+    """
+
+    def __init__(self, *, lr: float, total_steps: int, schedule: str = "constant", prox=None,
+                 l1: float = 0.0, l1_start: int = 0):
+        if schedule not in LR_SCHEDULES:
+            raise ValueError(f"unknown lr_schedule '{schedule}'; valid: {', '.join(LR_SCHEDULES)}")
+        self.lr, self.total, self.schedule = float(lr), max(1, int(total_steps)), schedule
+        self.prox = list(prox or [])
+        self.l1, self.l1_start = float(l1), int(l1_start)
+
+    @property
+    def active(self) -> bool:
+        return self.schedule != "constant" or (bool(self.prox) and self.l1 > 0)
+
+    def lr_at(self, step: int) -> float:
+        if self.schedule == "cosine":
+            return self.lr * 0.5 * (1.0 + float(np.cos(np.pi * min(step, self.total) / self.total)))
+        return self.lr
+
+    @torch.no_grad()
+    def __call__(self, opt, steps_taken: int) -> None:
+        opt = getattr(opt, "optimizer", opt)             # a LightningOptimizer wraps the Adam
+        if self.prox and self.l1 > 0 and steps_taken - 1 >= self.l1_start:
+            prox_l1_(opt, self.prox, self.l1, opt.param_groups[0]["lr"])
+        if self.schedule != "constant":
+            nxt = self.lr_at(steps_taken)
+            for group in opt.param_groups:
+                group["lr"] = nxt
+
+
+@torch.no_grad()
+def prox_l1_(opt: torch.optim.Optimizer, params, lam: float, lr: float) -> None:
+    """Proximal L1 step in Adam's metric: after an Adam step, soft-threshold every weight of
+    ``params`` by ``lr * lam / (sqrt(v_hat) + eps)`` (v_hat: Adam's bias-corrected second moment
+    of that weight's gradient). A weight then stays at zero unless the running mean of its
+    gradient exceeds ``lam`` (the L1 optimality condition at zero), and ``lam`` keeps the units
+    of the loss-term coefficient."""
+    for group in opt.param_groups:
+        beta2, eps = group["betas"][1], group["eps"]
+        for w in group["params"]:
+            if not any(w is q for q in params):
+                continue
+            st = opt.state.get(w, {})
+            if "exp_avg_sq" not in st:
+                continue
+            bc2 = 1.0 - beta2 ** float(st["step"])
+            thr = (st["exp_avg_sq"] / bc2).sqrt_().add_(eps).reciprocal_().mul_(lr * lam)
+            w.copy_(w.sign() * (w.abs() - thr).clamp_(min=0.0))
+
+
 def member_loss(logits: torch.Tensor, y: torch.Tensor, alpha: float, gamma: float) -> torch.Tensor:
     """Focal loss of a single net (B,) or the SUM of member losses of an ensemble (B, N): each
     member then gets exactly the gradient of its own training run."""
@@ -86,10 +150,11 @@ def quiet_lightning():
 
 
 def _lightning_module(net, *, lr, weight_decay, alpha, gamma, l1=0.0, l1_start=0, hooks=(),
-                      stopper=None):
+                      stopper=None, rule=None):
     import lightning.pytorch as pl
 
     chunked = isinstance(net, BatchedEnsemble) and net.member_chunk < net.n_members
+    prox = rule is not None and bool(rule.prox)
 
     class LitGeneNet(pl.LightningModule):
         """Focal-BCE training of a net returning logits (B,) or ensemble logits (B, N)."""
@@ -119,11 +184,13 @@ def _lightning_module(net, *, lr, weight_decay, alpha, gamma, l1=0.0, l1_start=0
                 opt.step()
                 return torch.tensor(total)
             loss = self.loss_fn(self.net(x), y)
-            if l1 > 0 and self.global_step >= l1_start:
+            if l1 > 0 and not prox and self.global_step >= l1_start:
                 loss = loss + l1 * self.net.l1_penalty()
             return loss
 
         def on_train_batch_end(self, outputs, batch, batch_idx):
+            if rule is not None:
+                rule(self.optimizers(), self.global_step)
             for hook in hooks:
                 hook(self, batch, self.loss_fn)
 
@@ -219,12 +286,13 @@ class _LoopState:
 
 
 def _torch_loop(net, batches, *, lr, weight_decay, alpha, gamma, l1, l1_start, hooks,
-                max_epochs, progress, stopper=None):
+                max_epochs, progress, stopper=None, rule=None):
     """The optimisation of :func:`_lightning_module` under a Lightning Trainer (automatic
     optimisation, or manual member chunks), as a plain loop. Returns the epochs run."""
     chunked = isinstance(net, BatchedEnsemble) and net.member_chunk < net.n_members
     opt = torch.optim.Adam(net.parameters(), lr=lr, weight_decay=weight_decay)
     state = _LoopState(net, opt)
+    prox = rule is not None and bool(rule.prox)
     loss_fn = lambda logits, y: member_loss(logits, y, alpha, gamma)  # noqa: E731
     net.train()
     bar = None
@@ -242,11 +310,13 @@ def _torch_loop(net, batches, *, lr, weight_decay, alpha, gamma, l1, l1_start, h
                     loss_fn(net.logits(x, m0, m1), y).backward()
             else:
                 loss = loss_fn(net(x), y)
-                if l1 > 0 and state.global_step >= l1_start:
+                if l1 > 0 and not prox and state.global_step >= l1_start:
                     loss = loss + l1 * net.l1_penalty()
                 loss.backward()
             opt.step()
             state.global_step += 1
+            if rule is not None:
+                rule(opt, state.global_step)
             for hook in hooks:
                 hook(state, batch, loss_fn)
             if bar is not None:
@@ -263,7 +333,8 @@ def train_net(net: torch.nn.Module, source, y: np.ndarray, *, lr: float, weight_
               alpha: float, gamma: float, max_epochs: int, batch_size: int, seed: int,
               device: torch.device, progress: bool = False, l1: float = 0.0,
               l1_warmup: float = 0.0, hooks=(), loop: str = "torch",
-              stopper: "EarlyStopper | None" = None) -> dict:
+              stopper: "EarlyStopper | None" = None, lr_schedule: str = "constant",
+              l1_prox: bool = False) -> dict:
     """Train ``net`` in place; returns {'epochs', 'train_time_s'} (with a ``stopper``: also
     'best_epoch' and 'val_auc', and the net holds the best epoch's weights).
 
@@ -271,7 +342,9 @@ def train_net(net: torch.nn.Module, source, y: np.ndarray, *, lr: float, weight_
     per batch zero_grad, loss, backward, Adam step, hooks; identical parameters, step for step,
     without the Trainer's per-fit and per-step overhead nor its import in every worker).
 
-    ``l1`` weights ``net.l1_penalty()``; it applies from step ``l1_warmup`` * total steps on.
+    ``l1`` weights ``net.l1_penalty()``; it applies from step ``l1_warmup`` * total steps on, as
+    a loss term, or with ``l1_prox`` as a proximal step on ``net.l1_weight()`` (:class:`StepRule`).
+    ``lr_schedule``: 'constant' or 'cosine' (to zero at the last step).
     Applied from the first step, an L1 penalty on the gene -> neuron weights outpulls the data
     gradient while the shared gene module is still a random transform (that gradient is then
     weak, and in sparse heads further scaled by the small output weights): the weights of every
@@ -292,18 +365,21 @@ def train_net(net: torch.nn.Module, source, y: np.ndarray, *, lr: float, weight_
         stopper.hold = int(np.ceil(float(l1_warmup) * int(max_epochs)))
     if loop not in TRAIN_LOOPS:
         raise ValueError(f"unknown training loop '{loop}'; valid: {', '.join(TRAIN_LOOPS)}")
+    l1_start = int(float(l1_warmup) * steps)
+    rule = StepRule(lr=lr, total_steps=steps, schedule=lr_schedule, l1=l1, l1_start=l1_start,
+                    prox=[net.l1_weight()] if (l1_prox and l1 > 0 and hasattr(net, "l1_weight")) else None)
+    rule = rule if rule.active else None
     if loop == "torch":
         epochs = _torch_loop(net, batches, lr=lr, weight_decay=weight_decay, alpha=alpha,
-                             gamma=gamma, l1=l1, l1_start=int(float(l1_warmup) * steps),
+                             gamma=gamma, l1=l1, l1_start=l1_start,
                              hooks=hooks, max_epochs=int(max_epochs), progress=progress,
-                             stopper=stopper)
+                             stopper=stopper, rule=rule)
         net.to(device)
         return _finish(net, stopper, epochs, t0)
     import lightning.pytorch as pl
 
     lit = _lightning_module(net, lr=lr, weight_decay=weight_decay, alpha=alpha, gamma=gamma,
-                            l1=l1, l1_start=int(float(l1_warmup) * steps), hooks=hooks,
-                            stopper=stopper)
+                            l1=l1, l1_start=l1_start, hooks=hooks, stopper=stopper, rule=rule)
     with quiet_lightning():
         trainer = pl.Trainer(
             accelerator="gpu" if device.type == "cuda" else "cpu", devices=1,
@@ -445,7 +521,7 @@ def _fit_predict(model_type, X_train, y_train, X_test, *, n_classes, gene_pathwa
     max_epochs, batch_size = int(t["max_epochs"]), int(t["batch_size"])
     common = dict(lr=float(p["lr"]), weight_decay=float(p["weight_decay"]), alpha=alpha,
                   gamma=gamma, batch_size=batch_size, device=device, progress=progress,
-                  loop=t["loop"])
+                  loop=t["loop"], lr_schedule=p["lr_schedule"])
 
     # standardisation and input encoding: once per fold for every model (models.genes.data)
     prep = prepare_fold(X_train, X_test, per=p["standardize"], n_classes=n_classes, device=device,
@@ -491,7 +567,7 @@ def _fit_predict(model_type, X_train, y_train, X_test, *, n_classes, gene_pathwa
                             fraction=float(p["rigl_fraction"]), stop=float(p["rigl_stop"]))
                 hooks.append(rigl)
             fit = train_net(net, src_fit, y_fit, max_epochs=max_epochs, seed=seed,
-                            hooks=hooks, l1=float(p["gene_l1"]),
+                            hooks=hooks, l1=float(p["gene_l1"]), l1_prox=bool(p["l1_prox"]),
                             l1_warmup=float(p["l1_warmup"]), stopper=stopper, **common)
             if source == "rigl":
                 info.update(rigl_rewired=rigl.n_rewired, rigl_updates=rigl.n_updates)
