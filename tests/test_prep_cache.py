@@ -169,3 +169,21 @@ def test_prep_key_of_the_same_matrices_is_remembered_and_equals_a_fresh_hash():
     A2.data = A2.data + 1.0
     assert D.prep_key(A2, B, **kw) != k
     assert D.prep_key(A, B, **{**kw, "per": "class"}) != k
+
+
+def test_disk_entry_moves_tensors_inside_tuples_to_the_device():
+    """A source's CSR arrays are a tuple of tensors (BatchSource.nz on a GPU): saved to the CPU
+    and restored onto the reading process's device like its plain tensor attributes (a tuple
+    left on the CPU failed a GPU worker's first matmul)."""
+    from models.genes.data import BatchSource, _restore, _state
+
+    src = BatchSource.__new__(BatchSource)
+    src.device = torch.device("cpu")
+    src.mean = torch.zeros(3)
+    src.nz = (torch.arange(4), torch.arange(3, dtype=torch.int32), torch.ones(3))
+    src.cache = None
+    st = _state(src)
+    assert "device" not in st and isinstance(st["nz"], tuple)
+    back = _restore(BatchSource, st, torch.device("meta"))
+    assert back.mean.device.type == "meta"
+    assert all(t.device.type == "meta" for t in back.nz) and back.cache is None

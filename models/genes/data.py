@@ -480,15 +480,24 @@ def _prep_key(X_train, X_test, settings) -> str:
     return tag + h.hexdigest()
 
 
+def _moved(v, device):
+    """``v`` with every tensor in it (also inside tuples and lists, e.g. a source's CSR arrays)
+    on ``device``."""
+    if isinstance(v, torch.Tensor):
+        return v.to(device)
+    if isinstance(v, (tuple, list)):
+        return type(v)(_moved(u, device) for u in v)
+    return v
+
+
 def _state(src) -> dict:
-    return {k: (v.cpu() if isinstance(v, torch.Tensor) else v)
-            for k, v in ((s, getattr(src, s)) for s in vars(src)) if k != "device"}
+    return {k: _moved(v, "cpu") for k, v in ((s, getattr(src, s)) for s in vars(src)) if k != "device"}
 
 
 def _restore(cls, state: dict, device: torch.device):
     obj = cls.__new__(cls)
     for k, v in state.items():
-        setattr(obj, k, v.to(device) if isinstance(v, torch.Tensor) else v)
+        setattr(obj, k, _moved(v, device))
     obj.device = device
     return obj
 

@@ -7,6 +7,7 @@ same members.
 from __future__ import annotations
 
 import math
+import os
 
 import numpy as np
 import torch
@@ -140,15 +141,40 @@ class GeneModule(nn.Module):
         uniform_(self.w2, b_hid, gen)
         uniform_(self.b2, b_hid, gen)
 
+    def _fused_ok(self, x: torch.Tensor) -> bool:
+        """On a CUDA device with Triton, and no gradient asked of the input (attributions ask
+        for one; the fused kernel gives gradients to the weights only): the fused gene layer of
+        models/genes/fused.py, which never writes the (rows x H) hidden layer to memory (the
+        same function to float32 rounding). $EPIFLOW_FUSED_GENE=0: off."""
+        if not x.is_cuda or x.requires_grad or os.environ.get("EPIFLOW_FUSED_GENE", "1") == "0":
+            return False
+        from models.genes import fused
+
+        return fused.available(x.device)
+
+    def _fused_values(self, z: torch.Tensor) -> torch.Tensor:
+        """(U,) gene-module outputs for rows z (U, C) through the fused kernel."""
+        from models.genes import fused
+
+        return fused.gene_values_t(z, self.w1[None], self.b1[None], self.w2[None], self.b2,
+                                   act=self.act_name)[0]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Dense input (B, C, G) -> (B, G)."""
+        if self._fused_ok(x):
+            B, C, G = x.shape
+            z = x.permute(0, 2, 1).reshape(B * G, C)                        # row b*G + g
+            return self._fused_values(z).view(B, G)
         h = self.act(torch.matmul(self.w1, x) + self.b1[:, None])   # (B, H, G)
         return torch.matmul(self.w2, h) + self.b2                    # (B, G)
 
     def forward_combos(self, batch: ComboBatch) -> torch.Tensor:
         """Combination input -> (B, G): one evaluation per distinct (gene, count vector)."""
-        h = self.act(torch.addmm(self.b1, batch.z, self.w1.t()))            # (U, H)
-        vals = torch.mv(h, self.w2) + self.b2                               # (U,)
+        if self._fused_ok(batch.z):
+            vals = self._fused_values(batch.z)                                  # (U,)
+        else:
+            h = self.act(torch.addmm(self.b1, batch.z, self.w1.t()))            # (U, H)
+            vals = torch.mv(h, self.w2) + self.b2                               # (U,)
         if vals.is_cuda:
             b, g = batch.ids.shape
             return gather_cols(vals.view(1, -1), batch.ids.reshape(-1)).view(b, g)
@@ -156,6 +182,11 @@ class GeneModule(nn.Module):
 
     def forward_pairs(self, batch: GeneBatch) -> torch.Tensor:
         """Pair input -> (B, G): baseline per gene from z0, overwritten at the variant pairs."""
+        if self._fused_ok(batch.z):
+            base = self._fused_values(batch.z0.t().contiguous())                # (G,)
+            vals = self._fused_values(batch.z)
+            out = base.unsqueeze(0).repeat(batch.n_rows, 1)
+            return out.index_put_((batch.rows, batch.genes), vals)
         base = torch.matmul(self.w2, self.act(torch.matmul(self.w1, batch.z0) + self.b1[:, None]))
         base = base + self.b2                                                  # (G,)
         vals = torch.mv(self.act(torch.addmm(self.b1, batch.z, self.w1.t())), self.w2) + self.b2
