@@ -145,8 +145,9 @@ class GeneModule(nn.Module):
         """On a CUDA device with Triton, and no gradient asked of the input (attributions ask
         for one; the fused kernel gives gradients to the weights only): the fused gene layer of
         models/genes/fused.py, which never writes the (rows x H) hidden layer to memory (the
-        same function to float32 rounding). $EPIFLOW_FUSED_GENE=0: off."""
-        if not x.is_cuda or x.requires_grad or os.environ.get("EPIFLOW_FUSED_GENE", "1") == "0":
+        same function to float32 rounding). Opt-in ($EPIFLOW_FUSED_GENE=1) until it has been
+        timed and tested on a GPU for single nets (the kernel itself is the ensemble's, tested)."""
+        if not x.is_cuda or x.requires_grad or os.environ.get("EPIFLOW_FUSED_GENE", "0") != "1":
             return False
         from models.genes import fused
 
