@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 import warnings
@@ -51,6 +50,7 @@ def main(argv=None) -> int:
     from sklearn.preprocessing import StandardScaler
 
     from models.simulate.exome import CLASSES, DAMAGING, exome_cohort
+    from pipelines.atomic import write_text
 
     t0 = time.perf_counter()
     ex = exome_cohort(args.n_samples, args.n_genes, seed=args.seed)
@@ -93,12 +93,8 @@ def main(argv=None) -> int:
               f"module genes median {res['module_gene_abs_z_median']:.2f}")
         doc["burdens"][name] = res
     doc["seconds"] = time.perf_counter() - t0
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(doc, indent=2))
-    os.replace(tmp, out)
-    print(f"wrote {out} ({doc['seconds']:.0f} s)")
+    write_text(args.out, json.dumps(doc, indent=2))
+    print(f"wrote {args.out} ({doc['seconds']:.0f} s)")
     return 0
 
 

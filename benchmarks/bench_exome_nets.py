@@ -44,6 +44,7 @@ def main(argv=None) -> int:
     from models.genes.training import fit_predict
     from models.simulate.exome import exome_cohort
     from models.stats import rank_auc
+    from pipelines.atomic import write_text
     from pipelines.params import load_params
 
     raw = Path(args.configs).read_text() if os.path.isfile(args.configs) else args.configs
@@ -88,11 +89,7 @@ def main(argv=None) -> int:
         print(f"{model:14s} {json.dumps(over)}: AUC {r['mean']:.3f} (worst {r['min']:.3f}; "
               f"{', '.join(f'{a:.3f}' for a in aucs)}) {r['seconds']:.0f} s "
               f"(training {', '.join(f'{s:.1f}' for s in secs)} s)", flush=True)
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(doc, indent=2))
-        os.replace(tmp, out)
+        write_text(args.out, json.dumps(doc, indent=2))     # after every setting: a cut-short run keeps it
     print(f"wrote {args.out}")
     return 0
 

@@ -168,6 +168,7 @@ def main(argv=None):
     from models.genes import data as D
     from models.genes.training import resolve_device
     from models.registry import REGISTRY
+    from pipelines.atomic import write_text
     from pipelines.cv_record import Record, run_and_record
     from pipelines.errors import EpiflowError
     from pipelines.params import load_params
@@ -237,10 +238,7 @@ def main(argv=None):
     out = Path(args.out)
 
     def write_doc(extra):
-        out.parent.mkdir(parents=True, exist_ok=True)
-        t = out.with_suffix(".json.tmp")
-        t.write_text(json.dumps({**base, **extra, "time": time.strftime("%Y-%m-%dT%H:%M:%S")}, indent=2))
-        os.replace(t, out)
+        write_text(out, json.dumps({**base, **extra, "time": time.strftime("%Y-%m-%dT%H:%M:%S")}, indent=2))
 
     def run_model(spec, jobs):
         rec = Record(out=tmp / "train" / spec.name, metrics=tmp / "metrics" / f"{spec.name}.json",
