@@ -53,6 +53,7 @@ import numpy as np
 from models.errors import EpiflowError
 from models.ngg.ngg import (NGGResult, _ngg_inputs, _open_checkpoint, _pair_snps, _signature, _topk_merge,
                            default_lambda)
+from models.ngg import tiled_kernels
 from models.ngg.pairs import derive_key
 from models.scans.design import standardize_genotypes
 
@@ -200,6 +201,8 @@ class _Engine:
         B = b1 * b2
         d = self.d
         cuda = self.device.type == "cuda"
+        if self.shared and Pn > 1 and tiled_kernels.available(self.device):
+            return self._tile_pairs_fused(Zr, Zc, valid, gen, b1)
         if cuda:  # pair means and sds in full fp32 (ss - mu^2 cancels); TF32 only for the sketch
             torch.backends.cuda.matmul.allow_tf32 = False
         with st("moments"):
@@ -259,6 +262,29 @@ class _Engine:
             return theta.view(G, Pn, b1, b2).reshape(G, t, b2)
         # (G, b1, b2, Pn) -> (G, Pn, b1, b2) -> (G, t, b2)
         return theta.view(G, b1, b2, Pn).permute(0, 3, 1, 2).reshape(G, t, b2)
+
+    def _tile_pairs_fused(self, Zr, Zc, valid, gen, b1):
+        """:meth:`tile_pairs` through the kernels of :mod:`models.ngg.tiled_kernels`: moments, sketch,
+        normal equations and solve per piece without pair columns in memory, the Lipschitz constant
+        by power iteration, then FISTA with its iterates in registers. Same draws of A."""
+        torch, st = self.torch, self.stats
+        G, b2, n = Zc.shape
+        t = Zr.shape[0]
+        Pn = t // b1
+        B, d = b1 * b2, self.d
+        with st("rng"):
+            A = torch.randn((G, 1, d, B), generator=gen, device=self.device, dtype=torch.float32)
+            A = A.mul_(self.inv_sqrt_d).view(G, d, B)
+        with st("sketch"):
+            nu, inv = tiled_kernels.sketch_nu(Zr, Zc, A, valid, self.yz, self.ridge, b1, self.precision)
+        with st("fista"):
+            step, kappa = tiled_kernels.lipschitz(A, self.lam)
+            thr = 1.0 if self.lam > 0 else 0.0
+            prec = ("tf32x3" if self.precision == "fp32" else "tf32") if self.device.type == "cuda" else "ieee"
+            out = torch.empty((G, Pn, B), dtype=torch.float32, device=self.device)
+            tiled_kernels.fista_fused(A, nu, inv.view(G, Pn, B).transpose(1, 2), step, kappa, thr, self.iters,
+                                      prec, out=out.transpose(1, 2))
+        return out.view(G, t, b2)
 
     def _fista(self, A, nu, mask):
         """theta = argmin 1/2 ||A theta - nu||^2 + lam ||theta||_1 for all pieces of each tile pair

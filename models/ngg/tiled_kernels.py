@@ -1,0 +1,291 @@
+"""FISTA of the tiled NGG in one GPU kernel (Triton): the whole iteration loop stays in registers.
+
+:meth:`models.ngg.tiled._Engine._fista` solves, for every tile pair g (one shared sketch A_g, d x B)
+and every piece q of it (one column nu_gq of length d), the lasso
+``argmin 1/2 ||A_g theta - nu_gq||^2 + lam ||theta||_1`` by FISTA with step 1/L_g. With torch ops
+each of its 200 iterations is two batched GEMMs plus four element-wise passes over the (G, B, P)
+iterates, so the loop streams several GB through device memory per step of pieces. Here one
+program takes one tile pair and a block of its pieces, loads A_g, nu and the column mask once,
+keeps both iterates (z and phi, B x P) in registers for all iterations and writes theta once: the
+two products per iteration run on the tensor cores (``tl.dot``) and nothing else touches memory.
+
+Same algorithm, same scaled variables and the same momentum sequence as the torch loop; the only
+difference is the precision of the two products: ``"ieee"`` (float32 FMA), ``"tf32x3"`` (three TF32
+passes, float32-level accuracy) or ``"tf32"`` (one pass, ~1e-3 relative per product). Triton is
+imported lazily: without it (or off CUDA, unless Triton's interpreter is on) :func:`available`
+is False and the caller keeps the torch loop.
+"""
+from __future__ import annotations
+
+import math
+import os
+
+__all__ = ["available", "fista_fused", "momentum_weights"]
+
+_KERNEL = None
+
+
+def available(device) -> bool:
+    """Whether :func:`fista_fused` can run on ``device`` (CUDA with Triton, or Triton's CPU
+    interpreter when TRITON_INTERPRET=1)."""
+    if os.environ.get("EPIFLOW_FUSED_FISTA", "1") == "0":
+        return False
+    try:
+        import triton  # noqa: F401
+    except ImportError:
+        return False
+    if getattr(device, "type", str(device)) == "cuda":
+        return True
+    return os.environ.get("TRITON_INTERPRET") == "1"
+
+
+def momentum_weights(iters: int) -> list:
+    """The FISTA extrapolation weights 1 + (t_k - 1) / t_{k+1}, in the torch loop's float64 order."""
+    out, tk = [], 1.0
+    for _ in range(iters):
+        t_new = 0.5 * (1.0 + math.sqrt(1.0 + 4.0 * tk * tk))
+        out.append(1.0 + (tk - 1.0) / t_new)
+        tk = t_new
+    return out
+
+
+def _build():
+    import triton
+    import triton.language as tl
+
+    @triton.jit
+    def _fista_kernel(a_ptr, nu_ptr, mask_ptr, coef_ptr, w_ptr, out_ptr,
+                      d, B, P, thr, smg, smb, smp, sog, sob, sop,
+                      ITERS: tl.constexpr, HAS_MASK: tl.constexpr, DP: tl.constexpr, BB: tl.constexpr, BP: tl.constexpr,
+                      PREC: tl.constexpr):
+        g = tl.program_id(0)
+        pb = tl.program_id(1)
+        od = tl.arange(0, DP)
+        ob = tl.arange(0, BB)
+        op = pb * BP + tl.arange(0, BP)
+        md, mb, mp = od < d, ob < B, op < P
+        g64 = g.to(tl.int64)
+        # coefficients of tile pair g: -step (A^T scale) and -1/kappa (nu scale), kappa (output)
+        c_at = tl.load(coef_ptr + g64 * 3)
+        c_nu = tl.load(coef_ptr + g64 * 3 + 1)
+        kap = tl.load(coef_ptr + g64 * 3 + 2)
+        a = tl.load(a_ptr + g64 * d * B + od[:, None] * B + ob[None, :],
+                    mask=md[:, None] & mb[None, :], other=0.0)                 # (DP, BB)
+        at = tl.trans(a) * c_at                                                 # (BB, DP) = -A^T / L
+        nuk = tl.load(nu_ptr + g64 * d * P + od[:, None] * P + op[None, :],
+                      mask=md[:, None] & mp[None, :], other=0.0) * c_nu        # (DP, BP) = -nu / kappa
+        if HAS_MASK:
+            keep = tl.load(mask_ptr + g64 * smg + ob[:, None] * smb + op[None, :] * smp,
+                           mask=mb[:, None] & mp[None, :], other=0.0)          # (BB, BP)
+            keep = tl.where(keep != 0.0, 1.0, 0.0)
+        phi = tl.zeros((BB, BP), dtype=tl.float32)
+        z = tl.zeros((BB, BP), dtype=tl.float32)
+        for k in range(ITERS):
+            r = tl.dot(a, z, input_precision=PREC) + nuk                       # A z - nu / kappa
+            v = tl.dot(at, r, input_precision=PREC) + z                        # z - A^T r / L
+            new = v - tl.minimum(tl.maximum(v, -thr), thr)                      # soft threshold
+            if HAS_MASK:
+                new = new * keep
+            wk = tl.load(w_ptr + k)
+            z = phi + wk * (new - phi)
+            phi = new
+        tl.store(out_ptr + g64 * sog + ob[:, None] * sob + op[None, :] * sop, phi * kap,
+                 mask=mb[:, None] & mp[None, :])
+
+    @triton.jit
+    def _sketch_kernel(zr_ptr, zc_ptr, a_ptr, valid_ptr, inv_ptr, y_ptr, nu_ptr,
+                       B, b1, b2, Pn, t, ysum, ridge,
+                       n: tl.constexpr, d: tl.constexpr, DP: tl.constexpr, BB: tl.constexpr,
+                       NC: tl.constexpr, LOWP: tl.constexpr, PREC_S: tl.constexpr, PREC_V: tl.constexpr):
+        g = tl.program_id(0)
+        q = tl.program_id(1)
+        g64 = g.to(tl.int64)
+        od = tl.arange(0, DP)
+        ok = tl.arange(0, BB)
+        md, mk = od < d, ok < B
+        # column k of piece q: row SNP q b1 + k // b2 of the row tile, partner k % b2 of tile g
+        rrow = (q * b1 + ok // b2).to(tl.int64)
+        crow = g64 * b2 + ok % b2
+        pcol = g64 * t * b2 + q * B + ok                       # (G, t, b2) index of the column
+        # pass 1: mean and sd of every pair column (float32 sums, as the torch path's GEMMs)
+        s1 = tl.zeros((BB,), dtype=tl.float32)
+        s2 = tl.zeros((BB,), dtype=tl.float32)
+        for c0 in range(0, n, NC):
+            on = c0 + tl.arange(0, NC)
+            m2 = mk[:, None] & (on < n)[None, :]
+            zr = tl.load(zr_ptr + rrow[:, None] * n + on[None, :], mask=m2, other=0.0).to(tl.float32)
+            zc = tl.load(zc_ptr + crow[:, None] * n + on[None, :], mask=m2, other=0.0).to(tl.float32)
+            s1 += tl.sum(zr * zc, axis=1)
+            s2 += tl.sum((zr * zr) * (zc * zc), axis=1)
+        mu = s1 / n
+        sd = tl.sqrt(tl.maximum(s2 / n - mu * mu, 0.0))
+        valid = tl.load(valid_ptr + pcol, mask=mk, other=0)
+        good = (valid != 0) & (sd > 1e-6) & mk
+        inv = tl.where(good, 1.0 / tl.where(good, sd, 1.0), 0.0)
+        tl.store(inv_ptr + pcol, inv, mask=mk)
+        a = tl.load(a_ptr + g64 * d * B + od[:, None] * B + ok[None, :],
+                    mask=md[:, None] & mk[None, :], other=0.0)               # (DP, BB) shared sketch
+        a_s = a * inv[None, :]                                                # columns scaled 1 / sd
+        if LOWP:
+            a_s = a_s.to(tl.bfloat16)
+        # pass 2: sketch of the centred pair columns, V = S S^T, h = S y
+        V = tl.zeros((DP, DP), dtype=tl.float32)
+        hv = tl.zeros((DP,), dtype=tl.float32)
+        ssum = tl.zeros((DP,), dtype=tl.float32)
+        for c0 in range(0, n, NC):
+            on = c0 + tl.arange(0, NC)
+            mn = on < n
+            m2 = mk[:, None] & mn[None, :]
+            zr = tl.load(zr_ptr + rrow[:, None] * n + on[None, :], mask=m2, other=0.0).to(tl.float32)
+            zc = tl.load(zc_ptr + crow[:, None] * n + on[None, :], mask=m2, other=0.0).to(tl.float32)
+            pc = tl.where(m2, zr * zc - mu[:, None], 0.0)                      # centred pair columns
+            if LOWP:
+                S = tl.dot(a_s, pc.to(tl.bfloat16))                            # (DP, NC) sketch
+            else:
+                S = tl.dot(a_s, pc, input_precision=PREC_S)
+            yv = tl.load(y_ptr + on, mask=mn, other=0.0)
+            ssum += tl.sum(S, axis=1)
+            hv += tl.sum(S * yv[None, :], axis=1)
+            V += tl.dot(S, tl.trans(S), input_precision=PREC_V)
+        # exact centring over samples (what is left of it after subtracting mu), then the ridge
+        sbar = ssum / n
+        V = V - n * sbar[:, None] * sbar[None, :]
+        hv = hv - sbar * ysum
+        ri = tl.arange(0, DP)[:, None]
+        ci = tl.arange(0, DP)[None, :]
+        eye = ri == ci
+        tr = tl.sum(tl.sum(tl.where(eye, V, 0.0), axis=1)) / d
+        V = V + tl.where(eye, tl.where(md[:, None], ridge * tr + 1e-12, 1.0), 0.0)
+        # Gauss-Jordan elimination (V is symmetric positive definite: no pivoting needed)
+        for j in range(d):
+            rowj = tl.sum(tl.where(ri == j, V, 0.0), axis=0)                   # V[j, :]
+            colj = tl.sum(tl.where(ci == j, V, 0.0), axis=1)                   # V[:, j]
+            piv = tl.sum(tl.where(od == j, rowj, 0.0))
+            hj = tl.sum(tl.where(od == j, hv, 0.0))
+            f = tl.where(od == j, 0.0, colj / piv)
+            V = V - f[:, None] * rowj[None, :]
+            hv = hv - f * hj
+        dg = tl.sum(tl.where(eye, V, 0.0), axis=1)
+        w = tl.where(md, hv / dg, 0.0)
+        u = tl.sum(a * w[:, None], axis=0) * tl.where(good, 1.0, 0.0)       # A^T w on free columns
+        nu = tl.sum(a * u[None, :], axis=1)                                   # A A^T w
+        tl.store(nu_ptr + g64 * d * Pn + od * Pn + q, nu, mask=md)
+
+    @triton.jit
+    def _lipschitz_kernel(a_ptr, coef_ptr, lam, d, B,
+                          DP: tl.constexpr, BB: tl.constexpr, ITERS: tl.constexpr, PREC: tl.constexpr):
+        """coef[g] = (-step, -1/kappa, kappa) with step = 1 / (1.05 L), L the largest eigenvalue of
+        A_g A_g^T by power iteration, kappa = lam step (1 when lam = 0)."""
+        g = tl.program_id(0)
+        g64 = g.to(tl.int64)
+        od = tl.arange(0, DP)
+        ob = tl.arange(0, BB)
+        md = od < d
+        a = tl.load(a_ptr + g64 * d * B + od[:, None] * B + ob[None, :],
+                    mask=md[:, None] & (ob < B)[None, :], other=0.0)
+        M = tl.dot(a, tl.trans(a), input_precision=PREC)                    # (DP, DP)
+        v = tl.where(md, 1.0 + 0.01 * od.to(tl.float32), 0.0)
+        for _ in range(ITERS):
+            v = tl.sum(M * v[None, :], axis=1)
+            v = v / tl.sqrt(tl.sum(v * v))
+        L = tl.sum(v * tl.sum(M * v[None, :], axis=1))
+        step = 1.0 / tl.maximum(L * 1.05, 1e-12)
+        kap = tl.where(lam > 0, lam * step, 1.0)
+        tl.store(coef_ptr + g64 * 3, -step)
+        tl.store(coef_ptr + g64 * 3 + 1, -1.0 / kap)
+        tl.store(coef_ptr + g64 * 3 + 2, kap)
+
+    return _fista_kernel, _sketch_kernel, _lipschitz_kernel
+
+
+def _kernels():
+    global _KERNEL
+    if _KERNEL is None:
+        _KERNEL = _build()
+    return _KERNEL
+
+
+def sketch_nu(Zr, Zc, A, valid, yz, ridge: float, b1: int, precision: str = "fp32"):
+    """(nu, inv) of every piece in one kernel per piece: the mean and sd of its pair columns
+    z_row z_partner (inv = 1 / sd, 0 for slots that are not valid or constant columns), the sketch
+    S = (A_g / sd) (z_row z_partner - mean) of the centred columns from the row tile Zr (t, n) and
+    the partner tiles Zc (G, b2, n) without forming them in memory, V = S S^T and h = S y (S
+    centred over samples), V + ridge tr(V)/d I solved by Gauss-Jordan elimination in float32, and
+    nu = A_g A_g^T w over the free columns (G, d, Pn). inv: (G, t, b2) float32.
+
+    A (G, d, B) shared sketches; valid (G, t, b2) bool. precision: 'bf16' (pair columns and sketch
+    in bfloat16, float32 sums), 'tf32' or 'fp32' (float32-level: three TF32 passes); V = S S^T in
+    float32-level precision except for 'tf32'."""
+    import torch
+
+    G, b2, n = Zc.shape
+    t = Zr.shape[0]
+    d, B = A.shape[1], A.shape[2]
+    Pn = t // b1
+    dev = A.device
+    cuda = dev.type == "cuda"
+    low = precision == "bf16" and cuda
+    prec = ("tf32" if precision == "tf32" else "tf32x3") if cuda else "ieee"
+    zdt = torch.bfloat16 if low else torch.float32
+    Zr = Zr.to(zdt).contiguous()
+    Zc = Zc.to(zdt).contiguous()
+    nu = torch.empty((G, d, Pn), dtype=torch.float32, device=dev)
+    inv = torch.empty((G, t, b2), dtype=torch.float32, device=dev)
+    DP, BB = _pow2(d), _pow2(B)
+    NC = 32 if BB >= 128 else 64
+    _kernels()[1][(G, Pn)](Zr, Zc, A.contiguous(), valid.to(torch.int8).contiguous(), inv, yz.contiguous(), nu,
+                           B, b1, b2, Pn, t, float(yz.sum()), float(ridge),
+                           n=int(n), d=int(d), DP=DP, BB=BB, NC=NC, LOWP=low, PREC_S=prec, PREC_V=prec,
+                           num_warps=8 if BB >= 128 else 4)
+    return nu, inv
+
+
+def lipschitz(A, lam: float, iters: int = 128):
+    """(step, kappa) per tile pair from A (G, d, B): step = 1 / (1.05 L), L = the largest eigenvalue
+    of A A^T by ``iters`` power iterations (float32-level products), kappa = lam step (1 if lam = 0)."""
+    import torch
+
+    G, d, B = A.shape
+    coef = torch.empty((G, 3), dtype=torch.float32, device=A.device)
+    prec = "tf32x3" if A.device.type == "cuda" else "ieee"
+    _kernels()[2][(G,)](A.contiguous(), coef, float(lam), d, B, DP=_pow2(d), BB=_pow2(B), ITERS=int(iters),
+                        PREC=prec, num_warps=4)
+    return -coef[:, 0], coef[:, 2]
+
+
+def _pow2(x: int, lo: int = 16) -> int:
+    return max(lo, 1 << (int(x) - 1).bit_length())
+
+
+def fista_fused(A, nu, mask, step, kappa, thr: float, iters: int, precision: str = "tf32x3", out=None):
+    """theta (G, B, P) = kappa * phi of FISTA on phi for every tile pair and piece (see
+    :meth:`models.ngg.tiled._Engine._fista`, whose scaled loop this is). A (G, d, B), nu (G, d, P),
+    mask (G, B, P) (any strides; nonzero = free column) or None, step and kappa (G,) tensors;
+    float32 throughout. out: optional (G, B, P) float32 view (any strides) written in place."""
+    import torch
+
+    G, d, B = A.shape
+    P = nu.shape[2]
+    dev = A.device
+    A = A.contiguous().float()
+    nu = nu.contiguous().float()
+    coef = torch.stack([-step.float(), -1.0 / kappa.float(), kappa.float()], dim=1).contiguous()
+    w = torch.tensor(momentum_weights(iters), dtype=torch.float32, device=dev)
+    if out is None:
+        out = torch.empty((G, B, P), dtype=torch.float32, device=dev)
+    DP, BB = _pow2(d), _pow2(B)
+    BP = min(64, _pow2(P))
+    if BB * BP > 128 * 64:          # keep the two iterates within the register file
+        BP = max(16, (128 * 64) // BB)
+    if mask is not None and mask.dtype != torch.float32:
+        mask = mask.float()
+    m = mask if mask is not None else out   # any pointer when unused
+    grid = (G, triton_cdiv(P, BP))
+    _kernels()[0][grid](A, nu, m, coef, w, out, d, B, P, float(thr), *m.stride(), *out.stride(),
+                  ITERS=int(iters), HAS_MASK=mask is not None, DP=DP, BB=BB, BP=BP, PREC=precision,
+                  num_warps=8 if BB * BP >= 128 * 64 else 4)
+    return out
+
+
+def triton_cdiv(a: int, b: int) -> int:
+    return -(-int(a) // int(b))
