@@ -23,6 +23,14 @@ import os
 __all__ = ["available", "fista_fused", "momentum_weights"]
 
 _KERNEL = None
+# launch shapes (columns of samples per sketch chunk, pieces per solve / FISTA program, warps);
+# one setting for every cohort, measured on an H100 at the tuned piece size (B = 100, d = 30)
+LAUNCH = {"sketch_nc": 32, "sketch_warps": 4, "solve_pb": 16, "solve_warps": 4, "fista_bp": 64, "fista_warps": 8}
+for _kv in filter(None, os.environ.get("EPIFLOW_NGG_LAUNCH", "").split(",")):   # e.g. "fista_bp=32"
+    _k, _v = _kv.split("=")
+    if _k.strip() not in LAUNCH:
+        raise ValueError(f"EPIFLOW_NGG_LAUNCH: unknown key {_k.strip()!r} (known: {', '.join(LAUNCH)})")
+    LAUNCH[_k.strip()] = int(_v)
 
 
 def available(device) -> bool:
@@ -93,8 +101,8 @@ def _build():
                  mask=mb[:, None] & mp[None, :])
 
     @triton.jit
-    def _sketch_kernel(zr_ptr, zc_ptr, a_ptr, valid_ptr, inv_ptr, y_ptr, nu_ptr,
-                       B, b1, b2, Pn, t, ysum, ridge,
+    def _sketch_kernel(zr_ptr, zc_ptr, a_ptr, valid_ptr, inv_ptr, y_ptr, v_ptr, h_ptr,
+                       B, b1, b2, Pn, t, ysum,
                        n: tl.constexpr, d: tl.constexpr, DP: tl.constexpr, BB: tl.constexpr,
                        NC: tl.constexpr, LOWP: tl.constexpr, PREC_S: tl.constexpr, PREC_V: tl.constexpr):
         g = tl.program_id(0)
@@ -147,29 +155,52 @@ def _build():
             ssum += tl.sum(S, axis=1)
             hv += tl.sum(S * yv[None, :], axis=1)
             V += tl.dot(S, tl.trans(S), input_precision=PREC_V)
-        # exact centring over samples (what is left of it after subtracting mu), then the ridge
+        # exact centring over samples (what is left of it after subtracting mu)
         sbar = ssum / n
         V = V - n * sbar[:, None] * sbar[None, :]
         hv = hv - sbar * ysum
-        ri = tl.arange(0, DP)[:, None]
-        ci = tl.arange(0, DP)[None, :]
-        eye = ri == ci
-        tr = tl.sum(tl.sum(tl.where(eye, V, 0.0), axis=1)) / d
-        V = V + tl.where(eye, tl.where(md[:, None], ridge * tr + 1e-12, 1.0), 0.0)
-        # Gauss-Jordan elimination (V is symmetric positive definite: no pivoting needed)
+        piece = g64 * Pn + q
+        tl.store(v_ptr + piece * DP * DP + od[:, None] * DP + od[None, :], V)
+        tl.store(h_ptr + piece * DP + od, hv)
+
+    @triton.jit
+    def _solve_kernel(v_ptr, h_ptr, a_ptr, inv_ptr, nu_ptr, B, Pn, t, ridge,
+                      d: tl.constexpr, DP: tl.constexpr, BB: tl.constexpr, PB: tl.constexpr,
+                      PREC: tl.constexpr):
+        """nu = A A^T w for PB pieces of tile pair g at once, w = (V + ridge tr(V)/d I)^-1 h by
+        Gauss-Jordan elimination on the (PB, DP, DP) block (SPD: no pivoting)."""
+        g = tl.program_id(0)
+        g64 = g.to(tl.int64)
+        oq = tl.program_id(1) * PB + tl.arange(0, PB)
+        mq = oq < Pn
+        od = tl.arange(0, DP)
+        ob = tl.arange(0, BB)
+        md = od < d
+        piece = g64 * Pn + oq                                                 # (PB,)
+        i3 = od[None, :, None]
+        j3 = od[None, None, :]
+        V = tl.load(v_ptr + piece[:, None, None] * DP * DP + i3 * DP + j3, mask=mq[:, None, None], other=0.0)
+        h = tl.load(h_ptr + piece[:, None] * DP + od[None, :], mask=mq[:, None], other=0.0)   # (PB, DP)
+        eye = i3 == j3
+        tr = tl.sum(tl.sum(tl.where(eye, V, 0.0), axis=2), axis=1) / d      # (PB,)
+        V = V + tl.where(eye, tl.where(md[None, :, None], ridge * tr[:, None, None] + 1e-12, 1.0), 0.0)
         for j in range(d):
-            rowj = tl.sum(tl.where(ri == j, V, 0.0), axis=0)                   # V[j, :]
-            colj = tl.sum(tl.where(ci == j, V, 0.0), axis=1)                   # V[:, j]
-            piv = tl.sum(tl.where(od == j, rowj, 0.0))
-            hj = tl.sum(tl.where(od == j, hv, 0.0))
-            f = tl.where(od == j, 0.0, colj / piv)
-            V = V - f[:, None] * rowj[None, :]
-            hv = hv - f * hj
-        dg = tl.sum(tl.where(eye, V, 0.0), axis=1)
-        w = tl.where(md, hv / dg, 0.0)
-        u = tl.sum(a * w[:, None], axis=0) * tl.where(good, 1.0, 0.0)       # A^T w on free columns
-        nu = tl.sum(a * u[None, :], axis=1)                                   # A A^T w
-        tl.store(nu_ptr + g64 * d * Pn + od * Pn + q, nu, mask=md)
+            rowj = tl.sum(tl.where(i3 == j, V, 0.0), axis=1)                  # (PB, DP): V[:, j, :]
+            colj = tl.sum(tl.where(j3 == j, V, 0.0), axis=2)                  # (PB, DP): V[:, :, j]
+            piv = tl.sum(tl.where(od[None, :] == j, rowj, 0.0), axis=1)       # (PB,)
+            hj = tl.sum(tl.where(od[None, :] == j, h, 0.0), axis=1)
+            f = tl.where(od[None, :] == j, 0.0, colj / piv[:, None])          # (PB, DP)
+            V = V - f[:, :, None] * rowj[:, None, :]
+            h = h - f * hj[:, None]
+        dg = tl.sum(tl.where(eye, V, 0.0), axis=2)                            # (PB, DP)
+        w = tl.where(md[None, :] & mq[:, None], h / dg, 0.0)
+        a = tl.load(a_ptr + g64 * d * B + od[:, None] * B + ob[None, :],
+                    mask=md[:, None] & (ob < B)[None, :], other=0.0)            # (DP, BB)
+        inv = tl.load(inv_ptr + g64 * Pn * B + oq[:, None] * B + ob[None, :],
+                      mask=mq[:, None] & (ob < B)[None, :], other=0.0)         # (PB, BB)
+        u = tl.dot(w, a, input_precision=PREC) * tl.where(inv != 0.0, 1.0, 0.0)   # A^T w on free columns
+        nu = tl.dot(u, tl.trans(a), input_precision=PREC)                      # (PB, DP) = A A^T w
+        tl.store(nu_ptr + g64 * d * Pn + od[None, :] * Pn + oq[:, None], nu, mask=mq[:, None] & md[None, :])
 
     @triton.jit
     def _lipschitz_kernel(a_ptr, coef_ptr, lam, d, B,
@@ -195,7 +226,7 @@ def _build():
         tl.store(coef_ptr + g64 * 3 + 1, -1.0 / kap)
         tl.store(coef_ptr + g64 * 3 + 2, kap)
 
-    return _fista_kernel, _sketch_kernel, _lipschitz_kernel
+    return _fista_kernel, _sketch_kernel, _lipschitz_kernel, _solve_kernel
 
 
 def _kernels():
@@ -232,11 +263,17 @@ def sketch_nu(Zr, Zc, A, valid, yz, ridge: float, b1: int, precision: str = "fp3
     nu = torch.empty((G, d, Pn), dtype=torch.float32, device=dev)
     inv = torch.empty((G, t, b2), dtype=torch.float32, device=dev)
     DP, BB = _pow2(d), _pow2(B)
-    NC = 32 if BB >= 128 else 64
-    _kernels()[1][(G, Pn)](Zr, Zc, A.contiguous(), valid.to(torch.int8).contiguous(), inv, yz.contiguous(), nu,
-                           B, b1, b2, Pn, t, float(yz.sum()), float(ridge),
+    V = torch.empty((G, Pn, DP, DP), dtype=torch.float32, device=dev)
+    h = torch.empty((G, Pn, DP), dtype=torch.float32, device=dev)
+    NC = LAUNCH["sketch_nc"]
+    A = A.contiguous()
+    _kernels()[1][(G, Pn)](Zr, Zc, A, valid.to(torch.int8).contiguous(), inv, yz.contiguous(), V, h,
+                           B, b1, b2, Pn, t, float(yz.sum()),
                            n=int(n), d=int(d), DP=DP, BB=BB, NC=NC, LOWP=low, PREC_S=prec, PREC_V=prec,
-                           num_warps=8 if BB >= 128 else 4)
+                           num_warps=LAUNCH["sketch_warps"])
+    PB = LAUNCH["solve_pb"]
+    _kernels()[3][(G, triton_cdiv(Pn, PB))](V, h, A, inv, nu, B, Pn, t, float(ridge), d=int(d), DP=DP, BB=BB,
+                                            PB=PB, PREC=prec, num_warps=LAUNCH["solve_warps"])
     return nu, inv
 
 
@@ -274,16 +311,14 @@ def fista_fused(A, nu, mask, step, kappa, thr: float, iters: int, precision: str
     if out is None:
         out = torch.empty((G, B, P), dtype=torch.float32, device=dev)
     DP, BB = _pow2(d), _pow2(B)
-    BP = min(64, _pow2(P))
-    if BB * BP > 128 * 64:          # keep the two iterates within the register file
-        BP = max(16, (128 * 64) // BB)
+    BP = min(LAUNCH["fista_bp"], _pow2(P))
     if mask is not None and mask.dtype != torch.float32:
         mask = mask.float()
     m = mask if mask is not None else out   # any pointer when unused
     grid = (G, triton_cdiv(P, BP))
     _kernels()[0][grid](A, nu, m, coef, w, out, d, B, P, float(thr), *m.stride(), *out.stride(),
                   ITERS=int(iters), HAS_MASK=mask is not None, DP=DP, BB=BB, BP=BP, PREC=precision,
-                  num_warps=8 if BB * BP >= 128 * 64 else 4)
+                  num_warps=LAUNCH["fista_warps"] if BB * BP >= 128 * 32 else 4)
     return out
 
 
