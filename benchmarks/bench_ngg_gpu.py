@@ -117,6 +117,8 @@ def _parser():
     ap.add_argument("--profile", action="store_true", help="per-stage times (synchronising)")
     ap.add_argument("--checkpoint", default="", help="checkpoint file: a rerun resumes")
     ap.add_argument("--config", default="", help="override, e.g. B=100,d=30,lam_scale=2,iters=200")
+    ap.add_argument("--pieces", default="rect", choices=["latin", "rect"],
+                    help="piece layout of the tiled engine (latin: diagonals of B x B blocks; rect: 10 x 10)")
     return ap
 
 
@@ -135,10 +137,11 @@ def main(argv=None):
     out_path.parent.mkdir(parents=True, exist_ok=True)
     name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"cpu ({os.cpu_count()} cores, " \
         f"{torch.get_num_threads()} torch threads)"
-    res = {"benchmark": "ngg_2d_hlc", "estimator": "models.ngg.tiled (rectangular pieces, tile-shared sketches)",
+    res = {"benchmark": "ngg_2d_hlc", "estimator": f"models.ngg.tiled ({args.pieces} pieces, tile-shared sketches)",
            "device": name, "torch": torch.__version__, "host": platform.node(),
            "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
-           "settings": {**cfg, "R": args.R, "precision": args.precision, "seed": 0, "top": 1000}}
+           "settings": {**cfg, "R": args.R, "precision": args.precision, "seed": 0, "top": 1000,
+                        "pieces": args.pieces}}
 
     def dump():
         tmp = out_path.with_name(out_path.name + ".tmp")
@@ -155,10 +158,10 @@ def main(argv=None):
     res.update(n=int(n), p=int(p), pairs=p * (p - 1) // 2)
     print(f"HLC {n} x {p} ({p * (p - 1) // 2:.3g} pairs) on {name}; matmul peaks (TFLOP/s) "
           + ", ".join(f"{k} {v:.0f}" for k, v in peaks.items()), flush=True)
-    s0 = TiledSettings.default(dev, cfg["B"], p, n)
+    s0 = TiledSettings.default(dev, cfg["B"], p, n, args.pieces)
     st = TiledSettings(args.super_tile or s0.super_tile, args.row_tile or s0.row_tile, args.group or s0.group)
     kw = dict(mode="2d", B=cfg["B"], d=cfg["d"], lam_scale=cfg["lam_scale"], iters=cfg["iters"], seed=0,
-              device=dev, top=1000, precision=args.precision, settings=st)
+              device=dev, top=1000, precision=args.precision, settings=st, pieces=args.pieces)
     # warm-up on a small panel (kernels, cuBLAS/cuSOLVER handles); not timed
     ngg_fit_tiled(X[:, :min(p, 600)], y, R=1, progress=False, **kw)
     fpc = flops_per_column(n, cfg["B"], cfg["d"], cfg["iters"])

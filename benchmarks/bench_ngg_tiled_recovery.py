@@ -1,5 +1,5 @@
-"""Recovery of planted pairs: the tiled NGG (rectangular pieces, tile-shared sketches) vs the previous NGG
-(random pieces, one sketch per piece), same genotypes, same phenotypes, same settings.
+"""Recovery of planted pairs: the tiled NGG (rectangular or latin pieces, tile-shared sketches) vs the
+previous NGG (random pieces, one sketch per piece), same genotypes, same phenotypes, same settings.
 
 Genotypes: GEMMA's 1,000-SNP panel of mouse_hs1940 (1,940 mice, 499,500 pairs). Phenotypes:
 ``--phenotypes`` simulations (seeds 1..K), each with 5 additive SNPs and 5 interacting pairs
@@ -34,8 +34,9 @@ from models.simulate.pheno import simulate_phenotype  # noqa: E402
 from models.simulate.recovery import recall_metrics  # noqa: E402
 
 
-VARIANTS = {"previous": (ngg_fit, {}), "tiled": (ngg_fit_tiled, {}),
-            "tiled_piece_sketch": (ngg_fit_tiled, {"shared_sketch": False})}
+VARIANTS = {"previous": (ngg_fit, {}), "tiled": (ngg_fit_tiled, {"pieces": "rect"}),
+            "tiled_piece_sketch": (ngg_fit_tiled, {"pieces": "rect", "shared_sketch": False}),
+            "tiled_latin": (ngg_fit_tiled, {"pieces": "latin"})}
 
 
 def load_panel(data: Path):
@@ -60,7 +61,8 @@ def main(argv=None):
     ap.add_argument("--window", type=int, default=2)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS),
-                    help="estimators to run (tiled_piece_sketch: the tiled pieces with one sketch per piece)")
+                    help="estimators to run (tiled: rectangular 10 x 10 pieces; tiled_piece_sketch: the same "
+                         "with one sketch per piece; tiled_latin: pieces = diagonals of 100 x 100 blocks)")
     ap.add_argument("--merge", type=Path, default=None,
                     help="a JSON of an earlier run with the same settings whose variants are kept")
     args = ap.parse_args(argv)

@@ -48,6 +48,62 @@ def test_planted_pairs_and_coverage():
     assert sorted(zip(q.top_pairs["i"][:2].tolist(), q.top_pairs["j"][:2].tolist())) == [(3, 41), (17, 29)]
 
 
+def test_latin_layout_partitions_tiles_into_pieces_without_shared_snps():
+    """Latin pieces: the (row group x tile) blocks are cut into wrapped diagonals, so the pieces cover
+    every (row, partner) slot once and no piece holds two columns with the same row or partner."""
+    import torch
+
+    from models.ngg.tiled import _Engine, piece_dims
+
+    eng = _Engine.__new__(_Engine)
+    eng.torch, eng.pieces, eng._layouts, eng.device = torch, "latin", {}, torch.device("cpu")
+    R, C = eng.layout(30, 10, 10)
+    assert R.shape == (30, 10)
+    pos = (R * 10 + C).view(-1).tolist()
+    assert sorted(pos) == list(range(300))
+    for q in range(30):
+        assert len(set(R[q].tolist())) == 10 and len(set(C[q].tolist())) == 10
+    g = torch.Generator().manual_seed(1)                # columns in random slots: the same pieces
+    R2, C2 = eng.layout(30, 10, 10, g)
+    assert sorted((R2 * 10 + C2).view(-1).tolist()) == list(range(300))
+    assert [sorted(zip(a, b)) for a, b in zip(R2.tolist(), C2.tolist())] == \
+        [sorted(zip(a, b)) for a, b in zip(R.tolist(), C.tolist())]
+    assert not torch.equal(R2, R)
+    eng.pieces, eng._layouts = "rect", {}
+    R, C = eng.layout(8, 4, 5)                     # rectangular: row group x partners, identity order
+    assert (R * 5 + C).view(-1).tolist() == list(range(40))
+    assert piece_dims(100, "latin") == (100, 100) and piece_dims(100, "rect") == (10, 10)
+    with pytest.raises(EpiflowError, match="pieces"):
+        piece_dims(100, "stars")
+
+
+def test_latin_pieces_planted_pairs_coverage_and_resume(tmp_path):
+    X, y = _data()
+    kw = dict(KW, pieces="latin")
+    r = ngg_fit_tiled(X, y, **kw)
+    p = X.shape[1]
+    assert r.params["pieces"] == "latin" and r.params["piece_rows"] == r.params["piece_partners"] == 20
+    assert r.timings["columns_done"] == KW["R"] * (p + p * (p - 1) // 2)
+    assert sorted(zip(r.top_pairs["i"][:2].tolist(), r.top_pairs["j"][:2].tolist())) == [(3, 41), (17, 29)]
+    assert not np.array_equal(r.top_pairs["score"], ngg_fit_tiled(X, y, **KW).top_pairs["score"])
+    ck = tmp_path / "l.npz"
+
+    class Stop(Exception):
+        pass
+
+    def stop(info):
+        if info["block"] == 2:
+            raise Stop
+    with pytest.raises(Stop):
+        ngg_fit_tiled(X, y, checkpoint=ck, on_block=stop, **kw)
+    with pytest.raises(EpiflowError, match="other data or parameters"):   # the layout is part of the key
+        ngg_fit_tiled(X, y, checkpoint=ck, **KW)
+    resumed = ngg_fit_tiled(X, y, checkpoint=ck, **kw)
+    assert resumed.timings["resumed_block"] == 2
+    for k, v in _top(r).items():
+        np.testing.assert_array_equal(v, _top(resumed)[k])
+
+
 def test_piece_shape():
     assert piece_shape(100) == 10 and piece_shape(1000) == 25 and piece_shape(20) == 4 and piece_shape(7) == 1
 

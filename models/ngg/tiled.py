@@ -57,7 +57,7 @@ from models.ngg import tiled_kernels
 from models.ngg.pairs import derive_key
 from models.scans.design import standardize_genotypes
 
-__all__ = ["ngg_fit_tiled", "prepare_tiled", "block_repetition", "TiledPlan", "TiledSettings", "resolve_torch_device", "flops_per_column", "estimate_seconds"]
+__all__ = ["ngg_fit_tiled", "prepare_tiled", "block_repetition", "TiledPlan", "TiledSettings", "resolve_torch_device", "flops_per_column", "estimate_seconds", "piece_dims", "PIECES"]
 
 _SALT_ORDER = 0x711E_0001
 _SALT_PERM = 0x711E_0002
@@ -88,11 +88,11 @@ class TiledSettings:
     group: int               # column tiles per batched step
 
     @staticmethod
-    def default(device, B: int, m: int, n: int) -> "TiledSettings":
+    def default(device, B: int, m: int, n: int, pieces: str = "rect") -> "TiledSettings":
         gpu = device.type == "cuda"
         # GPU: blocks of 16384^2 pairs; a step is ~520 rows x ~16k partners (~8M columns: FISTA
         # arrays of 8M entries); CPU: blocks of 2048^2 pairs, steps of ~64k columns
-        b2 = B // piece_shape(B)
+        b2 = piece_dims(B, pieces)[1]
         st = 16384 if gpu else 2048
         st = max(b2, min(st, -(-max(m, 1) // b2) * b2))
         st -= st % b2
@@ -173,7 +173,8 @@ def _generator(device, key: int):
 class _Engine:
     """The batched kernel sequence for the pieces of one block and repetition."""
 
-    def __init__(self, rows, yz, *, B, d, lam, iters, ridge, precision, device, stats, shared=True):
+    def __init__(self, rows, yz, *, B, d, lam, iters, ridge, precision, device, stats, shared=True,
+                 pieces="rect"):
         import torch
 
         self.torch = torch
@@ -186,8 +187,47 @@ class _Engine:
         self.stats = stats
         self.inv_sqrt_d = 1.0 / math.sqrt(d)
         self.shared = bool(shared)
+        self.pieces = pieces
+        self._layouts = {}
         # pair columns formed per sketch chunk (floats): ~2 GB on a GPU, ~16 MB on a CPU
         self.chunk_floats = 2**29 if device.type == "cuda" else 2**22
+
+    def layout(self, t, b1, b2, gen=None):
+        """(R, C) (Pn, B) int64 on the device: slot m of piece q holds the pair (row R[q, m] of the row
+        tile, partner C[q, m] of a column tile), for a row tile of t rows and column tiles of b2.
+
+        'rect': piece q = row group q (b1 rows) x the b2 partners, B = b1 b2 (R = q b1 + m // b2,
+        C = m % b2). 'latin' (b1 = b2 = B): each B x B block of row group q and the tile is cut into
+        its B wrapped diagonals, piece (q, j) = {(q B + k, (k + j) mod B)}: every piece covers B
+        distinct rows and B distinct partners, so no two of its columns share a SNP; the columns of
+        each piece are put in the slots (sketch columns) in a random order drawn from ``gen``, so that
+        the B pieces holding one SNP (one per diagonal) do not all use the same column of the tile
+        pair's shared sketch."""
+        torch = self.torch
+        latin = self.pieces == "latin" and b1 == b2 and b1 > 1
+        key = (t, b1, b2)
+        if key not in self._layouts:
+            if latin:
+                Bq = b1
+                q = torch.arange(t // Bq).view(-1, 1, 1)
+                j = torch.arange(Bq).view(1, -1, 1)
+                R = (q * Bq).expand(-1, Bq, -1).reshape(-1, 1)            # row-group offset per piece
+                C = j.expand(t // Bq, -1, -1).reshape(-1, 1)              # diagonal j per piece
+            else:
+                q = torch.arange(t // b1).view(-1, 1)
+                k = torch.arange(b1 * b2).view(1, -1)
+                R = q * b1 + k // b2
+                C = (k % b2).expand(t // b1, -1)
+            self._layouts[key] = (R.contiguous().to(self.device), C.contiguous().to(self.device))
+        R, C = self._layouts[key]
+        if not latin:
+            return R, C
+        Bq = b1
+        if gen is None:
+            k = torch.arange(Bq, device=self.device).expand(R.shape[0], -1)
+        else:
+            k = torch.rand((R.shape[0], Bq), generator=gen, device=self.device).argsort(dim=1)
+        return R + k, (k + C) % Bq
 
     def tile_pairs(self, Zr, Zc, valid, gen, b1):
         """Pieces of b1 rows x b2 columns for the rows of Zr (t, n), t a multiple of b1, and the
@@ -201,8 +241,10 @@ class _Engine:
         B = b1 * b2
         d = self.d
         cuda = self.device.type == "cuda"
-        if self.shared and Pn > 1 and tiled_kernels.available(self.device):
+        if self.shared and (t // b1 if self.pieces != "latin" else t) > 1 and tiled_kernels.available(self.device):
             return self._tile_pairs_fused(Zr, Zc, valid, gen, b1)
+        if self.pieces == "latin" and b1 == b2 and b1 > 1:
+            return self._tile_pairs_gather(Zr, Zc, valid, gen, b1)
         if cuda:  # pair means and sds in full fp32 (ss - mu^2 cancels); TF32 only for the sketch
             torch.backends.cuda.matmul.allow_tf32 = False
         with st("moments"):
@@ -270,21 +312,100 @@ class _Engine:
         torch, st = self.torch, self.stats
         G, b2, n = Zc.shape
         t = Zr.shape[0]
-        Pn = t // b1
-        B, d = b1 * b2, self.d
         with st("rng"):
+            R, C = self.layout(t, b1, b2, gen)
+            Pn, B = R.shape
+            d = self.d
             A = torch.randn((G, 1, d, B), generator=gen, device=self.device, dtype=torch.float32)
             A = A.mul_(self.inv_sqrt_d).view(G, d, B)
         with st("sketch"):
-            nu, inv = tiled_kernels.sketch_nu(Zr, Zc, A, valid, self.yz, self.ridge, b1, self.precision)
+            nu, inv = tiled_kernels.sketch_nu(Zr, Zc, A, valid, self.yz, self.ridge, R, C, self.precision)
         with st("fista"):
             step, kappa = tiled_kernels.lipschitz(A, self.lam)
             thr = 1.0 if self.lam > 0 else 0.0
             prec = ("tf32x3" if self.precision == "fp32" else "tf32") if self.device.type == "cuda" else "ieee"
             out = torch.empty((G, Pn, B), dtype=torch.float32, device=self.device)
-            tiled_kernels.fista_fused(A, nu, inv.view(G, Pn, B).transpose(1, 2), step, kappa, thr, self.iters,
-                                      prec, out=out.transpose(1, 2))
-        return out.view(G, t, b2)
+            tiled_kernels.fista_fused(A, nu, inv.transpose(1, 2), step, kappa, thr, self.iters, prec,
+                                      out=out.transpose(1, 2))
+        return self._to_tile(out, R, C, t, b2)
+
+    def _to_tile(self, theta_p, R, C, t, b2):
+        """(G, t, b2) effects from the piece layout (G, Pn, B) (a view for rectangular pieces)."""
+        G = theta_p.shape[0]
+        if self.pieces != "latin" or R.shape[1] != b2:
+            return theta_p.view(G, t, b2)
+        full = self.torch.zeros((G, t * b2), dtype=theta_p.dtype, device=theta_p.device)
+        full[:, (R * b2 + C).view(-1)] = theta_p.reshape(G, -1)
+        return full.view(G, t, b2)
+
+    def _tile_pairs_gather(self, Zr, Zc, valid, gen, b1):
+        """:meth:`tile_pairs` for pieces of any layout (torch ops): pair columns gathered by (R, C)."""
+        torch, st = self.torch, self.stats
+        G, b2, n = Zc.shape
+        t = Zr.shape[0]
+        R, C = self.layout(t, b1, b2, gen)
+        Pn, B = R.shape
+        d = self.d
+        cuda = self.device.type == "cuda"
+        pos = (R * b2 + C).view(-1)
+        if cuda:
+            torch.backends.cuda.matmul.allow_tf32 = False
+        with st("moments"):
+            mu = torch.matmul(Zr, Zc.transpose(1, 2)) / n                   # (G, t, b2)
+            ss = torch.matmul(Zr * Zr, (Zc * Zc).transpose(1, 2)) / n
+            sd = torch.sqrt(torch.clamp(ss - mu * mu, min=0.0))
+            good = valid & (sd > 1e-6)
+            inv = torch.where(good, 1.0 / torch.where(good, sd, torch.ones_like(sd)), torch.zeros_like(sd))
+            inv = inv.view(G, t * b2)[:, pos].view(G, Pn, B)                 # piece layout
+            good = good.view(G, t * b2)[:, pos].view(G, Pn, B)
+            all_good = bool(good.all())
+            del mu, ss, sd
+        with st("rng"):
+            nA = 1 if self.shared else Pn
+            A = torch.randn((G, nA, d, B), generator=gen, device=self.device, dtype=torch.float32)
+            A.mul_(self.inv_sqrt_d)
+        V = torch.empty((G * Pn, d, d), dtype=torch.float64, device=self.device)
+        h = torch.empty((G * Pn, d), dtype=torch.float64, device=self.device)
+        per = max(1, int(self.chunk_floats // max(1, t * b2 * n)))
+        if cuda:
+            torch.backends.cuda.matmul.allow_tf32 = self.precision == "tf32"
+        low = self.precision == "bf16" and cuda
+        if low:
+            Zr, Zc = Zr.to(torch.bfloat16), Zc.to(torch.bfloat16)
+        ZrR = Zr[R]                                                          # (Pn, B, n)
+        for g0 in range(0, G, per):
+            g1 = min(G, g0 + per)
+            g = g1 - g0
+            with st("sketch"):
+                P = (ZrR.unsqueeze(0) * Zc[g0:g1][:, C]).view(g * Pn, B, n)     # pair columns
+                As = (A[g0:g1] * inv[g0:g1].unsqueeze(2)).view(g * Pn, d, B)
+                S = torch.bmm(As.to(P.dtype), P).float() if low else torch.bmm(As, P)
+                del P, As
+                S.sub_(S.mean(dim=2, keepdim=True))
+                V[g0 * Pn:g1 * Pn] = torch.matmul(S, S.transpose(1, 2))
+                h[g0 * Pn:g1 * Pn] = torch.matmul(S, self.yz)
+                del S
+        if cuda:
+            torch.backends.cuda.matmul.allow_tf32 = False
+        with st("solve"):
+            tr = torch.diagonal(V, dim1=1, dim2=2).sum(-1) / d
+            V.diagonal(dim1=1, dim2=2).add_((self.ridge * tr + 1e-12)[:, None])
+            w = torch.linalg.solve(V, h).float()                            # (G Pn, d)
+            if self.shared:
+                A = A.view(G, d, B)
+                w = w.view(G, Pn, d).transpose(1, 2)                         # (G, d, Pn)
+                goodT = good.transpose(1, 2).float()                         # (G, B, Pn)
+            else:
+                A = A.view(G * Pn, d, B)
+                w = w.view(G * Pn, d, 1)
+                goodT = good.reshape(G * Pn, B, 1).float()
+            u = torch.matmul(A.transpose(1, 2), w) * goodT
+            nu = torch.matmul(A, u)
+            del V, h, w, u
+        with st("fista"):
+            theta = self._fista(A, nu, None if all_good else goodT)
+        theta_p = theta.view(G, Pn, B) if not self.shared else theta.transpose(1, 2)
+        return self._to_tile(theta_p.contiguous(), R, C, t, b2)
 
     def _fista(self, A, nu, mask):
         """theta = argmin 1/2 ||A theta - nu||^2 + lam ||theta||_1 for all pieces of each tile pair
@@ -320,6 +441,20 @@ class _Engine:
         return phi.mul_(kappa[:, None, None])
 
 
+PIECES = ("latin", "rect")
+
+
+def piece_dims(B: int, pieces: str) -> tuple:
+    """(b1, b2): rows per row group and partners per column tile of a piece layout (see
+    :meth:`_Engine.layout`): 'latin' B x B blocks cut into diagonals, 'rect' b1 x b2 = B."""
+    if pieces not in PIECES:
+        raise EpiflowError(f"pieces must be one of {', '.join(PIECES)}, not {pieces!r}")
+    if pieces == "latin" and B > 1:
+        return int(B), int(B)
+    b1 = piece_shape(B)
+    return b1, B // b1
+
+
 def piece_shape(B: int) -> int:
     """Rows b1 of a B-column piece (b1 x B/b1 pairs): the largest divisor of B <= sqrt(B)."""
     b1 = int(math.isqrt(int(B)))
@@ -328,14 +463,16 @@ def piece_shape(B: int) -> int:
     return max(1, b1)
 
 
-def _block_pieces(nu_, nw, diag, b1, b2) -> int:
-    """Pieces (row group, column tile) of a block (diagonal blocks: those with a valid column)."""
+def _block_pieces(nu_, nw, diag, b1, b2, B=None) -> int:
+    """Pieces of a block: (row group, column tile) pairs (diagonal blocks: those with a valid
+    column), times the pieces per such pair (B x B / B for the latin layout, 1 for rectangular)."""
     groups = -(-nu_ // b1)
     tiles = -(-nw // b2)
+    per = (b1 * b2) // B if B else 1
     if not diag:
-        return groups * tiles
+        return groups * tiles * per
     q = np.arange(groups)
-    return int(np.maximum(0, tiles - (q * b1) // b2).sum())
+    return int(np.maximum(0, tiles - (q * b1) // b2).sum()) * per
 
 
 @dataclass
@@ -471,7 +608,7 @@ def _load(path, signature):
 
 
 def _prepare(X, y, *, mode, B, d, lam, lam_scale, R, iters, seed, device, top, covariates, candidates,
-             settings, precision, ridge, profile, shared_sketch=True) -> dict:
+             settings, precision, ridge, profile, shared_sketch=True, pieces="rect") -> dict:
     """Checked, standardised inputs on the device, the blocks and the kernel sequence."""
     import torch
 
@@ -498,14 +635,13 @@ def _prepare(X, y, *, mode, B, d, lam, lam_scale, R, iters, seed, device, top, c
         del ZT
         ones = torch.ones((1, n), dtype=torch.float32, device=dev)
         yz = torch.from_numpy((yr / ysd).astype(np.float32)).to(dev)
-    cfg = settings or TiledSettings.default(dev, Beff, m, n)
-    rb1 = piece_shape(Beff)
-    rb2 = Beff // rb1
+    cfg = settings or TiledSettings.default(dev, Beff, m, n, pieces)
+    rb1, rb2 = piece_dims(Beff, pieces)
     st_size = max(rb2, cfg.super_tile - cfg.super_tile % rb2)
     t_r = max(1, cfg.row_tile)
     G = max(1, cfg.group)
     eng = _Engine(rows, yz, B=Beff, d=d, lam=lam_v, iters=iters, ridge=ridge, precision=precision, device=dev,
-                  stats=stats, shared=shared_sketch)
+                  stats=stats, shared=shared_sketch, pieces=pieces)
 
     # blocks: 0 = SNP columns (row of ones x all SNPs); then pairs of super-tiles of pair SNPs
     order0 = pair_local[_perm(derive_key(seed, _SALT_ORDER), m)] if m >= 2 else np.zeros(0, np.int64)
@@ -529,19 +665,20 @@ def _prepare(X, y, *, mode, B, d, lam, lam_scale, R, iters, seed, device, top, c
 
 def prepare_tiled(X, y, *, mode="2d", B=100, d=30, lam=None, lam_scale=1.0, iters=200, seed=0, device=None,
                   covariates=None, candidates=None, settings: TiledSettings | None = None, precision="fp32",
-                  ridge=1e-6, shared_sketch=True) -> TiledPlan:
+                  ridge=1e-6, shared_sketch=True, pieces="rect") -> TiledPlan:
     """The :class:`TiledPlan` of a fit (same arguments as :func:`ngg_fit_tiled`), for running its
     (block, repetition) units one by one with :func:`block_repetition` (len(plan.blocks) blocks)."""
     return _prepare(X, y, mode=mode, B=B, d=d, lam=lam, lam_scale=lam_scale, R=1, iters=iters, seed=seed,
                     device=device, top=1, covariates=covariates, candidates=candidates, settings=settings,
-                    precision=precision, ridge=ridge, profile=False, shared_sketch=shared_sketch)["plan"]
+                    precision=precision, ridge=ridge, profile=False, shared_sketch=shared_sketch,
+                    pieces=pieces)["plan"]
 
 
 def ngg_fit_tiled(X, y, *, mode="2d", B=100, d=30, lam=None, lam_scale=1.0, R=10, iters=200, seed=0,
                   device=None, top=1000, covariates=None, candidates=None, progress=True, checkpoint=None,
                   checkpoint_every=30.0, settings: TiledSettings | None = None, precision="fp32", ridge=1e-6,
                   profile=False, max_blocks=None, max_seconds=None, on_block=None, threads=1, shared_sketch=True,
-                  repetitions=None, on_scores=None) -> NGGResult:
+                  repetitions=None, on_scores=None, pieces="rect") -> NGGResult:
     """Fit NGG with rectangular pieces and tile-shared sketches (module docstring); same inputs and output
     as :func:`models.ngg.ngg.ngg_fit` (an :class:`NGGResult`).
 
@@ -570,7 +707,7 @@ def ngg_fit_tiled(X, y, *, mode="2d", B=100, d=30, lam=None, lam_scale=1.0, R=10
     t_start = time.perf_counter()
     ctx = _prepare(X, y, mode=mode, B=B, d=d, lam=lam, lam_scale=lam_scale, R=R, iters=iters, seed=seed,
                    device=device, top=top, covariates=covariates, candidates=candidates, settings=settings,
-                   precision=precision, ridge=ridge, profile=profile, shared_sketch=shared_sketch)
+                   precision=precision, ridge=ridge, profile=profile, shared_sketch=shared_sketch, pieces=pieces)
     X, Q, p, dev, n, stats, yr, kept = (ctx[k] for k in ("X", "Q", "p", "dev", "n", "stats", "yr", "kept"))
     n1, pair_local, m, n2, Beff, lam_v = (ctx[k] for k in ("n1", "pair_local", "m", "n2", "Beff", "lam_v"))
     rb1, rb2, st_size, t_r, G, sts, blocks = (ctx[k] for k in ("rb1", "rb2", "st_size", "t_r", "G", "sts", "blocks"))
@@ -585,7 +722,8 @@ def ngg_fit_tiled(X, y, *, mode="2d", B=100, d=30, lam=None, lam_scale=1.0, R=10
     if checkpoint is not None:
         signature = _signature(X, yr, dict(engine="tiled", mode=mode, B=Beff, d=d, lam=lam_v, R=R, iters=iters,
                                            seed=seed, top=top, m=m, ridge=ridge, precision=precision,
-                                           device=dev.type, settings=[st_size, t_r, G, rb1, bool(shared_sketch)],
+                                           device=dev.type, settings=[st_size, t_r, G, rb1, bool(shared_sketch)]
+                                           + ([] if pieces == "rect" else [pieces]),
                                            pair_local=pair_local.tolist() if candidates is not None else None))
     state = _load(checkpoint, signature) if checkpoint is not None else None
     if state is None:
@@ -712,14 +850,14 @@ def ngg_fit_tiled(X, y, *, mode="2d", B=100, d=30, lam=None, lam_scale=1.0, R=10
               "lam_scale": float(lam_scale) if lam is None else None, "R": int(R), "iters": int(iters),
               "seed": int(seed), "top": int(top), "n": int(n), "p": int(p), "n_snp_columns": int(n1),
               "n_pair_snps": int(m), "n_pair_columns": int(n2), "super_tile": int(st_size), "row_tile": int(t_r),
-              "piece_rows": int(rb1), "piece_partners": int(rb2),
+              "piece_rows": int(rb1), "piece_partners": int(rb2), "pieces": pieces,
               "group": int(G), "n_blocks": len(blocks), "ridge": float(ridge), "precision": precision,
               "device": str(dev), "covariates": 0 if covariates is None else int(Q.shape[1] - 1),
               "candidates": None if candidates is None else int(m)}
-    pieces = -(-n1 // Beff) + sum(_block_pieces(len(sts[a]), len(sts[b]), a == b, rb1, rb2)
-                                  for a, b in blocks[1:])
+    n_pieces = -(-n1 // Beff) + sum(_block_pieces(len(sts[a]), len(sts[b]), a == b, rb1, rb2, Beff)
+                                    for a, b in blocks[1:])
     return NGGResult(snp_effect, snp_support, snp_score, top_snps, top_pairs, params, timings,
-                     n_columns=int(N), pieces_per_repetition=int(pieces),
+                     n_columns=int(N), pieces_per_repetition=int(n_pieces),
                      extra={"complete": bool(complete), "blocks_done": int(state["block"]),
                             "blocks": len(blocks)})
 

@@ -101,8 +101,8 @@ def _build():
                  mask=mb[:, None] & mp[None, :])
 
     @triton.jit
-    def _sketch_kernel(zr_ptr, zc_ptr, a_ptr, valid_ptr, inv_ptr, y_ptr, v_ptr, h_ptr,
-                       B, b1, b2, Pn, t, ysum,
+    def _sketch_kernel(zr_ptr, zc_ptr, a_ptr, r_ptr, c_ptr, valid_ptr, inv_ptr, y_ptr, v_ptr, h_ptr,
+                       B, b2, Pn, t, ysum,
                        n: tl.constexpr, d: tl.constexpr, DP: tl.constexpr, BB: tl.constexpr,
                        NC: tl.constexpr, LOWP: tl.constexpr, PREC_S: tl.constexpr, PREC_V: tl.constexpr):
         g = tl.program_id(0)
@@ -111,10 +111,13 @@ def _build():
         od = tl.arange(0, DP)
         ok = tl.arange(0, BB)
         md, mk = od < d, ok < B
-        # column k of piece q: row SNP q b1 + k // b2 of the row tile, partner k % b2 of tile g
-        rrow = (q * b1 + ok // b2).to(tl.int64)
-        crow = g64 * b2 + ok % b2
-        pcol = g64 * t * b2 + q * B + ok                       # (G, t, b2) index of the column
+        # column k of piece q: row SNP R[q, k] of the row tile, partner C[q, k] of column tile g
+        rk = tl.load(r_ptr + q * B + ok, mask=mk, other=0).to(tl.int64)
+        ck = tl.load(c_ptr + q * B + ok, mask=mk, other=0).to(tl.int64)
+        rrow = rk
+        crow = g64 * b2 + ck
+        pcol = g64 * t * b2 + rk * b2 + ck                     # (G, t, b2) index of the column
+        ppos = (g64 * Pn + q) * B + ok                         # (G, Pn, B) index: piece layout
         # pass 1: mean and sd of every pair column (float32 sums, as the torch path's GEMMs)
         s1 = tl.zeros((BB,), dtype=tl.float32)
         s2 = tl.zeros((BB,), dtype=tl.float32)
@@ -130,7 +133,7 @@ def _build():
         valid = tl.load(valid_ptr + pcol, mask=mk, other=0)
         good = (valid != 0) & (sd > 1e-6) & mk
         inv = tl.where(good, 1.0 / tl.where(good, sd, 1.0), 0.0)
-        tl.store(inv_ptr + pcol, inv, mask=mk)
+        tl.store(inv_ptr + ppos, inv, mask=mk)
         a = tl.load(a_ptr + g64 * d * B + od[:, None] * B + ok[None, :],
                     mask=md[:, None] & mk[None, :], other=0.0)               # (DP, BB) shared sketch
         a_s = a * inv[None, :]                                                # columns scaled 1 / sd
@@ -236,23 +239,24 @@ def _kernels():
     return _KERNEL
 
 
-def sketch_nu(Zr, Zc, A, valid, yz, ridge: float, b1: int, precision: str = "fp32"):
+def sketch_nu(Zr, Zc, A, valid, yz, ridge: float, R, C, precision: str = "fp32"):
     """(nu, inv) of every piece in one kernel per piece: the mean and sd of its pair columns
     z_row z_partner (inv = 1 / sd, 0 for slots that are not valid or constant columns), the sketch
     S = (A_g / sd) (z_row z_partner - mean) of the centred columns from the row tile Zr (t, n) and
     the partner tiles Zc (G, b2, n) without forming them in memory, V = S S^T and h = S y (S
     centred over samples), V + ridge tr(V)/d I solved by Gauss-Jordan elimination in float32, and
-    nu = A_g A_g^T w over the free columns (G, d, Pn). inv: (G, t, b2) float32.
+    nu = A_g A_g^T w over the free columns (G, d, Pn). inv: (G, Pn, B) float32 (piece layout).
 
-    A (G, d, B) shared sketches; valid (G, t, b2) bool. precision: 'bf16' (pair columns and sketch
-    in bfloat16, float32 sums), 'tf32' or 'fp32' (float32-level: three TF32 passes); V = S S^T in
-    float32-level precision except for 'tf32'."""
+    A (G, d, B) shared sketches; valid (G, t, b2) bool; R, C (Pn, B) int32: column k of piece q is
+    the pair (row R[q, k] of Zr, partner C[q, k] of the tile). precision: 'bf16' (pair columns and
+    sketch in bfloat16, float32 sums), 'tf32' or 'fp32' (float32-level: three TF32 passes); V = S S^T
+    in float32-level precision except for 'tf32'."""
     import torch
 
     G, b2, n = Zc.shape
     t = Zr.shape[0]
     d, B = A.shape[1], A.shape[2]
-    Pn = t // b1
+    Pn = R.shape[0]
     dev = A.device
     cuda = dev.type == "cuda"
     low = precision == "bf16" and cuda
@@ -261,14 +265,15 @@ def sketch_nu(Zr, Zc, A, valid, yz, ridge: float, b1: int, precision: str = "fp3
     Zr = Zr.to(zdt).contiguous()
     Zc = Zc.to(zdt).contiguous()
     nu = torch.empty((G, d, Pn), dtype=torch.float32, device=dev)
-    inv = torch.empty((G, t, b2), dtype=torch.float32, device=dev)
+    inv = torch.empty((G, Pn, B), dtype=torch.float32, device=dev)
     DP, BB = _pow2(d), _pow2(B)
     V = torch.empty((G, Pn, DP, DP), dtype=torch.float32, device=dev)
     h = torch.empty((G, Pn, DP), dtype=torch.float32, device=dev)
     NC = LAUNCH["sketch_nc"]
     A = A.contiguous()
-    _kernels()[1][(G, Pn)](Zr, Zc, A, valid.to(torch.int8).contiguous(), inv, yz.contiguous(), V, h,
-                           B, b1, b2, Pn, t, float(yz.sum()),
+    _kernels()[1][(G, Pn)](Zr, Zc, A, R.to(torch.int32).contiguous(), C.to(torch.int32).contiguous(),
+                           valid.to(torch.int8).contiguous(), inv, yz.contiguous(), V, h,
+                           B, b2, Pn, t, float(yz.sum()),
                            n=int(n), d=int(d), DP=DP, BB=BB, NC=NC, LOWP=low, PREC_S=prec, PREC_V=prec,
                            num_warps=LAUNCH["sketch_warps"])
     PB = LAUNCH["solve_pb"]
