@@ -115,7 +115,7 @@ def test_tiled_fit_with_kernels_equals_torch_path_in_the_triton_interpreter():
             b = ngg_fit_tiled(X, y, **kw)
             assert a.top_pairs["i"][:6].tolist() == b.top_pairs["i"][:6].tolist()
             assert a.top_pairs["j"][:6].tolist() == b.top_pairs["j"][:6].tolist()
-            np.testing.assert_allclose(a.top_pairs["score"][:10], b.top_pairs["score"][:10], rtol=1e-3)
+            np.testing.assert_allclose(a.top_pairs["score"][:10], b.top_pairs["score"][:10], rtol=5e-3)  # fp32 solve
             assert {(3, 41), (17, 29)} <= set(zip(a.top_pairs["i"][:5].tolist(), a.top_pairs["j"][:5].tolist()))
         print("ok")
     """)
