@@ -1,4 +1,4 @@
-"""Recovery of planted pairs: the tiled NGG (rectangular or latin pieces, tile-shared sketches) vs the
+"""Recovery of planted pairs: the tiled NGG (rectangular or random pieces, tile-shared sketches) vs the
 previous NGG (random pieces, one sketch per piece), same genotypes, same phenotypes, same settings.
 
 Genotypes: GEMMA's 1,000-SNP panel of mouse_hs1940 (1,940 mice, 499,500 pairs). Phenotypes:
@@ -36,7 +36,7 @@ from models.simulate.recovery import recall_metrics  # noqa: E402
 
 VARIANTS = {"previous": (ngg_fit, {}), "tiled": (ngg_fit_tiled, {"pieces": "rect"}),
             "tiled_piece_sketch": (ngg_fit_tiled, {"pieces": "rect", "shared_sketch": False}),
-            "tiled_latin": (ngg_fit_tiled, {"pieces": "latin"})}
+            "tiled_random": (ngg_fit_tiled, {"pieces": "random"})}
 
 
 def load_panel(data: Path):
@@ -62,7 +62,7 @@ def main(argv=None):
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS),
                     help="estimators to run (tiled: rectangular 10 x 10 pieces; tiled_piece_sketch: the same "
-                         "with one sketch per piece; tiled_latin: pieces = diagonals of 100 x 100 blocks)")
+                         "with one sketch per piece; tiled_random: random pieces of each step's pairs)")
     ap.add_argument("--merge", type=Path, default=None,
                     help="a JSON of an earlier run with the same settings whose variants are kept")
     args = ap.parse_args(argv)

@@ -48,43 +48,44 @@ def test_planted_pairs_and_coverage():
     assert sorted(zip(q.top_pairs["i"][:2].tolist(), q.top_pairs["j"][:2].tolist())) == [(3, 41), (17, 29)]
 
 
-def test_latin_layout_partitions_tiles_into_pieces_without_shared_snps():
-    """Latin pieces: the (row group x tile) blocks are cut into wrapped diagonals, so the pieces cover
-    every (row, partner) slot once and no piece holds two columns with the same row or partner."""
+def test_random_pieces_partition_the_valid_pairs_of_a_step():
+    """Random pieces: the valid (row, partner) slots of a step in a random order, B to a piece (the last
+    ones padded), every valid slot exactly once; rectangular pieces are the identity order."""
     import torch
 
     from models.ngg.tiled import _Engine, piece_dims
 
     eng = _Engine.__new__(_Engine)
-    eng.torch, eng.pieces, eng._layouts, eng.device = torch, "latin", {}, torch.device("cpu")
-    R, C = eng.layout(30, 10, 10)
-    assert R.shape == (30, 10)
-    pos = (R * 10 + C).view(-1).tolist()
-    assert sorted(pos) == list(range(300))
-    for q in range(30):
-        assert len(set(R[q].tolist())) == 10 and len(set(C[q].tolist())) == 10
-    g = torch.Generator().manual_seed(1)                # columns in random slots: the same pieces
-    R2, C2 = eng.layout(30, 10, 10, g)
-    assert sorted((R2 * 10 + C2).view(-1).tolist()) == list(range(300))
-    assert [sorted(zip(a, b)) for a, b in zip(R2.tolist(), C2.tolist())] == \
-        [sorted(zip(a, b)) for a, b in zip(R.tolist(), C.tolist())]
-    assert not torch.equal(R2, R)
-    eng.pieces, eng._layouts = "rect", {}
-    R, C = eng.layout(8, 4, 5)                     # rectangular: row group x partners, identity order
-    assert (R * 5 + C).view(-1).tolist() == list(range(40))
-    assert piece_dims(100, "latin") == (100, 100) and piece_dims(100, "rect") == (10, 10)
+    eng.torch, eng.pieces, eng._layouts, eng.device = torch, "random", {}, torch.device("cpu")
+    G, t, b1, b2 = 3, 8, 4, 5
+    valid = torch.rand(G, t, b2, generator=torch.Generator().manual_seed(0)) > 0.3
+    R, C, ok, share, slots = eng.step_pieces(t, b1, b2, valid, torch.Generator().manual_seed(1))
+    B = b1 * b2
+    assert R.shape[1] == B and R.shape[0] % share == 0
+    real = slots[ok]
+    assert sorted(real.tolist()) == torch.nonzero(valid.reshape(-1)).view(-1).tolist()
+    flat = real                                                  # slot = g t b2 + r b2 + c
+    assert torch.equal(R[ok], (flat // b2) % t) and torch.equal(C[ok], (flat // (t * b2)) * b2 + flat % b2)
+    assert not torch.equal(real, torch.sort(real).values)        # shuffled
+    R2, C2, ok2, share2, slots2 = eng.step_pieces(t, b1, b2, valid, torch.Generator().manual_seed(1))
+    assert torch.equal(slots2, slots)                            # the generator decides the order
+    eng.pieces = "rect"
+    R, C, ok, share, slots = eng.step_pieces(t, b1, b2, valid, None)
+    assert slots is None and share == t // b1
+    assert torch.equal(((R * b2) + C % b2 + (C // b2) * t * b2).view(-1), torch.arange(G * t * b2))
+    assert piece_dims(100, "random") == (10, 10) == piece_dims(100, "rect")
     with pytest.raises(EpiflowError, match="pieces"):
         piece_dims(100, "stars")
 
 
-def test_latin_pieces_planted_pairs_coverage_and_resume(tmp_path):
+def test_random_pieces_planted_pairs_coverage_and_resume(tmp_path):
     X, y = _data()
-    kw = dict(KW, pieces="latin")
+    kw = dict(KW, pieces="random", R=4)
     r = ngg_fit_tiled(X, y, **kw)
     p = X.shape[1]
-    assert r.params["pieces"] == "latin" and r.params["piece_rows"] == r.params["piece_partners"] == 20
-    assert r.timings["columns_done"] == KW["R"] * (p + p * (p - 1) // 2)
-    assert sorted(zip(r.top_pairs["i"][:2].tolist(), r.top_pairs["j"][:2].tolist())) == [(3, 41), (17, 29)]
+    assert r.params["pieces"] == "random"
+    assert r.timings["columns_done"] == 4 * (p + p * (p - 1) // 2)
+    assert {(3, 41), (17, 29)} <= set(zip(r.top_pairs["i"][:5].tolist(), r.top_pairs["j"][:5].tolist()))
     assert not np.array_equal(r.top_pairs["score"], ngg_fit_tiled(X, y, **KW).top_pairs["score"])
     ck = tmp_path / "l.npz"
 

@@ -192,42 +192,54 @@ class _Engine:
         # pair columns formed per sketch chunk (floats): ~2 GB on a GPU, ~16 MB on a CPU
         self.chunk_floats = 2**29 if device.type == "cuda" else 2**22
 
-    def layout(self, t, b1, b2, gen=None):
-        """(R, C) (Pn, B) int64 on the device: slot m of piece q holds the pair (row R[q, m] of the row
-        tile, partner C[q, m] of a column tile), for a row tile of t rows and column tiles of b2.
+    SHARE = 64   # random layout: pieces per shared sketch (one FISTA program's pieces)
 
-        'rect': piece q = row group q (b1 rows) x the b2 partners, B = b1 b2 (R = q b1 + m // b2,
-        C = m % b2). 'latin' (b1 = b2 = B): each B x B block of row group q and the tile is cut into
-        its B wrapped diagonals, piece (q, j) = {(q B + k, (k + j) mod B)}: every piece covers B
-        distinct rows and B distinct partners, so no two of its columns share a SNP; the columns of
-        each piece are put in the slots (sketch columns) in a random order drawn from ``gen``, so that
-        the B pieces holding one SNP (one per diagonal) do not all use the same column of the tile
-        pair's shared sketch."""
+    def step_pieces(self, t, b1, b2, valid, gen):
+        """The pieces of one step (a row tile of t rows against G column tiles of b2 partners): (R, C,
+        ok, Pshare, slots). Slot k of piece p holds the pair (row R[p, k], partner row C[p, k] of the
+        step's G b2 partners) where ok[p, k]; the pieces share one sketch per group of Pshare
+        consecutive pieces; slots[p, k] is the pair's flat index in (G, t, b2) (None: the identity).
+
+        'rect': piece (g, q) = row group q (b1 rows) x the b2 partners of tile g; one sketch per tile.
+        'random': the step's valid pairs in a random order (drawn from ``gen``) cut into pieces of B,
+        as the previous estimator's random pieces but within the step; one sketch per SHARE pieces."""
         torch = self.torch
-        latin = self.pieces == "latin" and b1 == b2 and b1 > 1
-        key = (t, b1, b2)
+        G = valid.shape[0]
+        dev = self.device
+        if self.pieces == "random" and b1 * b2 > 1 and b1 > 1:
+            B = b1 * b2
+            idx = torch.nonzero(valid.reshape(-1)).view(-1)
+            nv = int(idx.numel())
+            slots = idx[torch.randperm(nv, generator=gen, device=dev)] if nv else idx
+            ptot = max(1, -(-nv // B))
+            share = min(self.SHARE, ptot)
+            ptot = -(-ptot // share) * share
+            slots = torch.cat([slots, torch.full((ptot * B - nv,), -1, dtype=slots.dtype, device=dev)]).view(ptot, B)
+            ok = slots >= 0
+            sl = slots.clamp(min=0)
+            R = (sl // b2) % t
+            C = (sl // (t * b2)) * b2 + sl % b2
+            return R, C, ok, share, slots
+        key = (t, b1, b2, G)
         if key not in self._layouts:
-            if latin:
-                Bq = b1
-                q = torch.arange(t // Bq).view(-1, 1, 1)
-                j = torch.arange(Bq).view(1, -1, 1)
-                R = (q * Bq).expand(-1, Bq, -1).reshape(-1, 1)            # row-group offset per piece
-                C = j.expand(t // Bq, -1, -1).reshape(-1, 1)              # diagonal j per piece
-            else:
-                q = torch.arange(t // b1).view(-1, 1)
-                k = torch.arange(b1 * b2).view(1, -1)
-                R = q * b1 + k // b2
-                C = (k % b2).expand(t // b1, -1)
-            self._layouts[key] = (R.contiguous().to(self.device), C.contiguous().to(self.device))
-        R, C = self._layouts[key]
-        if not latin:
-            return R, C
-        Bq = b1
-        if gen is None:
-            k = torch.arange(Bq, device=self.device).expand(R.shape[0], -1)
-        else:
-            k = torch.rand((R.shape[0], Bq), generator=gen, device=self.device).argsort(dim=1)
-        return R + k, (k + C) % Bq
+            Pn = t // b1
+            q = torch.arange(Pn).view(1, -1, 1)
+            m = torch.arange(b1 * b2).view(1, 1, -1)
+            g = torch.arange(G).view(-1, 1, 1)
+            R = (q * b1 + m // b2).expand(G, -1, -1).reshape(G * Pn, -1)
+            C = (g * b2 + m % b2).expand(-1, Pn, -1).reshape(G * Pn, -1)
+            self._layouts[key] = (R.contiguous().to(dev), C.contiguous().to(dev), Pn)
+        R, C, Pn = self._layouts[key]
+        return R, C, valid.reshape(G * Pn, b1 * b2), Pn, None
+
+    def _to_tile(self, theta_p, slots, G, t, b2):
+        """(G, t, b2) effects from the piece layout (Ptot, B) (a view when slots is None)."""
+        if slots is None:
+            return theta_p.reshape(G, t, b2)
+        full = self.torch.zeros(G * t * b2, dtype=theta_p.dtype, device=theta_p.device)
+        sel = slots.reshape(-1) >= 0
+        full[slots.reshape(-1)[sel]] = theta_p.reshape(-1)[sel]
+        return full.view(G, t, b2)
 
     def tile_pairs(self, Zr, Zc, valid, gen, b1):
         """Pieces of b1 rows x b2 columns for the rows of Zr (t, n), t a multiple of b1, and the
@@ -241,9 +253,9 @@ class _Engine:
         B = b1 * b2
         d = self.d
         cuda = self.device.type == "cuda"
-        if self.shared and (t // b1 if self.pieces != "latin" else t) > 1 and tiled_kernels.available(self.device):
+        if self.shared and G * Pn > 1 and tiled_kernels.available(self.device):
             return self._tile_pairs_fused(Zr, Zc, valid, gen, b1)
-        if self.pieces == "latin" and b1 == b2 and b1 > 1:
+        if self.pieces == "random" and b1 > 1:
             return self._tile_pairs_gather(Zr, Zc, valid, gen, b1)
         if cuda:  # pair means and sds in full fp32 (ss - mu^2 cancels); TF32 only for the sketch
             torch.backends.cuda.matmul.allow_tf32 = False
@@ -308,46 +320,38 @@ class _Engine:
     def _tile_pairs_fused(self, Zr, Zc, valid, gen, b1):
         """:meth:`tile_pairs` through the kernels of :mod:`models.ngg.tiled_kernels`: moments, sketch,
         normal equations and solve per piece without pair columns in memory, the Lipschitz constant
-        by power iteration, then FISTA with its iterates in registers. Same draws of A."""
+        by power iteration, then FISTA with its iterates in registers. Same draws as the torch path."""
         torch, st = self.torch, self.stats
         G, b2, n = Zc.shape
         t = Zr.shape[0]
+        d = self.d
         with st("rng"):
-            R, C = self.layout(t, b1, b2, gen)
-            Pn, B = R.shape
-            d = self.d
-            A = torch.randn((G, 1, d, B), generator=gen, device=self.device, dtype=torch.float32)
-            A = A.mul_(self.inv_sqrt_d).view(G, d, B)
+            R, C, ok, share, slots = self.step_pieces(t, b1, b2, valid, gen)
+            ptot, B = R.shape
+            Gs = ptot // share
+            A = torch.randn((Gs, 1, d, B), generator=gen, device=self.device, dtype=torch.float32)
+            A = A.mul_(self.inv_sqrt_d).view(Gs, d, B)
         with st("sketch"):
-            nu, inv = tiled_kernels.sketch_nu(Zr, Zc, A, valid, self.yz, self.ridge, R, C, self.precision)
+            nu, inv = tiled_kernels.sketch_nu(Zr, Zc.reshape(G * b2, n), A, R, C, ok, self.yz, self.ridge,
+                                              self.precision)
         with st("fista"):
             step, kappa = tiled_kernels.lipschitz(A, self.lam)
             thr = 1.0 if self.lam > 0 else 0.0
             prec = ("tf32x3" if self.precision == "fp32" else "tf32") if self.device.type == "cuda" else "ieee"
-            out = torch.empty((G, Pn, B), dtype=torch.float32, device=self.device)
-            tiled_kernels.fista_fused(A, nu, inv.transpose(1, 2), step, kappa, thr, self.iters, prec,
-                                      out=out.transpose(1, 2))
-        return self._to_tile(out, R, C, t, b2)
-
-    def _to_tile(self, theta_p, R, C, t, b2):
-        """(G, t, b2) effects from the piece layout (G, Pn, B) (a view for rectangular pieces)."""
-        G = theta_p.shape[0]
-        if self.pieces != "latin" or R.shape[1] != b2:
-            return theta_p.view(G, t, b2)
-        full = self.torch.zeros((G, t * b2), dtype=theta_p.dtype, device=theta_p.device)
-        full[:, (R * b2 + C).view(-1)] = theta_p.reshape(G, -1)
-        return full.view(G, t, b2)
+            out = torch.empty((Gs, share, B), dtype=torch.float32, device=self.device)
+            tiled_kernels.fista_fused(A, nu, inv.view(Gs, share, B).transpose(1, 2), step, kappa, thr, self.iters,
+                                      prec, out=out.transpose(1, 2))
+        return self._to_tile(out, slots, G, t, b2)
 
     def _tile_pairs_gather(self, Zr, Zc, valid, gen, b1):
-        """:meth:`tile_pairs` for pieces of any layout (torch ops): pair columns gathered by (R, C)."""
+        """:meth:`tile_pairs` for random pieces (torch ops): pair columns gathered by (R, C)."""
         torch, st = self.torch, self.stats
         G, b2, n = Zc.shape
         t = Zr.shape[0]
-        R, C = self.layout(t, b1, b2, gen)
-        Pn, B = R.shape
         d = self.d
         cuda = self.device.type == "cuda"
-        pos = (R * b2 + C).view(-1)
+        R, C, ok, share, slots = self.step_pieces(t, b1, b2, valid, gen)
+        ptot, B = R.shape
         if cuda:
             torch.backends.cuda.matmul.allow_tf32 = False
         with st("moments"):
@@ -356,56 +360,55 @@ class _Engine:
             sd = torch.sqrt(torch.clamp(ss - mu * mu, min=0.0))
             good = valid & (sd > 1e-6)
             inv = torch.where(good, 1.0 / torch.where(good, sd, torch.ones_like(sd)), torch.zeros_like(sd))
-            inv = inv.view(G, t * b2)[:, pos].view(G, Pn, B)                 # piece layout
-            good = good.view(G, t * b2)[:, pos].view(G, Pn, B)
+            sl = slots.clamp(min=0).reshape(-1)
+            inv = torch.where(ok, inv.reshape(-1)[sl].view(ptot, B), torch.zeros((), device=self.device))
+            good = inv != 0                                                  # (Ptot, B) piece layout
             all_good = bool(good.all())
             del mu, ss, sd
         with st("rng"):
-            nA = 1 if self.shared else Pn
-            A = torch.randn((G, nA, d, B), generator=gen, device=self.device, dtype=torch.float32)
+            Gs = ptot // share if self.shared else ptot
+            A = torch.randn((Gs, 1, d, B), generator=gen, device=self.device, dtype=torch.float32)
             A.mul_(self.inv_sqrt_d)
-        V = torch.empty((G * Pn, d, d), dtype=torch.float64, device=self.device)
-        h = torch.empty((G * Pn, d), dtype=torch.float64, device=self.device)
-        per = max(1, int(self.chunk_floats // max(1, t * b2 * n)))
+        V = torch.empty((ptot, d, d), dtype=torch.float64, device=self.device)
+        h = torch.empty((ptot, d), dtype=torch.float64, device=self.device)
+        per = max(1, int(self.chunk_floats // max(1, B * n)))                # pieces per sketch chunk
         if cuda:
             torch.backends.cuda.matmul.allow_tf32 = self.precision == "tf32"
         low = self.precision == "bf16" and cuda
+        Zp = Zc.reshape(G * b2, n)
         if low:
-            Zr, Zc = Zr.to(torch.bfloat16), Zc.to(torch.bfloat16)
-        ZrR = Zr[R]                                                          # (Pn, B, n)
-        for g0 in range(0, G, per):
-            g1 = min(G, g0 + per)
-            g = g1 - g0
+            Zr, Zp = Zr.to(torch.bfloat16), Zp.to(torch.bfloat16)
+        A_of = A.view(Gs, d, B)
+        for p0 in range(0, ptot, per):
+            p1 = min(ptot, p0 + per)
             with st("sketch"):
-                P = (ZrR.unsqueeze(0) * Zc[g0:g1][:, C]).view(g * Pn, B, n)     # pair columns
-                As = (A[g0:g1] * inv[g0:g1].unsqueeze(2)).view(g * Pn, d, B)
+                P = Zr[R[p0:p1]] * Zp[C[p0:p1]]                              # (k, B, n) pair columns
+                ga = torch.arange(p0, p1, device=self.device) // (share if self.shared else 1)
+                As = A_of[ga] * inv[p0:p1].unsqueeze(1)                        # (k, d, B)
                 S = torch.bmm(As.to(P.dtype), P).float() if low else torch.bmm(As, P)
                 del P, As
                 S.sub_(S.mean(dim=2, keepdim=True))
-                V[g0 * Pn:g1 * Pn] = torch.matmul(S, S.transpose(1, 2))
-                h[g0 * Pn:g1 * Pn] = torch.matmul(S, self.yz)
+                V[p0:p1] = torch.matmul(S, S.transpose(1, 2))
+                h[p0:p1] = torch.matmul(S, self.yz)
                 del S
         if cuda:
             torch.backends.cuda.matmul.allow_tf32 = False
         with st("solve"):
             tr = torch.diagonal(V, dim1=1, dim2=2).sum(-1) / d
             V.diagonal(dim1=1, dim2=2).add_((self.ridge * tr + 1e-12)[:, None])
-            w = torch.linalg.solve(V, h).float()                            # (G Pn, d)
+            w = torch.linalg.solve(V, h).float()                            # (Ptot, d)
             if self.shared:
-                A = A.view(G, d, B)
-                w = w.view(G, Pn, d).transpose(1, 2)                         # (G, d, Pn)
-                goodT = good.transpose(1, 2).float()                         # (G, B, Pn)
+                w = w.view(Gs, share, d).transpose(1, 2)                      # (Gs, d, share)
+                goodT = good.view(Gs, share, B).transpose(1, 2).float()      # (Gs, B, share)
             else:
-                A = A.view(G * Pn, d, B)
-                w = w.view(G * Pn, d, 1)
-                goodT = good.reshape(G * Pn, B, 1).float()
-            u = torch.matmul(A.transpose(1, 2), w) * goodT
-            nu = torch.matmul(A, u)
+                w = w.view(ptot, d, 1)
+                goodT = good.view(ptot, B, 1).float()
+            u = torch.matmul(A_of.transpose(1, 2), w) * goodT
+            nu = torch.matmul(A_of, u)
             del V, h, w, u
         with st("fista"):
-            theta = self._fista(A, nu, None if all_good else goodT)
-        theta_p = theta.view(G, Pn, B) if not self.shared else theta.transpose(1, 2)
-        return self._to_tile(theta_p.contiguous(), R, C, t, b2)
+            theta = self._fista(A_of, nu, None if all_good else goodT)       # (Gs, B, share) / (Ptot, B, 1)
+        return self._to_tile(theta.transpose(1, 2), slots, G, t, b2)
 
     def _fista(self, A, nu, mask):
         """theta = argmin 1/2 ||A theta - nu||^2 + lam ||theta||_1 for all pieces of each tile pair
@@ -441,16 +444,15 @@ class _Engine:
         return phi.mul_(kappa[:, None, None])
 
 
-PIECES = ("latin", "rect")
+PIECES = ("random", "rect")
 
 
 def piece_dims(B: int, pieces: str) -> tuple:
-    """(b1, b2): rows per row group and partners per column tile of a piece layout (see
-    :meth:`_Engine.layout`): 'latin' B x B blocks cut into diagonals, 'rect' b1 x b2 = B."""
+    """(b1, b2): rows per row group and partners per column tile of the step tiling (the rows of a
+    unit are a multiple of b1, the column tiles b2 wide); pieces of B = b1 b2 columns: rectangular
+    b1 x b2 ('rect') or random sets of the step's pairs ('random')."""
     if pieces not in PIECES:
         raise EpiflowError(f"pieces must be one of {', '.join(PIECES)}, not {pieces!r}")
-    if pieces == "latin" and B > 1:
-        return int(B), int(B)
     b1 = piece_shape(B)
     return b1, B // b1
 
@@ -463,16 +465,15 @@ def piece_shape(B: int) -> int:
     return max(1, b1)
 
 
-def _block_pieces(nu_, nw, diag, b1, b2, B=None) -> int:
-    """Pieces of a block: (row group, column tile) pairs (diagonal blocks: those with a valid
-    column), times the pieces per such pair (B x B / B for the latin layout, 1 for rectangular)."""
+def _block_pieces(nu_, nw, diag, b1, b2) -> int:
+    """Pieces (row group, column tile) of a block (diagonal blocks: those with a valid column); the
+    random layout has about as many (its pieces hold the same pairs, B to a piece)."""
     groups = -(-nu_ // b1)
     tiles = -(-nw // b2)
-    per = (b1 * b2) // B if B else 1
     if not diag:
-        return groups * tiles * per
+        return groups * tiles
     q = np.arange(groups)
-    return int(np.maximum(0, tiles - (q * b1) // b2).sum()) * per
+    return int(np.maximum(0, tiles - (q * b1) // b2).sum())
 
 
 @dataclass
@@ -854,7 +855,7 @@ def ngg_fit_tiled(X, y, *, mode="2d", B=100, d=30, lam=None, lam_scale=1.0, R=10
               "group": int(G), "n_blocks": len(blocks), "ridge": float(ridge), "precision": precision,
               "device": str(dev), "covariates": 0 if covariates is None else int(Q.shape[1] - 1),
               "candidates": None if candidates is None else int(m)}
-    n_pieces = -(-n1 // Beff) + sum(_block_pieces(len(sts[a]), len(sts[b]), a == b, rb1, rb2, Beff)
+    n_pieces = -(-n1 // Beff) + sum(_block_pieces(len(sts[a]), len(sts[b]), a == b, rb1, rb2)
                                     for a, b in blocks[1:])
     return NGGResult(snp_effect, snp_support, snp_score, top_snps, top_pairs, params, timings,
                      n_columns=int(N), pieces_per_repetition=int(n_pieces),

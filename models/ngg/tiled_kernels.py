@@ -101,23 +101,20 @@ def _build():
                  mask=mb[:, None] & mp[None, :])
 
     @triton.jit
-    def _sketch_kernel(zr_ptr, zc_ptr, a_ptr, r_ptr, c_ptr, valid_ptr, inv_ptr, y_ptr, v_ptr, h_ptr,
-                       B, b2, Pn, t, ysum,
+    def _sketch_kernel(zr_ptr, zc_ptr, a_ptr, r_ptr, c_ptr, ok_ptr, inv_ptr, y_ptr, v_ptr, h_ptr,
+                       B, Pshare, ysum,
                        n: tl.constexpr, d: tl.constexpr, DP: tl.constexpr, BB: tl.constexpr,
                        NC: tl.constexpr, LOWP: tl.constexpr, PREC_S: tl.constexpr, PREC_V: tl.constexpr):
-        g = tl.program_id(0)
-        q = tl.program_id(1)
-        g64 = g.to(tl.int64)
+        p = tl.program_id(0).to(tl.int64)                       # piece
+        ga = p // Pshare                                         # its shared sketch
         od = tl.arange(0, DP)
         ok = tl.arange(0, BB)
         md, mk = od < d, ok < B
-        # column k of piece q: row SNP R[q, k] of the row tile, partner C[q, k] of column tile g
-        rk = tl.load(r_ptr + q * B + ok, mask=mk, other=0).to(tl.int64)
-        ck = tl.load(c_ptr + q * B + ok, mask=mk, other=0).to(tl.int64)
-        rrow = rk
-        crow = g64 * b2 + ck
-        pcol = g64 * t * b2 + rk * b2 + ck                     # (G, t, b2) index of the column
-        ppos = (g64 * Pn + q) * B + ok                         # (G, Pn, B) index: piece layout
+        # slot k of piece p: the pair (row R[p, k] of the row tile, partner row C[p, k] of the partners)
+        ppos = p * B + ok
+        rrow = tl.load(r_ptr + ppos, mask=mk, other=0).to(tl.int64)
+        crow = tl.load(c_ptr + ppos, mask=mk, other=0).to(tl.int64)
+        slot = tl.load(ok_ptr + ppos, mask=mk, other=0)
         # pass 1: mean and sd of every pair column (float32 sums, as the torch path's GEMMs)
         s1 = tl.zeros((BB,), dtype=tl.float32)
         s2 = tl.zeros((BB,), dtype=tl.float32)
@@ -130,11 +127,10 @@ def _build():
             s2 += tl.sum((zr * zr) * (zc * zc), axis=1)
         mu = s1 / n
         sd = tl.sqrt(tl.maximum(s2 / n - mu * mu, 0.0))
-        valid = tl.load(valid_ptr + pcol, mask=mk, other=0)
-        good = (valid != 0) & (sd > 1e-6) & mk
+        good = (slot != 0) & (sd > 1e-6) & mk
         inv = tl.where(good, 1.0 / tl.where(good, sd, 1.0), 0.0)
         tl.store(inv_ptr + ppos, inv, mask=mk)
-        a = tl.load(a_ptr + g64 * d * B + od[:, None] * B + ok[None, :],
+        a = tl.load(a_ptr + ga * d * B + od[:, None] * B + ok[None, :],
                     mask=md[:, None] & mk[None, :], other=0.0)               # (DP, BB) shared sketch
         a_s = a * inv[None, :]                                                # columns scaled 1 / sd
         if LOWP:
@@ -162,12 +158,11 @@ def _build():
         sbar = ssum / n
         V = V - n * sbar[:, None] * sbar[None, :]
         hv = hv - sbar * ysum
-        piece = g64 * Pn + q
-        tl.store(v_ptr + piece * DP * DP + od[:, None] * DP + od[None, :], V)
-        tl.store(h_ptr + piece * DP + od, hv)
+        tl.store(v_ptr + p * DP * DP + od[:, None] * DP + od[None, :], V)
+        tl.store(h_ptr + p * DP + od, hv)
 
     @triton.jit
-    def _solve_kernel(v_ptr, h_ptr, a_ptr, inv_ptr, nu_ptr, B, Pn, t, ridge,
+    def _solve_kernel(v_ptr, h_ptr, a_ptr, inv_ptr, nu_ptr, B, Pn, ridge,
                       d: tl.constexpr, DP: tl.constexpr, BB: tl.constexpr, PB: tl.constexpr,
                       PREC: tl.constexpr):
         """nu = A A^T w for PB pieces of tile pair g at once, w = (V + ridge tr(V)/d I)^-1 h by
@@ -239,46 +234,48 @@ def _kernels():
     return _KERNEL
 
 
-def sketch_nu(Zr, Zc, A, valid, yz, ridge: float, R, C, precision: str = "fp32"):
-    """(nu, inv) of every piece in one kernel per piece: the mean and sd of its pair columns
-    z_row z_partner (inv = 1 / sd, 0 for slots that are not valid or constant columns), the sketch
-    S = (A_g / sd) (z_row z_partner - mean) of the centred columns from the row tile Zr (t, n) and
-    the partner tiles Zc (G, b2, n) without forming them in memory, V = S S^T and h = S y (S
-    centred over samples), V + ridge tr(V)/d I solved by Gauss-Jordan elimination in float32, and
-    nu = A_g A_g^T w over the free columns (G, d, Pn). inv: (G, Pn, B) float32 (piece layout).
+def sketch_nu(Zr, Zp, A, R, C, ok, yz, ridge: float, precision: str = "fp32"):
+    """(nu, inv) of every piece of a step, one kernel program per piece: the mean and sd of its pair
+    columns z_row z_partner (inv = 1 / sd; 0 for empty slots and constant columns), the sketch
+    S = (A / sd) (z_row z_partner - mean) of the centred columns gathered from the rows Zr (t, n) and
+    the partners Zp (m, n) without forming them in memory, V = S S^T and h = S y (S centred over
+    samples); then, batched over pieces, V + ridge tr(V)/d I solved by Gauss-Jordan elimination in
+    float32 and nu = A A^T w over the free columns.
 
-    A (G, d, B) shared sketches; valid (G, t, b2) bool; R, C (Pn, B) int32: column k of piece q is
-    the pair (row R[q, k] of Zr, partner C[q, k] of the tile). precision: 'bf16' (pair columns and
-    sketch in bfloat16, float32 sums), 'tf32' or 'fp32' (float32-level: three TF32 passes); V = S S^T
-    in float32-level precision except for 'tf32'."""
+    A (G, d, B): one sketch per group of Pshare = Ptot / G consecutive pieces. R, C (Ptot, B): slot k
+    of piece p is the pair (row R[p, k] of Zr, partner C[p, k] of Zp), ok (Ptot, B) bool whether the
+    slot holds a pair. Returns nu (G, d, Pshare) and inv (Ptot, B) float32. precision: 'bf16' (pair
+    columns and sketch in bfloat16, float32 sums), 'tf32' or 'fp32' (float32-level: three TF32
+    passes); V = S S^T in float32-level precision except for 'tf32'."""
     import torch
 
-    G, b2, n = Zc.shape
-    t = Zr.shape[0]
-    d, B = A.shape[1], A.shape[2]
-    Pn = R.shape[0]
+    n = Zr.shape[1]
+    G, d, B = A.shape
+    Ptot = R.shape[0]
+    if Ptot % G:
+        raise ValueError(f"{Ptot} pieces do not split into {G} sketch groups")
+    Pshare = Ptot // G
     dev = A.device
     cuda = dev.type == "cuda"
     low = precision == "bf16" and cuda
     prec = ("tf32" if precision == "tf32" else "tf32x3") if cuda else "ieee"
     zdt = torch.bfloat16 if low else torch.float32
     Zr = Zr.to(zdt).contiguous()
-    Zc = Zc.to(zdt).contiguous()
-    nu = torch.empty((G, d, Pn), dtype=torch.float32, device=dev)
-    inv = torch.empty((G, Pn, B), dtype=torch.float32, device=dev)
+    Zp = Zp.to(zdt).contiguous()
+    nu = torch.empty((G, d, Pshare), dtype=torch.float32, device=dev)
+    inv = torch.empty((Ptot, B), dtype=torch.float32, device=dev)
     DP, BB = _pow2(d), _pow2(B)
-    V = torch.empty((G, Pn, DP, DP), dtype=torch.float32, device=dev)
-    h = torch.empty((G, Pn, DP), dtype=torch.float32, device=dev)
-    NC = LAUNCH["sketch_nc"]
+    V = torch.empty((Ptot, DP, DP), dtype=torch.float32, device=dev)
+    h = torch.empty((Ptot, DP), dtype=torch.float32, device=dev)
     A = A.contiguous()
-    _kernels()[1][(G, Pn)](Zr, Zc, A, R.to(torch.int32).contiguous(), C.to(torch.int32).contiguous(),
-                           valid.to(torch.int8).contiguous(), inv, yz.contiguous(), V, h,
-                           B, b2, Pn, t, float(yz.sum()),
-                           n=int(n), d=int(d), DP=DP, BB=BB, NC=NC, LOWP=low, PREC_S=prec, PREC_V=prec,
-                           num_warps=LAUNCH["sketch_warps"])
+    _kernels()[1][(Ptot,)](Zr, Zp, A, R.to(torch.int32).contiguous(), C.to(torch.int32).contiguous(),
+                           ok.to(torch.int8).contiguous(), inv, yz.contiguous(), V, h,
+                           B, Pshare, float(yz.sum()),
+                           n=int(n), d=int(d), DP=DP, BB=BB, NC=LAUNCH["sketch_nc"], LOWP=low, PREC_S=prec,
+                           PREC_V=prec, num_warps=LAUNCH["sketch_warps"])
     PB = LAUNCH["solve_pb"]
-    _kernels()[3][(G, triton_cdiv(Pn, PB))](V, h, A, inv, nu, B, Pn, t, float(ridge), d=int(d), DP=DP, BB=BB,
-                                            PB=PB, PREC=prec, num_warps=LAUNCH["solve_warps"])
+    _kernels()[3][(G, triton_cdiv(Pshare, PB))](V, h, A, inv, nu, B, Pshare, float(ridge), d=int(d), DP=DP,
+                                                BB=BB, PB=PB, PREC=prec, num_warps=LAUNCH["solve_warps"])
     return nu, inv
 
 
