@@ -117,7 +117,7 @@ def _parser():
     ap.add_argument("--profile", action="store_true", help="per-stage times (synchronising)")
     ap.add_argument("--checkpoint", default="", help="checkpoint file: a rerun resumes")
     ap.add_argument("--config", default="", help="override, e.g. B=100,d=30,lam_scale=2,iters=200")
-    ap.add_argument("--pieces", default="rect", choices=["random", "rect"],
+    ap.add_argument("--pieces", default="random", choices=["random", "rect"],
                     help="piece layout of the tiled engine (random: random sets of B of a step's pairs; rect: 10 x 10)")
     return ap
 
