@@ -28,7 +28,7 @@ def _data(n=300, p=60, seed=0):
 
 # small pieces (B = 20: 4 rows x 5 partners) and super-tiles of 20 SNPs: 3 x 4 / 2 + 3 = 6 pair
 # blocks (3 diagonal, 3 off-diagonal) besides the SNP block
-KW = dict(B=20, d=10, lam_scale=1.0, R=2, iters=100, seed=3, top=50, progress=False, device="cpu",
+KW = dict(B=20, d=10, lam_scale=1.0, R=2, iters=100, seed=3, top=50, progress=False, device="cpu", pieces="rect",
           settings=TiledSettings(super_tile=20, row_tile=8, group=2))
 
 

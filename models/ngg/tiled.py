@@ -609,7 +609,7 @@ def _load(path, signature):
 
 
 def _prepare(X, y, *, mode, B, d, lam, lam_scale, R, iters, seed, device, top, covariates, candidates,
-             settings, precision, ridge, profile, shared_sketch=True, pieces="rect") -> dict:
+             settings, precision, ridge, profile, shared_sketch=True, pieces="random") -> dict:
     """Checked, standardised inputs on the device, the blocks and the kernel sequence."""
     import torch
 
@@ -666,7 +666,7 @@ def _prepare(X, y, *, mode, B, d, lam, lam_scale, R, iters, seed, device, top, c
 
 def prepare_tiled(X, y, *, mode="2d", B=100, d=30, lam=None, lam_scale=1.0, iters=200, seed=0, device=None,
                   covariates=None, candidates=None, settings: TiledSettings | None = None, precision="fp32",
-                  ridge=1e-6, shared_sketch=True, pieces="rect") -> TiledPlan:
+                  ridge=1e-6, shared_sketch=True, pieces="random") -> TiledPlan:
     """The :class:`TiledPlan` of a fit (same arguments as :func:`ngg_fit_tiled`), for running its
     (block, repetition) units one by one with :func:`block_repetition` (len(plan.blocks) blocks)."""
     return _prepare(X, y, mode=mode, B=B, d=d, lam=lam, lam_scale=lam_scale, R=1, iters=iters, seed=seed,
@@ -679,7 +679,7 @@ def ngg_fit_tiled(X, y, *, mode="2d", B=100, d=30, lam=None, lam_scale=1.0, R=10
                   device=None, top=1000, covariates=None, candidates=None, progress=True, checkpoint=None,
                   checkpoint_every=30.0, settings: TiledSettings | None = None, precision="fp32", ridge=1e-6,
                   profile=False, max_blocks=None, max_seconds=None, on_block=None, threads=1, shared_sketch=True,
-                  repetitions=None, on_scores=None, pieces="rect") -> NGGResult:
+                  repetitions=None, on_scores=None, pieces="random") -> NGGResult:
     """Fit NGG with rectangular pieces and tile-shared sketches (module docstring); same inputs and output
     as :func:`models.ngg.ngg.ngg_fit` (an :class:`NGGResult`).
 
@@ -691,6 +691,9 @@ def ngg_fit_tiled(X, y, *, mode="2d", B=100, d=30, lam=None, lam_scale=1.0, R=10
     whether the whole space was covered). max_seconds: estimate the run time from the first block
     of pair columns and raise a one-line EpiflowError (with suggested settings) when it exceeds this.
     on_block(info): called after every block with a dict of progress numbers.
+    pieces: 'random' (default: the valid pairs of each step in a random order, B to a piece, as the
+    previous estimator's random pieces but within a step; one shared sketch per 64 pieces) or 'rect'
+    (b1 x b2 rectangles of row SNPs x partners; one sketch per tile pair). Part of the checkpoint key.
     shared_sketch: one Gaussian A per (row tile, column tile) for all its pieces (FISTA as GEMMs;
     default), or one per piece as in the previous estimator (FISTA as batched mat-vecs, slower).
     threads: torch CPU threads during the fit (default 1: the steps are many mid-sized products, and
