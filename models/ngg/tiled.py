@@ -88,7 +88,7 @@ class TiledSettings:
     group: int               # column tiles per batched step
 
     @staticmethod
-    def default(device, B: int, m: int, n: int, pieces: str = "rect") -> "TiledSettings":
+    def default(device, B: int, m: int, n: int, pieces: str = "random") -> "TiledSettings":
         gpu = device.type == "cuda"
         # GPU: blocks of 16384^2 pairs; a step is ~520 rows x ~16k partners (~8M columns: FISTA
         # arrays of 8M entries); CPU: blocks of 2048^2 pairs, steps of ~64k columns
@@ -96,8 +96,10 @@ class TiledSettings:
         st = 16384 if gpu else 2048
         st = max(b2, min(st, -(-max(m, 1) // b2) * b2))
         st -= st % b2
-        rt = 512 if gpu else 64
-        grp = max(1, (2**23 if gpu else 2**16) // (rt * b2))
+        # CPU: random pieces draw from steps of 256 rows x ~1,000 partners (2^18 pairs), so that few of
+        # a piece's pairs share a SNP; rectangular pieces keep the smaller steps they were measured with
+        rt = 512 if gpu else (256 if pieces == "random" else 64)
+        grp = max(1, (2**23 if gpu else (2**18 if pieces == "random" else 2**16)) // (rt * b2))
         return TiledSettings(int(st), int(rt), int(grp))
 
 

@@ -99,9 +99,9 @@ def add_arguments(p) -> None:
     p.add_argument("--ngg-lam-scale", type=number(0.0, lo_open=True), default=1.0, metavar="X",
                    help="NGG lambda scale")
     p.add_argument("--ngg-engine", choices=["pieces", "tiled"], default="pieces",
-                   help="2D NGG estimator: pieces (random pair pieces, the reference) or tiled (GEMM-shaped "
-                        "pieces inside genotype tiles: about 9x faster on a GPU, with progress and a run-time "
-                        "estimate, but lower recall of planted pairs on the benchmark panel)")
+                   help="2D NGG estimator: pieces (random pair pieces, the reference) or tiled (random pieces "
+                        "drawn inside genotype tiles, shared sketches; fused kernels on a CUDA GPU with Triton; "
+                        "writes a map of every pair's score)")
     p.add_argument("--ngg-max-minutes", type=number(0.0), default=10.0, metavar="M",
                    help="NGG: estimate the run time from the first block of pieces and refuse, naming "
                         "settings that fit, when it exceeds M minutes (0: no limit)")
