@@ -334,8 +334,20 @@ class _Engine:
             A = torch.randn((Gs, 1, d, B), generator=gen, device=self.device, dtype=torch.float32)
             A = A.mul_(self.inv_sqrt_d).view(Gs, d, B)
         with st("sketch"):
-            nu, inv = tiled_kernels.sketch_nu(Zr, Zc.reshape(G * b2, n), A, R, C, ok, self.yz, self.ridge,
-                                              self.precision)
+            if slots is None:   # rectangular pieces: moments by GEMMs, then the tile-reuse kernel
+                if self.device.type == "cuda":
+                    torch.backends.cuda.matmul.allow_tf32 = False
+                mu = torch.matmul(Zr, Zc.transpose(1, 2)) / n                   # (G, t, b2)
+                ss = torch.matmul(Zr * Zr, (Zc * Zc).transpose(1, 2)) / n
+                sd = torch.sqrt(torch.clamp(ss - mu * mu, min=0.0))
+                good = valid & (sd > 1e-6)
+                inv = torch.where(good, 1.0 / torch.where(good, sd, torch.ones_like(sd)), torch.zeros_like(sd))
+                del ss, sd, good
+                nu = tiled_kernels.sketch_nu_rect(Zr, Zc, A, mu, inv, self.yz, self.ridge, b1, self.precision)
+                inv = inv.view(ptot, B)
+            else:
+                nu, inv = tiled_kernels.sketch_nu(Zr, Zc.reshape(G * b2, n), A, R, C, ok, self.yz, self.ridge,
+                                                  self.precision)
         with st("fista"):
             step, kappa = tiled_kernels.lipschitz(A, self.lam)
             thr = 1.0 if self.lam > 0 else 0.0

@@ -25,7 +25,8 @@ __all__ = ["available", "fista_fused", "momentum_weights"]
 _KERNEL = None
 # launch shapes (columns of samples per sketch chunk, pieces per solve / FISTA program, warps);
 # one setting for every cohort, measured on an H100 at the tuned piece size (B = 100, d = 30)
-LAUNCH = {"sketch_nc": 32, "sketch_warps": 4, "solve_pb": 16, "solve_warps": 4, "fista_bp": 64, "fista_warps": 8}
+LAUNCH = {"sketch_nc": 32, "sketch_warps": 8, "solve_pb": 16, "solve_warps": 4, "fista_bp": 32, "fista_warps": 4,
+          "rect_qb": 8, "rect_nc": 32, "rect_warps": 8}
 for _kv in filter(None, os.environ.get("EPIFLOW_NGG_LAUNCH", "").split(",")):   # e.g. "fista_bp=32"
     _k, _v = _kv.split("=")
     if _k.strip() not in LAUNCH:
@@ -162,6 +163,64 @@ def _build():
         tl.store(h_ptr + p * DP + od, hv)
 
     @triton.jit
+    def _sketch_rect_kernel(zr_ptr, zc_ptr, a_ptr, mu_ptr, inv_ptr, y_ptr, v_ptr, h_ptr,
+                            B, b1, b2, Pn, t, ysum,
+                            QB: tl.constexpr, n: tl.constexpr, d: tl.constexpr, DP: tl.constexpr, R1: tl.constexpr,
+                            C1: tl.constexpr, NC: tl.constexpr, LOWP: tl.constexpr, PREC: tl.constexpr):
+        """Rectangular pieces: program (g, block of QB row groups) of tile pair g. The tile pair's sketch A
+        is loaded once; a piece's pair columns are the broadcast product of its b1 rows and the tile's
+        b2 partners, centred and scaled by the (torch) moments, and enter one (DP x R1 C1) x (R1 C1 x NC)
+        product per chunk of samples: no gather of pair columns, every genotype row read once per chunk."""
+        g = tl.program_id(0).to(tl.int64)
+        od = tl.arange(0, DP)
+        ri = tl.arange(0, R1)
+        ci = tl.arange(0, C1)
+        md = od < d
+        mr, mc = ri < b1, ci < b2
+        kk = tl.arange(0, R1 * C1)
+        kr, kc = kk // C1, kk % C1
+        a = tl.load(a_ptr + g * d * B + od[:, None] * B + (kr * b2 + kc)[None, :],
+                    mask=md[:, None] & ((kr < b1) & (kc < b2))[None, :], other=0.0)       # (DP, R1 C1)
+        if LOWP:
+            a = a.to(tl.bfloat16)
+        q0 = tl.program_id(1) * QB
+        for qq in range(QB):
+            q = q0 + qq
+            qok = q < Pn
+            rows = q * b1 + ri
+            m2 = mr[:, None] & mc[None, :] & qok
+            cidx = g * t * b2 + rows[:, None] * b2 + ci[None, :]
+            mu = tl.load(mu_ptr + cidx, mask=m2, other=0.0)                                # (R1, C1)
+            inv = tl.load(inv_ptr + cidx, mask=m2, other=0.0)
+            V = tl.zeros((DP, DP), dtype=tl.float32)
+            hv = tl.zeros((DP,), dtype=tl.float32)
+            ssum = tl.zeros((DP,), dtype=tl.float32)
+            for c0 in range(0, n, NC):
+                on = c0 + tl.arange(0, NC)
+                mn = on < n
+                zr = tl.load(zr_ptr + rows.to(tl.int64)[:, None] * n + on[None, :],
+                             mask=(mr & qok)[:, None] & mn[None, :], other=0.0).to(tl.float32)  # (R1, NC)
+                zc = tl.load(zc_ptr + (g * b2 + ci)[:, None] * n + on[None, :],
+                             mask=mc[:, None] & mn[None, :], other=0.0).to(tl.float32)     # (C1, NC)
+                w = (zr[:, None, :] * zc[None, :, :] - mu[:, :, None]) * inv[:, :, None]   # (R1, C1, NC)
+                w = tl.where(mn[None, None, :], w, 0.0)
+                w2 = tl.reshape(w, (R1 * C1, NC))
+                if LOWP:
+                    S = tl.dot(a, w2.to(tl.bfloat16))
+                else:
+                    S = tl.dot(a, w2, input_precision=PREC)                                  # (DP, NC)
+                yv = tl.load(y_ptr + on, mask=mn, other=0.0)
+                ssum += tl.sum(S, axis=1)
+                hv += tl.sum(S * yv[None, :], axis=1)
+                V += tl.dot(S, tl.trans(S), input_precision=PREC)
+            sbar = ssum / n
+            V = V - n * sbar[:, None] * sbar[None, :]
+            hv = hv - sbar * ysum
+            p = g * Pn + q
+            tl.store(v_ptr + p * DP * DP + od[:, None] * DP + od[None, :], V, mask=qok)
+            tl.store(h_ptr + p * DP + od, hv, mask=qok)
+
+    @triton.jit
     def _solve_kernel(v_ptr, h_ptr, a_ptr, inv_ptr, nu_ptr, B, Pn, ridge,
                       d: tl.constexpr, DP: tl.constexpr, BB: tl.constexpr, PB: tl.constexpr,
                       PREC: tl.constexpr):
@@ -224,7 +283,7 @@ def _build():
         tl.store(coef_ptr + g64 * 3 + 1, -1.0 / kap)
         tl.store(coef_ptr + g64 * 3 + 2, kap)
 
-    return _fista_kernel, _sketch_kernel, _lipschitz_kernel, _solve_kernel
+    return _fista_kernel, _sketch_kernel, _lipschitz_kernel, _solve_kernel, _sketch_rect_kernel
 
 
 def _kernels():
@@ -277,6 +336,40 @@ def sketch_nu(Zr, Zp, A, R, C, ok, yz, ridge: float, precision: str = "fp32"):
     _kernels()[3][(G, triton_cdiv(Pshare, PB))](V, h, A, inv, nu, B, Pshare, float(ridge), d=int(d), DP=DP,
                                                 BB=BB, PB=PB, PREC=prec, num_warps=LAUNCH["solve_warps"])
     return nu, inv
+
+
+def sketch_nu_rect(Zr, Zc, A, mu, inv, yz, ridge: float, b1: int, precision: str = "fp32"):
+    """:func:`sketch_nu` for rectangular pieces (piece (g, q) = row group q of Zr (t, n), b1 rows, x the b2
+    partners of tile g of Zc (G, b2, n)), with the pair columns' means ``mu`` and inverse sds ``inv``
+    (G, t, b2) given (0 for slots that are no pair): the tile's genotype rows are read once per chunk
+    of samples and the sketch is one product per piece and chunk. Returns nu (G, d, Pn)."""
+    import torch
+
+    G, b2, n = Zc.shape
+    t = Zr.shape[0]
+    d, B = A.shape[1], A.shape[2]
+    Pn = t // b1
+    dev = A.device
+    cuda = dev.type == "cuda"
+    low = precision == "bf16" and cuda
+    prec = ("tf32" if precision == "tf32" else "tf32x3") if cuda else "ieee"
+    zdt = torch.bfloat16 if low else torch.float32
+    DP = _pow2(d)
+    V = torch.empty((G * Pn, DP, DP), dtype=torch.float32, device=dev)
+    h = torch.empty((G * Pn, DP), dtype=torch.float32, device=dev)
+    QB = LAUNCH["rect_qb"]
+    A = A.contiguous()
+    _kernels()[4][(G, triton_cdiv(Pn, QB))](Zr.to(zdt).contiguous(), Zc.to(zdt).contiguous(), A,
+                                            mu.contiguous().float(), inv.contiguous().float(), yz.contiguous(), V, h,
+                                            B, b1, b2, Pn, t, float(yz.sum()),
+                                            QB=QB, n=int(n), d=int(d), DP=DP, R1=_pow2(b1, 2), C1=_pow2(b2, 2),
+                                            NC=LAUNCH["rect_nc"], LOWP=low, PREC=prec,
+                                            num_warps=LAUNCH["rect_warps"])
+    nu = torch.empty((G, d, Pn), dtype=torch.float32, device=dev)
+    PB = LAUNCH["solve_pb"]
+    _kernels()[3][(G, triton_cdiv(Pn, PB))](V, h, A, inv.reshape(G * Pn, B), nu, B, Pn, float(ridge), d=int(d),
+                                            DP=DP, BB=_pow2(B), PB=PB, PREC=prec, num_warps=LAUNCH["solve_warps"])
+    return nu
 
 
 def lipschitz(A, lam: float, iters: int = 128):
