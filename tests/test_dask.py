@@ -235,13 +235,15 @@ def test_checkpoint_of_a_crashed_driver_resumes_on_either_path(cohort2d, cluster
 
 
 @pytest.mark.slow  # cheap once the workers have imported the NGG engine (1.4 s), 9 s cold
-def test_ngg_repetitions_as_tasks_identical(cohort2d, cluster, tmp_path):
+@pytest.mark.parametrize("pieces", ["random", "rect"])
+def test_ngg_repetitions_as_tasks_identical(cohort2d, cluster, tmp_path, pieces):
     """The tiled 2D NGG with its (block, repetition) units as tasks: the same top pairs, scores and
     effects, to the bit, as the single-process fit."""
     from pipelines.workflows.scan import NGGSettings, ScanSpec, load_scan_inputs, run_scan
 
     inp = load_scan_inputs(cohort2d / "full", pheno=str(cohort2d / "qt.txt"), min_snps=2, log=lambda m: None)
-    spec = ScanSpec(mode="2d", method="ngg", top=30, ngg=NGGSettings(B=16, d=8, R=3, iters=30, lam_scale=1.0, engine="tiled"))
+    spec = ScanSpec(mode="2d", method="ngg", top=30, ngg=NGGSettings(B=16, d=8, R=3, iters=30, lam_scale=1.0, engine="tiled",
+                                                                     pieces=pieces))
     local = run_scan(inp.genotypes, inp.phenotype, spec, log=lambda m: None)
     with executor.open_executor(executor.ExecutorSpec(kind="dask", scheduler=cluster.scheduler_address),
                                 log=lambda m: None):

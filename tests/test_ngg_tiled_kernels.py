@@ -57,9 +57,9 @@ def test_momentum_weights_follow_the_fista_sequence():
 
 
 def test_unavailable_without_triton_or_when_switched_off(monkeypatch):
-    monkeypatch.setenv("EPIFLOW_FUSED_FISTA", "0")
+    monkeypatch.setenv("EPIFLOW_NGG_KERNELS", "0")
     assert not tiled_kernels.available(torch.device("cuda"))
-    monkeypatch.delenv("EPIFLOW_FUSED_FISTA")
+    monkeypatch.delenv("EPIFLOW_NGG_KERNELS")
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
     assert not tiled_kernels.available(torch.device("cpu"))   # CPU: only through the interpreter
 
@@ -109,9 +109,9 @@ def test_tiled_fit_with_kernels_equals_torch_path_in_the_triton_interpreter():
         X, y = _data()
         for kw in (dict(KW), dict(KW, B=100, d=30, settings=TiledSettings(super_tile=40, row_tile=30, group=3)),
                    dict(KW, pieces="random", R=4)):
-            os.environ["EPIFLOW_FUSED_FISTA"] = "1"
+            os.environ["EPIFLOW_NGG_KERNELS"] = "1"
             a = ngg_fit_tiled(X, y, **kw)
-            os.environ["EPIFLOW_FUSED_FISTA"] = "0"
+            os.environ["EPIFLOW_NGG_KERNELS"] = "0"
             b = ngg_fit_tiled(X, y, **kw)
             assert a.top_pairs["i"][:6].tolist() == b.top_pairs["i"][:6].tolist()
             assert a.top_pairs["j"][:6].tolist() == b.top_pairs["j"][:6].tolist()
@@ -158,15 +158,15 @@ def test_tiled_fit_same_top_pairs_with_kernel_and_torch_loop(monkeypatch):
     top = lambda r: [(int(i), int(j)) for i, j in zip(r.top_pairs["i"][:10], r.top_pairs["j"][:10])]  # noqa: E731
     for pieces in ("rect", "random"):
         kw = dict(KW, device="cuda", precision="fp32", pieces=pieces, R=4 if pieces == "random" else 2)
-        monkeypatch.setenv("EPIFLOW_FUSED_FISTA", "1")
+        monkeypatch.setenv("EPIFLOW_NGG_KERNELS", "1")
         with_kernel = ngg_fit_tiled(X, y, **kw)
-        monkeypatch.setenv("EPIFLOW_FUSED_FISTA", "0")
+        monkeypatch.setenv("EPIFLOW_NGG_KERNELS", "0")
         loop = ngg_fit_tiled(X, y, **kw)
         assert top(with_kernel)[:2] == top(loop)[:2], pieces
         assert {(3, 41), (17, 29)} <= set(top(with_kernel)[:5]), pieces
         np.testing.assert_allclose(with_kernel.top_pairs["score"][:2], loop.top_pairs["score"][:2], rtol=2e-3)
         np.testing.assert_allclose(with_kernel.snp_effect, loop.snp_effect, rtol=1e-3, atol=1e-6)
         for prec in ("tf32", "bf16"):                  # tensor-core sketches: the planted pairs stay on top
-            monkeypatch.setenv("EPIFLOW_FUSED_FISTA", "1")
+            monkeypatch.setenv("EPIFLOW_NGG_KERNELS", "1")
             q = ngg_fit_tiled(X, y, **dict(kw, precision=prec))
             assert {(3, 41), (17, 29)} <= set(top(q)[:5]), (pieces, prec)

@@ -1,26 +1,33 @@
-"""FISTA of the tiled NGG in one GPU kernel (Triton): the whole iteration loop stays in registers.
+"""The tiled NGG's step on a CUDA GPU in fused Triton kernels (:mod:`models.ngg.tiled`).
 
-:meth:`models.ngg.tiled._Engine._fista` solves, for every tile pair g (one shared sketch A_g, d x B)
-and every piece q of it (one column nu_gq of length d), the lasso
-``argmin 1/2 ||A_g theta - nu_gq||^2 + lam ||theta||_1`` by FISTA with step 1/L_g. With torch ops
-each of its 200 iterations is two batched GEMMs plus four element-wise passes over the (G, B, P)
-iterates, so the loop streams several GB through device memory per step of pieces. Here one
-program takes one tile pair and a block of its pieces, loads A_g, nu and the column mask once,
-keeps both iterates (z and phi, B x P) in registers for all iterations and writes theta once: the
-two products per iteration run on the tensor cores (``tl.dot``) and nothing else touches memory.
+With torch operations a step of ~8 million pair columns writes the pair columns (pieces x B x n),
+their sketches and the FISTA iterates through device memory again and again (200 iterations of two
+batched GEMMs plus element-wise passes). Here:
 
-Same algorithm, same scaled variables and the same momentum sequence as the torch loop; the only
-difference is the precision of the two products: ``"ieee"`` (float32 FMA), ``"tf32x3"`` (three TF32
-passes, float32-level accuracy) or ``"tf32"`` (one pass, ~1e-3 relative per product). Triton is
-imported lazily: without it (or off CUDA, unless Triton's interpreter is on) :func:`available`
-is False and the caller keeps the torch loop.
+* sketch (per piece): the mean and sd of each pair column z_row z_partner, the sketch
+  S = (A / sd)(z_row z_partner - mean) of the centred columns from the genotype rows, V = S S^T and
+  h = S y; the pair columns exist only in registers. Random pieces gather their rows
+  (:func:`sketch_nu`); rectangular pieces (10 rows x 10 partners of one tile) read the tile's rows
+  once per chunk of samples and take their moments from two GEMMs (:func:`sketch_nu_rect`);
+* solve (batched, 16 pieces a program): (V + ridge tr(V)/d I) w = h by Gauss-Jordan elimination
+  in float32 (V is positive definite), then nu = A A^T w over the free columns;
+* Lipschitz constant of A A^T by power iteration (:func:`lipschitz`);
+* FISTA (:func:`fista_fused`): one program per sketch group and block of pieces keeps both iterates
+  in registers for all iterations; its two products per iteration run on the tensor cores.
+
+Same algorithm and the same draws as the torch path (`tests/test_ngg_tiled_kernels.py`); the
+differences are precision: float32 solves (the torch path solves in float64) and the products'
+``"ieee"`` (float32 FMA), ``"tf32x3"`` (three TF32 passes, float32-level; precision 'fp32') or
+``"tf32"`` (one pass; precisions 'tf32' and 'bf16'). Triton is imported lazily: without it (or off
+CUDA, unless Triton's interpreter is on), or with EPIFLOW_NGG_KERNELS=0, :func:`available` is False
+and the engine runs its torch operations.
 """
 from __future__ import annotations
 
 import math
 import os
 
-__all__ = ["available", "fista_fused", "momentum_weights"]
+__all__ = ["available", "fista_fused", "momentum_weights", "sketch_nu", "sketch_nu_rect", "lipschitz", "LAUNCH"]
 
 _KERNEL = None
 # launch shapes (columns of samples per sketch chunk, pieces per solve / FISTA program, warps);
@@ -35,9 +42,9 @@ for _kv in filter(None, os.environ.get("EPIFLOW_NGG_LAUNCH", "").split(",")):   
 
 
 def available(device) -> bool:
-    """Whether :func:`fista_fused` can run on ``device`` (CUDA with Triton, or Triton's CPU
+    """Whether the kernels can run on ``device`` (CUDA with Triton, or Triton's CPU
     interpreter when TRITON_INTERPRET=1)."""
-    if os.environ.get("EPIFLOW_FUSED_FISTA", "1") == "0":
+    if os.environ.get("EPIFLOW_NGG_KERNELS", "1") == "0":
         return False
     try:
         import triton  # noqa: F401

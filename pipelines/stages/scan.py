@@ -102,6 +102,10 @@ def add_arguments(p) -> None:
                    help="2D NGG estimator: pieces (random pair pieces, the reference) or tiled (random pieces "
                         "drawn inside genotype tiles, shared sketches; fused kernels on a CUDA GPU with Triton; "
                         "writes a map of every pair's score)")
+    p.add_argument("--ngg-pieces", choices=["random", "rect"], default="random",
+                   help="tiled engine's pieces: random (random sets of B of each step's pairs) or rect (10 x 10 "
+                        "rectangles of row SNPs x partners: on a GPU the sketch reads each tile once; fewer planted "
+                        "pairs recovered at low R)")
     p.add_argument("--ngg-max-minutes", type=number(0.0), default=10.0, metavar="M",
                    help="NGG: estimate the run time from the first block of pieces and refuse, naming "
                         "settings that fit, when it exceeds M minutes (0: no limit)")
@@ -152,7 +156,7 @@ def run(args, *, on_block=None) -> int:
                     pcs=args.pcs, effect_map=getattr(args, "effect_map", False),
                     statistic="fast_epistasis" if args.fast_epistasis else None,
                     ngg=NGGSettings(B=args.ngg_B, d=args.ngg_d, R=args.ngg_R, lam_scale=args.ngg_lam_scale,
-                                    seed=args.seed, engine=args.ngg_engine,
+                                    seed=args.seed, engine=args.ngg_engine, pieces=args.ngg_pieces,
                                     max_minutes=args.ngg_max_minutes or None))
     with open_executor(spec_from(args, device=device), log=lambda msg: print(msg, flush=True)):
         result = run_scan(inp.genotypes, ph, spec, covariates=inp.covariates, checkpoint_dir=out, on_block=on_block,

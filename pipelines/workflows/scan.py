@@ -66,10 +66,11 @@ class NGGSettings:
     lam: float | None = None
     iters: int = 200
     seed: int = 0
-    # 2D: pieces (models.ngg.ngg, the estimator of DESIGN section 5) | tiled (models.ngg.tiled, GEMM-shaped:
-    # ~9x faster on a GPU, progress and an up-front run-time refusal, but on planted mouse_hs1940 panels its
-    # recall@100 is 0.77 against 0.88, so it is opt-in until it recovers as well)
+    # 2D: pieces (models.ngg.ngg, the estimator of DESIGN section 5) | tiled (models.ngg.tiled: steps of
+    # genotype tiles, shared sketches, fused kernels on a CUDA GPU; progress, an up-front run-time refusal
+    # and a map of every pair's score; recall of planted pairs as the pieces engine at R = 10)
     engine: str = "pieces"
+    pieces: str = "random"   # tiled engine: random pieces of each step's pairs | rect (10 x 10 rectangles)
     max_minutes: float | None = None  # refuse (one line, with settings that fit) above this run-time estimate
 
 
@@ -483,7 +484,7 @@ def _run_ngg(gs: GenotypeSet, ph: Phenotype, covar, spec: ScanSpec, ckdir) -> Sc
             from pipelines.workflows.scan_tasks import ngg_repetitions
 
             kw = dict(mode="2d", B=g.B, d=g.d, lam=g.lam, lam_scale=g.lam_scale, iters=g.iters, seed=g.seed,
-                      device=spec.device, covariates=covar)
+                      device=spec.device, covariates=covar, pieces=g.pieces)
             h = hashlib.sha256(np.ascontiguousarray(gs.dosage).tobytes() + np.asarray(ph.y).tobytes())
             h.update(b"" if covar is None else np.ascontiguousarray(covar, dtype=np.float64).tobytes())
             h.update(repr(sorted((k, v) for k, v in kw.items() if k != "covariates")).encode())
@@ -492,6 +493,7 @@ def _run_ngg(gs: GenotypeSet, ph: Phenotype, covar, spec: ScanSpec, ckdir) -> Sc
         ngg_map = _NGGMap(gs, spec.pyramid_side)
         res = ngg_fit_tiled(gs.dosage.T, ph.y, mode="2d", B=g.B, d=g.d, R=g.R, lam_scale=g.lam_scale, lam=g.lam,
                             iters=g.iters, seed=g.seed, device=spec.device, top=spec.top, covariates=covar,
+                            pieces=g.pieces,
                             progress=True, checkpoint=None if ckpt is None else str(ckpt),
                             checkpoint_every=spec.checkpoint_every,
                             max_seconds=None if not g.max_minutes else 60.0 * g.max_minutes, repetitions=reps,
