@@ -107,8 +107,10 @@ def test_tiled_fit_with_kernels_equals_torch_path_in_the_triton_interpreter():
         from tests.test_ngg_tiled import KW, _data
         from models.ngg.tiled import ngg_fit_tiled, TiledSettings
         X, y = _data()
-        for kw in (dict(KW), dict(KW, B=100, d=30, settings=TiledSettings(super_tile=40, row_tile=30, group=3)),
-                   dict(KW, pieces="random", R=4)):
+        cases = (dict(KW), dict(KW, B=100, d=30, settings=TiledSettings(super_tile=40, row_tile=30, group=3)),
+                 dict(KW, pieces="random", R=4))
+        for kw, rect_kernel in [(c, "0") for c in cases] + [(c, "1") for c in cases[:2]]:
+            os.environ["EPIFLOW_NGG_RECT_KERNEL"] = rect_kernel
             os.environ["EPIFLOW_NGG_KERNELS"] = "1"
             a = ngg_fit_tiled(X, y, **kw)
             os.environ["EPIFLOW_NGG_KERNELS"] = "0"

@@ -334,7 +334,9 @@ class _Engine:
             A = torch.randn((Gs, 1, d, B), generator=gen, device=self.device, dtype=torch.float32)
             A = A.mul_(self.inv_sqrt_d).view(Gs, d, B)
         with st("sketch"):
-            if slots is None:   # rectangular pieces: moments by GEMMs, then the tile-reuse kernel
+            if slots is None and os.environ.get("EPIFLOW_NGG_RECT_KERNEL") == "1":
+                # rectangular pieces: moments by GEMMs, then the tile-reuse kernel (opt-in: checked in
+                # Triton's interpreter, not yet run on a GPU); otherwise the gather kernel below
                 if self.device.type == "cuda":
                     torch.backends.cuda.matmul.allow_tf32 = False
                 mu = torch.matmul(Zr, Zc.transpose(1, 2)) / n                   # (G, t, b2)

@@ -7,8 +7,9 @@ batched GEMMs plus element-wise passes). Here:
 * sketch (per piece): the mean and sd of each pair column z_row z_partner, the sketch
   S = (A / sd)(z_row z_partner - mean) of the centred columns from the genotype rows, V = S S^T and
   h = S y; the pair columns exist only in registers. Random pieces gather their rows
-  (:func:`sketch_nu`); rectangular pieces (10 rows x 10 partners of one tile) read the tile's rows
-  once per chunk of samples and take their moments from two GEMMs (:func:`sketch_nu_rect`);
+  (:func:`sketch_nu`, which serves any layout); for rectangular pieces (10 rows x 10 partners of one
+  tile) :func:`sketch_nu_rect` reads the tile's rows once per chunk of samples and takes the moments
+  from two GEMMs (opt-in with EPIFLOW_NGG_RECT_KERNEL=1: checked in Triton's CPU interpreter only);
 * solve (batched, 16 pieces a program): (V + ridge tr(V)/d I) w = h by Gauss-Jordan elimination
   in float32 (V is positive definite), then nu = A A^T w over the free columns;
 * Lipschitz constant of A A^T by power iteration (:func:`lipschitz`);
