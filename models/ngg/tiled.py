@@ -1,22 +1,29 @@
-"""GEMM-shaped NGG: pieces drawn inside genotype tiles, so sketches and FISTA run as large GEMMs.
+"""GEMM-shaped NGG: pieces drawn inside steps of genotype tiles, sketches shared by groups of pieces.
 
 Same estimator as :mod:`models.ngg.ngg` (DESIGN section 5: design D = [X | X*X] with standardised
 columns, pieces of B columns, Gaussian sketch A (d x B, N(0, 1/d)), compressed normal equations,
 nu = A A^T w, lasso by FISTA per piece, R repetitions, score = support x |mean effect|). What
-changes is how the B columns of a piece are drawn, so that the work has the shape of large matrix
-products instead of a gather of pair columns followed by tiny per-piece products:
+changes is how the B columns of a piece are drawn and sketched, so that the work has the shape of
+large products (and, on a CUDA GPU with Triton, of the fused kernels of
+:mod:`models.ngg.tiled_kernels`) instead of a gather of pair columns followed by tiny products.
 
-* Rectangular pieces. Per repetition the SNPs are shuffled; a piece is b1 "row" SNPs times b2
-  "partner" SNPs (b1 b2 = B, b1 the largest divisor of B <= sqrt(B): 10 x 10 for B = 100), the
-  partners one tile of b2 consecutive shuffled SNPs, keeping the pairs whose partner comes after
-  the row in the shuffled order, so every pair is in exactly one piece per repetition. SNP columns
-  (1D) are the pieces of a row of ones, i.e. tiles of B shuffled SNPs. A column's piece-mates are
-  random (fresh shuffle per repetition) but share its row SNP (b2 - 1 of them) or its partner
-  (b1 - 1). A first version used stars (one row SNP, B partners): for a rare row SNP all B columns
-  are driven by its few carriers, the piece's sketch is nearly singular and its effects blow up;
-  with b1 rows that happens to b2 of the B columns only, which the sketch absorbs.
-* Tile-shared sketch matrices. The pieces of one (row tile, column tile) pair share one Gaussian A
-  (fresh per tile pair and repetition). Each column's estimate depends only on its own piece and
+Per repetition the SNPs are shuffled; a step takes a tile of rows against a group of column tiles
+(the pairs whose partner comes after the row in the shuffled order), so every pair is in exactly
+one step per repetition. SNP columns (1D) are the pieces of a row of ones. Piece layouts
+(``pieces``):
+
+* Random (default): the step's valid pairs in a random order, cut into pieces of B, one shared
+  sketch per 64 pieces. Like the previous estimator's random pieces, but drawn within a step (512
+  rows x ~16,000 partners on a GPU, 256 x ~1,000 on the CPU), so a few of a piece's pairs share a
+  SNP. Recovery of planted pairs equals the previous estimator's (README).
+* Rectangular: a piece is b1 "row" SNPs times b2 "partner" SNPs of one tile (b1 b2 = B, b1 the
+  largest divisor of B <= sqrt(B): 10 x 10 for B = 100); a column's piece-mates share its row SNP
+  (b2 - 1 of them) or its partner (b1 - 1), which costs recall at small R. Star pieces (one row SNP,
+  B partners) were dropped: for a rare row SNP all B columns are driven by its few carriers and the
+  sketch turns singular; so were "latin" pieces (the diagonals of B x B blocks), which put pairs in
+  LD on both sides in one piece and split them into large effects of opposite sign.
+* Shared sketch matrices. The pieces of a group (one tile pair's rectangles, or 64 random pieces)
+  share one Gaussian A (fresh per group and repetition). Each column's estimate depends only on its own piece and
   its A, so the distribution of every column's estimate (and hence of its mean effect, support and
   score) is unchanged; only estimates of columns in different pieces become correlated within a
   repetition. This makes the FISTA steps of a tile pair two GEMMs (A Z, A^T (A Z)) over all its
@@ -38,7 +45,8 @@ accumulators): a killed run resumes at the next repetition and gives the same re
 uninterrupted run (same device, same settings).
 
 Everything is torch and runs on any device torch has (CPU here, CUDA on a GPU machine); on CUDA the
-sketch GEMMs use TF32 or bf16 tensor cores when ``precision`` asks for it.
+sketch products use TF32 or bf16 tensor cores when ``precision`` asks for it, through the fused
+kernels where Triton imports (EPIFLOW_NGG_KERNELS=0: torch operations).
 """
 from __future__ import annotations
 
