@@ -185,6 +185,10 @@ def main(argv=None):
             total = res["pairs"] + p
             res["complete"] = False
             res["extrapolated"] = True
+            if sec > 0:   # the rate so far, in the operation count of flops_per_column
+                res["progress"]["tflops_so_far"] = fpc * cols / sec / 1e12
+                res["progress"]["fraction_of_tensor_core_peak_so_far"] = \
+                    res["progress"]["tflops_so_far"] / peaks.get("bf16", peaks["fp32"])
             res["seconds_per_repetition_extrapolated"] = sec / cols * total if cols else None
             res["pairs_per_second"] = cols / sec if sec > 0 else None
             dump()
