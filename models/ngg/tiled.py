@@ -204,6 +204,21 @@ class _Engine:
 
     SHARE = 64   # random layout: pieces per shared sketch (one FISTA program's pieces)
 
+    def _pair_moments(self, Zr, Zc, valid):
+        """(mu, inv, good) (G, t, b2) of the pair columns z_row z_partner of a step: their means, 1 / sd
+        where the slot is valid and the column not constant (else 0), and that mask. Two GEMMs in full
+        float32 (ss - mu^2 cancels: no TF32)."""
+        torch = self.torch
+        n = Zr.shape[1]
+        if self.device.type == "cuda":
+            torch.backends.cuda.matmul.allow_tf32 = False
+        mu = torch.matmul(Zr, Zc.transpose(1, 2)) / n                       # (G, t, b2)
+        ss = torch.matmul(Zr * Zr, (Zc * Zc).transpose(1, 2)) / n
+        sd = torch.sqrt(torch.clamp(ss - mu * mu, min=0.0))
+        good = valid & (sd > 1e-6)
+        inv = torch.where(good, 1.0 / torch.where(good, sd, torch.ones_like(sd)), torch.zeros_like(sd))
+        return mu, inv, good
+
     def step_pieces(self, t, b1, b2, valid, gen):
         """The pieces of one step (a row tile of t rows against G column tiles of b2 partners): (R, C,
         ok, Pshare, slots). Slot k of piece p holds the pair (row R[p, k], partner row C[p, k] of the
@@ -267,16 +282,9 @@ class _Engine:
             return self._tile_pairs_fused(Zr, Zc, valid, gen, b1)
         if self.pieces == "random" and b1 > 1:
             return self._tile_pairs_gather(Zr, Zc, valid, gen, b1)
-        if cuda:  # pair means and sds in full fp32 (ss - mu^2 cancels); TF32 only for the sketch
-            torch.backends.cuda.matmul.allow_tf32 = False
         with st("moments"):
-            mu = torch.matmul(Zr, Zc.transpose(1, 2)) / n                   # (G, t, b2)
-            ss = torch.matmul(Zr * Zr, (Zc * Zc).transpose(1, 2)) / n
-            sd = torch.sqrt(torch.clamp(ss - mu * mu, min=0.0))
-            good = valid & (sd > 1e-6)
-            inv = torch.where(good, 1.0 / torch.where(good, sd, torch.ones_like(sd)), torch.zeros_like(sd))
+            _, inv, good = self._pair_moments(Zr, Zc, valid)
             all_good = bool(good.all())
-            del mu, ss, sd
         with st("rng"):
             nA = 1 if self.shared else Pn      # one A per tile pair, or one per piece
             A = torch.randn((G, nA, d, B), generator=gen, device=self.device, dtype=torch.float32)
@@ -345,14 +353,7 @@ class _Engine:
             if slots is None and os.environ.get("EPIFLOW_NGG_RECT_KERNEL") == "1":
                 # rectangular pieces: moments by GEMMs, then the tile-reuse kernel (opt-in: checked in
                 # Triton's interpreter, not yet run on a GPU); otherwise the gather kernel below
-                if self.device.type == "cuda":
-                    torch.backends.cuda.matmul.allow_tf32 = False
-                mu = torch.matmul(Zr, Zc.transpose(1, 2)) / n                   # (G, t, b2)
-                ss = torch.matmul(Zr * Zr, (Zc * Zc).transpose(1, 2)) / n
-                sd = torch.sqrt(torch.clamp(ss - mu * mu, min=0.0))
-                good = valid & (sd > 1e-6)
-                inv = torch.where(good, 1.0 / torch.where(good, sd, torch.ones_like(sd)), torch.zeros_like(sd))
-                del ss, sd, good
+                mu, inv, _ = self._pair_moments(Zr, Zc, valid)
                 nu = tiled_kernels.sketch_nu_rect(Zr, Zc, A, mu, inv, self.yz, self.ridge, b1, self.precision)
                 inv = inv.view(ptot, B)
             else:
@@ -376,19 +377,12 @@ class _Engine:
         cuda = self.device.type == "cuda"
         R, C, ok, share, slots = self.step_pieces(t, b1, b2, valid, gen)
         ptot, B = R.shape
-        if cuda:
-            torch.backends.cuda.matmul.allow_tf32 = False
         with st("moments"):
-            mu = torch.matmul(Zr, Zc.transpose(1, 2)) / n                   # (G, t, b2)
-            ss = torch.matmul(Zr * Zr, (Zc * Zc).transpose(1, 2)) / n
-            sd = torch.sqrt(torch.clamp(ss - mu * mu, min=0.0))
-            good = valid & (sd > 1e-6)
-            inv = torch.where(good, 1.0 / torch.where(good, sd, torch.ones_like(sd)), torch.zeros_like(sd))
+            _, inv, _ = self._pair_moments(Zr, Zc, valid)
             sl = slots.clamp(min=0).reshape(-1)
             inv = torch.where(ok, inv.reshape(-1)[sl].view(ptot, B), torch.zeros((), device=self.device))
             good = inv != 0                                                  # (Ptot, B) piece layout
             all_good = bool(good.all())
-            del mu, ss, sd
         with st("rng"):
             Gs = ptot // share if self.shared else ptot
             A = torch.randn((Gs, 1, d, B), generator=gen, device=self.device, dtype=torch.float32)
