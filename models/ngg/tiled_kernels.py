@@ -109,6 +109,28 @@ def _build():
         tl.store(out_ptr + g64 * sog + ob[:, None] * sob + op[None, :] * sop, phi * kap,
                  mask=mb[:, None] & mp[None, :])
 
+    global _gram_chunk, _centred   # helpers the kernels call: Triton resolves them in the module's globals
+
+    @triton.jit
+    def _gram_chunk(a, w, y_ptr, on, mn, V, hv, ssum, LOWP: tl.constexpr, PREC_S: tl.constexpr,
+                    PREC_V: tl.constexpr):
+        """One chunk of samples: S = a w (DP x NC), accumulated into V += S S^T, h += S y, sum(S)."""
+        if LOWP:
+            S = tl.dot(a, w.to(tl.bfloat16))
+        else:
+            S = tl.dot(a, w, input_precision=PREC_S)
+        yv = tl.load(y_ptr + on, mask=mn, other=0.0)
+        ssum += tl.sum(S, axis=1)
+        hv += tl.sum(S * yv[None, :], axis=1)
+        V += tl.dot(S, tl.trans(S), input_precision=PREC_V)
+        return V, hv, ssum
+
+    @triton.jit
+    def _centred(V, hv, ssum, ysum, n):
+        """V and h of S centred over the n samples (what is left of the centring after subtracting mu)."""
+        sbar = ssum / n
+        return V - n * sbar[:, None] * sbar[None, :], hv - sbar * ysum
+
     @triton.jit
     def _sketch_kernel(zr_ptr, zc_ptr, a_ptr, r_ptr, c_ptr, ok_ptr, inv_ptr, y_ptr, v_ptr, h_ptr,
                        B, Pshare, ysum,
@@ -155,18 +177,8 @@ def _build():
             zr = tl.load(zr_ptr + rrow[:, None] * n + on[None, :], mask=m2, other=0.0).to(tl.float32)
             zc = tl.load(zc_ptr + crow[:, None] * n + on[None, :], mask=m2, other=0.0).to(tl.float32)
             pc = tl.where(m2, zr * zc - mu[:, None], 0.0)                      # centred pair columns
-            if LOWP:
-                S = tl.dot(a_s, pc.to(tl.bfloat16))                            # (DP, NC) sketch
-            else:
-                S = tl.dot(a_s, pc, input_precision=PREC_S)
-            yv = tl.load(y_ptr + on, mask=mn, other=0.0)
-            ssum += tl.sum(S, axis=1)
-            hv += tl.sum(S * yv[None, :], axis=1)
-            V += tl.dot(S, tl.trans(S), input_precision=PREC_V)
-        # exact centring over samples (what is left of it after subtracting mu)
-        sbar = ssum / n
-        V = V - n * sbar[:, None] * sbar[None, :]
-        hv = hv - sbar * ysum
+            V, hv, ssum = _gram_chunk(a_s, pc, y_ptr, on, mn, V, hv, ssum, LOWP, PREC_S, PREC_V)
+        V, hv = _centred(V, hv, ssum, ysum, n)
         tl.store(v_ptr + p * DP * DP + od[:, None] * DP + od[None, :], V)
         tl.store(h_ptr + p * DP + od, hv)
 
@@ -212,18 +224,9 @@ def _build():
                              mask=mc[:, None] & mn[None, :], other=0.0).to(tl.float32)     # (C1, NC)
                 w = (zr[:, None, :] * zc[None, :, :] - mu[:, :, None]) * inv[:, :, None]   # (R1, C1, NC)
                 w = tl.where(mn[None, None, :], w, 0.0)
-                w2 = tl.reshape(w, (R1 * C1, NC))
-                if LOWP:
-                    S = tl.dot(a, w2.to(tl.bfloat16))
-                else:
-                    S = tl.dot(a, w2, input_precision=PREC)                                  # (DP, NC)
-                yv = tl.load(y_ptr + on, mask=mn, other=0.0)
-                ssum += tl.sum(S, axis=1)
-                hv += tl.sum(S * yv[None, :], axis=1)
-                V += tl.dot(S, tl.trans(S), input_precision=PREC)
-            sbar = ssum / n
-            V = V - n * sbar[:, None] * sbar[None, :]
-            hv = hv - sbar * ysum
+                V, hv, ssum = _gram_chunk(a, tl.reshape(w, (R1 * C1, NC)), y_ptr, on, mn, V, hv, ssum, LOWP,
+                                          PREC, PREC)
+            V, hv = _centred(V, hv, ssum, ysum, n)
             p = g * Pn + q
             tl.store(v_ptr + p * DP * DP + od[:, None] * DP + od[None, :], V, mask=qok)
             tl.store(h_ptr + p * DP + od, hv, mask=qok)
