@@ -88,15 +88,7 @@ def test_random_pieces_planted_pairs_coverage_and_resume(tmp_path):
     assert {(3, 41), (17, 29)} <= set(zip(r.top_pairs["i"][:5].tolist(), r.top_pairs["j"][:5].tolist()))
     assert not np.array_equal(r.top_pairs["score"], ngg_fit_tiled(X, y, **KW).top_pairs["score"])
     ck = tmp_path / "l.npz"
-
-    class Stop(Exception):
-        pass
-
-    def stop(info):
-        if info["block"] == 2:
-            raise Stop
-    with pytest.raises(Stop):
-        ngg_fit_tiled(X, y, checkpoint=ck, on_block=stop, **kw)
+    _stop_after_block(X, y, ck, 2, kw)
     with pytest.raises(EpiflowError, match="other data or parameters"):   # the layout is part of the key
         ngg_fit_tiled(X, y, checkpoint=ck, **KW)
     resumed = ngg_fit_tiled(X, y, checkpoint=ck, **kw)
@@ -156,19 +148,23 @@ def test_kill9_resume_identical(tmp_path):
         np.testing.assert_array_equal(ref[k], got[k])
 
 
-def test_resume_after_block_identical(tmp_path):
-    X, y = _data()
-    ref = ngg_fit_tiled(X, y, **KW)
-    ck = tmp_path / "c.npz"
-
+def _stop_after_block(X, y, ck, block, kw):
+    """A checkpointed fit stopped (by an exception from on_block) once ``block`` blocks are done."""
     class Stop(Exception):
         pass
 
     def stop(info):
-        if info["block"] == 3:
+        if info["block"] == block:
             raise Stop
     with pytest.raises(Stop):
-        ngg_fit_tiled(X, y, checkpoint=ck, on_block=stop, **KW)
+        ngg_fit_tiled(X, y, checkpoint=ck, on_block=stop, **kw)
+
+
+def test_resume_after_block_identical(tmp_path):
+    X, y = _data()
+    ref = ngg_fit_tiled(X, y, **KW)
+    ck = tmp_path / "c.npz"
+    _stop_after_block(X, y, ck, 3, KW)
     r = ngg_fit_tiled(X, y, checkpoint=ck, **KW)
     assert r.timings["resumed_block"] == 3
     for k, v in _top(ref).items():
